@@ -1,0 +1,167 @@
+# porter-bundle build toolchain (GNU make).
+#
+#   make venv        create .venv and install the project with its dev tools
+#   make gen         regenerate gen/ from proto/ (buf generate)
+#   make check       everything CI runs: lint typecheck gen-check breaking test
+#   make test        pytest (PYTEST_ARGS=...)
+#   make run         start the server (RUN_ARGS=...)
+#   make bench       run the benchmarks (BENCH_ARGS=...)
+#
+# Every tool (buf, protoc plugins, ruff, mypy, pytest) comes from the venv: its bin/ is put first on
+# PATH for all recipes, which is also how buf finds the local plugins named in buf.gen.yaml.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV)/bin):$(PATH)
+# Written once the venv is complete; rebuilt whenever pyproject.toml changes.
+STAMP := $(VENV)/.installed
+
+# Debian packages the tests need (container engine, busybox images, OCI registry).
+# Installed only when missing; PostgreSQL will join them: postgresql.
+APT_PACKAGES ?= podman runc busybox-static docker-registry
+
+# Branch the API is compared against by `make breaking`.
+BREAKING_BRANCH ?= main
+
+PYTEST_ARGS ?=
+RUN_ARGS ?=
+BENCH_ARGS ?=
+
+# Python sources to lint (only the folders that exist yet).
+LINT_DIRS := $(wildcard src tests bench)
+
+# $(call apt-install,PACKAGES): install those Debian packages that are not installed yet, running
+# `apt-get update` once first; nothing at all when all are there. Uses sudo when not root.
+define apt-install
+missing=(); \
+for p in $(1); do \
+  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$$p"); \
+done; \
+if (( $${#missing[@]} )); then \
+  if [[ $$(id -u) -eq 0 ]]; then sudo=(); \
+  elif command -v sudo >/dev/null; then sudo=(sudo); \
+  else echo "error: need root or sudo to apt-get install: $${missing[*]}" >&2; exit 1; fi; \
+  echo "apt-get install: $${missing[*]}"; \
+  "$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+  "$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${missing[@]}"; \
+fi
+endef
+
+.PHONY: help
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+.PHONY: venv system-deps
+venv: $(STAMP)
+
+# Debian's python3 lacks ensurepip (hence `python3 -m venv`) without the python3-venv package.
+$(STAMP): pyproject.toml
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { $(call apt-install,python3-venv); }
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+system-deps:
+	@$(call apt-install,$(APT_PACKAGES))
+
+# ---------------------------------------------------------------------------------------------
+# Code generation: proto/ -> gen/ (committed). See buf.gen.yaml.
+
+.PHONY: gen gen-check
+gen: $(STAMP)
+	buf generate
+	@# The editable install only knows the gen/ packages that existed when it was made:
+	@# after the first generation (or a new top-level package) refresh it, so `porter-bundle` runs.
+	@pkgs=$$(cd gen 2>/dev/null && ls -d */ 2>/dev/null | tr -d / || true); \
+	if [[ -n "$$pkgs" ]] && ! (cd / && $(abspath $(PY)) -c 'import importlib.util as u, sys; \
+	    sys.exit(any(u.find_spec(p) is None for p in sys.argv[1:]))' $$pkgs); then \
+	  echo "refreshing the editable install for gen/: $$pkgs"; \
+	  $(PY) -m pip install -q --no-deps -e .; \
+	fi
+
+# Regenerates into a temporary folder and compares it with gen/ (extra, missing or changed files).
+gen-check: $(STAMP)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	buf generate --output "$$tmp"; \
+	mkdir -p gen "$$tmp/gen"; \
+	if ! diff -r -q -x __pycache__ gen "$$tmp/gen"; then \
+	  echo "error: gen/ is stale: run make gen" >&2; exit 1; \
+	fi; \
+	echo "gen/ is up to date"
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+.PHONY: check lint typecheck breaking test
+check: lint typecheck gen-check breaking test
+
+lint: $(STAMP)
+	buf lint
+	buf format --diff --exit-code
+	ruff check $(LINT_DIRS)
+	ruff format --check $(LINT_DIRS)
+
+typecheck: $(STAMP)
+	mypy
+
+# Compares proto/ in the working tree with proto/ on $(BREAKING_BRANCH). Skipped, with a message,
+# when there is nothing to compare against: no such branch, no proto/ on it yet (API unreleased),
+# or HEAD is that branch and proto/ has no uncommitted changes (as in CI on main).
+breaking: $(STAMP)
+	@br='$(BREAKING_BRANCH)'; \
+	if git remote get-url origin >/dev/null 2>&1; then \
+	  if [[ "$$(git rev-parse --is-shallow-repository)" == true ]]; then \
+	    git fetch -q --unshallow origin >/dev/null 2>&1 || true; \
+	  fi; \
+	  if ! git show-ref -q --verify "refs/heads/$$br"; then \
+	    git fetch -q origin "$$br:$$br" >/dev/null 2>&1 || true; \
+	  fi; \
+	fi; \
+	if ! git rev-parse -q --verify "refs/heads/$$br^{commit}" >/dev/null; then \
+	  echo "breaking: skipped: no local '$$br' branch with a commit to compare against"; exit 0; \
+	fi; \
+	if [[ -z "$$(git ls-tree -d "$$br" -- proto)" ]]; then \
+	  echo "breaking: skipped: '$$br' has no proto/ yet (the API is unreleased)"; exit 0; \
+	fi; \
+	if [[ "$$(git rev-parse -q --verify HEAD || true)" == "$$(git rev-parse "$$br")" ]] \
+	   && git diff -s --exit-code HEAD -- proto \
+	   && [[ -z "$$(git ls-files --others --exclude-standard -- proto)" ]]; then \
+	  echo "breaking: skipped: HEAD is '$$br' and proto/ has no uncommitted changes"; exit 0; \
+	fi; \
+	echo "buf breaking --against '.git#branch=$$br'"; \
+	buf breaking --against ".git#branch=$$br"
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+.PHONY: run bench
+run: $(STAMP)
+	$(VENV)/bin/porter-bundle serve $(RUN_ARGS)
+
+bench: $(STAMP)
+	PYTHONPATH="$(CURDIR):$(CURDIR)/src:$(CURDIR)/gen$${PYTHONPATH:+:$$PYTHONPATH}" \
+	  $(PY) -m bench $(BENCH_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+
+.PHONY: clean distclean
+# Caches and build output (gen/ is committed and stays).
+clean:
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# clean, and the venv too.
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,7 @@
+"""``python -m porter_bundle``."""
+
+import sys
+
+from porter_bundle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gRPC surface: servicers, error mapping and the server factory."""

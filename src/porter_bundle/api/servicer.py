@@ -1,0 +1,271 @@
+"""The PorterBundle servicer: requests in, service calls, responses out. No rules, no SQL.
+
+Service calls are blocking (database I/O), so each runs on the server's worker pool
+while the event loop keeps serving other calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import grpc
+
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter_bundle.api.errors import mapped
+from porter_bundle.api.wire import list_response
+from porter_bundle.errors import Violations
+from porter_bundle.service import Services
+from porter_bundle.service.paging import PageResult
+
+T = TypeVar("T")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _page_bytes(page: PageResult) -> bytes:
+    return list_response(page.docs, page.next_page_token, page.total_size)
+
+
+def _require(request: Any, field: str) -> None:
+    if not request.HasField(field):
+        v = Violations()
+        v.add(field, f"{field} is required")
+        v.raise_if_any()
+
+
+class PorterBundleServicer:
+    """Implements porter.bundle.v1.PorterBundle over :class:`~porter_bundle.service.Services`."""
+
+    def __init__(self, services: Services, executor: Executor) -> None:
+        self._s = services
+        self._executor = executor
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    # --- installations -------------------------------------------------------------
+
+    @mapped
+    async def ListInstallations(self, request: pb.ListInstallationsRequest, context: Ctx) -> bytes:
+        page = await self._run(
+            self._s.installations.list,
+            namespace=request.namespace,
+            all_namespaces=request.all_namespaces,
+            name=request.name,
+            labels=dict(request.labels),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            skip=request.skip,
+        )
+        return _page_bytes(page)
+
+    @mapped
+    async def GetInstallation(
+        self, request: pb.GetInstallationRequest, context: Ctx
+    ) -> pb.GetInstallationResponse:
+        inst = await self._run(self._s.installations.get, request.namespace, request.name)
+        return pb.GetInstallationResponse(installation=inst)
+
+    @mapped
+    async def CreateInstallation(
+        self, request: pb.CreateInstallationRequest, context: Ctx
+    ) -> pb.CreateInstallationResponse:
+        _require(request, "installation")
+        inst = await self._run(self._s.installations.create, request.installation)
+        return pb.CreateInstallationResponse(installation=inst)
+
+    @mapped
+    async def UpdateInstallation(
+        self, request: pb.UpdateInstallationRequest, context: Ctx
+    ) -> pb.UpdateInstallationResponse:
+        _require(request, "installation")
+        inst = await self._run(
+            self._s.installations.update, request.installation, list(request.update_mask.paths)
+        )
+        return pb.UpdateInstallationResponse(installation=inst)
+
+    @mapped
+    async def DeleteInstallation(
+        self, request: pb.DeleteInstallationRequest, context: Ctx
+    ) -> pb.DeleteInstallationResponse:
+        await self._run(
+            self._s.installations.delete,
+            request.namespace,
+            request.name,
+            force=request.force,
+            etag=request.etag,
+        )
+        return pb.DeleteInstallationResponse()
+
+    # --- runs and outputs ----------------------------------------------------------
+
+    @mapped
+    async def ListInstallationRuns(
+        self, request: pb.ListInstallationRunsRequest, context: Ctx
+    ) -> bytes:
+        page = await self._run(
+            self._s.runs.list,
+            request.namespace,
+            request.name,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            skip=request.skip,
+        )
+        return _page_bytes(page)
+
+    @mapped
+    async def GetInstallationRun(
+        self, request: pb.GetInstallationRunRequest, context: Ctx
+    ) -> pb.GetInstallationRunResponse:
+        run = await self._run(self._s.runs.get, request.namespace, request.name, request.run_id)
+        return pb.GetInstallationRunResponse(run=run)
+
+    @mapped
+    async def ListInstallationRunOutputs(
+        self, request: pb.ListInstallationRunOutputsRequest, context: Ctx
+    ) -> bytes:
+        found = await self._run(
+            self._s.runs.outputs,
+            request.namespace,
+            request.name,
+            request.run_id,
+            any_result=request.any_result,
+        )
+        return list_response(found.docs, found.run_id, found.run_state)
+
+    # --- credential sets -----------------------------------------------------------
+
+    @mapped
+    async def ListCredentialSets(
+        self, request: pb.ListCredentialSetsRequest, context: Ctx
+    ) -> bytes:
+        return _page_bytes(await self._run(self._s.credential_sets.list, **_list_args(request)))
+
+    @mapped
+    async def GetCredentialSet(
+        self, request: pb.GetCredentialSetRequest, context: Ctx
+    ) -> pb.GetCredentialSetResponse:
+        found = await self._run(self._s.credential_sets.get, request.namespace, request.name)
+        return pb.GetCredentialSetResponse(credential_set=found)
+
+    @mapped
+    async def CreateCredentialSet(
+        self, request: pb.CreateCredentialSetRequest, context: Ctx
+    ) -> pb.CreateCredentialSetResponse:
+        _require(request, "credential_set")
+        created = await self._run(self._s.credential_sets.create, request.credential_set)
+        return pb.CreateCredentialSetResponse(credential_set=created)
+
+    @mapped
+    async def UpdateCredentialSet(
+        self, request: pb.UpdateCredentialSetRequest, context: Ctx
+    ) -> pb.UpdateCredentialSetResponse:
+        _require(request, "credential_set")
+        updated = await self._run(
+            self._s.credential_sets.update, request.credential_set, list(request.update_mask.paths)
+        )
+        return pb.UpdateCredentialSetResponse(credential_set=updated)
+
+    @mapped
+    async def DeleteCredentialSet(
+        self, request: pb.DeleteCredentialSetRequest, context: Ctx
+    ) -> pb.DeleteCredentialSetResponse:
+        await self._run(
+            self._s.credential_sets.delete,
+            request.namespace,
+            request.name,
+            force=request.force,
+            etag=request.etag,
+        )
+        return pb.DeleteCredentialSetResponse()
+
+    # --- parameter sets ------------------------------------------------------------
+
+    @mapped
+    async def ListParameterSets(self, request: pb.ListParameterSetsRequest, context: Ctx) -> bytes:
+        return _page_bytes(await self._run(self._s.parameter_sets.list, **_list_args(request)))
+
+    @mapped
+    async def GetParameterSet(
+        self, request: pb.GetParameterSetRequest, context: Ctx
+    ) -> pb.GetParameterSetResponse:
+        found = await self._run(self._s.parameter_sets.get, request.namespace, request.name)
+        return pb.GetParameterSetResponse(parameter_set=found)
+
+    @mapped
+    async def CreateParameterSet(
+        self, request: pb.CreateParameterSetRequest, context: Ctx
+    ) -> pb.CreateParameterSetResponse:
+        _require(request, "parameter_set")
+        created = await self._run(self._s.parameter_sets.create, request.parameter_set)
+        return pb.CreateParameterSetResponse(parameter_set=created)
+
+    @mapped
+    async def UpdateParameterSet(
+        self, request: pb.UpdateParameterSetRequest, context: Ctx
+    ) -> pb.UpdateParameterSetResponse:
+        _require(request, "parameter_set")
+        updated = await self._run(
+            self._s.parameter_sets.update, request.parameter_set, list(request.update_mask.paths)
+        )
+        return pb.UpdateParameterSetResponse(parameter_set=updated)
+
+    @mapped
+    async def DeleteParameterSet(
+        self, request: pb.DeleteParameterSetRequest, context: Ctx
+    ) -> pb.DeleteParameterSetResponse:
+        await self._run(
+            self._s.parameter_sets.delete,
+            request.namespace,
+            request.name,
+            force=request.force,
+            etag=request.etag,
+        )
+        return pb.DeleteParameterSetResponse()
+
+    # --- bundles -------------------------------------------------------------------
+
+    @mapped
+    async def ListBundles(self, request: pb.ListBundlesRequest, context: Ctx) -> bytes:
+        page = await self._run(
+            self._s.bundles.list,
+            name=request.name,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            skip=request.skip,
+        )
+        return _page_bytes(page)
+
+    @mapped
+    async def GetBundle(self, request: pb.GetBundleRequest, context: Ctx) -> pb.GetBundleResponse:
+        return pb.GetBundleResponse(bundle=await self._run(self._s.bundles.get, request.reference))
+
+    @mapped
+    async def CreateBundle(
+        self, request: pb.CreateBundleRequest, context: Ctx
+    ) -> pb.CreateBundleResponse:
+        bundle = await self._run(self._s.bundles.create, request.reference, request.bundle_json)
+        return pb.CreateBundleResponse(bundle=bundle)
+
+    @mapped
+    async def DeleteBundle(
+        self, request: pb.DeleteBundleRequest, context: Ctx
+    ) -> pb.DeleteBundleResponse:
+        await self._run(self._s.bundles.delete, request.reference)
+        return pb.DeleteBundleResponse()
+
+
+def _list_args(request: Any) -> dict[str, Any]:
+    return {
+        "namespace": request.namespace,
+        "all_namespaces": request.all_namespaces,
+        "name": request.name,
+        "labels": dict(request.labels),
+        "page_size": request.page_size,
+        "page_token": request.page_token,
+        "skip": request.skip,
+    }

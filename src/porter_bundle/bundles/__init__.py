@@ -1,0 +1,1 @@
+"""CNAB bundles: bundle.json parsing and validation (and, later, OCI registries)."""

@@ -1,0 +1,115 @@
+"""Domain errors: the only exceptions the service layer raises on purpose.
+
+The tree::
+
+    PorterBundleError
+    ├── InvalidArgument        a request is malformed; carries field violations
+    ├── NotFound               the addressed resource does not exist
+    ├── AlreadyExists          a create collides with an existing resource
+    ├── FailedPrecondition     the resource is not in a state that allows the call
+    └── Aborted                a concurrency conflict (stale etag, active run)
+
+Each carries a stable machine-readable ``reason`` (UPPER_SNAKE_CASE) and string
+metadata. Transport codes live in :mod:`porter_bundle.api.errors`, the single place
+that maps these classes to gRPC statuses. Messages must never contain secret values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One offending request field: its path (e.g. ``installation.bundle.digest``) and what is wrong."""
+
+    field: str
+    description: str
+
+
+class PorterBundleError(Exception):
+    """Base of all domain errors."""
+
+    default_reason = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class InvalidArgument(PorterBundleError):
+    """The request itself is wrong; ``violations`` names each offending field."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        violations: Iterable[FieldViolation] = (),
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.violations = list(violations)
+
+    @classmethod
+    def from_violations(
+        cls, violations: Iterable[FieldViolation], *, reason: str | None = None
+    ) -> InvalidArgument:
+        """Builds one error whose message summarises every violation."""
+        items = list(violations)
+        summary = "; ".join(f"{v.field}: {v.description}" for v in items)
+        return cls(f"invalid request: {summary}", items, reason=reason)
+
+
+class NotFound(PorterBundleError):
+    """The addressed resource does not exist."""
+
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(PorterBundleError):
+    """A resource with the same address exists already."""
+
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(PorterBundleError):
+    """The resource's state does not allow the operation (e.g. deleting an installed installation)."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(PorterBundleError):
+    """A concurrency conflict: a stale etag or a competing operation. Retrying after a re-read may work."""
+
+    default_reason = "ABORTED"
+
+
+class Violations:
+    """Collects field violations while validating, then raises them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        """Records one violation."""
+        self.items.append(FieldViolation(field, description))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self, *, reason: str | None = None) -> None:
+        """Raises :class:`InvalidArgument` listing every recorded violation, if there is one."""
+        if self.items:
+            raise InvalidArgument.from_violations(self.items, reason=reason)

@@ -1,0 +1,53 @@
+"""Helpers every service shares: the clock, etags, timestamps and struct checks."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from porter_bundle.errors import Violations
+from porter_bundle.validation import MAX_VALUE_BYTES
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def new_etag() -> str:
+    """A fresh opaque etag."""
+    return secrets.token_hex(8)
+
+
+def timestamp(dt: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime."""
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def check_struct(v: Violations, field: str, value: Struct, *, limit: int = MAX_VALUE_BYTES) -> None:
+    """A Struct of named values: keys non-empty and bounded, total size bounded."""
+    for key in value.fields:
+        if not key or len(key) > 253:
+            v.add(f"{field}[{key!r}]", "key must be 1-253 characters")
+    if value.ByteSize() > limit:
+        v.add(field, f"is larger than {limit} bytes")
+
+
+def check_etag(given: str, stored: str, what: str) -> None:
+    """ABORTED when a non-empty etag does not match the stored one."""
+    from porter_bundle.errors import Aborted
+
+    if given and given != stored:
+        raise Aborted(
+            f"{what} was changed since it was read (etag {given!r} is stale); read it again and retry",
+            reason="ETAG_MISMATCH",
+            metadata={"etag": stored},
+        )

@@ -1,0 +1,281 @@
+"""Installations: validation, create/update/delete rules and reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from porter.bundle.v1.installation_pb2 import (
+    INSTALLATION_STATE_DEFINED,
+    Installation,
+    InstallationStatus,
+)
+from porter_bundle.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
+from porter_bundle.ids import new_id
+from porter_bundle.service.common import (
+    Clock,
+    check_etag,
+    check_struct,
+    new_etag,
+    timestamp,
+    utcnow,
+)
+from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
+from porter_bundle.store import DuplicateKey, ListFilter, Store, store
+from porter_bundle.store.models import InstallationRow
+from porter_bundle.validation import (
+    BundleRef,
+    check_address,
+    check_bundle_ref,
+    check_labels,
+    check_name,
+    check_namespace,
+    check_set_names,
+)
+
+DEFAULT_SCHEMA_VERSION = "1.0.2"
+_SCHEMA_VERSION = re.compile(r"\d+\.\d+\.\d+")
+
+# Fields an update may change; the mask names them as the proto does.
+UPDATABLE_FIELDS = (
+    "labels",
+    "bundle",
+    "parameters",
+    "parameter_sets",
+    "credential_sets",
+    "uninstalled",
+    "custom",
+    "schema_version",
+)
+
+
+def bundle_ref_of(inst: Installation) -> BundleRef:
+    """The installation's bundle reference as a value."""
+    b = inst.bundle
+    return BundleRef(b.repository, b.digest, b.version, b.tag)
+
+
+def check_list_filters(
+    v: Violations, namespace: str, all_namespaces: bool, name: str, labels: Mapping[str, str]
+) -> None:
+    """Filters shared by the list calls of namespaced resources."""
+    if not all_namespaces:
+        check_namespace(v, "namespace", namespace)
+    if len(name) > 253:
+        v.add("name", "name filter is longer than 253 characters")
+    check_labels(v, "labels", labels)
+
+
+def list_filter(
+    namespace: str, all_namespaces: bool, name: str, labels: Mapping[str, str]
+) -> ListFilter:
+    """The store filter of a namespaced list request."""
+    return ListFilter(None if all_namespaces else namespace, name, dict(labels))
+
+
+class InstallationService:
+    """Creates, changes, deletes and reads installations."""
+
+    def __init__(self, store_: Store, *, clock: Clock = utcnow) -> None:
+        self._store = store_
+        self._clock = clock
+
+    def list(
+        self,
+        *,
+        namespace: str,
+        all_namespaces: bool,
+        name: str,
+        labels: Mapping[str, str],
+        page_size: int,
+        page_token: str,
+        skip: int,
+    ) -> PageResult:
+        """A page of serialized Installation messages sorted by (namespace, name)."""
+        v = Violations()
+        check_list_filters(v, namespace, all_namespaces, name, labels)
+        v.raise_if_any()
+        flt = list_filter(namespace, all_namespaces, name, labels)
+        req = parse_page_request(
+            page_size,
+            page_token,
+            skip,
+            filters_fingerprint=fingerprint("installations", flt.namespace, name, dict(labels)),
+            key_length=2,
+        )
+        with self._store.read() as conn:
+            page = store.list_installations(conn, flt, req.spec)
+            return finish_page(
+                req,
+                page,
+                lambda: store.count_installations(conn, flt),
+                carry_total=not flt.counts_suffice,
+            )
+
+    def get(self, namespace: str, name: str) -> Installation:
+        """One installation; NOT_FOUND when missing."""
+        check_address(namespace, name)
+        with self._store.read() as conn:
+            doc = store.get_installation_doc(conn, namespace, name)
+        if doc is None:
+            raise _not_found(namespace, name)
+        return Installation.FromString(doc)
+
+    def create(self, given: Installation) -> Installation:
+        """Stores a new installation; ALREADY_EXISTS when its address is taken."""
+        inst = Installation()
+        _copy_writable(given, inst, UPDATABLE_FIELDS)
+        inst.namespace, inst.name = given.namespace, given.name
+        if not inst.schema_version:
+            inst.schema_version = DEFAULT_SCHEMA_VERSION
+        _validate(inst, "installation.")
+        now = self._clock()
+        inst.id = new_id()
+        inst.create_time.CopyFrom(timestamp(now))
+        inst.update_time.CopyFrom(timestamp(now))
+        inst.etag = new_etag()
+        inst.status.CopyFrom(InstallationStatus(state=INSTALLATION_STATE_DEFINED))
+        row = InstallationRow(
+            id=inst.id,
+            namespace=inst.namespace,
+            name=inst.name,
+            etag=inst.etag,
+            doc=inst.SerializeToString(),
+            created_at=now,
+            updated_at=now,
+            state=INSTALLATION_STATE_DEFINED,
+        )
+        try:
+            with self._store.write() as s:
+                store.add_installation(
+                    s, row, inst.labels, inst.credential_sets, inst.parameter_sets
+                )
+        except DuplicateKey:
+            raise AlreadyExists(
+                f"installation {_display(inst.namespace, inst.name)} already exists",
+                reason="INSTALLATION_EXISTS",
+                metadata={"namespace": inst.namespace, "name": inst.name},
+            ) from None
+        return inst
+
+    def update(self, given: Installation, paths: Sequence[str]) -> Installation:
+        """Changes the fields in ``paths`` (all writable ones when empty); ABORTED on a stale etag."""
+        check_address(given.namespace, given.name, prefix="installation.")
+        fields = _mask_fields(paths, UPDATABLE_FIELDS)
+        with self._store.write() as s:
+            row = store.get_installation(s, given.namespace, given.name)
+            if row is None:
+                raise _not_found(given.namespace, given.name)
+            check_etag(given.etag, row.etag, f"installation {_display(row.namespace, row.name)}")
+            inst = Installation.FromString(row.doc)
+            _copy_writable(given, inst, fields)
+            if not inst.schema_version:
+                inst.schema_version = DEFAULT_SCHEMA_VERSION
+            _validate(inst, "installation.")
+            now = self._clock()
+            inst.update_time.CopyFrom(timestamp(now))
+            inst.etag = new_etag()
+            row.etag, row.updated_at, row.doc = inst.etag, now, inst.SerializeToString()
+            s.add(row)
+            store.set_installation_children(
+                s, row.id, inst.labels, inst.credential_sets, inst.parameter_sets
+            )
+        return inst
+
+    def delete(self, namespace: str, name: str, *, force: bool, etag: str) -> None:
+        """Deletes an installation with its runs and outputs (refused while installed unless forced)."""
+        check_address(namespace, name)
+        with self._store.write() as s:
+            row = store.get_installation(s, namespace, name)
+            if row is None:
+                raise _not_found(namespace, name)
+            check_etag(etag, row.etag, f"installation {_display(namespace, name)}")
+            inst = Installation.FromString(row.doc)
+            if row.installed and not force:
+                raise FailedPrecondition(
+                    f"installation {_display(namespace, name)} is installed (its last modifying "
+                    f"action, {inst.status.action or 'unknown'}, was not a successful uninstall); "
+                    "uninstall it first or delete with force",
+                    reason="INSTALLATION_INSTALLED",
+                    metadata={
+                        "namespace": namespace,
+                        "name": name,
+                        "last_action": inst.status.action,
+                    },
+                )
+            store.delete_installation(s, row)
+
+
+def _display(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else f"{name} (global namespace)"
+
+
+def _not_found(namespace: str, name: str) -> NotFound:
+    return NotFound(
+        f"installation {_display(namespace, name)} not found",
+        reason="INSTALLATION_NOT_FOUND",
+        metadata={"namespace": namespace, "name": name},
+    )
+
+
+def installation_not_found(namespace: str, name: str) -> NotFound:
+    """The NOT_FOUND error for a missing installation (shared with runs)."""
+    return _not_found(namespace, name)
+
+
+def _mask_fields(paths: Sequence[str], allowed: Sequence[str]) -> Sequence[str]:
+    if not paths:
+        return allowed
+    v = Violations()
+    for i, path in enumerate(paths):
+        if path not in allowed:
+            v.add(
+                f"update_mask.paths[{i}]",
+                f"{path!r} cannot be updated; allowed: {', '.join(allowed)}",
+            )
+    v.raise_if_any()
+    return list(dict.fromkeys(paths))
+
+
+def _copy_writable(src: Installation, dst: Installation, fields: Sequence[str]) -> None:
+    for f in fields:
+        if f == "labels":
+            dst.labels.clear()
+            dst.labels.update(src.labels)
+        elif f in ("parameter_sets", "credential_sets"):
+            target = getattr(dst, f)
+            del target[:]
+            target.extend(getattr(src, f))
+        elif f in ("bundle", "parameters", "custom"):
+            getattr(dst, f).CopyFrom(getattr(src, f))
+            if not src.HasField(f):  # type: ignore[arg-type]
+                dst.ClearField(f)  # type: ignore[arg-type]
+        else:
+            setattr(dst, f, getattr(src, f))
+
+
+def _validate(inst: Installation, prefix: str) -> None:
+    v = Violations()
+    check_namespace(v, f"{prefix}namespace", inst.namespace)
+    check_name(v, f"{prefix}name", inst.name)
+    if not _SCHEMA_VERSION.fullmatch(inst.schema_version):
+        v.add(f"{prefix}schema_version", "must be a version such as 1.0.2")
+    check_labels(v, f"{prefix}labels", inst.labels)
+    if not inst.HasField("bundle"):
+        v.add(f"{prefix}bundle", "bundle is required (repository plus digest, version or tag)")
+    else:
+        check_bundle_ref(v, f"{prefix}bundle", bundle_ref_of(inst))
+    check_set_names(v, f"{prefix}parameter_sets", inst.parameter_sets)
+    check_set_names(v, f"{prefix}credential_sets", inst.credential_sets)
+    check_struct(v, f"{prefix}parameters", inst.parameters)
+    check_struct(v, f"{prefix}custom", inst.custom)
+    v.raise_if_any()
+
+
+__all__ = ["InstallationService", "InvalidArgument", "installation_not_found"]

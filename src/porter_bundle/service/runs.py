@@ -1,0 +1,398 @@
+"""Runs and their outputs: recorded here, by the executor and by tests, never by SQL elsewhere.
+
+A run moves PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELED. Finishing a run
+writes its state, message, outputs and the installation's status in one
+transaction, following Porter: a successful install/upgrade marks the installation
+installed, a successful uninstall marks it uninstalled, custom actions leave it alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct, Value
+
+from porter.bundle.v1.installation_pb2 import (
+    INSTALLATION_STATE_INSTALLED,
+    INSTALLATION_STATE_UNINSTALLED,
+    Installation,
+)
+from porter.bundle.v1.run_pb2 import (
+    ACTION_INSTALL,
+    ACTION_INVOKE,
+    ACTION_UNINSTALL,
+    ACTION_UPGRADE,
+    RUN_STATE_CANCELED,
+    RUN_STATE_FAILED,
+    RUN_STATE_PENDING,
+    RUN_STATE_RUNNING,
+    RUN_STATE_SUCCEEDED,
+    Output,
+    Run,
+)
+from porter_bundle.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
+from porter_bundle.ids import is_id, new_id
+from porter_bundle.service.common import Clock, new_etag, timestamp, utcnow
+from porter_bundle.service.installations import installation_not_found
+from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
+from porter_bundle.store import DuplicateKey, Store, store
+from porter_bundle.store.models import InstallationRow, OutputRow, RunRow
+from porter_bundle.validation import check_address
+
+LATEST = "latest"
+ACTIVE_STATES = frozenset({RUN_STATE_PENDING, RUN_STATE_RUNNING})
+FINAL_STATES = frozenset({RUN_STATE_SUCCEEDED, RUN_STATE_FAILED, RUN_STATE_CANCELED})
+MODIFYING_ACTIONS = frozenset({ACTION_INSTALL, ACTION_UPGRADE, ACTION_UNINSTALL})
+ACTION_NAMES = {
+    ACTION_INSTALL: "install",
+    ACTION_UPGRADE: "upgrade",
+    ACTION_UNINSTALL: "uninstall",
+}
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What the caller decided a run should do (after resolving bundle, sets and parameters)."""
+
+    action: int
+    custom_action: str = ""
+    bundle_reference: str = ""
+    bundle_digest: str = ""
+    bundle_version: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    sensitive_parameters: frozenset[str] = frozenset()
+    credential_sets: Sequence[str] = ()
+    parameter_sets: Sequence[str] = ()
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class OutputValue:
+    """One output a finished run produced (``value`` is any JSON value)."""
+
+    name: str
+    value: Any
+    type: str = ""
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedOutputs:
+    """Outputs of one run, and which run "latest" resolved to."""
+
+    run_id: str
+    run_state: int
+    docs: list[bytes]
+
+
+def action_name(run: Run) -> str:
+    """The CNAB action name of a run ("install", ..., or the custom action)."""
+    return run.custom_action if run.action == ACTION_INVOKE else ACTION_NAMES.get(run.action, "")
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: stable text for digests."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class RunService:
+    """Records runs and outputs and answers queries about them."""
+
+    def __init__(self, store_: Store, *, clock: Clock = utcnow) -> None:
+        self._store = store_
+        self._clock = clock
+
+    # --- writes (the executor's side) ---------------------------------------------
+
+    def create(self, namespace: str, name: str, new: NewRun) -> tuple[Run, bool]:
+        """Records a PENDING run; returns it and whether it is new (False: same request_id seen before)."""
+        check_address(namespace, name)
+        _check_new_run(new)
+        now = self._clock()
+        with self._store.write() as s:
+            inst_row = store.get_installation(s, namespace, name)
+            if inst_row is None:
+                raise installation_not_found(namespace, name)
+            if new.request_id:
+                existing = store.get_run_by_request(s, inst_row.id, new.request_id)
+                if existing is not None:
+                    return Run.FromString(existing.doc), False
+            run = Run(
+                id=new_id(),
+                installation_id=inst_row.id,
+                namespace=namespace,
+                installation=name,
+                action=new.action,  # type: ignore[arg-type]
+                custom_action=new.custom_action,
+                bundle_reference=new.bundle_reference,
+                bundle_digest=new.bundle_digest,
+                bundle_version=new.bundle_version,
+                sensitive_parameters=sorted(new.sensitive_parameters & new.parameters.keys()),
+                credential_sets=list(new.credential_sets),
+                parameter_sets=list(new.parameter_sets),
+                state=RUN_STATE_PENDING,
+                request_id=new.request_id,
+            )
+            public = {k: v for k, v in new.parameters.items() if k not in new.sensitive_parameters}
+            run.parameters.CopyFrom(_struct(public))
+            run.create_time.CopyFrom(timestamp(now))
+            row = RunRow(
+                id=run.id,
+                installation_id=inst_row.id,
+                state=run.state,
+                action=run.action,
+                request_id=new.request_id or None,
+                doc=run.SerializeToString(),
+                parameters=canonical_json(dict(new.parameters)).encode(),
+                created_at=now,
+            )
+            try:
+                store.add_run(s, row)
+            except DuplicateKey:
+                raise FailedPrecondition(
+                    "a run with this request_id was created concurrently; retry to get it",
+                    reason="REQUEST_IN_FLIGHT",
+                ) from None
+            self._update_status(s, inst_row, run)
+        return run, True
+
+    def start(self, run_id: str) -> Run:
+        """Marks a PENDING run RUNNING."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state != RUN_STATE_PENDING:
+                raise FailedPrecondition(
+                    f"run {run_id} is not pending",
+                    reason="RUN_NOT_PENDING",
+                    metadata={"run_id": run_id},
+                )
+            run.state = RUN_STATE_RUNNING
+            run.start_time.CopyFrom(timestamp(self._clock()))
+            self._save(s, row, run)
+        return run
+
+    def finish(
+        self, run_id: str, state: int, message: str = "", outputs: Sequence[OutputValue] = ()
+    ) -> Run:
+        """Ends an active run with its outputs and updates the installation, all in one transaction."""
+        if state not in FINAL_STATES:
+            raise InvalidArgument(f"{state} is not a final run state", reason="RUN_STATE_NOT_FINAL")
+        now = self._clock()
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state not in ACTIVE_STATES:
+                raise FailedPrecondition(
+                    f"run {run_id} is already finished",
+                    reason="RUN_FINISHED",
+                    metadata={"run_id": run_id},
+                )
+            run.state = state  # type: ignore[assignment]
+            run.message = message
+            run.complete_time.CopyFrom(timestamp(now))
+            self._save(s, row, run)
+            store.add_outputs(s, [_output_row(run, o, now) for o in outputs])
+            inst_row = s.get(InstallationRow, row.installation_id)
+            assert inst_row is not None  # runs are deleted with their installation
+            self._update_status(s, inst_row, run, finished=True)
+        return run
+
+    # --- reads -------------------------------------------------------------------
+
+    def list(
+        self, namespace: str, name: str, *, page_size: int, page_token: str, skip: int
+    ) -> PageResult:
+        """A page of serialized Run messages, newest first."""
+        check_address(namespace, name)
+        req = parse_page_request(
+            page_size,
+            page_token,
+            skip,
+            filters_fingerprint=fingerprint("runs", namespace, name),
+            key_length=1,
+        )
+        with self._store.read() as conn:
+            pointers = store.get_installation_pointers(conn, namespace, name)
+            if pointers is None:
+                raise installation_not_found(namespace, name)
+            installation_id = pointers[0]
+            page = store.list_runs(conn, installation_id, req.spec)
+            return finish_page(
+                req, page, lambda: store.count_runs(conn, installation_id), carry_total=False
+            )
+
+    def get(self, namespace: str, name: str, run_id: str) -> Run:
+        """One run; ``run_id`` may be "latest" (the most recent SUCCEEDED run)."""
+        check_address(namespace, name)
+        with self._store.read() as conn:
+            installation_id, resolved = self._resolve(
+                conn, namespace, name, run_id, any_result=False
+            )
+            doc = store.get_run_doc(conn, installation_id, resolved)
+        if doc is None:
+            raise _run_not_found(namespace, name, run_id)
+        return Run.FromString(doc)
+
+    def outputs(
+        self, namespace: str, name: str, run_id: str, *, any_result: bool
+    ) -> ResolvedOutputs:
+        """Outputs of a run or of the "latest" alias, sorted by name."""
+        check_address(namespace, name)
+        with self._store.read() as conn:
+            installation_id, resolved = self._resolve(
+                conn, namespace, name, run_id or LATEST, any_result=any_result
+            )
+            state = store.get_run_state(conn, installation_id, resolved)
+            if state is None:
+                raise _run_not_found(namespace, name, resolved)
+            return ResolvedOutputs(resolved, state, store.list_output_docs(conn, resolved))
+
+    def run_parameters(self, run_id: str) -> dict[str, Any]:
+        """Every parameter value a run used, sensitive ones included (for the executor only)."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            result: dict[str, Any] = json.loads(row.parameters)
+        return result
+
+    # --- internals ---------------------------------------------------------------
+
+    def _resolve(
+        self, conn: Any, namespace: str, name: str, run_id: str, *, any_result: bool
+    ) -> tuple[str, str]:
+        pointers = store.get_installation_pointers(conn, namespace, name)
+        if pointers is None:
+            raise installation_not_found(namespace, name)
+        installation_id, last_succeeded, last_finished = pointers
+        if run_id != LATEST:
+            if not is_id(run_id):
+                raise InvalidArgument.from_violations(
+                    [_violation("run_id", 'must be a run ID (a ULID) or "latest"')]
+                )
+            return installation_id, run_id.upper()
+        target = last_finished if any_result else last_succeeded
+        if target is None:
+            why = "has no finished run" if any_result else "has no successful run"
+            raise NotFound(
+                f'installation {_display(namespace, name)} {why}, so "latest" resolves to nothing',
+                reason="NO_LATEST_RUN",
+                metadata={
+                    "namespace": namespace,
+                    "name": name,
+                    "any_result": str(any_result).lower(),
+                },
+            )
+        return installation_id, target
+
+    def _load(self, s: Any, run_id: str) -> RunRow:
+        row = s.get(RunRow, run_id)
+        if row is None:
+            raise NotFound(
+                f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": run_id}
+            )
+        assert isinstance(row, RunRow)
+        return row
+
+    def _save(self, s: Any, row: RunRow, run: Run) -> None:
+        row.state = run.state
+        row.doc = run.SerializeToString()
+        s.add(row)
+
+    def _update_status(
+        self, s: Any, row: InstallationRow, run: Run, *, finished: bool = False
+    ) -> None:
+        inst = Installation.FromString(row.doc)
+        st = inst.status
+        if not finished or st.run_id == run.id:
+            st.run_id = run.id
+            st.action = action_name(run)
+            st.run_state = run.state
+            st.bundle_reference = run.bundle_reference
+            st.bundle_digest = run.bundle_digest
+            st.bundle_version = run.bundle_version
+        row.last_run_id = st.run_id
+        if finished:
+            row.last_finished_run_id = run.id
+            if run.action in MODIFYING_ACTIONS:
+                succeeded_uninstall = (
+                    run.action == ACTION_UNINSTALL and run.state == RUN_STATE_SUCCEEDED
+                )
+                row.installed = not succeeded_uninstall
+            if run.state == RUN_STATE_SUCCEEDED:
+                row.last_succeeded_run_id = run.id
+                st.last_succeeded_run_id = run.id
+                if run.action in (ACTION_INSTALL, ACTION_UPGRADE):
+                    st.state = INSTALLATION_STATE_INSTALLED
+                    st.install_time.CopyFrom(run.complete_time)
+                elif run.action == ACTION_UNINSTALL:
+                    st.state = INSTALLATION_STATE_UNINSTALLED
+                    st.uninstall_time.CopyFrom(run.complete_time)
+            row.state = st.state
+        now = self._clock()
+        inst.update_time.CopyFrom(timestamp(now))
+        inst.etag = new_etag()
+        row.etag, row.updated_at, row.doc = inst.etag, now, inst.SerializeToString()
+        s.add(row)
+
+
+def _check_new_run(new: NewRun) -> None:
+    v = Violations()
+    if new.action not in (ACTION_INSTALL, ACTION_UPGRADE, ACTION_INVOKE, ACTION_UNINSTALL):
+        v.add("action", "must be install, upgrade, invoke or uninstall")
+    if (new.action == ACTION_INVOKE) != bool(new.custom_action):
+        v.add("custom_action", "is required for invoke and only for invoke")
+    if len(new.request_id) > 128:
+        v.add("request_id", "is longer than 128 characters")
+    v.raise_if_any()
+
+
+def _struct(values: Mapping[str, Any]) -> Struct:
+    st = Struct()
+    json_format.ParseDict(dict(values), st)
+    return st
+
+
+def _output_row(run: Run, out: OutputValue, now: Any) -> OutputRow:
+    text = canonical_json(out.value)
+    msg = Output(
+        name=out.name,
+        type=out.type,
+        sensitive=out.sensitive,
+        run_id=run.id,
+        digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+    )
+    if not out.sensitive:
+        value = Value()
+        json_format.ParseDict(out.value, value)
+        msg.value.CopyFrom(value)
+    msg.create_time.CopyFrom(timestamp(now))
+    return OutputRow(
+        run_id=run.id,
+        name=out.name,
+        sensitive=out.sensitive,
+        value=text,
+        doc=msg.SerializeToString(),
+    )
+
+
+def _violation(fieldname: str, description: str) -> Any:
+    from porter_bundle.errors import FieldViolation
+
+    return FieldViolation(fieldname, description)
+
+
+def _display(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else f"{name} (global namespace)"
+
+
+def _run_not_found(namespace: str, name: str, run_id: str) -> NotFound:
+    return NotFound(
+        f"installation {_display(namespace, name)} has no run {run_id}",
+        reason="RUN_NOT_FOUND",
+        metadata={"namespace": namespace, "name": name, "run_id": run_id},
+    )

@@ -1,0 +1,164 @@
+"""SQLModel tables: the persistent schema. Migrations in ``migrations/`` must match these.
+
+Every resource row keeps its public protobuf message, serialized, in ``doc``: list
+and get calls hand those bytes out without rebuilding messages field by field.
+The other columns exist to filter, sort, enforce uniqueness and keep secrets that
+the public document leaves out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+ID_LENGTH = 26
+
+
+class InstallationRow(SQLModel, table=True):
+    """One installation."""
+
+    __tablename__ = "installations"
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_installations_address"),)
+
+    id: str = Field(primary_key=True, max_length=ID_LENGTH)
+    namespace: str = Field(max_length=63)
+    name: str = Field(max_length=253)
+    etag: str = Field(max_length=32)
+    doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+    updated_at: datetime
+    # Server-owned status, duplicated from ``doc`` so rules and lookups need no parsing.
+    state: int = 1
+    last_run_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    last_succeeded_run_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    last_finished_run_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    # True while the last modifying run is anything but a successful uninstall.
+    installed: bool = False
+    run_count: int = 0
+
+
+class InstallationLabelRow(SQLModel, table=True):
+    """One label of an installation."""
+
+    __tablename__ = "installation_labels"
+    __table_args__ = (Index("ix_installation_labels_kv", "key", "value", "installation_id"),)
+
+    installation_id: str = Field(
+        foreign_key="installations.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    key: str = Field(primary_key=True, max_length=317)
+    value: str = Field(max_length=256)
+
+
+class InstallationSetRefRow(SQLModel, table=True):
+    """A credential or parameter set that an installation names."""
+
+    __tablename__ = "installation_set_refs"
+    __table_args__ = (Index("ix_installation_set_refs_set", "kind", "set_name"),)
+
+    installation_id: str = Field(
+        foreign_key="installations.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    kind: str = Field(primary_key=True, max_length=16)
+    set_name: str = Field(primary_key=True, max_length=253)
+
+
+class ValueSetRow(SQLModel, table=True):
+    """A credential set or parameter set (``kind``). ``values`` holds the full entries, secrets included."""
+
+    __tablename__ = "value_sets"
+    __table_args__ = (UniqueConstraint("kind", "namespace", "name", name="uq_value_sets_address"),)
+
+    id: str = Field(primary_key=True, max_length=ID_LENGTH)
+    kind: str = Field(max_length=16)
+    namespace: str = Field(max_length=63)
+    name: str = Field(max_length=253)
+    etag: str = Field(max_length=32)
+    doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    values: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+    updated_at: datetime
+
+
+class ValueSetLabelRow(SQLModel, table=True):
+    """One label of a credential or parameter set."""
+
+    __tablename__ = "value_set_labels"
+    __table_args__ = (Index("ix_value_set_labels_kv", "key", "value", "set_id"),)
+
+    set_id: str = Field(
+        foreign_key="value_sets.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    key: str = Field(primary_key=True, max_length=317)
+    value: str = Field(max_length=256)
+
+
+class RunRow(SQLModel, table=True):
+    """One run of an installation. ``parameters`` holds every value used, sensitive ones included."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_installation", "installation_id", "id"),
+        UniqueConstraint("installation_id", "request_id", name="uq_runs_request"),
+    )
+
+    id: str = Field(primary_key=True, max_length=ID_LENGTH)
+    installation_id: str = Field(
+        foreign_key="installations.id", ondelete="CASCADE", max_length=ID_LENGTH
+    )
+    state: int
+    action: int
+    request_id: str | None = Field(default=None, max_length=128)
+    doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    parameters: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+
+
+class OutputRow(SQLModel, table=True):
+    """One output value of a run. ``value`` is its JSON, sensitive ones included."""
+
+    __tablename__ = "outputs"
+
+    run_id: str = Field(
+        foreign_key="runs.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    name: str = Field(primary_key=True, max_length=253)
+    sensitive: bool
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class BundleDocumentRow(SQLModel, table=True):
+    """A bundle.json, stored once per content digest."""
+
+    __tablename__ = "bundle_documents"
+
+    digest: str = Field(primary_key=True, max_length=135)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class BundleRefRow(SQLModel, table=True):
+    """A reference (``repo:tag`` or ``repo@digest``) that names a bundle document."""
+
+    __tablename__ = "bundle_refs"
+
+    reference: str = Field(primary_key=True, max_length=512)
+    digest: str = Field(
+        sa_column=Column(
+            String(135), ForeignKey("bundle_documents.digest"), nullable=False, index=True
+        )
+    )
+    doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+
+
+class ResourceCountRow(SQLModel, table=True):
+    """How many resources of a kind each namespace holds: ``total_size`` without counting rows."""
+
+    __tablename__ = "resource_counts"
+
+    kind: str = Field(primary_key=True, max_length=16)
+    namespace: str = Field(primary_key=True, max_length=63)
+    count: int = 0
