@@ -25,8 +25,8 @@ STAMP := $(VENV)/.installed
 # Installed only when missing; PostgreSQL will join them: postgresql.
 APT_PACKAGES ?= podman runc busybox-static docker-registry
 
-# Branch the API is compared against by `make breaking`.
-BREAKING_BRANCH ?= main
+# The released API, which `make breaking` compares proto/ with.
+API_SNAPSHOT ?= proto/released.binpb
 
 PYTEST_ARGS ?=
 RUN_ARGS ?=
@@ -113,32 +113,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	mypy
 
-# Compares proto/ in the working tree with proto/ on $(BREAKING_BRANCH). Skipped, with a message,
-# when there is nothing to compare against: no such branch, no proto/ on it yet (API unreleased),
-# or HEAD is that branch and proto/ has no uncommitted changes (as in CI on main).
+# Compares proto/ with the released API: the image in $(API_SNAPSHOT), committed when an API
+# version is released. CI runs on main itself, so a branch comparison would always be empty; the
+# snapshot makes every run check wire compatibility (FILE rules: no field, number, name, type or
+# RPC of the released API may change or disappear). Additions are fine; `make api-snapshot`
+# records them as released once they land.
 breaking: $(STAMP)
-	@br='$(BREAKING_BRANCH)'; \
-	if git remote get-url origin >/dev/null 2>&1; then \
-	  if [[ "$$(git rev-parse --is-shallow-repository)" == true ]]; then \
-	    git fetch -q --unshallow origin >/dev/null 2>&1 || true; \
-	  fi; \
-	  if ! git show-ref -q --verify "refs/heads/$$br"; then \
-	    git fetch -q origin "$$br:$$br" >/dev/null 2>&1 || true; \
-	  fi; \
-	fi; \
-	if ! git rev-parse -q --verify "refs/heads/$$br^{commit}" >/dev/null; then \
-	  echo "breaking: skipped: no local '$$br' branch with a commit to compare against"; exit 0; \
-	fi; \
-	if [[ -z "$$(git ls-tree -d "$$br" -- proto)" ]]; then \
-	  echo "breaking: skipped: '$$br' has no proto/ yet (the API is unreleased)"; exit 0; \
-	fi; \
-	if [[ "$$(git rev-parse -q --verify HEAD || true)" == "$$(git rev-parse "$$br")" ]] \
-	   && git diff -s --exit-code HEAD -- proto \
-	   && [[ -z "$$(git ls-files --others --exclude-standard -- proto)" ]]; then \
-	  echo "breaking: skipped: HEAD is '$$br' and proto/ has no uncommitted changes"; exit 0; \
-	fi; \
-	echo "buf breaking --against '.git#branch=$$br'"; \
-	buf breaking --against ".git#branch=$$br"
+	@if [[ ! -f $(API_SNAPSHOT) ]]; then echo "breaking: skipped: no released API snapshot yet"; exit 0; fi
+	buf breaking --against $(API_SNAPSHOT)
+
+.PHONY: api-snapshot
+api-snapshot: $(STAMP)
+	buf build -o $(API_SNAPSHOT)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -159,7 +145,7 @@ bench: $(STAMP)
 .PHONY: clean distclean
 # Caches and build output (gen/ is committed and stays).
 clean:
-	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache *.egg-info src/*.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # clean, and the venv too.

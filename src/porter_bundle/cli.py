@@ -65,14 +65,15 @@ async def _serve(settings: config.Settings) -> None:
     from porter_bundle.service import Services
     from porter_bundle.store import Store
 
-    store = Store(settings.database_url)
-    await asyncio.to_thread(store.migrate)
-    running = await start_server(settings, Services.create(store))
-    print(f"porter-bundle listening on port {running.port}", flush=True)
+    # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    store = Store(settings.database_url)
+    await asyncio.to_thread(store.migrate)
+    running = await start_server(settings, Services.create(store))
+    print(f"porter-bundle listening on port {running.port}", flush=True)
     await stop.wait()
     log.info("shutting down (grace period %.1fs)", settings.grace_seconds)
     await running.stop(settings.grace_seconds)

@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def display_address(namespace: str, name: str) -> str:
+    """How messages name a resource: ``ns/name``, or ``name (global namespace)``."""
+    return f"{namespace}/{name}" if namespace else f"{name} (global namespace)"
+
+
 def new_etag() -> str:
     """A fresh opaque etag."""
     return secrets.token_hex(8)

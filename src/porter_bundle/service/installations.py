@@ -22,6 +22,7 @@ from porter_bundle.service.common import (
     Clock,
     check_etag,
     check_struct,
+    display_address,
     new_etag,
     timestamp,
     utcnow,
@@ -158,7 +159,7 @@ class InstallationService:
                 )
         except DuplicateKey:
             raise AlreadyExists(
-                f"installation {_display(inst.namespace, inst.name)} already exists",
+                f"installation {display_address(inst.namespace, inst.name)} already exists",
                 reason="INSTALLATION_EXISTS",
                 metadata={"namespace": inst.namespace, "name": inst.name},
             ) from None
@@ -172,7 +173,9 @@ class InstallationService:
             row = store.get_installation(s, given.namespace, given.name)
             if row is None:
                 raise _not_found(given.namespace, given.name)
-            check_etag(given.etag, row.etag, f"installation {_display(row.namespace, row.name)}")
+            check_etag(
+                given.etag, row.etag, f"installation {display_address(row.namespace, row.name)}"
+            )
             inst = Installation.FromString(row.doc)
             _copy_writable(given, inst, fields)
             if not inst.schema_version:
@@ -195,11 +198,11 @@ class InstallationService:
             row = store.get_installation(s, namespace, name)
             if row is None:
                 raise _not_found(namespace, name)
-            check_etag(etag, row.etag, f"installation {_display(namespace, name)}")
+            check_etag(etag, row.etag, f"installation {display_address(namespace, name)}")
             inst = Installation.FromString(row.doc)
             if row.installed and not force:
                 raise FailedPrecondition(
-                    f"installation {_display(namespace, name)} is installed (its last modifying "
+                    f"installation {display_address(namespace, name)} is installed (its last modifying "
                     f"action, {inst.status.action or 'unknown'}, was not a successful uninstall); "
                     "uninstall it first or delete with force",
                     reason="INSTALLATION_INSTALLED",
@@ -212,13 +215,9 @@ class InstallationService:
             store.delete_installation(s, row)
 
 
-def _display(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}" if namespace else f"{name} (global namespace)"
-
-
 def _not_found(namespace: str, name: str) -> NotFound:
     return NotFound(
-        f"installation {_display(namespace, name)} not found",
+        f"installation {display_address(namespace, name)} not found",
         reason="INSTALLATION_NOT_FOUND",
         metadata={"namespace": namespace, "name": name},
     )

@@ -37,7 +37,7 @@ from porter.bundle.v1.run_pb2 import (
 )
 from porter_bundle.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from porter_bundle.ids import is_id, new_id
-from porter_bundle.service.common import Clock, new_etag, timestamp, utcnow
+from porter_bundle.service.common import Clock, display_address, new_etag, timestamp, utcnow
 from porter_bundle.service.installations import installation_not_found
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import DuplicateKey, Store, store
@@ -279,7 +279,7 @@ class RunService:
         if target is None:
             why = "has no finished run" if any_result else "has no successful run"
             raise NotFound(
-                f'installation {_display(namespace, name)} {why}, so "latest" resolves to nothing',
+                f'installation {display_address(namespace, name)} {why}, so "latest" resolves to nothing',
                 reason="NO_LATEST_RUN",
                 metadata={
                     "namespace": namespace,
@@ -386,13 +386,9 @@ def _violation(fieldname: str, description: str) -> Any:
     return FieldViolation(fieldname, description)
 
 
-def _display(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}" if namespace else f"{name} (global namespace)"
-
-
 def _run_not_found(namespace: str, name: str, run_id: str) -> NotFound:
     return NotFound(
-        f"installation {_display(namespace, name)} has no run {run_id}",
+        f"installation {display_address(namespace, name)} has no run {run_id}",
         reason="RUN_NOT_FOUND",
         metadata={"namespace": namespace, "name": name, "run_id": run_id},
     )

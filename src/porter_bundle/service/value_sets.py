@@ -15,7 +15,14 @@ from typing import Generic, TypeVar, cast
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
 from porter_bundle.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from porter_bundle.ids import new_id
-from porter_bundle.service.common import Clock, check_etag, new_etag, timestamp, utcnow
+from porter_bundle.service.common import (
+    Clock,
+    check_etag,
+    display_address,
+    new_etag,
+    timestamp,
+    utcnow,
+)
 from porter_bundle.service.installations import check_list_filters, list_filter
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import KIND_CREDENTIAL_SET, KIND_PARAMETER_SET, DuplicateKey, Store, store
@@ -153,7 +160,7 @@ class ValueSetService(Generic[SetMessage]):
                 store.add_value_set(s, row, full.labels)
         except DuplicateKey:
             raise AlreadyExists(
-                f"{self._kind.title} {_display(full.namespace, full.name)} already exists",
+                f"{self._kind.title} {display_address(full.namespace, full.name)} already exists",
                 reason=f"{self._reason}_EXISTS",
                 metadata={"namespace": full.namespace, "name": full.name},
             ) from None
@@ -169,7 +176,9 @@ class ValueSetService(Generic[SetMessage]):
             if row is None:
                 raise self._not_found(given.namespace, given.name)
             check_etag(
-                given.etag, row.etag, f"{self._kind.title} {_display(row.namespace, row.name)}"
+                given.etag,
+                row.etag,
+                f"{self._kind.title} {display_address(row.namespace, row.name)}",
             )
             full = self._kind.message.FromString(row.values)
             self._copy(given, full, fields)
@@ -191,13 +200,13 @@ class ValueSetService(Generic[SetMessage]):
             row = store.get_value_set(s, self._kind.kind, namespace, name)
             if row is None:
                 raise self._not_found(namespace, name)
-            check_etag(etag, row.etag, f"{self._kind.title} {_display(namespace, name)}")
+            check_etag(etag, row.etag, f"{self._kind.title} {display_address(namespace, name)}")
             if not force:
                 users = store.installations_using_set(s, self._kind.kind, namespace, name)
                 if users:
-                    names = ", ".join(_display(ns, n) for ns, n in users)
+                    names = ", ".join(display_address(ns, n) for ns, n in users)
                     raise FailedPrecondition(
-                        f"{self._kind.title} {_display(namespace, name)} is used by installation(s) "
+                        f"{self._kind.title} {display_address(namespace, name)} is used by installation(s) "
                         f"{names}; remove it from them first or delete with force",
                         reason=f"{self._reason}_IN_USE",
                         metadata={"namespace": namespace, "name": name, "installations": names},
@@ -216,7 +225,7 @@ class ValueSetService(Generic[SetMessage]):
 
     def _not_found(self, namespace: str, name: str) -> NotFound:
         return NotFound(
-            f"{self._kind.title} {_display(namespace, name)} not found",
+            f"{self._kind.title} {display_address(namespace, name)} not found",
             reason=f"{self._reason}_NOT_FOUND",
             metadata={"namespace": namespace, "name": name},
         )
@@ -244,6 +253,8 @@ class ValueSetService(Generic[SetMessage]):
                 target = getattr(dst, f)
                 del target[:]
                 target.extend(getattr(src, f))
+                for entry in target:  # `redacted` is output only: never store what a client sent
+                    entry.source.redacted = False
             else:
                 setattr(dst, f, getattr(src, f))
         if not dst.schema_version:
@@ -308,10 +319,6 @@ class ValueSetService(Generic[SetMessage]):
                     entry.source.ClearField("value")
                     entry.source.redacted = True
         return public
-
-
-def _display(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}" if namespace else f"{name} (global namespace)"
 
 
 __all__ = ["CREDENTIAL_SETS", "PARAMETER_SETS", "SetKind", "ValueSetService"]

@@ -1,0 +1,85 @@
+"""The server around the service: health, reflection, error mapping and graceful shutdown."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+
+from porter_bundle import errors
+from porter_bundle.api.errors import ERROR_DOMAIN, STATUS_CODES, to_status
+from porter_bundle.api.server import SERVICE_NAME
+from tests.helpers import failure
+
+
+def all_subclasses(cls: type) -> set[type]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | all_subclasses(sub)
+    return found
+
+
+def test_every_domain_error_is_mapped():
+    unmapped = all_subclasses(errors.PorterBundleError) - set(STATUS_CODES)
+    assert not unmapped, f"add these to api.errors.STATUS_CODES: {unmapped}"
+    for cls, code in STATUS_CODES.items():
+        got_code, status = to_status(cls("message"))
+        assert got_code == code and status.message == "message" and status.details
+
+
+def test_unexpected_fault_is_internal_without_internals(caplog):
+    code, status = to_status(RuntimeError("/etc/secret-path exploded"))
+    assert code == grpc.StatusCode.INTERNAL
+    assert "secret-path" not in status.message and "incident" in status.message
+    assert any("secret-path" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_health_overall_and_per_service(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", SERVICE_NAME):
+        resp = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as err:
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_and_describes_the_api(channel):
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    [listing] = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in listing.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    [found] = refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)])
+    )
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in found.file_descriptor_response.file_descriptor_proto
+    ]
+    service = next(s for f in files for s in f.service if s.name == "PorterBundle")
+    assert "ListInstallationRunOutputs" in {m.name for m in service.method}
+
+
+def test_errors_carry_error_info_with_stable_reason(stub):
+    f = failure(stub.GetInstallation, pb.GetInstallationRequest(namespace="dev", name="missing"))
+    assert f.code == grpc.StatusCode.NOT_FOUND
+    assert (f.domain, f.reason) == (ERROR_DOMAIN, "INSTALLATION_NOT_FOUND")
+    assert f.metadata == {"namespace": "dev", "name": "missing"}
+
+
+def test_missing_resource_in_request_is_invalid_argument(stub):
+    f = failure(stub.CreateInstallation, pb.CreateInstallationRequest())
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "installation" in f.violations
+
+
+def test_shutdown_reports_not_serving(server, channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    server.stop(grace=1)
+    with grpc.insecure_channel(server.target) as again:
+        with pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(again).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    del health

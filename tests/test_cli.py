@@ -1,0 +1,70 @@
+"""The porter-bundle command: flags, environment, a real server process and SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1 import porter_bundle_pb2_grpc
+
+from porter_bundle.cli import main
+
+BIN = Path(sys.executable).with_name("porter-bundle")
+
+
+def test_serve_help_explains_flags_and_env(capsys):
+    try:
+        main(["serve", "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    for text in ("--address", "--database", "PORTER_BUNDLE_ADDRESS", "PORTER_BUNDLE_DATABASE", "127.0.0.1:3001"):
+        assert text in out
+
+
+def start(tmp_path: Path, env_extra: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, **env_extra}
+    proc = subprocess.Popen(
+        [str(BIN), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"listening on port (\d+)", line)
+    assert match, f"no port announced: {line!r} / {proc.stderr.read() if proc.poll() is not None else ''}"
+    return proc, int(match.group(1))
+
+
+def test_default_database_lives_in_data_dir_and_sigterm_stops_cleanly(tmp_path: Path):
+    data = tmp_path / "data-dir"
+    proc, port = start(
+        tmp_path, {"PORTER_BUNDLE_DATA_DIR": str(data), "PORTER_BUNDLE_ADDRESS": "127.0.0.1:0"}
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            listed = porter_bundle_pb2_grpc.PorterBundleStub(ch).ListInstallations(
+                pb.ListInstallationsRequest(), timeout=10
+            )
+            assert listed.total_size == 0
+        assert (data / "porter-bundle.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped" in err
+
+
+def test_database_flag_wins(tmp_path: Path):
+    db = tmp_path / "explicit.db"
+    proc, _ = start(tmp_path, {}, "--address", "127.0.0.1:0", "--database", f"sqlite:///{db}")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0 and db.exists()
