@@ -22,7 +22,7 @@ export PATH := $(abspath $(VENV)/bin):$(PATH)
 STAMP := $(VENV)/.installed
 
 # Debian packages the tests need (container engine, busybox images, OCI registry).
-# Installed only when missing; PostgreSQL will join them: postgresql.
+# Installed only when missing (`make test-postgres` adds postgresql).
 APT_PACKAGES ?= podman runc busybox-static docker-registry
 
 # The released API, which `make breaking` compares proto/ with.
@@ -101,8 +101,8 @@ gen-check: $(STAMP)
 # ---------------------------------------------------------------------------------------------
 # Checks
 
-.PHONY: check lint typecheck breaking test
-check: lint typecheck gen-check breaking test
+.PHONY: check lint typecheck breaking test test-postgres
+check: lint typecheck gen-check breaking test test-postgres
 
 lint: $(STAMP)
 	buf lint
@@ -128,6 +128,18 @@ api-snapshot: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The store-backed tests again, on PostgreSQL: Debian's cluster, started if needed, reached over
+# its Unix socket with a superuser role named after the current user (peer authentication).
+PG_TEST_URL ?= postgresql+psycopg:///postgres?host=/var/run/postgresql
+test-postgres: $(STAMP)
+	@$(call apt-install,postgresql)
+	@read -r ver cluster _ < <(pg_lsclusters -h | head -n 1); \
+	pg_ctlcluster "$$ver" "$$cluster" status >/dev/null 2>&1 || pg_ctlcluster "$$ver" "$$cluster" start; \
+	me=$$(id -un); \
+	runuser -u postgres -- psql -tAc "select 1 from pg_roles where rolname = '$$me'" | grep -q 1 \
+	  || runuser -u postgres -- createuser --superuser "$$me"
+	PORTER_BUNDLE_TEST_POSTGRES='$(PG_TEST_URL)' $(PY) -m pytest -q tests/api tests/service tests/store $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 # Running

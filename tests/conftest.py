@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.api.server import RunningServer, start_server
@@ -42,9 +46,32 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "porter-bundle.db"
 
 
+# Set to a PostgreSQL server URL (e.g. postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql)
+# to run every store-backed test against a fresh PostgreSQL database instead of a SQLite file.
+POSTGRES_ENV = "PORTER_BUNDLE_TEST_POSTGRES"
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(sqlite_url(db_path))
+def database_url(db_path: Path) -> Iterator[str]:
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        yield sqlite_url(db_path)
+        return
+    name = f"pbtest_{secrets.token_hex(6)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(database_url)
     s.migrate()
     yield s
     s.close()

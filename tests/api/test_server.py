@@ -83,3 +83,21 @@ def test_shutdown_reports_not_serving(server, channel):
             health_pb2_grpc.HealthStub(again).Check(health_pb2.HealthCheckRequest(), timeout=2)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     del health
+
+
+def test_graceful_shutdown_flips_health_to_not_serving_first(server, channel):
+    import asyncio
+
+    asyncio.run_coroutine_threadsafe(server.running.health.enter_graceful_shutdown(), server.loop).result(10)
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", SERVICE_NAME):
+        resp = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    # Calls in flight during the grace period are still answered.
+    assert porter_stub(channel).ListInstallations(pb.ListInstallationsRequest()).total_size == 0
+
+
+def porter_stub(channel):
+    from porter.bundle.v1 import porter_bundle_pb2_grpc
+
+    return porter_bundle_pb2_grpc.PorterBundleStub(channel)

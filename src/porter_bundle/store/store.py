@@ -30,6 +30,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -241,15 +243,15 @@ def _count(
 
 
 def bump_count(session: Session, kind: str, namespace: str, delta: int) -> None:
-    """Adjusts a namespace's resource counter in the caller's transaction."""
-    result = session.execute(
-        update(_counts)
-        .where(_counts.c.kind == kind, _counts.c.namespace == namespace)
-        .values(count=_counts.c.count + delta)
+    """Adjusts a namespace's resource counter in the caller's transaction (an upsert, race-free)."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(_counts).values(kind=kind, namespace=namespace, count=delta)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[_counts.c.kind, _counts.c.namespace],
+            set_={"count": _counts.c.count + delta},
+        )
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(ResourceCountRow(kind=kind, namespace=namespace, count=delta))
-        session.flush()
 
 
 def _flush_new(session: Session, row: Any) -> None:
