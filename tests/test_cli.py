@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-
 from porter_bundle.cli import main
 
 BIN = Path(sys.executable).with_name("porter-bundle")
@@ -25,19 +25,33 @@ def test_serve_help_explains_flags_and_env(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     out = capsys.readouterr().out
-    for text in ("--address", "--database", "PORTER_BUNDLE_ADDRESS", "PORTER_BUNDLE_DATABASE", "127.0.0.1:3001"):
+    for text in (
+        "--address",
+        "--database",
+        "PORTER_BUNDLE_ADDRESS",
+        "PORTER_BUNDLE_DATABASE",
+        "127.0.0.1:3001",
+    ):
         assert text in out
 
 
-def start(tmp_path: Path, env_extra: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], int]:
+def start(
+    tmp_path: Path, env_extra: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, **env_extra}
     proc = subprocess.Popen(
-        [str(BIN), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [str(BIN), "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.search(r"listening on port (\d+)", line)
-    assert match, f"no port announced: {line!r} / {proc.stderr.read() if proc.poll() is not None else ''}"
+    assert match, (
+        f"no port announced: {line!r} / {proc.stderr.read() if proc.poll() is not None else ''}"
+    )
     return proc, int(match.group(1))
 
 

@@ -16,7 +16,9 @@ REPO = README.parent
 
 def examples() -> str:
     text = README.read_text()
-    block = re.search(r"<!-- examples:begin -->\s*```sh\n(.*?)```\s*<!-- examples:end -->", text, re.S)
+    block = re.search(
+        r"<!-- examples:begin -->\s*```sh\n(.*?)```\s*<!-- examples:end -->", text, re.S
+    )
     assert block, "README has no examples block"
     return block.group(1)
 
@@ -27,7 +29,12 @@ def test_readme_examples_run_against_a_server(server):
     assert script.count(server.target) >= 3
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

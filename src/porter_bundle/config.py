@@ -13,6 +13,10 @@ DATABASE_FILE = "porter-bundle.db"
 ENV_ADDRESS = "PORTER_BUNDLE_ADDRESS"
 ENV_DATABASE = "PORTER_BUNDLE_DATABASE"
 ENV_DATA_DIR = "PORTER_BUNDLE_DATA_DIR"
+ENV_CONTAINER_HOST = "PORTER_BUNDLE_CONTAINER_HOST"
+DEFAULT_RUN_TIMEOUT_SECONDS = 3600.0
+DEFAULT_MAX_CONCURRENT_RUNS = 4
+DEFAULT_CANCEL_GRACE_SECONDS = 10.0
 
 
 def default_data_dir() -> Path:
@@ -40,6 +44,24 @@ class Settings:
     """How long in-flight calls may finish after SIGTERM."""
     workers: int = DEFAULT_WORKERS
     """Threads for blocking database work."""
+    container_host: str | None = None
+    """Docker Engine API endpoint (Docker or Podman), e.g. unix:///run/podman/podman.sock;
+    None tries DOCKER_HOST and the usual sockets."""
+    run_timeout_seconds: float = DEFAULT_RUN_TIMEOUT_SECONDS
+    """A run still going after this long is stopped and fails."""
+    max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
+    """Containers running at once; further runs wait PENDING."""
+    cancel_grace_seconds: float = DEFAULT_CANCEL_GRACE_SECONDS
+    """Between SIGTERM and SIGKILL when a run is canceled."""
+    container_network: str | None = None
+    """Network mode for invocation images; None = no network."""
+    secrets_dir: str = ""
+    """Directory of the built-in secret store (one file per secret); "" = <data dir>/secrets."""
+
+    @property
+    def secrets_path(self) -> Path:
+        """The secret store's directory."""
+        return Path(self.secrets_dir) if self.secrets_dir else default_data_dir() / "secrets"
 
     @property
     def database_url(self) -> str:

@@ -7,7 +7,8 @@ The tree::
     ├── NotFound               the addressed resource does not exist
     ├── AlreadyExists          a create collides with an existing resource
     ├── FailedPrecondition     the resource is not in a state that allows the call
-    └── Aborted                a concurrency conflict (stale etag, active run)
+    ├── Aborted                a concurrency conflict (stale etag, active run)
+    └── Unavailable            a dependency (container engine, registry) cannot be reached
 
 Each carries a stable machine-readable ``reason`` (UPPER_SNAKE_CASE) and string
 metadata. Transport codes live in :mod:`porter_bundle.api.errors`, the single place
@@ -113,3 +114,9 @@ class Violations:
         """Raises :class:`InvalidArgument` listing every recorded violation, if there is one."""
         if self.items:
             raise InvalidArgument.from_violations(self.items, reason=reason)
+
+
+class Unavailable(PorterBundleError):
+    """A dependency of the call (container engine, registry) cannot be reached; retrying later may work."""
+
+    default_reason = "UNAVAILABLE"

@@ -10,7 +10,9 @@ from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 
 
 def make(ns: str, name: str) -> Installation:
-    return Installation(namespace=ns, name=name, bundle=BundleReference(repository="example.com/app", tag="v1"))
+    return Installation(
+        namespace=ns, name=name, bundle=BundleReference(repository="example.com/app", tag="v1")
+    )
 
 
 def test_walk_sees_every_existing_row_once_while_inserts_interleave(stub, channel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1.installation_pb2 import (
     INSTALLATION_STATE_DEFINED,
@@ -22,7 +23,6 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_RUNNING,
     RUN_STATE_SUCCEEDED,
 )
-
 from porter_bundle.service.runs import NewRun, OutputValue
 from tests.helpers import failure
 
@@ -32,7 +32,9 @@ NS, NAME = "dev", "mybuns"
 @pytest.fixture
 def installation(stub):
     inst = Installation(
-        namespace=NS, name=NAME, bundle=BundleReference(repository="localhost:5000/mybuns", version="0.1.2")
+        namespace=NS,
+        name=NAME,
+        bundle=BundleReference(repository="localhost:5000/mybuns", version="0.1.2"),
     )
     return stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst)).installation
 
@@ -65,7 +67,9 @@ def get_inst(stub):
 
 def outputs(stub, run_id="latest", any_result=False):
     return stub.ListInstallationRunOutputs(
-        pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME, run_id=run_id, any_result=any_result)
+        pb.ListInstallationRunOutputsRequest(
+            namespace=NS, name=NAME, run_id=run_id, any_result=any_result
+        )
     )
 
 
@@ -73,19 +77,33 @@ def test_run_lifecycle_is_visible_and_updates_status(server, stub, installation)
     assert installation.status.state == INSTALLATION_STATE_DEFINED
     runs = server.services.runs
     run, _ = runs.create(NS, NAME, NewRun(action=ACTION_INSTALL, bundle_reference="r:v1"))
-    got = stub.GetInstallationRun(pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)).run
+    got = stub.GetInstallationRun(
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)
+    ).run
     assert got.state == RUN_STATE_PENDING and got.installation == NAME and got.namespace == NS
     assert not got.HasField("start_time")
     status = get_inst(stub).status
-    assert (status.run_id, status.action, status.run_state) == (run.id, "install", RUN_STATE_PENDING)
+    assert (status.run_id, status.action, status.run_state) == (
+        run.id,
+        "install",
+        RUN_STATE_PENDING,
+    )
 
     runs.start(run.id)
-    got = stub.GetInstallationRun(pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)).run
+    got = stub.GetInstallationRun(
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)
+    ).run
     assert got.state == RUN_STATE_RUNNING and got.HasField("start_time")
 
     runs.finish(run.id, RUN_STATE_SUCCEEDED, "installed")
-    got = stub.GetInstallationRun(pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)).run
-    assert got.state == RUN_STATE_SUCCEEDED and got.message == "installed" and got.HasField("complete_time")
+    got = stub.GetInstallationRun(
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)
+    ).run
+    assert (
+        got.state == RUN_STATE_SUCCEEDED
+        and got.message == "installed"
+        and got.HasField("complete_time")
+    )
     status = get_inst(stub).status
     assert status.state == INSTALLATION_STATE_INSTALLED
     assert status.run_state == RUN_STATE_SUCCEEDED and status.last_succeeded_run_id == run.id
@@ -120,7 +138,9 @@ def test_runs_list_newest_first_with_paging(server, stub, installation):
         if not token:
             break
     assert seen == list(reversed(ids))
-    skipped = stub.ListInstallationRuns(pb.ListInstallationRunsRequest(namespace=NS, name=NAME, skip=5))
+    skipped = stub.ListInstallationRuns(
+        pb.ListInstallationRunsRequest(namespace=NS, name=NAME, skip=5)
+    )
     assert [r.id for r in skipped.runs] == list(reversed(ids))[5:]
 
 
@@ -132,7 +152,9 @@ def test_run_parameters_withhold_sensitive_values(server, stub, installation):
         parameters={"password": "hunter2-secret", "replicas": 3, "name": "web"},
         sensitive={"password"},
     )
-    got = stub.GetInstallationRun(pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)).run
+    got = stub.GetInstallationRun(
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run.id)
+    ).run
     assert dict(got.parameters) == {"replicas": 3.0, "name": "web"}
     assert list(got.sensitive_parameters) == ["password"]
     assert list(got.credential_sets) == ["creds"] and list(got.parameter_sets) == ["params"]
@@ -169,8 +191,12 @@ def test_outputs_typed_and_sensitive_withheld(server, stub, installation):
 
 
 def test_latest_resolves_to_last_successful_run(server, stub, installation):
-    ok = record(server, ACTION_INSTALL, RUN_STATE_SUCCEEDED, outputs=[OutputValue("v", "one", "string")])
-    failed = record(server, ACTION_UPGRADE, RUN_STATE_FAILED, outputs=[OutputValue("v", "two", "string")])
+    ok = record(
+        server, ACTION_INSTALL, RUN_STATE_SUCCEEDED, outputs=[OutputValue("v", "one", "string")]
+    )
+    failed = record(
+        server, ACTION_UPGRADE, RUN_STATE_FAILED, outputs=[OutputValue("v", "two", "string")]
+    )
 
     latest = outputs(stub)
     assert latest.run_id == ok.id and latest.run_state == RUN_STATE_SUCCEEDED
@@ -182,16 +208,24 @@ def test_latest_resolves_to_last_successful_run(server, stub, installation):
     assert wide.run_id == failed.id and wide.run_state == RUN_STATE_FAILED
     assert [o.value.string_value for o in wide.outputs] == ["two"]
 
-    run = stub.GetInstallationRun(pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id="latest")).run
+    run = stub.GetInstallationRun(
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id="latest")
+    ).run
     assert run.id == ok.id
 
 
 def test_latest_with_no_runs_is_not_found_saying_why(server, stub, installation):
-    f = failure(stub.ListInstallationRunOutputs, pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME))
+    f = failure(
+        stub.ListInstallationRunOutputs,
+        pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME),
+    )
     assert f.code == grpc.StatusCode.NOT_FOUND and f.reason == "NO_LATEST_RUN"
     assert "no successful run" in f.message
     record(server, ACTION_INSTALL, RUN_STATE_FAILED)
-    f = failure(stub.ListInstallationRunOutputs, pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME))
+    f = failure(
+        stub.ListInstallationRunOutputs,
+        pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME),
+    )
     assert f.code == grpc.StatusCode.NOT_FOUND and f.reason == "NO_LATEST_RUN"
     wide = outputs(stub, any_result=True)
     assert wide.run_state == RUN_STATE_FAILED and list(wide.outputs) == []
@@ -204,22 +238,40 @@ def test_active_runs_are_not_latest(server, stub, installation):
 
 
 def test_run_errors(server, stub, installation):
-    f = failure(stub.GetInstallationRun, pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id="nope"))
+    f = failure(
+        stub.GetInstallationRun,
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id="nope"),
+    )
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "run_id" in f.violations
     missing = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
-    f = failure(stub.GetInstallationRun, pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=missing))
+    f = failure(
+        stub.GetInstallationRun,
+        pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=missing),
+    )
     assert f.code == grpc.StatusCode.NOT_FOUND and f.reason == "RUN_NOT_FOUND"
-    f = failure(stub.ListInstallationRunOutputs, pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME, run_id=missing))
+    f = failure(
+        stub.ListInstallationRunOutputs,
+        pb.ListInstallationRunOutputsRequest(namespace=NS, name=NAME, run_id=missing),
+    )
     assert f.code == grpc.StatusCode.NOT_FOUND and f.reason == "RUN_NOT_FOUND"
-    f = failure(stub.ListInstallationRuns, pb.ListInstallationRunsRequest(namespace=NS, name="other"))
+    f = failure(
+        stub.ListInstallationRuns, pb.ListInstallationRunsRequest(namespace=NS, name="other")
+    )
     assert f.code == grpc.StatusCode.NOT_FOUND and f.reason == "INSTALLATION_NOT_FOUND"
-    f = failure(stub.ListInstallationRuns, pb.ListInstallationRunsRequest(namespace=NS, name="bad name!"))
+    f = failure(
+        stub.ListInstallationRuns, pb.ListInstallationRunsRequest(namespace=NS, name="bad name!")
+    )
     assert f.code == grpc.StatusCode.INVALID_ARGUMENT and "name" in f.violations
     # A run of another installation is not reachable through this one.
-    other = Installation(namespace=NS, name="other", bundle=BundleReference(repository="r/x", tag="v1"))
+    other = Installation(
+        namespace=NS, name="other", bundle=BundleReference(repository="r/x", tag="v1")
+    )
     stub.CreateInstallation(pb.CreateInstallationRequest(installation=other))
     run = record(server, ACTION_INSTALL, RUN_STATE_SUCCEEDED)
-    f = failure(stub.GetInstallationRun, pb.GetInstallationRunRequest(namespace=NS, name="other", run_id=run.id))
+    f = failure(
+        stub.GetInstallationRun,
+        pb.GetInstallationRunRequest(namespace=NS, name="other", run_id=run.id),
+    )
     assert f.code == grpc.StatusCode.NOT_FOUND
 
 
@@ -228,8 +280,26 @@ def test_request_id_makes_run_creation_idempotent(server, installation):
     first, created = runs.create(NS, NAME, NewRun(action=ACTION_INSTALL, request_id="req-1"))
     again, created_again = runs.create(NS, NAME, NewRun(action=ACTION_INSTALL, request_id="req-1"))
     assert created and not created_again and again.id == first.id
-    other, created_other = runs.create(NS, NAME, NewRun(action=ACTION_INSTALL, request_id="req-2"))
+    runs.start(first.id)
+    runs.finish(first.id, RUN_STATE_SUCCEEDED)
+    other, created_other = runs.create(NS, NAME, NewRun(action=ACTION_UPGRADE, request_id="req-2"))
     assert created_other and other.id != first.id
+
+
+def test_one_active_run_per_installation(server, installation):
+    from porter_bundle.errors import Aborted
+
+    runs = server.services.runs
+    first, _ = runs.create(NS, NAME, NewRun(action=ACTION_INSTALL))
+    with pytest.raises(Aborted) as err:
+        runs.create(NS, NAME, NewRun(action=ACTION_INSTALL))
+    assert err.value.reason == "RUN_IN_PROGRESS" and err.value.metadata["run_id"] == first.id
+    runs.start(first.id)
+    with pytest.raises(Aborted):
+        runs.create(NS, NAME, NewRun(action=ACTION_UPGRADE))
+    runs.finish(first.id, RUN_STATE_FAILED, "boom")
+    second, created = runs.create(NS, NAME, NewRun(action=ACTION_INSTALL))
+    assert created and second.id != first.id
 
 
 def test_finishing_twice_is_refused(server, installation):
@@ -244,6 +314,9 @@ def test_deleting_installation_removes_runs_and_outputs(server, stub, store, ins
     record(server, ACTION_INSTALL, RUN_STATE_SUCCEEDED, outputs=[OutputValue("v", "x", "string")])
     record(server, ACTION_UNINSTALL, RUN_STATE_SUCCEEDED, outputs=[OutputValue("v", "y", "string")])
     stub.DeleteInstallation(pb.DeleteInstallationRequest(namespace=NS, name=NAME))
-    with store.read() as conn:
-        counts = [conn.exec_driver_sql(f"select count(*) from {t}").scalar_one() for t in ("runs", "outputs")]
+    with store.engine.connect() as conn:
+        counts = [
+            conn.exec_driver_sql(f"select count(*) from {t}").scalar_one()
+            for t in ("runs", "outputs")
+        ]
     assert counts == [0, 0]

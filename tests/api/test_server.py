@@ -7,8 +7,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from porter.bundle.v1 import porter_bundle_pb2 as pb
 
+from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter_bundle import errors
 from porter_bundle.api.errors import ERROR_DOMAIN, STATUS_CODES, to_status
 from porter_bundle.api.server import SERVICE_NAME
@@ -49,9 +49,15 @@ def test_health_overall_and_per_service(channel):
 
 def test_reflection_lists_and_describes_the_api(channel):
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
-    [listing] = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    [listing] = refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for s in listing.list_services_response.service}
-    assert {SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert {
+        SERVICE_NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
     [found] = refl.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)])
     )
@@ -88,7 +94,9 @@ def test_shutdown_reports_not_serving(server, channel):
 def test_graceful_shutdown_flips_health_to_not_serving_first(server, channel):
     import asyncio
 
-    asyncio.run_coroutine_threadsafe(server.running.health.enter_graceful_shutdown(), server.loop).result(10)
+    asyncio.run_coroutine_threadsafe(
+        server.running.health.enter_graceful_shutdown(), server.loop
+    ).result(10)
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", SERVICE_NAME):
         resp = health.Check(health_pb2.HealthCheckRequest(service=service))

@@ -13,12 +13,14 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter_bundle.api.errors import mapped
 from porter_bundle.api.wire import list_response
 from porter_bundle.errors import Violations
 from porter_bundle.service import Services
+from porter_bundle.service.actions import ActionRequest
 from porter_bundle.service.paging import PageResult
 
 T = TypeVar("T")
@@ -136,6 +138,42 @@ class PorterBundleServicer:
             any_result=request.any_result,
         )
         return list_response(found.docs, found.run_id, found.run_state)
+
+    # --- actions ----------------------------------------------------------------------
+
+    @mapped
+    async def ExecuteAction(
+        self, request: pb.ExecuteActionRequest, context: Ctx
+    ) -> pb.ExecuteActionResponse:
+        run = await self._s.actions.execute(
+            ActionRequest(
+                namespace=request.namespace,
+                name=request.name,
+                action=request.action,
+                overrides=json_format.MessageToDict(request.parameters),
+                parameter_sets=list(request.parameter_sets),
+                credential_sets=list(request.credential_sets),
+                force=request.force,
+                request_id=request.request_id,
+            )
+        )
+        return pb.ExecuteActionResponse(run=run)
+
+    @mapped
+    async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
+        run = await self._s.actions.cancel(request.namespace, request.name, request.run_id)
+        return pb.CancelRunResponse(run=run)
+
+    @mapped
+    async def GetInstallationRunLogs(
+        self, request: pb.GetInstallationRunLogsRequest, context: Ctx
+    ) -> pb.GetInstallationRunLogsResponse:
+        run, logs = await self._run(
+            self._s.actions.logs, request.namespace, request.name, request.run_id
+        )
+        return pb.GetInstallationRunLogsResponse(
+            logs=logs.decode(errors="replace"), run_id=run.id, run_state=run.state
+        )
 
     # --- credential sets -----------------------------------------------------------
 

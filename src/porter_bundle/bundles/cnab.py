@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
@@ -17,6 +17,8 @@ from porter_bundle.errors import FieldViolation, InvalidArgument
 from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES
 
 _MAX_VIOLATIONS = 50
+# Real bundle.json files nest about ten levels; far deeper documents exhaust the validator.
+_MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,14 @@ def parse_bundle(raw: bytes, field: str = "bundle_json") -> BundleDocument:
             [FieldViolation(field, f"bundle.json is larger than {MAX_BUNDLE_JSON_BYTES} bytes")],
             reason="INVALID_BUNDLE",
         )
+    too_deep = InvalidArgument.from_violations(
+        [FieldViolation(field, f"bundle.json is nested deeper than {_MAX_DEPTH} levels")],
+        reason="INVALID_BUNDLE",
+    )
     try:
         doc = json.loads(raw)
+    except RecursionError:
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument.from_violations(
             [FieldViolation(field, f"not valid JSON: {exc}")], reason="INVALID_BUNDLE"
@@ -87,14 +95,46 @@ def parse_bundle(raw: bytes, field: str = "bundle_json") -> BundleDocument:
         raise InvalidArgument.from_violations(
             [FieldViolation(field, "bundle.json must be a JSON object")], reason="INVALID_BUNDLE"
         )
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if _depth(doc) > _MAX_DEPTH:
+        raise too_deep
+    # Go (cnab-go, cnab-to-oci, so Porter) writes empty maps and lists as null: read them as absent.
+    doc = {k: v for k, v in doc.items() if v is not None}
+    try:
+        errors = sorted(
+            _validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]
+        )
+    except RecursionError:
+        raise too_deep from None
     if errors:
         violations = [
-            FieldViolation(_json_path(field, list(e.absolute_path)), e.message[:500])
+            FieldViolation(_json_path(field, _error_path(e)), e.message[:500])
             for e in errors[:_MAX_VIOLATIONS]
         ]
         raise InvalidArgument.from_violations(violations, reason="INVALID_BUNDLE")
     return BundleDocument(raw, digest_of(raw), doc)
+
+
+def _depth(doc: Any) -> int:
+    """How deeply containers nest in a parsed JSON document (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _error_path(error: ValidationError) -> list[Any]:
+    """Where a schema violation is: a missing required property is named by its own path."""
+    parts = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        for prop in error.validator_value:
+            if error.message.startswith(f"{prop!r} "):
+                parts.append(prop)
+                break
+    return parts
 
 
 def _json_path(root: str, parts: list[Any]) -> str:
@@ -102,3 +142,139 @@ def _json_path(root: str, parts: list[Any]) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
     return out
+
+
+# --- what a run needs from bundle.json ----------------------------------------------
+
+BUILTIN_ACTIONS = ("install", "upgrade", "uninstall")
+OUTPUTS_DIR = "/cnab/app/outputs"
+
+
+@dataclass(frozen=True)
+class ParameterDef:
+    """A bundle parameter with its definition (JSON schema) merged in."""
+
+    name: str
+    schema: dict[str, Any]
+    required: bool
+    env: str
+    path: str
+    apply_to: tuple[str, ...]
+
+    @property
+    def sensitive(self) -> bool:
+        """CNAB: a definition with ``writeOnly: true`` is sensitive."""
+        return bool(self.schema.get("writeOnly", False))
+
+    @property
+    def type(self) -> str:
+        """The JSON schema type ("" when the definition names none or several)."""
+        t = self.schema.get("type", "")
+        return t if isinstance(t, str) else ""
+
+    def applies_to(self, action: str) -> bool:
+        """Whether the parameter is passed to ``action``."""
+        return not self.apply_to or action in self.apply_to
+
+
+@dataclass(frozen=True)
+class CredentialDef:
+    """A bundle credential: where it goes in the container."""
+
+    name: str
+    env: str
+    path: str
+    required: bool
+    apply_to: tuple[str, ...]
+
+    def applies_to(self, action: str) -> bool:
+        """Whether the credential is passed to ``action``."""
+        return not self.apply_to or action in self.apply_to
+
+
+@dataclass(frozen=True)
+class OutputDef:
+    """A bundle output: where the container writes it and its definition."""
+
+    name: str
+    schema: dict[str, Any]
+    path: str
+    apply_to: tuple[str, ...]
+
+    @property
+    def sensitive(self) -> bool:
+        """``writeOnly: true`` in the definition."""
+        return bool(self.schema.get("writeOnly", False))
+
+    @property
+    def type(self) -> str:
+        """The JSON schema type ("" when unknown)."""
+        t = self.schema.get("type", "")
+        return t if isinstance(t, str) else ""
+
+    def applies_to(self, action: str) -> bool:
+        """Whether the output is produced by ``action``."""
+        return not self.apply_to or action in self.apply_to
+
+
+def _definition(doc: dict[str, Any], name: Any) -> dict[str, Any]:
+    definitions = doc.get("definitions") or {}
+    found = definitions.get(name) if isinstance(name, str) else None
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def parameters(doc: dict[str, Any]) -> list[ParameterDef]:
+    """The bundle's parameters, sorted by name."""
+    out = []
+    for name, p in sorted((doc.get("parameters") or {}).items()):
+        dest = p.get("destination") or {}
+        out.append(
+            ParameterDef(
+                name=name,
+                schema=_definition(doc, p.get("definition")),
+                required=bool(p.get("required", False)),
+                env=str(dest.get("env", "")),
+                path=str(dest.get("path", "")),
+                apply_to=tuple(p.get("applyTo") or ()),
+            )
+        )
+    return out
+
+
+def credentials(doc: dict[str, Any]) -> list[CredentialDef]:
+    """The bundle's credentials, sorted by name."""
+    return [
+        CredentialDef(
+            name=name,
+            env=str(c.get("env", "")),
+            path=str(c.get("path", "")),
+            required=bool(c.get("required", False)),
+            apply_to=tuple(c.get("applyTo") or ()),
+        )
+        for name, c in sorted((doc.get("credentials") or {}).items())
+    ]
+
+
+def outputs(doc: dict[str, Any]) -> list[OutputDef]:
+    """The bundle's outputs, sorted by name (path defaults to /cnab/app/outputs/<name>)."""
+    return [
+        OutputDef(
+            name=name,
+            schema=_definition(doc, o.get("definition")),
+            path=str(o.get("path") or f"{OUTPUTS_DIR}/{name}"),
+            apply_to=tuple(o.get("applyTo") or ()),
+        )
+        for name, o in sorted((doc.get("outputs") or {}).items())
+    ]
+
+
+def custom_actions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Custom actions by name (``actions`` in bundle.json)."""
+    actions = doc.get("actions") or {}
+    return {k: dict(v) for k, v in actions.items() if isinstance(v, dict)}
+
+
+def invocation_image(doc: dict[str, Any]) -> str:
+    """The first invocation image's reference, as bundle.json names it."""
+    images = doc.get("invocationImages") or []
+    return str(images[0].get("image", "")) if images else ""

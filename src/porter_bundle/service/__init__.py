@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
+from porter_bundle.executor.base import Executor
+from porter_bundle.service.actions import ActionService, ActionSettings
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.runs import RunService
+from porter_bundle.service.sources import DirectorySecretStore, SecretStore, SourceResolver
 from porter_bundle.service.value_sets import CREDENTIAL_SETS, PARAMETER_SETS, ValueSetService
 from porter_bundle.store import Store
+
+
+def _no_executor() -> Executor:
+    from porter_bundle.executor.base import ExecutorUnavailable
+
+    raise ExecutorUnavailable("no container engine is configured")
 
 
 @dataclass(frozen=True)
@@ -21,14 +32,32 @@ class Services:
     credential_sets: ValueSetService[CredentialSet]
     parameter_sets: ValueSetService[ParameterSet]
     bundles: BundleService
+    actions: ActionService
 
     @classmethod
-    def create(cls, store: Store) -> Services:
-        """Builds the services over ``store``."""
-        return cls(
-            installations=InstallationService(store),
-            runs=RunService(store),
-            credential_sets=ValueSetService(store, CREDENTIAL_SETS),
-            parameter_sets=ValueSetService(store, PARAMETER_SETS),
-            bundles=BundleService(store),
+    def create(
+        cls,
+        store: Store,
+        *,
+        executor: Callable[[], Executor] = _no_executor,
+        action_settings: ActionSettings | None = None,
+        secrets: SecretStore | None = None,
+    ) -> Services:
+        """Builds the services over ``store``; ``executor`` is called once, when first needed."""
+        installations = InstallationService(store)
+        runs = RunService(store)
+        credential_sets = ValueSetService(store, CREDENTIAL_SETS)
+        parameter_sets = ValueSetService(store, PARAMETER_SETS)
+        bundles = BundleService(store)
+        resolver = SourceResolver(secrets or DirectorySecretStore(Path("/nonexistent")))
+        actions = ActionService(
+            installations=installations,
+            runs=runs,
+            bundles=bundles,
+            credential_sets=credential_sets,
+            parameter_sets=parameter_sets,
+            resolver=resolver,
+            executor=executor,
+            settings=action_settings or ActionSettings(),
         )
+        return cls(installations, runs, credential_sets, parameter_sets, bundles, actions)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
 from porter.bundle.v1.bundle_pb2 import Bundle
 from porter_bundle.bundles.cnab import parse_bundle
 from porter_bundle.errors import (
@@ -15,7 +19,22 @@ from porter_bundle.service.common import Clock, timestamp, utcnow
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import DuplicateKey, Store, store
 from porter_bundle.store.models import BundleRefRow
-from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES, parse_reference
+from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES, BundleRef, parse_reference
+
+
+@dataclass(frozen=True)
+class ResolvedBundle:
+    """An installation's bundle reference resolved to a stored bundle.json."""
+
+    reference: str
+    digest: str
+    content: str
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The parsed bundle.json."""
+        doc: dict[str, Any] = json.loads(self.content)
+        return doc
 
 
 class BundleService:
@@ -77,6 +96,28 @@ class BundleService:
             ) from None
         bundle.bundle_json = bundle_json
         return bundle
+
+    def resolve(self, ref: BundleRef) -> ResolvedBundle:
+        """The stored bundle an installation's reference names (digest > version > tag)."""
+        with self._store.read() as conn:
+            if ref.digest:
+                found = store.find_bundle_ref(conn, ref.repository, digest=ref.digest)
+            else:
+                found = store.find_bundle_ref(conn, ref.repository, reference=str(ref))
+            content = None if found is None else store.get_bundle_document(conn, found[1])
+        if found is None or content is None:
+            raise NotFound(
+                f"bundle {ref} is not known to the server; register it with CreateBundle",
+                reason="BUNDLE_NOT_FOUND",
+                metadata={"reference": str(ref)},
+            )
+        return ResolvedBundle(found[0], found[1], content)
+
+    def document(self, digest: str) -> dict[str, Any] | None:
+        """A stored bundle.json by digest (for finishing runs after a restart)."""
+        with self._store.read() as conn:
+            content = store.get_bundle_document(conn, digest)
+        return None if content is None else ResolvedBundle("", digest, content).document
 
     def get(self, reference: str) -> Bundle:
         """A bundle with its bundle.json; NOT_FOUND when the reference is unknown."""

@@ -112,7 +112,9 @@ def _decode(token: str, key_length: int) -> tuple[str, tuple[str, ...], int | No
         return None
     if not all(isinstance(k, str) for k in after):
         return None
-    if total is not None and (not isinstance(total, int) or total < 0):
+    if total is not None and (
+        isinstance(total, bool) or not isinstance(total, int) or not 0 <= total < 2**63
+    ):
         return None
     return fp, tuple(after), total
 

@@ -35,7 +35,7 @@ from porter.bundle.v1.run_pb2 import (
     Output,
     Run,
 )
-from porter_bundle.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
+from porter_bundle.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
 from porter_bundle.ids import is_id, new_id
 from porter_bundle.service.common import Clock, display_address, new_etag, timestamp, utcnow
 from porter_bundle.service.installations import installation_not_found
@@ -115,13 +115,21 @@ class RunService:
         _check_new_run(new)
         now = self._clock()
         with self._store.write() as s:
-            inst_row = store.get_installation(s, namespace, name)
+            inst_row = store.get_installation(s, namespace, name, lock=True)
             if inst_row is None:
                 raise installation_not_found(namespace, name)
             if new.request_id:
                 existing = store.get_run_by_request(s, inst_row.id, new.request_id)
                 if existing is not None:
                     return Run.FromString(existing.doc), False
+            active = store.active_run(s, inst_row.id, sorted(ACTIVE_STATES))
+            if active is not None:
+                raise Aborted(
+                    f"installation {display_address(namespace, name)} has an active run {active.id}; "
+                    "wait for it to finish or cancel it",
+                    reason="RUN_IN_PROGRESS",
+                    metadata={"namespace": namespace, "name": name, "run_id": active.id},
+                )
             run = Run(
                 id=new_id(),
                 installation_id=inst_row.id,
@@ -161,24 +169,74 @@ class RunService:
             self._update_status(s, inst_row, run)
         return run, True
 
-    def start(self, run_id: str) -> Run:
-        """Marks a PENDING run RUNNING."""
+    def start(self, run_id: str) -> Run | None:
+        """Marks a PENDING run RUNNING; None when it is no longer pending (canceled meanwhile)."""
         with self._store.write() as s:
             row = self._load(s, run_id)
             run = Run.FromString(row.doc)
             if run.state != RUN_STATE_PENDING:
-                raise FailedPrecondition(
-                    f"run {run_id} is not pending",
-                    reason="RUN_NOT_PENDING",
-                    metadata={"run_id": run_id},
-                )
+                return None
             run.state = RUN_STATE_RUNNING
             run.start_time.CopyFrom(timestamp(self._clock()))
             self._save(s, row, run)
+            inst_row = s.get(InstallationRow, row.installation_id)
+            assert inst_row is not None
+            self._update_status(s, inst_row, run)
         return run
 
+    def cancel_pending(self, run_id: str, message: str) -> Run | None:
+        """Ends a run that has not started yet as CANCELED; None when it already started or ended."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            if row.state != RUN_STATE_PENDING:
+                return None
+        try:
+            return self.finish(run_id, RUN_STATE_CANCELED, message, only_if_state=RUN_STATE_PENDING)
+        except FailedPrecondition:
+            return None
+
+    def active(self) -> list[Run]:
+        """Every run still PENDING or RUNNING."""
+        with self._store.write() as s:
+            return [Run.FromString(r.doc) for r in store.active_runs(s, sorted(ACTIVE_STATES))]
+
+    def find(self, namespace: str, name: str, run_id: str) -> Run:
+        """A run of an installation by ID (no alias); NOT_FOUND when missing."""
+        return self.get(namespace, name, run_id)
+
+    def append_log(self, run_id: str, chunk: bytes) -> int:
+        """Appends container output to a run's log; returns the new log length."""
+        with self._store.write() as s:
+            return store.append_run_log(s, run_id, chunk)
+
+    def by_request(self, namespace: str, name: str, request_id: str) -> Run | None:
+        """The run an earlier request with this ID created, or None."""
+        with self._store.write() as s:
+            inst_row = store.get_installation(s, namespace, name)
+            if inst_row is None:
+                raise installation_not_found(namespace, name)
+            row = store.get_run_by_request(s, inst_row.id, request_id)
+            return None if row is None else Run.FromString(row.doc)
+
+    def replace_log(self, run_id: str, content: bytes) -> None:
+        """Replaces a run's stored log with the complete one (after re-attaching to its container)."""
+        with self._store.write() as s:
+            store.replace_run_log(s, run_id, content)
+
+    def logs(self, namespace: str, name: str, run_id: str) -> tuple[Run, bytes]:
+        """A run (``run_id`` may be "latest") and its stored log."""
+        run = self.get(namespace, name, run_id)
+        with self._store.read() as conn:
+            return run, store.get_run_log(conn, run.id)
+
     def finish(
-        self, run_id: str, state: int, message: str = "", outputs: Sequence[OutputValue] = ()
+        self,
+        run_id: str,
+        state: int,
+        message: str = "",
+        outputs: Sequence[OutputValue] = (),
+        *,
+        only_if_state: int | None = None,
     ) -> Run:
         """Ends an active run with its outputs and updates the installation, all in one transaction."""
         if state not in FINAL_STATES:
@@ -187,7 +245,9 @@ class RunService:
         with self._store.write() as s:
             row = self._load(s, run_id)
             run = Run.FromString(row.doc)
-            if run.state not in ACTIVE_STATES:
+            if run.state not in ACTIVE_STATES or (
+                only_if_state is not None and run.state != only_if_state
+            ):
                 raise FailedPrecondition(
                     f"run {run_id} is already finished",
                     reason="RUN_FINISHED",

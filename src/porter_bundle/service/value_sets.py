@@ -251,10 +251,16 @@ class ValueSetService(Generic[SetMessage]):
                 dst.labels.update(src.labels)
             elif f == self._kind.entries_field:
                 target = getattr(dst, f)
+                # A write-only literal comes back from reads as `redacted` with no source; sending
+                # that back means "keep the stored value", so read-modify-write works.
+                kept = {e.name: e.source for e in target if e.source.WhichOneof("kind") == "value"}
                 del target[:]
                 target.extend(getattr(src, f))
-                for entry in target:  # `redacted` is output only: never store what a client sent
-                    entry.source.redacted = False
+                for entry in target:
+                    redacted = entry.source.redacted and entry.source.WhichOneof("kind") is None
+                    if redacted and entry.name in kept:
+                        entry.source.CopyFrom(kept[entry.name])
+                    entry.source.redacted = False  # output only: never store what a client sent
             else:
                 setattr(dst, f, getattr(src, f))
         if not dst.schema_version:

@@ -162,3 +162,18 @@ class ResourceCountRow(SQLModel, table=True):
     kind: str = Field(primary_key=True, max_length=16)
     namespace: str = Field(primary_key=True, max_length=63)
     count: int = 0
+
+
+class RunLogChunkRow(SQLModel, table=True):
+    """A piece of a run's combined stdout/stderr, at its byte offset in the whole log.
+
+    Append-only: a reader resumes from any offset without rereading what it has.
+    """
+
+    __tablename__ = "run_log_chunks"
+
+    run_id: str = Field(
+        foreign_key="runs.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    offset: int = Field(primary_key=True)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -9,17 +9,21 @@ the stored message bytes (see :mod:`porter_bundle.store.models`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Dialect,
     Engine,
+    Integer,
+    Select,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -34,6 +38,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
 
 from porter_bundle.store.models import (
@@ -44,6 +50,7 @@ from porter_bundle.store.models import (
     InstallationSetRefRow,
     OutputRow,
     ResourceCountRow,
+    RunLogChunkRow,
     RunRow,
     ValueSetLabelRow,
     ValueSetRow,
@@ -66,6 +73,7 @@ _outputs: Table = OutputRow.__table__  # type: ignore[attr-defined]
 _bundle_refs: Table = BundleRefRow.__table__  # type: ignore[attr-defined]
 _counts: Table = ResourceCountRow.__table__  # type: ignore[attr-defined]
 _bundle_docs: Table = BundleDocumentRow.__table__  # type: ignore[attr-defined]
+_run_logs: Table = RunLogChunkRow.__table__  # type: ignore[attr-defined]
 
 
 class DuplicateKey(Exception):
@@ -130,6 +138,7 @@ class Store:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(porter_write=True)
+        self._queries = QueryCache(self.engine.dialect)
 
     def migrate(self) -> None:
         """Brings the schema to the newest migration."""
@@ -148,10 +157,83 @@ class Store:
             yield session
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read-only connection (a consistent snapshot for the block)."""
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+    def read(self) -> Iterator[Reader]:
+        """A :class:`Reader` on a pooled connection, for the read queries below."""
+        raw = self.engine.raw_connection()
+        try:
+            yield Reader(raw, self._queries)
+        finally:
+            raw.close()  # back to the pool, which rolls back any implicit transaction
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positions: tuple[str, ...] | None  # bind names in order for positional drivers, else None
+    defaults: Mapping[
+        str, Any
+    ]  # values of binds the statement fixes itself (literals such as LIMIT 1)
+
+    def args(self, params: Mapping[str, Any]) -> Any:
+        merged = {**self.defaults, **params}
+        return merged if self.positions is None else tuple(merged[n] for n in self.positions)
+
+
+class QueryCache:
+    """Compiled SQL of each read query shape, built once per process.
+
+    Building and compiling a Core statement costs far more than SQLite running it, so
+    every read query is defined once with named bind parameters, compiled for the
+    engine's dialect the first time a shape is used, and executed on the DBAPI
+    connection afterwards.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._compiled: dict[Hashable, _Compiled] = {}
+
+    def get(self, key: Hashable, build: Callable[[], ClauseElement]) -> _Compiled:
+        """The compiled form of the statement ``build`` makes for ``key``."""
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = cast(SQLCompiler, build().compile(dialect=self._dialect))
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            found = self._compiled[key] = _Compiled(str(compiled), order, dict(compiled.params))
+        return found
+
+
+class Reader:
+    """Runs cached read queries on one pooled DBAPI connection."""
+
+    def __init__(self, raw: Any, queries: QueryCache) -> None:
+        self._raw = raw
+        self._queries = queries
+
+    def rows(
+        self, key: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
+    ) -> list[Any]:
+        """Every row of the query ``key`` (made by ``build``) with ``params``."""
+        compiled = self._queries.get(key, build)
+        cursor = self._raw.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.args(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def first(
+        self, key: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
+    ) -> Any:
+        """The first row, or None."""
+        found = self.rows(key, build, params)
+        return found[0] if found else None
+
+    def scalar(
+        self, key: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
+    ) -> Any:
+        """The first column of the first row, or None."""
+        row = self.first(key, build, params)
+        return None if row is None else row[0]
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -177,37 +259,59 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 # --- shared list machinery ---------------------------------------------------------
+# Queries take named bind parameters; the filter *shape* (which filters are present, how
+# many labels) is the cache key, the values are the parameters.
 
 
-def _name_label_filters(
-    table: Table, label_table: Table, label_fk: str, flt: ListFilter
+def _like_contains(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere ("/" escapes the wildcards)."""
+    return "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def _shape(flt: ListFilter) -> tuple[bool, bool, int]:
+    return (flt.namespace is not None, bool(flt.name_contains), len(flt.labels))
+
+
+def _filter_params(flt: ListFilter) -> dict[str, Any]:
+    params: dict[str, Any] = {"ns": flt.namespace, "name_pat": _like_contains(flt.name_contains)}
+    for i, (key, value) in enumerate(sorted(flt.labels.items())):
+        params[f"lk{i}"], params[f"lv{i}"] = key, value
+    return params
+
+
+def _filters(
+    table: Table, label_table: Table, label_fk: str, shape: tuple[bool, bool, int]
 ) -> list[ColumnElement[bool]]:
+    has_ns, has_name, n_labels = shape
     where: list[ColumnElement[bool]] = []
-    if flt.namespace is not None:
-        where.append(table.c.namespace == flt.namespace)
-    if flt.name_contains:
-        where.append(table.c.name.contains(flt.name_contains, autoescape=True))
-    for key, value in sorted(flt.labels.items()):
-        lt = label_table.alias()
+    if has_ns:
+        where.append(table.c.namespace == bindparam("ns"))
+    if has_name:
+        where.append(table.c.name.like(bindparam("name_pat"), escape="/"))
+    for i in range(n_labels):
+        lt = label_table.alias(f"l{i}")
         where.append(
-            exists().where(lt.c[label_fk] == table.c.id, lt.c.key == key, lt.c.value == value)
+            exists().where(
+                lt.c[label_fk] == table.c.id,
+                lt.c.key == bindparam(f"lk{i}"),
+                lt.c.value == bindparam(f"lv{i}"),
+            )
         )
     return where
 
 
-def _after_namespace_name(
-    table: Table, flt: ListFilter, after: tuple[str, ...] | None
-) -> list[ColumnElement[bool]]:
-    if after is None:
-        return []
-    ns, name = after
-    if flt.namespace is not None:
-        return [table.c.name > name]
-    return [tuple_(table.c.namespace, table.c.name) > tuple_(ns, name)]
+def _paged(stmt: Select[Any], spec: PageSpec) -> Select[Any]:
+    if spec.skip:
+        stmt = stmt.offset(bindparam("skip", type_=Integer))
+    return stmt.limit(bindparam("limit", type_=Integer))
+
+
+def _page_params(spec: PageSpec) -> dict[str, Any]:
+    return {"skip": spec.skip, "limit": spec.limit + 1}
 
 
 def _page(rows: Sequence[Any], spec: PageSpec, key_len: int) -> Page:
-    docs = [r[0] for r in rows[: spec.limit]]
+    docs = [bytes(r[0]) for r in rows[: spec.limit]]
     if len(rows) > spec.limit:
         last = rows[spec.limit - 1]
         return Page(docs, tuple(last[1 : 1 + key_len]))
@@ -215,31 +319,61 @@ def _page(rows: Sequence[Any], spec: PageSpec, key_len: int) -> Page:
 
 
 def _list_by_address(
-    conn: Connection,
+    reader: Reader,
+    query: str,
     table: Table,
-    where: list[ColumnElement[bool]],
+    where: Callable[[], list[ColumnElement[bool]]],
     flt: ListFilter,
     spec: PageSpec,
+    extra: Mapping[str, Any],
 ) -> Page:
-    stmt = (
-        select(table.c.doc, table.c.namespace, table.c.name)
-        .where(*where, *_after_namespace_name(table, flt, spec.after))
-        .order_by(table.c.namespace, table.c.name)
-        .offset(spec.skip or None)
-        .limit(spec.limit + 1)
-    )
-    return _page(conn.execute(stmt).all(), spec, 2)
+    """A page sorted by (namespace, name), continuing after ``spec.after``."""
+    scoped = flt.namespace is not None
+
+    def build() -> Select[Any]:
+        stmt = select(table.c.doc, table.c.namespace, table.c.name).where(*where())
+        if spec.after is not None:
+            if scoped:
+                stmt = stmt.where(table.c.name > bindparam("after_name"))
+            else:
+                after = tuple_(bindparam("after_ns"), bindparam("after_name"))
+                stmt = stmt.where(tuple_(table.c.namespace, table.c.name) > after)
+        return _paged(stmt.order_by(table.c.namespace, table.c.name), spec)
+
+    key = (query, _shape(flt), spec.after is not None, bool(spec.skip))
+    params = {**_filter_params(flt), **_page_params(spec), **extra}
+    if spec.after is not None:
+        params["after_ns"], params["after_name"] = spec.after
+    return _page(reader.rows(key, build, params), spec, 2)
 
 
 def _count(
-    conn: Connection, kind: str, table: Table, where: list[ColumnElement[bool]], flt: ListFilter
+    reader: Reader,
+    query: str,
+    kind: str,
+    table: Table,
+    where: Callable[[], list[ColumnElement[bool]]],
+    flt: ListFilter,
+    extra: Mapping[str, Any],
 ) -> int:
     if flt.counts_suffice:
-        stmt = select(func.coalesce(func.sum(_counts.c.count), 0)).where(_counts.c.kind == kind)
-        if flt.namespace is not None:
-            stmt = stmt.where(_counts.c.namespace == flt.namespace)
-        return int(conn.execute(stmt).scalar_one())
-    return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+        scoped = flt.namespace is not None
+
+        def counters() -> Select[Any]:
+            stmt = select(func.coalesce(func.sum(_counts.c.count), 0)).where(
+                _counts.c.kind == bindparam("kind")
+            )
+            return stmt.where(_counts.c.namespace == bindparam("ns")) if scoped else stmt
+
+        return int(
+            reader.scalar(("counters", scoped), counters, {"kind": kind, "ns": flt.namespace})
+        )
+
+    def build() -> Select[Any]:
+        return select(func.count()).select_from(table).where(*where())
+
+    params = {**_filter_params(flt), **extra}
+    return int(reader.scalar((query + ".count", _shape(flt)), build, params))
 
 
 def bump_count(session: Session, kind: str, namespace: str, delta: int) -> None:
@@ -265,23 +399,31 @@ def _flush_new(session: Session, row: Any) -> None:
 # --- installations -----------------------------------------------------------------
 
 
-def get_installation(session: Session, namespace: str, name: str) -> InstallationRow | None:
-    """The installation at (namespace, name), or None."""
-    return session.execute(
-        select(InstallationRow).where(
-            InstallationRow.namespace == namespace,  # type: ignore[arg-type]
-            InstallationRow.name == name,  # type: ignore[arg-type]
-        )
-    ).scalar_one_or_none()
+def get_installation(
+    session: Session, namespace: str, name: str, *, lock: bool = False
+) -> InstallationRow | None:
+    """The installation at (namespace, name), or None. ``lock`` holds its row until commit
+    (SQLite's writers are serialized already; PostgreSQL needs the row lock)."""
+    stmt = select(InstallationRow).where(
+        InstallationRow.namespace == namespace,  # type: ignore[arg-type]
+        InstallationRow.name == name,  # type: ignore[arg-type]
+    )
+    if lock and session.get_bind().dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    return session.execute(stmt).scalar_one_or_none()
 
 
-def get_installation_doc(conn: Connection, namespace: str, name: str) -> bytes | None:
+def get_installation_doc(reader: Reader, namespace: str, name: str) -> bytes | None:
     """The stored Installation message of (namespace, name), or None."""
-    return conn.execute(
-        select(_installations.c.doc).where(
-            _installations.c.namespace == namespace, _installations.c.name == name
+
+    def build() -> Select[Any]:
+        i = _installations
+        return select(i.c.doc).where(
+            i.c.namespace == bindparam("ns"), i.c.name == bindparam("name")
         )
-    ).scalar_one_or_none()
+
+    found = reader.scalar("installation.doc", build, {"ns": namespace, "name": name})
+    return None if found is None else bytes(found)
 
 
 def add_installation(
@@ -332,6 +474,7 @@ def delete_installation(session: Session, row: InstallationRow) -> None:
     """Deletes an installation with its labels, runs and outputs."""
     run_ids = select(_runs.c.id).where(_runs.c.installation_id == row.id)
     session.execute(delete(_outputs).where(_outputs.c.run_id.in_(run_ids)))
+    session.execute(delete(_run_logs).where(_run_logs.c.run_id.in_(run_ids)))
     session.execute(delete(_runs).where(_runs.c.installation_id == row.id))
     session.execute(
         delete(_installation_labels).where(_installation_labels.c.installation_id == row.id)
@@ -341,16 +484,24 @@ def delete_installation(session: Session, row: InstallationRow) -> None:
     bump_count(session, KIND_INSTALLATION, row.namespace, -1)
 
 
-def list_installations(conn: Connection, flt: ListFilter, spec: PageSpec) -> Page:
+def list_installations(reader: Reader, flt: ListFilter, spec: PageSpec) -> Page:
     """A page of Installation messages sorted by (namespace, name)."""
-    where = _name_label_filters(_installations, _installation_labels, "installation_id", flt)
-    return _list_by_address(conn, _installations, where, flt, spec)
+    shape = _shape(flt)
+
+    def where() -> list[ColumnElement[bool]]:
+        return _filters(_installations, _installation_labels, "installation_id", shape)
+
+    return _list_by_address(reader, "installations", _installations, where, flt, spec, {})
 
 
-def count_installations(conn: Connection, flt: ListFilter) -> int:
+def count_installations(reader: Reader, flt: ListFilter) -> int:
     """How many installations match the filter."""
-    where = _name_label_filters(_installations, _installation_labels, "installation_id", flt)
-    return _count(conn, KIND_INSTALLATION, _installations, where, flt)
+    shape = _shape(flt)
+
+    def where() -> list[ColumnElement[bool]]:
+        return _filters(_installations, _installation_labels, "installation_id", shape)
+
+    return _count(reader, "installations", KIND_INSTALLATION, _installations, where, flt, {})
 
 
 def installations_using_set(
@@ -396,15 +547,19 @@ def get_value_set(session: Session, kind: str, namespace: str, name: str) -> Val
     ).scalar_one_or_none()
 
 
-def get_value_set_doc(conn: Connection, kind: str, namespace: str, name: str) -> bytes | None:
+def get_value_set_doc(reader: Reader, kind: str, namespace: str, name: str) -> bytes | None:
     """The stored public message of a set, or None."""
-    return conn.execute(
-        select(_value_sets.c.doc).where(
-            _value_sets.c.kind == kind,
-            _value_sets.c.namespace == namespace,
-            _value_sets.c.name == name,
+
+    def build() -> Select[Any]:
+        v = _value_sets
+        return select(v.c.doc).where(
+            v.c.kind == bindparam("kind"),
+            v.c.namespace == bindparam("ns"),
+            v.c.name == bindparam("name"),
         )
-    ).scalar_one_or_none()
+
+    found = reader.scalar("value_set.doc", build, {"kind": kind, "ns": namespace, "name": name})
+    return None if found is None else bytes(found)
 
 
 def add_value_set(session: Session, row: ValueSetRow, labels: Mapping[str, str]) -> None:
@@ -431,18 +586,30 @@ def delete_value_set(session: Session, row: ValueSetRow) -> None:
     bump_count(session, row.kind, row.namespace, -1)
 
 
-def list_value_sets(conn: Connection, kind: str, flt: ListFilter, spec: PageSpec) -> Page:
+def list_value_sets(reader: Reader, kind: str, flt: ListFilter, spec: PageSpec) -> Page:
     """A page of set messages of ``kind`` sorted by (namespace, name)."""
-    where = [_value_sets.c.kind == kind]
-    where += _name_label_filters(_value_sets, _value_set_labels, "set_id", flt)
-    return _list_by_address(conn, _value_sets, where, flt, spec)
+    shape = _shape(flt)
+
+    def where() -> list[ColumnElement[bool]]:
+        return [
+            _value_sets.c.kind == bindparam("kind"),
+            *_filters(_value_sets, _value_set_labels, "set_id", shape),
+        ]
+
+    return _list_by_address(reader, "value_sets", _value_sets, where, flt, spec, {"kind": kind})
 
 
-def count_value_sets(conn: Connection, kind: str, flt: ListFilter) -> int:
+def count_value_sets(reader: Reader, kind: str, flt: ListFilter) -> int:
     """How many sets of ``kind`` match the filter."""
-    where = [_value_sets.c.kind == kind]
-    where += _name_label_filters(_value_sets, _value_set_labels, "set_id", flt)
-    return _count(conn, kind, _value_sets, where, flt)
+    shape = _shape(flt)
+
+    def where() -> list[ColumnElement[bool]]:
+        return [
+            _value_sets.c.kind == bindparam("kind"),
+            *_filters(_value_sets, _value_set_labels, "set_id", shape),
+        ]
+
+    return _count(reader, "value_sets", kind, _value_sets, where, flt, {"kind": kind})
 
 
 # --- runs and outputs --------------------------------------------------------------
@@ -468,11 +635,16 @@ def get_run(session: Session, installation_id: str, run_id: str) -> RunRow | Non
     ).scalar_one_or_none()
 
 
-def get_run_doc(conn: Connection, installation_id: str, run_id: str) -> bytes | None:
+def get_run_doc(reader: Reader, installation_id: str, run_id: str) -> bytes | None:
     """The stored Run message, or None."""
-    return conn.execute(
-        select(_runs.c.doc).where(_runs.c.id == run_id, _runs.c.installation_id == installation_id)
-    ).scalar_one_or_none()
+
+    def build() -> Select[Any]:
+        return select(_runs.c.doc).where(
+            _runs.c.id == bindparam("run"), _runs.c.installation_id == bindparam("inst")
+        )
+
+    found = reader.scalar("run.doc", build, {"run": run_id, "inst": installation_id})
+    return None if found is None else bytes(found)
 
 
 def get_run_by_request(session: Session, installation_id: str, request_id: str) -> RunRow | None:
@@ -485,13 +657,84 @@ def get_run_by_request(session: Session, installation_id: str, request_id: str) 
     ).scalar_one_or_none()
 
 
-def list_runs(conn: Connection, installation_id: str, spec: PageSpec) -> Page:
+def list_runs(reader: Reader, installation_id: str, spec: PageSpec) -> Page:
     """A page of Run messages, newest first."""
-    stmt = select(_runs.c.doc, _runs.c.id).where(_runs.c.installation_id == installation_id)
-    if spec.after is not None:
-        stmt = stmt.where(_runs.c.id < spec.after[0])
-    stmt = stmt.order_by(_runs.c.id.desc()).offset(spec.skip or None).limit(spec.limit + 1)
-    return _page(conn.execute(stmt).all(), spec, 1)
+
+    def build() -> Select[Any]:
+        stmt = select(_runs.c.doc, _runs.c.id).where(_runs.c.installation_id == bindparam("inst"))
+        if spec.after is not None:
+            stmt = stmt.where(_runs.c.id < bindparam("after"))
+        return _paged(stmt.order_by(_runs.c.id.desc()), spec)
+
+    params = {
+        "inst": installation_id,
+        "after": spec.after[0] if spec.after else None,
+        **_page_params(spec),
+    }
+    return _page(
+        reader.rows(("runs", spec.after is not None, bool(spec.skip)), build, params), spec, 1
+    )
+
+
+def active_run(
+    session: Session, installation_id: str, active_states: Sequence[int]
+) -> RunRow | None:
+    """The installation's run that is still PENDING or RUNNING, if any."""
+    return session.execute(
+        select(RunRow)
+        .where(RunRow.installation_id == installation_id, RunRow.state.in_(active_states))  # type: ignore[arg-type, attr-defined]
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def active_runs(session: Session, active_states: Sequence[int]) -> list[RunRow]:
+    """Every run still PENDING or RUNNING (what a restart must finish)."""
+    return list(
+        session.execute(select(RunRow).where(RunRow.state.in_(active_states)).order_by(RunRow.id))  # type: ignore[attr-defined]
+        .scalars()
+        .all()
+    )
+
+
+def run_exists(session: Session, run_id: str) -> bool:
+    """Whether a run with this ID exists."""
+    return session.get(RunRow, run_id) is not None
+
+
+def append_run_log(session: Session, run_id: str, chunk: bytes) -> int:
+    """Appends a chunk to a run's log; returns the log's new length."""
+    end = session.execute(
+        select(
+            func.coalesce(func.max(_run_logs.c.offset + func.length(_run_logs.c.content)), 0)
+        ).where(_run_logs.c.run_id == run_id)
+    ).scalar_one()
+    session.execute(_run_logs.insert().values(run_id=run_id, offset=int(end), content=chunk))
+    return int(end) + len(chunk)
+
+
+def replace_run_log(session: Session, run_id: str, content: bytes) -> None:
+    """Replaces every chunk of a run's log with ``content``."""
+    session.execute(delete(_run_logs).where(_run_logs.c.run_id == run_id))
+    if content:
+        session.execute(_run_logs.insert().values(run_id=run_id, offset=0, content=content))
+
+
+def get_run_log(reader: Reader, run_id: str, start: int = 0) -> bytes:
+    """A run's stored log from byte ``start`` (empty when nothing was written)."""
+
+    def build() -> Select[Any]:
+        return (
+            select(_run_logs.c.offset, _run_logs.c.content)
+            .where(_run_logs.c.run_id == bindparam("run"))
+            .order_by(_run_logs.c.offset)
+        )
+
+    data = b""
+    for offset, content in reader.rows("run.log", build, {"run": run_id}):
+        chunk = bytes(content)
+        if offset + len(chunk) > start:
+            data += chunk[max(0, start - offset) :]
+    return data
 
 
 def add_outputs(session: Session, rows: Sequence[OutputRow]) -> None:
@@ -500,33 +743,44 @@ def add_outputs(session: Session, rows: Sequence[OutputRow]) -> None:
     session.flush()
 
 
-def list_output_docs(conn: Connection, run_id: str) -> list[bytes]:
+def list_output_docs(reader: Reader, run_id: str) -> list[bytes]:
     """The Output messages of a run, sorted by name."""
-    stmt = select(_outputs.c.doc).where(_outputs.c.run_id == run_id).order_by(_outputs.c.name)
-    return list(conn.execute(stmt).scalars())
+
+    def build() -> Select[Any]:
+        return (
+            select(_outputs.c.doc)
+            .where(_outputs.c.run_id == bindparam("run"))
+            .order_by(_outputs.c.name)
+        )
+
+    return [bytes(r[0]) for r in reader.rows("outputs", build, {"run": run_id})]
 
 
 def get_installation_pointers(
-    conn: Connection, namespace: str, name: str
+    reader: Reader, namespace: str, name: str
 ) -> tuple[str, str | None, str | None] | None:
     """(id, last succeeded run, last finished run) of an installation, or None when it does not exist."""
-    row = conn.execute(
-        select(
-            _installations.c.id,
-            _installations.c.last_succeeded_run_id,
-            _installations.c.last_finished_run_id,
-        ).where(_installations.c.namespace == namespace, _installations.c.name == name)
-    ).one_or_none()
+
+    def build() -> Select[Any]:
+        i = _installations
+        return select(i.c.id, i.c.last_succeeded_run_id, i.c.last_finished_run_id).where(
+            i.c.namespace == bindparam("ns"), i.c.name == bindparam("name")
+        )
+
+    row = reader.first("installation.pointers", build, {"ns": namespace, "name": name})
     return None if row is None else (row[0], row[1], row[2])
 
 
-def get_run_state(conn: Connection, installation_id: str, run_id: str) -> int | None:
+def get_run_state(reader: Reader, installation_id: str, run_id: str) -> int | None:
     """A run's state, or None when the installation has no such run."""
-    return conn.execute(
-        select(_runs.c.state).where(
-            _runs.c.id == run_id, _runs.c.installation_id == installation_id
+
+    def build() -> Select[Any]:
+        return select(_runs.c.state).where(
+            _runs.c.id == bindparam("run"), _runs.c.installation_id == bindparam("inst")
         )
-    ).scalar_one_or_none()
+
+    found = reader.scalar("run.state", build, {"run": run_id, "inst": installation_id})
+    return None if found is None else int(found)
 
 
 # --- bundles ---------------------------------------------------------------------
@@ -539,19 +793,65 @@ def put_bundle_document(session: Session, digest: str, content: str) -> None:
         session.flush()
 
 
+def get_bundle_document(reader: Reader, digest: str) -> str | None:
+    """A stored bundle.json by digest, or None."""
+
+    def build() -> Select[Any]:
+        return select(_bundle_docs.c.content).where(_bundle_docs.c.digest == bindparam("digest"))
+
+    found = reader.scalar("bundle.document", build, {"digest": digest})
+    return None if found is None else str(found)
+
+
+def find_bundle_ref(
+    reader: Reader, repository: str, *, reference: str = "", digest: str = ""
+) -> tuple[str, str] | None:
+    """(reference, digest) of the exact ``reference``, or of any reference of ``repository`` with ``digest``."""
+    r = _bundle_refs
+
+    def exact() -> Select[Any]:
+        return select(r.c.reference, r.c.digest).where(r.c.reference == bindparam("ref"))
+
+    def by_digest() -> Select[Any]:
+        return (
+            select(r.c.reference, r.c.digest)
+            .where(
+                r.c.digest == bindparam("digest"),
+                or_(
+                    r.c.reference.like(bindparam("tagged"), escape="/"),
+                    r.c.reference.like(bindparam("pinned"), escape="/"),
+                ),
+            )
+            .order_by(r.c.reference)
+            .limit(1)
+        )
+
+    if reference:
+        row = reader.first("bundle.ref", exact, {"ref": reference})
+    else:
+        prefix = repository.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        params = {"digest": digest, "tagged": prefix + ":%", "pinned": prefix + "@%"}
+        row = reader.first("bundle.ref.digest", by_digest, params)
+    return None if row is None else (row[0], row[1])
+
+
 def get_bundle_ref(session: Session, reference: str) -> BundleRefRow | None:
     """A bundle reference, or None."""
     return session.get(BundleRefRow, reference)
 
 
-def get_bundle(conn: Connection, reference: str) -> tuple[bytes, str] | None:
+def get_bundle(reader: Reader, reference: str) -> tuple[bytes, str] | None:
     """(Bundle message without its JSON, bundle.json text) of a reference, or None."""
-    row = conn.execute(
-        select(_bundle_refs.c.doc, _bundle_docs.c.content)
-        .join(_bundle_docs, _bundle_docs.c.digest == _bundle_refs.c.digest)
-        .where(_bundle_refs.c.reference == reference)
-    ).one_or_none()
-    return None if row is None else (row[0], row[1])
+
+    def build() -> Select[Any]:
+        return (
+            select(_bundle_refs.c.doc, _bundle_docs.c.content)
+            .join(_bundle_docs, _bundle_docs.c.digest == _bundle_refs.c.digest)
+            .where(_bundle_refs.c.reference == bindparam("ref"))
+        )
+
+    row = reader.first("bundle", build, {"ref": reference})
+    return None if row is None else (bytes(row[0]), str(row[1]))
 
 
 def add_bundle_ref(session: Session, row: BundleRefRow) -> None:
@@ -580,30 +880,40 @@ def delete_bundle_ref(session: Session, row: BundleRefRow) -> None:
         session.execute(delete(_bundle_docs).where(_bundle_docs.c.digest == digest))
 
 
-def list_bundles(conn: Connection, name_contains: str, spec: PageSpec) -> Page:
+def list_bundles(reader: Reader, name_contains: str, spec: PageSpec) -> Page:
     """A page of Bundle messages sorted by reference."""
-    stmt = select(_bundle_refs.c.doc, _bundle_refs.c.reference)
-    if name_contains:
-        stmt = stmt.where(_bundle_refs.c.reference.contains(name_contains, autoescape=True))
-    if spec.after is not None:
-        stmt = stmt.where(_bundle_refs.c.reference > spec.after[0])
-    stmt = stmt.order_by(_bundle_refs.c.reference).offset(spec.skip or None).limit(spec.limit + 1)
-    return _page(conn.execute(stmt).all(), spec, 1)
+    r = _bundle_refs
+
+    def build() -> Select[Any]:
+        stmt = select(r.c.doc, r.c.reference)
+        if name_contains:
+            stmt = stmt.where(r.c.reference.like(bindparam("pat"), escape="/"))
+        if spec.after is not None:
+            stmt = stmt.where(r.c.reference > bindparam("after"))
+        return _paged(stmt.order_by(r.c.reference), spec)
+
+    key = ("bundles", bool(name_contains), spec.after is not None, bool(spec.skip))
+    params = {
+        "pat": _like_contains(name_contains),
+        "after": spec.after[0] if spec.after else None,
+        **_page_params(spec),
+    }
+    return _page(reader.rows(key, build, params), spec, 1)
 
 
-def count_bundles(conn: Connection, name_contains: str) -> int:
+def count_bundles(reader: Reader, name_contains: str) -> int:
     """How many bundle references match."""
     if not name_contains:
-        stmt = select(func.coalesce(func.sum(_counts.c.count), 0)).where(
-            _counts.c.kind == KIND_BUNDLE
+        return _count(reader, "bundles", KIND_BUNDLE, _bundle_refs, list, ListFilter(""), {})
+
+    def build() -> Select[Any]:
+        return (
+            select(func.count())
+            .select_from(_bundle_refs)
+            .where(_bundle_refs.c.reference.like(bindparam("pat"), escape="/"))
         )
-        return int(conn.execute(stmt).scalar_one())
-    stmt2 = (
-        select(func.count())
-        .select_from(_bundle_refs)
-        .where(_bundle_refs.c.reference.contains(name_contains, autoescape=True))
-    )
-    return int(conn.execute(stmt2).scalar_one())
+
+    return int(reader.scalar("bundles.count", build, {"pat": _like_contains(name_contains)}))
 
 
 __all__ = [
@@ -619,10 +929,10 @@ __all__ = [
 ]
 
 
-def count_runs(conn: Connection, installation_id: str) -> int:
+def count_runs(reader: Reader, installation_id: str) -> int:
     """How many runs an installation has (kept on the installation row)."""
-    return int(
-        conn.execute(
-            select(_installations.c.run_count).where(_installations.c.id == installation_id)
-        ).scalar_one()
-    )
+
+    def build() -> Select[Any]:
+        return select(_installations.c.run_count).where(_installations.c.id == bindparam("inst"))
+
+    return int(reader.scalar("runs.count", build, {"inst": installation_id}) or 0)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from porter.bundle.v1 import bundle_pb2 as _bundle_pb2
 from porter.bundle.v1 import installation_pb2 as _installation_pb2
@@ -67,7 +68,9 @@ class ListInstallationsRequest(_message.Message):
     page_token: _builtins.str
     """`next_page_token` of the previous page; "" for the first page."""
     skip: _builtins.int
-    """Number of matching rows to skip before this page."""
+    """Number of matching rows to skip, counted from where `page_token` points
+    (or from the start): send it with the first request only.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only installations carrying every one of these labels with these values."""
@@ -353,7 +356,9 @@ class ListInstallationRunsRequest(_message.Message):
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
     skip: _builtins.int
-    """Number of runs to skip before this page."""
+    """Number of runs to skip, counted from where `page_token` points (or from
+    the start): send it with the first request only.
+    """
     def __init__(
         self,
         *,
@@ -526,6 +531,206 @@ class ListInstallationRunOutputsResponse(_message.Message):
 Global___ListInstallationRunOutputsResponse: _TypeAlias = ListInstallationRunOutputsResponse  # noqa: Y015
 
 @_typing.final
+class ExecuteActionRequest(_message.Message):
+    """Request of ExecuteAction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    PARAMETER_SETS_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_SETS_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation."""
+    name: _builtins.str
+    """Name of the installation."""
+    action: _builtins.str
+    """The action: "install", "upgrade", "uninstall", or the name of a custom
+    action defined in the bundle's `actions`.
+    """
+    force: _builtins.bool
+    """Run even where Porter would refuse: install on an installed installation,
+    uninstall or upgrade of one that is not installed.
+    """
+    request_id: _builtins.str
+    """Client-chosen idempotency key (at most 128 characters): a retry with the
+    same key returns the run the first call created instead of a new one.
+    """
+    @_builtins.property
+    def parameters(self) -> _struct_pb2.Struct:
+        """Parameter values for this run only; they win over every other source."""
+
+    @_builtins.property
+    def parameter_sets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Parameter sets applied after the installation's own sets, in order."""
+
+    @_builtins.property
+    def credential_sets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Credential sets applied after the installation's own sets, in order."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        action: _builtins.str = ...,
+        parameters: _struct_pb2.Struct | None = ...,
+        parameter_sets: _abc.Iterable[_builtins.str] | None = ...,
+        credential_sets: _abc.Iterable[_builtins.str] | None = ...,
+        force: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "credential_sets", b"credential_sets", "force", b"force", "name", b"name", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteActionRequest: _TypeAlias = ExecuteActionRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteActionResponse(_message.Message):
+    """Response of ExecuteAction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """The run, PENDING unless a retry found it further along."""
+
+    def __init__(
+        self,
+        *,
+        run: _run_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteActionResponse: _TypeAlias = ExecuteActionResponse  # noqa: Y015
+
+@_typing.final
+class CancelRunRequest(_message.Message):
+    """Request of CancelRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation."""
+    name: _builtins.str
+    """Name of the installation."""
+    run_id: _builtins.str
+    """ID of the run to cancel."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunRequest: _TypeAlias = CancelRunRequest  # noqa: Y015
+
+@_typing.final
+class CancelRunResponse(_message.Message):
+    """Response of CancelRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """The run after cancellation (CANCELED)."""
+
+    def __init__(
+        self,
+        *,
+        run: _run_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
+
+@_typing.final
+class GetInstallationRunLogsRequest(_message.Message):
+    """Request of GetInstallationRunLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation."""
+    name: _builtins.str
+    """Name of the installation."""
+    run_id: _builtins.str
+    """ID of the run, or "latest" for the most recent SUCCEEDED run."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstallationRunLogsRequest: _TypeAlias = GetInstallationRunLogsRequest  # noqa: Y015
+
+@_typing.final
+class GetInstallationRunLogsResponse(_message.Message):
+    """Response of GetInstallationRunLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    RUN_STATE_FIELD_NUMBER: _builtins.int
+    logs: _builtins.str
+    """The run's combined stdout and stderr (invalid UTF-8 replaced)."""
+    run_id: _builtins.str
+    """ID of the run the logs belong to."""
+    run_state: _run_pb2.RunState.ValueType
+    """State of that run; while active, the logs may still grow."""
+    def __init__(
+        self,
+        *,
+        logs: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        run_state: _run_pb2.RunState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logs", b"logs", "run_id", b"run_id", "run_state", b"run_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstallationRunLogsResponse: _TypeAlias = GetInstallationRunLogsResponse  # noqa: Y015
+
+@_typing.final
 class ListCredentialSetsRequest(_message.Message):
     """Request of ListCredentialSets."""
 
@@ -569,7 +774,9 @@ class ListCredentialSetsRequest(_message.Message):
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
     skip: _builtins.int
-    """Number of matching rows to skip before this page."""
+    """Number of matching rows to skip, counted from where `page_token` points
+    (or from the start): send it with the first request only.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only sets carrying every one of these labels with these values."""
@@ -872,7 +1079,9 @@ class ListParameterSetsRequest(_message.Message):
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
     skip: _builtins.int
-    """Number of matching rows to skip before this page."""
+    """Number of matching rows to skip, counted from where `page_token` points
+    (or from the start): send it with the first request only.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only sets carrying every one of these labels with these values."""
@@ -1148,7 +1357,9 @@ class ListBundlesRequest(_message.Message):
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
     skip: _builtins.int
-    """Number of matching rows to skip before this page."""
+    """Number of matching rows to skip, counted from where `page_token` points
+    (or from the start): send it with the first request only.
+    """
     def __init__(
         self,
         *,

@@ -87,6 +87,21 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListInstallationRunOutputsRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListInstallationRunOutputsResponse.FromString,
                 _registered_method=True)
+        self.ExecuteAction = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ExecuteAction',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExecuteActionRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExecuteActionResponse.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/CancelRun',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.GetInstallationRunLogs = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetInstallationRunLogs',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationRunLogsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationRunLogsResponse.FromString,
+                _registered_method=True)
         self.ListCredentialSets = channel.unary_unary(
                 '/porter.bundle.v1.PorterBundle/ListCredentialSets',
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListCredentialSetsRequest.SerializeToString,
@@ -236,6 +251,34 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteAction(self, request, context):
+        """Runs a bundle action on an installation in a container: "install",
+        "upgrade", "uninstall" or a custom action of the bundle. Returns the run at
+        once (PENDING); it proceeds in the background. Parameters and credentials
+        are resolved and checked first: violations fail the call with
+        INVALID_ARGUMENT before any container starts. ABORTED while another run of
+        the installation is active. A retry with the same `request_id` returns the
+        same run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
+        period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInstallationRunLogs(self, request, context):
+        """Returns a run's combined stdout and stderr as stored so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCredentialSets(self, request, context):
         """Lists credential sets sorted by (namespace, name).
         """
@@ -377,6 +420,21 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.ListInstallationRunOutputs,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListInstallationRunOutputsRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListInstallationRunOutputsResponse.SerializeToString,
+            ),
+            'ExecuteAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteAction,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExecuteActionRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExecuteActionResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.CancelRunRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'GetInstallationRunLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstallationRunLogs,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationRunLogsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationRunLogsResponse.SerializeToString,
             ),
             'ListCredentialSets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCredentialSets,
@@ -678,6 +736,87 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/ListInstallationRunOutputs',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListInstallationRunOutputsRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListInstallationRunOutputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ExecuteAction',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExecuteActionRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExecuteActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/CancelRun',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.CancelRunRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstallationRunLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetInstallationRunLogs',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationRunLogsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationRunLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

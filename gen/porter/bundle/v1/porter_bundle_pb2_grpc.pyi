@@ -70,6 +70,21 @@ class PorterBundleStub:
     installation's most recent SUCCEEDED run (or, with `any_result`, its most
     recent finished run). The response names the run it resolved to.
     """
+    ExecuteAction: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExecuteActionRequest, _porter_bundle_pb2.ExecuteActionResponse]
+    """Runs a bundle action on an installation in a container: "install",
+    "upgrade", "uninstall" or a custom action of the bundle. Returns the run at
+    once (PENDING); it proceeds in the background. Parameters and credentials
+    are resolved and checked first: violations fail the call with
+    INVALID_ARGUMENT before any container starts. ABORTED while another run of
+    the installation is active. A retry with the same `request_id` returns the
+    same run.
+    """
+    CancelRun: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.CancelRunRequest, _porter_bundle_pb2.CancelRunResponse]
+    """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
+    period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+    """
+    GetInstallationRunLogs: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationRunLogsRequest, _porter_bundle_pb2.GetInstallationRunLogsResponse]
+    """Returns a run's combined stdout and stderr as stored so far."""
     ListCredentialSets: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListCredentialSetsRequest, _porter_bundle_pb2.ListCredentialSetsResponse]
     """Lists credential sets sorted by (namespace, name)."""
     GetCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetCredentialSetRequest, _porter_bundle_pb2.GetCredentialSetResponse]
@@ -143,6 +158,21 @@ class PorterBundleAsyncStub(PorterBundleStub):
     installation's most recent SUCCEEDED run (or, with `any_result`, its most
     recent finished run). The response names the run it resolved to.
     """
+    ExecuteAction: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExecuteActionRequest, _porter_bundle_pb2.ExecuteActionResponse]  # type: ignore[assignment]
+    """Runs a bundle action on an installation in a container: "install",
+    "upgrade", "uninstall" or a custom action of the bundle. Returns the run at
+    once (PENDING); it proceeds in the background. Parameters and credentials
+    are resolved and checked first: violations fail the call with
+    INVALID_ARGUMENT before any container starts. ABORTED while another run of
+    the installation is active. A retry with the same `request_id` returns the
+    same run.
+    """
+    CancelRun: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.CancelRunRequest, _porter_bundle_pb2.CancelRunResponse]  # type: ignore[assignment]
+    """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
+    period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+    """
+    GetInstallationRunLogs: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationRunLogsRequest, _porter_bundle_pb2.GetInstallationRunLogsResponse]  # type: ignore[assignment]
+    """Returns a run's combined stdout and stderr as stored so far."""
     ListCredentialSets: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListCredentialSetsRequest, _porter_bundle_pb2.ListCredentialSetsResponse]  # type: ignore[assignment]
     """Lists credential sets sorted by (namespace, name)."""
     GetCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetCredentialSetRequest, _porter_bundle_pb2.GetCredentialSetResponse]  # type: ignore[assignment]
@@ -261,6 +291,39 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         installation's most recent SUCCEEDED run (or, with `any_result`, its most
         recent finished run). The response names the run it resolved to.
         """
+
+    @_abc_1.abstractmethod
+    def ExecuteAction(
+        self,
+        request: _porter_bundle_pb2.ExecuteActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ExecuteActionResponse, _abc.Awaitable[_porter_bundle_pb2.ExecuteActionResponse]]:
+        """Runs a bundle action on an installation in a container: "install",
+        "upgrade", "uninstall" or a custom action of the bundle. Returns the run at
+        once (PENDING); it proceeds in the background. Parameters and credentials
+        are resolved and checked first: violations fail the call with
+        INVALID_ARGUMENT before any container starts. ABORTED while another run of
+        the installation is active. A retry with the same `request_id` returns the
+        same run.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelRun(
+        self,
+        request: _porter_bundle_pb2.CancelRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.CancelRunResponse, _abc.Awaitable[_porter_bundle_pb2.CancelRunResponse]]:
+        """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
+        period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInstallationRunLogs(
+        self,
+        request: _porter_bundle_pb2.GetInstallationRunLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetInstallationRunLogsResponse, _abc.Awaitable[_porter_bundle_pb2.GetInstallationRunLogsResponse]]:
+        """Returns a run's combined stdout and stderr as stored so far."""
 
     @_abc_1.abstractmethod
     def ListCredentialSets(
