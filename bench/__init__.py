@@ -1,0 +1,1 @@
+"""Benchmarks of porter-bundle: ``python -m bench`` (or ``make bench``); see bench/README.md."""

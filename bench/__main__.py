@@ -1,0 +1,158 @@
+"""``python -m bench``: seed (or reuse) a database, start the servers, measure, report.
+
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import suite
+from bench.plan import Plan
+from bench.procs import REPO, MemorySampler, start_porter_bundle
+from bench.report import Figure, machine_facts, table, write_results
+from bench.seed import default_cache_dir, seeded_database
+from bench.seedcheck import check_seeder
+
+BENCHMARKS = ("list", "depth", "latest", "rss")
+FULL = Plan()
+QUICK = Plan(installations=5_000, runs=50_000)
+RESULTS = REPO / "bench" / "results"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small data and short rounds (a smoke run)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        help="run only this benchmark (repeatable); default: all",
+    )
+    p.add_argument("--installations", type=int, help="override the plan's installations")
+    p.add_argument("--runs", type=int, help="override the plan's runs")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent callers (list)")
+    p.add_argument("--duration", type=float, help="seconds measured per round (list)")
+    p.add_argument("--rounds", type=int, help="A/B rounds per list benchmark")
+    p.add_argument("--iterations", type=int, help="calls per request (latency benchmarks)")
+    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="seeded databases")
+    p.add_argument("--no-cache", action="store_true", help="seed anew even when cached")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where latest.* go")
+    return p
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the suite; exit status 1 when a figure misses its target."""
+    args = _parser().parse_args(argv)
+    base = QUICK if args.quick else FULL
+    plan = Plan(
+        installations=args.installations or base.installations,
+        runs=args.runs or base.runs,
+        namespaces=base.namespaces,
+        heavy_runs=base.heavy_runs,
+    )
+    settings = suite.Settings(
+        concurrency=args.concurrency,
+        duration=args.duration or (2.0 if args.quick else 5.0),
+        warmup=0.5 if args.quick else 1.0,
+        rounds=args.rounds or (2 if args.quick else 3),
+        latency_iterations=args.iterations or (50 if args.quick else 200),
+    )
+    selected = tuple(args.only or BENCHMARKS)
+    context: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
+        "machine": machine_facts(),
+        "plan": plan.key(),
+    }
+    _log(f"machine: {context['machine']}")
+
+    t0 = time.perf_counter()
+    rows = check_seeder()
+    _log(f"seed check: bulk rows identical to the services' ({time.perf_counter() - t0:.1f}s)")
+    context["seed_check_rows"] = rows
+
+    _log(f"seeding {plan.installations:,} installations and {plan.runs:,} runs ...")
+    seeded = seeded_database(
+        plan, args.cache_dir, use_cache=not args.no_cache, progress=lambda m: _log("  " + m)
+    )
+    size_mb = seeded.path.stat().st_size / 2**20
+    if seeded.stats is None:
+        summary = f"reused cached {seeded.path} ({size_mb:,.0f} MiB)"
+    else:
+        st = seeded.stats
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in st.phases.items())
+        summary = (
+            f"seeded in {st.seconds:.1f}s: {st.installations:,} installations, "
+            f"{st.runs:,} runs, {st.outputs:,} outputs, {size_mb:,.0f} MiB ({phases})"
+        )
+    _log(summary)
+    context["seed"] = {
+        "summary": summary,
+        "path": str(seeded.path),
+        "cached": seeded.cached,
+        "seconds": None if seeded.stats is None else seeded.stats.seconds,
+        "mib": size_mb,
+    }
+
+    work = args.results / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    server = start_porter_bundle(seeded.url, work / "porter-bundle.log")
+    _log(f"porter-bundle started in {server.started_seconds:.1f}s on port {server.port}")
+    ctx = suite.Context(plan, server, work, settings, _log)
+    figures: list[Figure] = []
+    try:
+        suite.warm_up(ctx)
+        if "rss" in selected:
+            figures.append(suite.rss_after_warmup(ctx))
+        with MemorySampler(server.pid) as sampler:
+            if "list" in selected:
+                _log("list: ListInstallations throughput vs bare grpcio")
+                figures += suite.bench_list(ctx, 100)
+                figures += suite.bench_list(ctx, 10)
+            if "depth" in selected:
+                _log("depth: deep page vs first page")
+                figures += suite.bench_depth(ctx)
+            if "latest" in selected:
+                _log('latest: outputs of "latest", many runs vs one')
+                figures += suite.bench_latest(ctx)
+            if selected == ("rss",):
+                suite.load_for_memory(ctx)
+        if "rss" in selected:
+            figures.append(suite.rss_peak(ctx, sampler))
+    finally:
+        server.stop()
+    figures.append(
+        Figure("Server start on the seeded database", server.started_seconds, "s", note="context")
+    )
+    context["details"] = ctx.details
+    context["settings"] = {
+        "concurrency": settings.concurrency,
+        "duration": settings.duration,
+        "warmup": settings.warmup,
+        "rounds": settings.rounds,
+        "latency_iterations": settings.latency_iterations,
+    }
+    _log("")
+    _log(table(figures))
+    json_path, md_path = write_results(args.results, figures, context)
+    _log(f"\nwrote {_shown(json_path)} and {_shown(md_path)}")
+    return 1 if any(f.passed is False for f in figures) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

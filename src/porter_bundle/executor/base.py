@@ -1,0 +1,93 @@
+"""The executor boundary: what the service asks of a container engine, and what it gets back.
+
+The service layer decides everything a run needs (image, environment, files, labels,
+limits) and hands it over as a :class:`ContainerSpec`; an :class:`Executor` runs it
+and reports a :class:`ContainerResult`. The container implementation speaks the Docker
+Engine API (Docker or Podman); tests of the logic above may substitute a fake here
+and only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Label keys put on every container, so runs can be found again after a crash.
+LABEL_RUN_ID = "sh.porter.bundle.run-id"
+LABEL_INSTALLATION = "sh.porter.bundle.installation"
+LABEL_MANAGED = "sh.porter.bundle.managed"
+
+LogSink = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container to run to completion."""
+
+    run_id: str
+    """The run this container executes; also the container's label and name suffix."""
+    image: str
+    """Image reference, e.g. ``localhost/hello:v1`` or ``example.com/app@sha256:...``."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Environment variables."""
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    """Files written into the container before it starts: absolute path -> content."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra labels (the executor adds LABEL_RUN_ID and LABEL_MANAGED itself)."""
+    command: tuple[str, ...] = ("/cnab/app/run",)
+    """What to execute (the CNAB entrypoint by default)."""
+    network: str | None = None
+    """Network mode; None means no network at all."""
+    timeout_seconds: float | None = None
+    """Wall-clock limit; on expiry the container is stopped and the result says timed_out."""
+    outputs_dir: str = "/cnab/app/outputs"
+    """Directory whose files are collected after the container exits (also on failure)."""
+
+
+@dataclass(frozen=True)
+class ContainerResult:
+    """How a container ended and what it left behind."""
+
+    exit_code: int | None
+    """The process's exit code; None if it never ran (the failure is in ``error``)."""
+    logs: bytes = b""
+    """Combined stdout and stderr."""
+    outputs: Mapping[str, bytes] = field(default_factory=dict)
+    """Files found under ``outputs_dir``: path relative to it -> content."""
+    timed_out: bool = False
+    """The timeout expired and the container was stopped."""
+    canceled: bool = False
+    """:meth:`Executor.cancel` stopped it."""
+    error: str = ""
+    """Why the container could not be run (image missing, engine refused, ...). No secrets."""
+
+
+class ExecutorUnavailable(Exception):
+    """The container engine cannot be reached; the message says which sockets were tried."""
+
+
+class Executor(Protocol):
+    """Runs containers described by :class:`ContainerSpec`."""
+
+    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+        """Creates, starts and waits for the container, collects logs and outputs, removes it.
+
+        ``on_log`` receives log chunks as the container writes them. Never raises for
+        container failures (they are in the result); raises ExecutorUnavailable when
+        the engine cannot be reached.
+        """
+        ...
+
+    async def cancel(self, run_id: str, grace_seconds: float) -> bool:
+        """SIGTERM to the run's container, SIGKILL after the grace period. False if none runs."""
+        ...
+
+    async def recover(self, run_id: str) -> ContainerResult | None:
+        """After a restart: waits for a container of this run that still exists and finishes it
+        like :meth:`execute` would (logs, outputs, removal). None when no container exists."""
+        ...
+
+    async def orphans(self) -> list[str]:
+        """Run IDs of every container this service created that still exists."""
+        ...
