@@ -1,11 +1,14 @@
 """``python -m bench``: seed (or reuse) a database, start the servers, measure, report.
 
+``actions`` needs no seeded database: it runs bundle actions on a private Podman engine.
+
 See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -13,14 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import suite
+from bench import actions, suite
 from bench.plan import Plan
 from bench.procs import REPO, MemorySampler, start_porter_bundle
 from bench.report import Figure, machine_facts, table, write_results
 from bench.seed import default_cache_dir, seeded_database
 from bench.seedcheck import check_seeder
 
-BENCHMARKS = ("list", "depth", "latest", "rss")
+BENCHMARKS = ("list", "depth", "latest", "rss", "actions")
+SEEDED = ("list", "depth", "latest", "rss")
+"""The benchmarks on the seeded database (``actions`` has a fresh one and a container engine)."""
 FULL = Plan()
 QUICK = Plan(installations=5_000, runs=50_000)
 RESULTS = REPO / "bench" / "results"
@@ -41,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds measured per round (list)")
     p.add_argument("--rounds", type=int, help="A/B rounds per list benchmark")
     p.add_argument("--iterations", type=int, help="calls per request (latency benchmarks)")
+    p.add_argument(
+        "--action-samples", type=int, help="single actions per side (actions; default 15)"
+    )
+    p.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        action="append",
+        help="the server's limit for the batch of actions (repeatable; default 4 and 8)",
+    )
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="seeded databases")
     p.add_argument("--no-cache", action="store_true", help="seed anew even when cached")
     p.add_argument("--results", type=Path, default=RESULTS, help="where latest.* go")
@@ -56,31 +70,20 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the suite; exit status 1 when a figure misses its target."""
-    args = _parser().parse_args(argv)
-    base = QUICK if args.quick else FULL
-    plan = Plan(
-        installations=args.installations or base.installations,
-        runs=args.runs or base.runs,
-        namespaces=base.namespaces,
-        heavy_runs=base.heavy_runs,
-    )
-    settings = suite.Settings(
-        concurrency=args.concurrency,
-        duration=args.duration or (2.0 if args.quick else 5.0),
-        warmup=0.5 if args.quick else 1.0,
-        rounds=args.rounds or (2 if args.quick else 3),
-        latency_iterations=args.iterations or (50 if args.quick else 200),
-    )
-    selected = tuple(args.only or BENCHMARKS)
-    context: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
-        "machine": machine_facts(),
-        "plan": plan.key(),
-    }
-    _log(f"machine: {context['machine']}")
+def _tagged(benchmark: str, figures: list[Figure]) -> list[Figure]:
+    return [dataclasses.replace(f, benchmark=benchmark) for f in figures]
 
+
+def _seeded(
+    args: argparse.Namespace,
+    plan: Plan,
+    settings: suite.Settings,
+    selected: tuple[str, ...],
+    context: dict[str, Any],
+) -> list[Figure]:
+    """The benchmarks on the seeded database: seed check, seeding, one server, figures."""
+    selected = tuple(b for b in selected if b in SEEDED)
+    context["plan"] = plan.key()
     t0 = time.perf_counter()
     rows = check_seeder()
     _log(f"seed check: bulk rows identical to the services' ({time.perf_counter() - t0:.1f}s)")
@@ -118,38 +121,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         suite.warm_up(ctx)
         if "rss" in selected:
-            figures.append(suite.rss_after_warmup(ctx))
+            figures += _tagged("rss", [suite.rss_after_warmup(ctx)])
         with MemorySampler(server.pid) as sampler:
             if "list" in selected:
                 _log("list: ListInstallations throughput vs bare grpcio")
-                figures += suite.bench_list(ctx, 100)
-                figures += suite.bench_list(ctx, 10)
+                figures += _tagged("list", suite.bench_list(ctx, 100) + suite.bench_list(ctx, 10))
             if "depth" in selected:
                 _log("depth: deep page vs first page")
-                figures += suite.bench_depth(ctx)
+                figures += _tagged("depth", suite.bench_depth(ctx))
             if "latest" in selected:
                 _log('latest: outputs of "latest", many runs vs one')
-                figures += suite.bench_latest(ctx)
+                figures += _tagged("latest", suite.bench_latest(ctx))
             if selected == ("rss",):
                 suite.load_for_memory(ctx)
         if "rss" in selected:
-            figures.append(suite.rss_peak(ctx, sampler))
+            figures += _tagged("rss", [suite.rss_peak(ctx, sampler)])
     finally:
         server.stop()
-    figures.append(
-        Figure("Server start on the seeded database", server.started_seconds, "s", note="context")
-    )
+    start = Figure("Server start on the seeded database", server.started_seconds, "s")
+    figures += _tagged("start", [dataclasses.replace(start, note="context")])
     context["details"] = ctx.details
-    context["settings"] = {
-        "concurrency": settings.concurrency,
-        "duration": settings.duration,
-        "warmup": settings.warmup,
-        "rounds": settings.rounds,
-        "latency_iterations": settings.latency_iterations,
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the suite; exit status 1 when a figure misses its target."""
+    args = _parser().parse_args(argv)
+    base = QUICK if args.quick else FULL
+    plan = Plan(
+        installations=args.installations or base.installations,
+        runs=args.runs or base.runs,
+        namespaces=base.namespaces,
+        heavy_runs=base.heavy_runs,
+    )
+    settings = suite.Settings(
+        concurrency=args.concurrency,
+        duration=args.duration or (2.0 if args.quick else 5.0),
+        warmup=0.5 if args.quick else 1.0,
+        rounds=args.rounds or (2 if args.quick else 3),
+        latency_iterations=args.iterations or (50 if args.quick else 200),
+    )
+    selected = tuple(b for b in BENCHMARKS if b in (args.only or BENCHMARKS))
+    context: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
+        "machine": machine_facts(),
     }
+    _log(f"machine: {context['machine']}")
+    figures: list[Figure] = []
+    ran: list[str] = []
+    if any(b in SEEDED for b in selected):
+        figures += _seeded(args, plan, settings, selected, context)
+        ran += [*(b for b in selected if b in SEEDED), "start"]
+        context["settings"] = dataclasses.asdict(settings)
+    missing = actions.missing_tools() if "actions" in selected else []
+    if missing and args.only:
+        raise SystemExit(f"actions: {', '.join(missing)} not installed (make test installs them)")
+    if missing:
+        _log(f"actions: skipped, {', '.join(missing)} not installed (make test installs them)")
+    elif "actions" in selected:
+        action_settings = actions.ActionSettings(
+            samples=args.action_samples or (10 if args.quick else 15),
+            max_concurrent_runs=tuple(
+                args.max_concurrent_runs
+                or ((actions.DEFAULT_MAX_CONCURRENT_RUNS,) if args.quick else (4, 8))
+            ),
+        )
+        _log("actions: ExecuteAction to SUCCEEDED vs bare podman run")
+        found, details = actions.bench_actions(
+            args.results / "tmp" / "actions", action_settings, _log
+        )
+        figures += _tagged("actions", found)
+        context.setdefault("details", {}).update(details)
+        context["action_settings"] = dataclasses.asdict(action_settings)
+        ran.append("actions")
     _log("")
     _log(table(figures))
-    json_path, md_path = write_results(args.results, figures, context)
+    json_path, md_path = write_results(args.results, figures, context, ran)
     _log(f"\nwrote {_shown(json_path)} and {_shown(md_path)}")
     return 1 if any(f.passed is False for f in figures) else 0
 

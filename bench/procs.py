@@ -120,10 +120,12 @@ def start_server(name: str, argv: list[str], log: Path) -> ServerProcess:
             )
 
 
-def start_porter_bundle(database_url: str, log: Path) -> ServerProcess:
-    """``porter-bundle serve`` on port 0 over ``database_url``."""
+def start_porter_bundle(
+    database_url: str, log: Path, *extra: str, log_level: str = "WARNING"
+) -> ServerProcess:
+    """``porter-bundle serve`` on port 0 over ``database_url``; ``extra`` are more options."""
     argv = [sys.executable, "-m", "porter_bundle", "serve", "--address", "127.0.0.1:0"]
-    argv += ["--database", database_url, "--log-level", "WARNING"]
+    argv += ["--database", database_url, "--log-level", log_level, *extra]
     return start_server("porter-bundle", argv, log)
 
 

@@ -28,6 +28,8 @@ class Figure:
     goal: Literal["min", "max"] = "min"
     """"min": value must be at least the target; "max": at most."""
     note: str = ""
+    benchmark: str = ""
+    """Which benchmark (``--only`` name) measured it; ``start`` for the seeded server's start."""
 
     @property
     def passed(self) -> bool | None:
@@ -101,20 +103,85 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def write_results(
-    directory: Path, figures: list[Figure], context: dict[str, Any]
-) -> tuple[Path, Path]:
-    """Writes latest.json and latest.md into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = {
-        **context,
-        "figures": [
-            {**asdict(f), "passed": f.passed, "target_text": f.target_text} for f in figures
-        ],
+ORDER = ("rss", "list", "depth", "latest", "start", "actions")
+"""Where each benchmark's figures go in a file that merges runs."""
+_LEGACY_HEADLINES = {
+    "Server RSS": "rss",
+    "Server peak RSS": "rss",
+    "ListInstallations": "list",
+    "Depth": "depth",
+    "Latest": "latest",
+    "Server start": "start",
+}
+
+
+def _earlier_figures(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures of an earlier latest.json, each with its benchmark and when it was measured.
+
+    Files written before figures carried their benchmark get it from their headline: an
+    indented figure belongs to the headline above it.
+    """
+    machine = previous.get("machine", {})
+    stamp = {
+        "date": machine.get("date"),
+        "command": previous.get("command"),
+        "load_average": machine.get("load_average"),
     }
+    out, group = [], ""
+    for f in previous.get("figures", []):
+        if not f.get("benchmark"):
+            if not f["name"].startswith(" "):
+                group = next(
+                    (g for p, g in _LEGACY_HEADLINES.items() if f["name"].startswith(p)), ""
+                )
+            f = {**f, "benchmark": group}
+        out.append({**f, "measured": f.get("measured") or stamp})
+    return out
+
+
+def write_results(
+    directory: Path,
+    figures: list[Figure],
+    context: dict[str, Any],
+    ran: list[str] | None = None,
+) -> tuple[Path, Path]:
+    """Writes latest.json and latest.md into ``directory``.
+
+    With ``ran`` (the benchmarks of this run), the figures of other benchmarks already in
+    latest.json are kept, each with the date and command of the run that measured it, so
+    ``--only actions`` adds to the last full run's file instead of replacing it. Without it
+    the file holds this run alone.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "latest.json"
-    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     machine = context.get("machine", {})
+    stamp = {
+        "date": machine.get("date"),
+        "command": context.get("command"),
+        "load_average": machine.get("load_average"),
+    }
+    rows = [
+        {**asdict(f), "passed": f.passed, "target_text": f.target_text, "measured": stamp}
+        for f in figures
+    ]
+    previous: dict[str, Any] = {}
+    if ran is not None and json_path.exists():
+        try:
+            previous = json.loads(json_path.read_text())
+        except ValueError:
+            previous = {}
+    kept = [f for f in _earlier_figures(previous) if f["benchmark"] not in (ran or [])]
+    data = dict(context)
+    if kept:
+        rank = {name: n for n, name in enumerate(ORDER)}
+        rows = sorted(kept + rows, key=lambda f: rank.get(f["benchmark"], len(ORDER)))
+        # What explains the kept figures (plan, seeding, settings, raw rounds) stays too.
+        for key, value in previous.items():
+            if key not in data and key not in ("figures", "details"):
+                data[key] = value
+        data["details"] = {**previous.get("details", {}), **context.get("details", {})}
+    data["figures"] = rows
+    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     md = [
         "# porter-bundle benchmark: latest results",
         "",
@@ -126,16 +193,36 @@ def write_results(
         f"- code: {machine.get('git_commit')}"
         + (" with uncommitted changes in src/proto/gen" if machine.get("git_dirty") else ""),
         f"- command: `{context.get('command', '')}`",
-        f"- data: {json.dumps(context.get('plan', {}))}",
-        f"- seeding: {context.get('seed', {}).get('summary', '')}",
+    ]
+    if data.get("plan"):
+        md.append(f"- data: {json.dumps(data['plan'])}")
+    if data.get("seed"):
+        md.append(f"- seeding: {data['seed'].get('summary', '')}")
+    earlier: dict[str, list[str]] = {}
+    for f in kept:
+        m = f["measured"]
+        when = (
+            f"{m.get('date')}, `{m.get('command')}`, load average at start {m.get('load_average')}"
+        )
+        if f["benchmark"] not in earlier.setdefault(when, []):
+            earlier[when].append(f["benchmark"])
+    for when, groups in earlier.items():
+        md.append(f"- kept from an earlier run ({', '.join(groups)}): {when}")
+    md += [
         "",
         "| figure | value | unit | target | result | note |",
         "| --- | ---: | --- | --- | --- | --- |",
     ]
-    md += [
-        f"| {f.name} | {_fmt(f.value)} | {f.unit} | {f.target_text} | {f.result_text} | {f.note} |"
-        for f in figures
-    ]
+    for f in rows:
+        note = f["note"]
+        if f["measured"] != stamp:
+            note = f"{note}; " if note else ""
+            note += f"earlier run ({f['measured'].get('date')})"
+        target = f.get("target_text", "")
+        result = {True: "pass", False: "MISS", None: ""}[f.get("passed")]
+        md.append(
+            f"| {f['name']} | {_fmt(f['value'])} | {f['unit']} | {target} | {result} | {note} |"
+        )
     md += ["", "Raw measurements (every round) are in `latest.json`.", ""]
     md_path = directory / "latest.md"
     md_path.write_text("\n".join(md))

@@ -420,6 +420,14 @@ class _Writer:
             self._conn.execute("ROLLBACK")
             self._conn.close()
             raise self._error
+        # Derived, as store.add_outputs keeps it: per installation and output name, the run
+        # that last produced it. Runs of one installation are seeded in order, so that is the
+        # highest run ID (ULIDs sort by creation).
+        self._conn.execute(
+            "INSERT INTO latest_outputs (installation_id, name, run_id) "
+            "SELECT r.installation_id, o.name, MAX(o.run_id) FROM outputs o "
+            "JOIN runs r ON r.id = o.run_id GROUP BY r.installation_id, o.name"
+        )
         self._conn.execute("COMMIT")
         for sql in self._indexes:
             self._conn.execute(sql)

@@ -56,13 +56,75 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=config.DEFAULT_WORKERS, help="threads for database work"
     )
+    serve.add_argument(
+        "--container-host",
+        default=os.environ.get(config.ENV_CONTAINER_HOST) or None,
+        help=(
+            "Docker Engine API endpoint of Docker or Podman, e.g. unix:///run/podman/podman.sock "
+            f"(env {config.ENV_CONTAINER_HOST}); default: DOCKER_HOST, then the usual sockets"
+        ),
+    )
+    serve.add_argument(
+        "--run-timeout",
+        type=float,
+        default=config.DEFAULT_RUN_TIMEOUT_SECONDS,
+        help="seconds a run may take before it is stopped and fails",
+    )
+    serve.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        default=config.DEFAULT_MAX_CONCURRENT_RUNS,
+        help="containers running at once; further runs wait PENDING",
+    )
+    serve.add_argument(
+        "--cancel-grace",
+        type=float,
+        default=config.DEFAULT_CANCEL_GRACE_SECONDS,
+        help="seconds between SIGTERM and SIGKILL when a run is canceled",
+    )
+    serve.add_argument(
+        "--container-network",
+        default=None,
+        help="network mode for invocation images (e.g. bridge); default: no network",
+    )
+    serve.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[h for h in os.environ.get(config.ENV_INSECURE_REGISTRIES, "").split(",") if h],
+        metavar="HOST[:PORT]",
+        help=f"a registry reached over plain HTTP; repeatable (env {config.ENV_INSECURE_REGISTRIES}, comma-separated)",
+    )
+    serve.add_argument(
+        "--registry-config",
+        default=os.environ.get(config.ENV_REGISTRY_CONFIG, ""),
+        help=f"a docker config.json whose auths give registry credentials (env {config.ENV_REGISTRY_CONFIG})",
+    )
+    serve.add_argument(
+        "--secrets-dir",
+        default="",
+        help="directory of the built-in secret store, one file per secret; default: <data dir>/secrets",
+    )
+    serve.add_argument(
+        "--legacy-reveal-sensitive",
+        action="store_true",
+        default=config.env_flag(config.ENV_LEGACY_REVEAL_SENSITIVE),
+        help=(
+            "porter.v1alpha1.Porter (the Porter operator's API) returns sensitive output values "
+            "instead of omitting them; only for a trusted in-cluster deployment "
+            f"(env {config.ENV_LEGACY_REVEAL_SENSITIVE}=true)"
+        ),
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 async def _serve(settings: config.Settings) -> None:
     from porter_bundle.api.server import start_server
+    from porter_bundle.config import load_registry_auths
+    from porter_bundle.executor.container import ContainerExecutor
     from porter_bundle.service import Services
+    from porter_bundle.service.actions import ActionSettings
+    from porter_bundle.service.sources import DirectorySecretStore
     from porter_bundle.store import Store
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
@@ -70,13 +132,32 @@ async def _serve(settings: config.Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = Store(settings.database_url)
+    registry_auth = load_registry_auths(settings.registry_config)
+    store = Store(settings.database_url, pool_size=settings.workers + 2)
     await asyncio.to_thread(store.migrate)
-    running = await start_server(settings, Services.create(store))
+    services = Services.create(
+        store,
+        executor=lambda: ContainerExecutor(
+            host=settings.container_host,
+            pull_insecure_registries=settings.insecure_registries,
+            registry_auth=registry_auth,
+        ),
+        action_settings=ActionSettings(
+            run_timeout_seconds=settings.run_timeout_seconds,
+            max_concurrent_runs=settings.max_concurrent_runs,
+            cancel_grace_seconds=settings.cancel_grace_seconds,
+            network=settings.container_network,
+        ),
+        secrets=DirectorySecretStore(settings.secrets_path),
+    )
+    running = await start_server(settings, services)
     print(f"porter-bundle listening on port {running.port}", flush=True)
+    recovery = asyncio.create_task(services.actions.recover(), name="recover-runs")
     await stop.wait()
     log.info("shutting down (grace period %.1fs)", settings.grace_seconds)
+    recovery.cancel()
     await running.stop(settings.grace_seconds)
+    await services.actions.close()
     store.close()
     log.info("stopped")
 
@@ -89,15 +170,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if args.command == "serve":
         settings = config.Settings(
             address=args.address,
             database=args.database,
             grace_seconds=args.grace_period,
             workers=args.workers,
+            container_host=args.container_host,
+            run_timeout_seconds=args.run_timeout,
+            max_concurrent_runs=args.max_concurrent_runs,
+            cancel_grace_seconds=args.cancel_grace,
+            container_network=args.container_network,
+            secrets_dir=args.secrets_dir,
+            legacy_reveal_sensitive=args.legacy_reveal_sensitive,
+            insecure_registries=frozenset(args.insecure_registry),
+            registry_config=args.registry_config,
         )
         log.info("database: %s", _redact_url(settings.database_url))
-        asyncio.run(_serve(settings))
+        try:
+            asyncio.run(_serve(settings))
+        except (
+            ValueError
+        ) as exc:  # a setting that cannot be used, e.g. an unreadable registry config
+            log.error("%s", exc)
+            return 2
     return 0
 
 

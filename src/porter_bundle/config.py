@@ -14,9 +14,12 @@ ENV_ADDRESS = "PORTER_BUNDLE_ADDRESS"
 ENV_DATABASE = "PORTER_BUNDLE_DATABASE"
 ENV_DATA_DIR = "PORTER_BUNDLE_DATA_DIR"
 ENV_CONTAINER_HOST = "PORTER_BUNDLE_CONTAINER_HOST"
+ENV_INSECURE_REGISTRIES = "PORTER_BUNDLE_INSECURE_REGISTRIES"
+ENV_REGISTRY_CONFIG = "PORTER_BUNDLE_REGISTRY_CONFIG"
 DEFAULT_RUN_TIMEOUT_SECONDS = 3600.0
 DEFAULT_MAX_CONCURRENT_RUNS = 4
 DEFAULT_CANCEL_GRACE_SECONDS = 10.0
+ENV_LEGACY_REVEAL_SENSITIVE = "PORTER_BUNDLE_LEGACY_REVEAL_SENSITIVE"
 
 
 def default_data_dir() -> Path:
@@ -25,6 +28,11 @@ def default_data_dir() -> Path:
         return Path(os.environ[ENV_DATA_DIR])
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "porter-bundle"
+
+
+def env_flag(name: str) -> bool:
+    """A boolean environment variable: true for 1, true, yes or on (any case)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def sqlite_url(path: Path) -> str:
@@ -55,8 +63,15 @@ class Settings:
     """Between SIGTERM and SIGKILL when a run is canceled."""
     container_network: str | None = None
     """Network mode for invocation images; None = no network."""
+    insecure_registries: frozenset[str] = frozenset()
+    """Registry hosts (host[:port]) reached over plain HTTP."""
+    registry_config: str = ""
+    """A docker config.json whose ``auths`` give registry credentials; "" = none."""
     secrets_dir: str = ""
     """Directory of the built-in secret store (one file per secret); "" = <data dir>/secrets."""
+    legacy_reveal_sensitive: bool = False
+    """porter.v1alpha1.Porter hands out sensitive output values to every caller (as Porter
+    does) instead of omitting them; only for a trusted in-cluster deployment."""
 
     @property
     def secrets_path(self) -> Path:
@@ -67,3 +82,35 @@ class Settings:
     def database_url(self) -> str:
         """The database URL to use."""
         return self.database or sqlite_url(default_data_dir() / DATABASE_FILE)
+
+
+def load_registry_auths(path: str) -> dict[str, tuple[str, str]]:
+    """Registry host -> (user, password) from a docker ``config.json`` (its ``auths`` entries)."""
+    import base64
+    import binascii
+    import json
+
+    if not path:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read registry config {path}: {exc}") from None
+    auths: dict[str, tuple[str, str]] = {}
+    for host, entry in (doc.get("auths") or {}).items():
+        if not isinstance(entry, dict):
+            continue
+        user, password = entry.get("username"), entry.get("password")
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise ValueError(
+                    f"registry config {path}: the auth of {host} is not base64 user:password"
+                ) from None
+        if user and password:
+            auths[host.removeprefix("https://").removeprefix("http://").rstrip("/")] = (
+                user,
+                password,
+            )
+    return auths

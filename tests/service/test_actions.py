@@ -558,3 +558,18 @@ def test_recovery_finishes_runs_left_active(store, fake, tmp_path):
     assert c.state == RUN_STATE_FAILED and "before this run's container started" in c.message
     assert "01ARZ3NDEKTSV4RRFFQ69G5FAV" in fake.recovered
     assert runs.active() == []
+
+
+def test_engine_lost_mid_run_fails_the_run_with_a_message(stub, app, fake):
+    from porter_bundle.executor.base import ExecutorUnavailable
+
+    def lost(spec):
+        raise ExecutorUnavailable("unix:///run/podman/podman.sock: connection refused")
+
+    fake.behaviour = lost
+    run = wait_final(stub, execute(stub, "install").id)
+    assert run.state == RUN_STATE_FAILED
+    assert (
+        run.message.startswith("lost contact with the container engine")
+        and "connection refused" in run.message
+    )

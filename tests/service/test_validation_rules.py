@@ -464,8 +464,10 @@ def test_negative_page_size_and_skip(stub, call):
 
 @pytest.mark.parametrize("call", LISTS)
 def test_skip_is_bounded(stub, call):
-    assert_invalid(list_failure(stub, call, skip=1_000_001), "skip")
-    assert list(list_call(stub, call, skip=1_000_000).ListFields()) == []
+    from porter_bundle.service.paging import MAX_SKIP
+
+    assert_invalid(list_failure(stub, call, skip=MAX_SKIP + 1), "skip")
+    assert list(list_call(stub, call, skip=MAX_SKIP).ListFields()) == []
 
 
 @pytest.mark.parametrize("call", ["ListInstallations", "ListCredentialSets", "ListParameterSets"])

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from porter.bundle.v1 import porter_bundle_pb2
+from porter.v1alpha1 import porter_pb2 as legacy_porter_pb2
+from porter_bundle.api.legacy import PorterLegacyServicer
 from porter_bundle.api.servicer import PorterBundleServicer
 from porter_bundle.api.wire import serialize
 from porter_bundle.config import Settings
@@ -22,6 +25,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_DESCRIPTOR = porter_bundle_pb2.DESCRIPTOR.services_by_name["PorterBundle"]
 SERVICE_NAME = SERVICE_DESCRIPTOR.full_name
+# Porter's legacy API (porter.v1alpha1.Porter), for the Porter operator, on the same port.
+LEGACY_SERVICE_DESCRIPTOR = legacy_porter_pb2.DESCRIPTOR.services_by_name["Porter"]
+LEGACY_SERVICE_NAME = LEGACY_SERVICE_DESCRIPTOR.full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 # Keepalive fit for long-lived clients behind proxies: we ping idle connections every
@@ -54,19 +60,21 @@ class RunningServer:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _handlers(servicer: PorterBundleServicer) -> grpc.GenericRpcHandler:
+def _handlers(
+    servicer: Any, descriptor: ServiceDescriptor = SERVICE_DESCRIPTOR
+) -> grpc.GenericRpcHandler:
     """Method handlers built from the service descriptor; list responses may be pre-encoded bytes."""
     from google.protobuf import symbol_database
 
     db = symbol_database.Default()
     methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in SERVICE_DESCRIPTOR.methods:
+    for method in descriptor.methods:
         request_cls = db.GetSymbol(method.input_type.full_name)
         behaviour: Callable[..., Any] = getattr(servicer, method.name)
         methods[method.name] = grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=request_cls.FromString, response_serializer=serialize
         )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+    return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
 async def start_server(settings: Settings, services: Services) -> RunningServer:
@@ -75,13 +83,22 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
         max_workers=settings.workers, thread_name_prefix="porter-bundle-db"
     )
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers([_handlers(PorterBundleServicer(services, executor))])
+    servicer = PorterBundleServicer(services, executor, inline_reads=services.local_database)
+    server.add_generic_rpc_handlers([_handlers(servicer)])
+    legacy = PorterLegacyServicer(
+        services,
+        executor,
+        reveal_sensitive=settings.legacy_reveal_sensitive,
+        inline_reads=services.local_database,
+    )
+    server.add_generic_rpc_handlers([_handlers(legacy, LEGACY_SERVICE_DESCRIPTOR)])
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
+            LEGACY_SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -91,7 +108,7 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, LEGACY_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", SERVICE_NAME, port)
     return RunningServer(server, port, health_servicer, executor)

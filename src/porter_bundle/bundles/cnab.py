@@ -151,15 +151,22 @@ OUTPUTS_DIR = "/cnab/app/outputs"
 
 
 @dataclass(frozen=True)
-class ParameterDef:
-    """A bundle parameter with its definition (JSON schema) merged in."""
+class _Scoped:
+    """Something of a bundle that applies to some actions only (``applyTo``)."""
 
     name: str
-    schema: dict[str, Any]
-    required: bool
-    env: str
-    path: str
     apply_to: tuple[str, ...]
+
+    def applies_to(self, action: str) -> bool:
+        """Whether it takes part in ``action`` (every action when applyTo is empty)."""
+        return not self.apply_to or action in self.apply_to
+
+
+@dataclass(frozen=True)
+class _Typed(_Scoped):
+    """A parameter or output: scoped, with its definition (a JSON schema) merged in."""
+
+    schema: dict[str, Any]
 
     @property
     def sensitive(self) -> bool:
@@ -172,49 +179,30 @@ class ParameterDef:
         t = self.schema.get("type", "")
         return t if isinstance(t, str) else ""
 
-    def applies_to(self, action: str) -> bool:
-        """Whether the parameter is passed to ``action``."""
-        return not self.apply_to or action in self.apply_to
+
+@dataclass(frozen=True)
+class ParameterDef(_Typed):
+    """A bundle parameter: its definition and where it goes in the container."""
+
+    required: bool
+    env: str
+    path: str
 
 
 @dataclass(frozen=True)
-class CredentialDef:
+class CredentialDef(_Scoped):
     """A bundle credential: where it goes in the container."""
 
-    name: str
     env: str
     path: str
     required: bool
-    apply_to: tuple[str, ...]
-
-    def applies_to(self, action: str) -> bool:
-        """Whether the credential is passed to ``action``."""
-        return not self.apply_to or action in self.apply_to
 
 
 @dataclass(frozen=True)
-class OutputDef:
-    """A bundle output: where the container writes it and its definition."""
+class OutputDef(_Typed):
+    """A bundle output: its definition and where the container writes it."""
 
-    name: str
-    schema: dict[str, Any]
     path: str
-    apply_to: tuple[str, ...]
-
-    @property
-    def sensitive(self) -> bool:
-        """``writeOnly: true`` in the definition."""
-        return bool(self.schema.get("writeOnly", False))
-
-    @property
-    def type(self) -> str:
-        """The JSON schema type ("" when unknown)."""
-        t = self.schema.get("type", "")
-        return t if isinstance(t, str) else ""
-
-    def applies_to(self, action: str) -> bool:
-        """Whether the output is produced by ``action``."""
-        return not self.apply_to or action in self.apply_to
 
 
 def _definition(doc: dict[str, Any], name: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from porter_bundle.executor.base import Executor
 from porter_bundle.service.actions import ActionService, ActionSettings
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
+from porter_bundle.service.legacy import LegacyService
 from porter_bundle.service.runs import RunService
 from porter_bundle.service.sources import DirectorySecretStore, SecretStore, SourceResolver
 from porter_bundle.service.value_sets import CREDENTIAL_SETS, PARAMETER_SETS, ValueSetService
@@ -33,6 +34,10 @@ class Services:
     parameter_sets: ValueSetService[ParameterSet]
     bundles: BundleService
     actions: ActionService
+    legacy: LegacyService
+    """Porter's legacy API (porter.v1alpha1.Porter), over the same store."""
+    local_database: bool = False
+    """True when the database is a local SQLite file (reads are then cheap and never block)."""
 
     @classmethod
     def create(
@@ -60,4 +65,13 @@ class Services:
             executor=executor,
             settings=action_settings or ActionSettings(),
         )
-        return cls(installations, runs, credential_sets, parameter_sets, bundles, actions)
+        return cls(
+            installations,
+            runs,
+            credential_sets,
+            parameter_sets,
+            bundles,
+            actions,
+            LegacyService(store),
+            store.is_sqlite,
+        )

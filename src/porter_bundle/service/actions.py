@@ -379,6 +379,9 @@ class ActionService:
             raise  # server shutdown: the container goes on; recover() finishes the run later
         except Unavailable as exc:
             await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, exc.message)
+        except ExecutorUnavailable as exc:
+            message = f"lost contact with the container engine: {exc}"
+            await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)

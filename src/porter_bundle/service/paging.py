@@ -21,7 +21,7 @@ from porter_bundle.store import Page, PageSpec
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
-MAX_SKIP = 1_000_000
+MAX_SKIP = 100_000  # skip is linear (OFFSET); page tokens are the way through long lists
 _TOKEN_VERSION = 1
 _MAX_TOKEN_LENGTH = 2048
 

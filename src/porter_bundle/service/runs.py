@@ -46,6 +46,7 @@ from porter_bundle.validation import check_address
 
 LATEST = "latest"
 ACTIVE_STATES = frozenset({RUN_STATE_PENDING, RUN_STATE_RUNNING})
+assert {1, 2} == ACTIVE_STATES  # store.models.ACTIVE_RUN_PREDICATE spells these out for its index
 FINAL_STATES = frozenset({RUN_STATE_SUCCEEDED, RUN_STATE_FAILED, RUN_STATE_CANCELED})
 MODIFYING_ACTIONS = frozenset({ACTION_INSTALL, ACTION_UPGRADE, ACTION_UNINSTALL})
 ACTION_NAMES = {
@@ -122,7 +123,7 @@ class RunService:
                 existing = store.get_run_by_request(s, inst_row.id, new.request_id)
                 if existing is not None:
                     return Run.FromString(existing.doc), False
-            active = store.active_run(s, inst_row.id, sorted(ACTIVE_STATES))
+            active = store.active_run(s, inst_row.id)
             if active is not None:
                 raise Aborted(
                     f"installation {display_address(namespace, name)} has an active run {active.id}; "
@@ -198,7 +199,7 @@ class RunService:
     def active(self) -> list[Run]:
         """Every run still PENDING or RUNNING."""
         with self._store.write() as s:
-            return [Run.FromString(r.doc) for r in store.active_runs(s, sorted(ACTIVE_STATES))]
+            return [Run.FromString(r.doc) for r in store.active_runs(s)]
 
     def find(self, namespace: str, name: str, run_id: str) -> Run:
         """A run of an installation by ID (no alias); NOT_FOUND when missing."""
@@ -257,7 +258,7 @@ class RunService:
             run.message = message
             run.complete_time.CopyFrom(timestamp(now))
             self._save(s, row, run)
-            store.add_outputs(s, [_output_row(run, o, now) for o in outputs])
+            store.add_outputs(s, row.installation_id, [_output_row(run, o, now) for o in outputs])
             inst_row = s.get(InstallationRow, row.installation_id)
             assert inst_row is not None  # runs are deleted with their installation
             self._update_status(s, inst_row, run, finished=True)

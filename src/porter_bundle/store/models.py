@@ -10,10 +10,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 ID_LENGTH = 26
+# PENDING and RUNNING (porter.bundle.v1.RunState). Queries for active runs use this exact
+# text: SQLite uses a partial index only when the query repeats its predicate literally.
+ACTIVE_RUN_PREDICATE = "state IN (1, 2)"
 
 
 class InstallationRow(SQLModel, table=True):
@@ -102,6 +115,20 @@ class RunRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_runs_installation", "installation_id", "id"),
         UniqueConstraint("installation_id", "request_id", name="uq_runs_request"),
+        # Active runs are few among millions: partial indexes find them without a scan
+        # (per installation when a run is created, all of them when the server restarts).
+        Index(
+            "ix_runs_active_installation",
+            "installation_id",
+            sqlite_where=text(ACTIVE_RUN_PREDICATE),
+            postgresql_where=text(ACTIVE_RUN_PREDICATE),
+        ),
+        Index(
+            "ix_runs_active",
+            "id",
+            sqlite_where=text(ACTIVE_RUN_PREDICATE),
+            postgresql_where=text(ACTIVE_RUN_PREDICATE),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=ID_LENGTH)
@@ -128,6 +155,29 @@ class OutputRow(SQLModel, table=True):
     sensitive: bool
     value: str = Field(sa_column=Column(Text, nullable=False))
     doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class LatestOutputRow(SQLModel, table=True):
+    """Which run last produced each output name of an installation, whatever its result.
+
+    Kept by :func:`porter_bundle.store.store.add_outputs` in the transaction that records a
+    run's outputs, so Porter's "latest outputs" (per name, the most recent value) costs one
+    primary-key range read per call however many runs the installation has.
+    """
+
+    __tablename__ = "latest_outputs"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "name"], ["outputs.run_id", "outputs.name"], ondelete="CASCADE"
+        ),
+        Index("ix_latest_outputs_output", "run_id", "name"),
+    )
+
+    installation_id: str = Field(
+        foreign_key="installations.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    name: str = Field(primary_key=True, max_length=253)
+    run_id: str = Field(max_length=ID_LENGTH)
 
 
 class BundleDocumentRow(SQLModel, table=True):

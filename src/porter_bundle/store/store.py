@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -43,11 +44,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
 
 from porter_bundle.store.models import (
+    ACTIVE_RUN_PREDICATE,
     BundleDocumentRow,
     BundleRefRow,
     InstallationLabelRow,
     InstallationRow,
     InstallationSetRefRow,
+    LatestOutputRow,
     OutputRow,
     ResourceCountRow,
     RunLogChunkRow,
@@ -70,6 +73,7 @@ _value_sets: Table = ValueSetRow.__table__  # type: ignore[attr-defined]
 _value_set_labels: Table = ValueSetLabelRow.__table__  # type: ignore[attr-defined]
 _runs: Table = RunRow.__table__  # type: ignore[attr-defined]
 _outputs: Table = OutputRow.__table__  # type: ignore[attr-defined]
+_latest_outputs: Table = LatestOutputRow.__table__  # type: ignore[attr-defined]
 _bundle_refs: Table = BundleRefRow.__table__  # type: ignore[attr-defined]
 _counts: Table = ResourceCountRow.__table__  # type: ignore[attr-defined]
 _bundle_docs: Table = BundleDocumentRow.__table__  # type: ignore[attr-defined]
@@ -123,13 +127,15 @@ def _sqlite_path(url: str) -> Path | None:
 class Store:
     """The database: connections, migrations and every query the service needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {}
+        # As many pooled connections as threads that may use one, so none is closed and
+        # reopened under load (a new SQLite connection starts with a cold page cache).
+        kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 4}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
@@ -473,6 +479,7 @@ def set_installation_children(
 def delete_installation(session: Session, row: InstallationRow) -> None:
     """Deletes an installation with its labels, runs and outputs."""
     run_ids = select(_runs.c.id).where(_runs.c.installation_id == row.id)
+    session.execute(delete(_latest_outputs).where(_latest_outputs.c.installation_id == row.id))
     session.execute(delete(_outputs).where(_outputs.c.run_id.in_(run_ids)))
     session.execute(delete(_run_logs).where(_run_logs.c.run_id.in_(run_ids)))
     session.execute(delete(_runs).where(_runs.c.installation_id == row.id))
@@ -676,24 +683,20 @@ def list_runs(reader: Reader, installation_id: str, spec: PageSpec) -> Page:
     )
 
 
-def active_run(
-    session: Session, installation_id: str, active_states: Sequence[int]
-) -> RunRow | None:
+def active_run(session: Session, installation_id: str) -> RunRow | None:
     """The installation's run that is still PENDING or RUNNING, if any."""
-    return session.execute(
+    stmt = (
         select(RunRow)
-        .where(RunRow.installation_id == installation_id, RunRow.state.in_(active_states))  # type: ignore[arg-type, attr-defined]
+        .where(RunRow.installation_id == installation_id, text(ACTIVE_RUN_PREDICATE))  # type: ignore[arg-type]
         .limit(1)
-    ).scalar_one_or_none()
-
-
-def active_runs(session: Session, active_states: Sequence[int]) -> list[RunRow]:
-    """Every run still PENDING or RUNNING (what a restart must finish)."""
-    return list(
-        session.execute(select(RunRow).where(RunRow.state.in_(active_states)).order_by(RunRow.id))  # type: ignore[attr-defined]
-        .scalars()
-        .all()
     )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def active_runs(session: Session) -> list[RunRow]:
+    """Every run still PENDING or RUNNING (what a restart must finish)."""
+    stmt = select(RunRow).where(text(ACTIVE_RUN_PREDICATE)).order_by(RunRow.id)
+    return list(session.execute(stmt).scalars().all())
 
 
 def run_exists(session: Session, run_id: str) -> bool:
@@ -737,10 +740,28 @@ def get_run_log(reader: Reader, run_id: str, start: int = 0) -> bytes:
     return data
 
 
-def add_outputs(session: Session, rows: Sequence[OutputRow]) -> None:
-    """Inserts a run's outputs."""
+def add_outputs(session: Session, installation_id: str, rows: Sequence[OutputRow]) -> None:
+    """Inserts a run's outputs and makes the run the latest producer of each output name.
+
+    A pointer only moves forward (to a greater run ID), so a run finishing late never hides
+    the value of a newer run.
+    """
+    if not rows:
+        return
     session.add_all(rows)
     session.flush()
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    lo = _latest_outputs
+    stmt = insert(lo).values(
+        [{"installation_id": installation_id, "name": r.name, "run_id": r.run_id} for r in rows]
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[lo.c.installation_id, lo.c.name],
+            set_={"run_id": stmt.excluded.run_id},
+            where=stmt.excluded.run_id > lo.c.run_id,
+        )
+    )
 
 
 def list_output_docs(reader: Reader, run_id: str) -> list[bytes]:
@@ -754,6 +775,23 @@ def list_output_docs(reader: Reader, run_id: str) -> list[bytes]:
         )
 
     return [bytes(r[0]) for r in reader.rows("outputs", build, {"run": run_id})]
+
+
+def list_latest_outputs(reader: Reader, installation_id: str) -> list[tuple[bytes, str]]:
+    """(Output message, value JSON incl. sensitive ones) of each output name's most recent
+    value across an installation's runs, whatever their result; sorted by name."""
+
+    def build() -> Select[Any]:
+        lo, o = _latest_outputs, _outputs
+        return (
+            select(o.c.doc, o.c.value)
+            .select_from(lo.join(o, (o.c.run_id == lo.c.run_id) & (o.c.name == lo.c.name)))
+            .where(lo.c.installation_id == bindparam("inst"))
+            .order_by(lo.c.name)
+        )
+
+    rows = reader.rows("outputs.latest", build, {"inst": installation_id})
+    return [(bytes(r[0]), str(r[1])) for r in rows]
 
 
 def get_installation_pointers(

@@ -1,0 +1,147 @@
+"""A private Podman engine for the ``actions`` benchmark, and busybox invocation images.
+
+It mirrors the settings of the test fixtures ``podman_service`` and ``test_image`` in
+tests/conftest.py (docs/toolchain.md says why each one is needed on these machines): its
+own containers.conf and storage.conf in a temp dir, ``podman system service`` on a socket
+there, and the same two files in ``CONTAINERS_CONF`` / ``CONTAINERS_STORAGE_CONF`` for the
+podman commands that must see the same store (``podman import``, the bare ``podman run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+START_SECONDS = 60.0
+
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "{root}/tmp"
+"""
+
+STORAGE_CONF = """\
+[storage]
+driver = "vfs"
+runroot = "{root}/runroot"
+graphroot = "{root}/graphroot"
+"""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A running ``podman system service`` and the env that reaches its store."""
+
+    url: str
+    """``unix://`` address of its Docker-compatible API."""
+    env: dict[str, str]
+    root: Path
+
+    def podman(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Runs a podman command on the engine's store; raises with its stderr on failure."""
+        done = subprocess.run(
+            ["podman", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+        return done
+
+    def image(self, name: str, run_script: str) -> str:
+        """A busybox image whose ``/cnab/app/run`` is ``run_script``: ``localhost/name:hash``."""
+        busybox = shutil.which("busybox")
+        if busybox is None:
+            raise RuntimeError("busybox is not installed (apt-get install busybox-static)")
+        ref = f"localhost/{name}:{hashlib.sha256(run_script.encode()).hexdigest()[:12]}"
+        rootfs = self.root / "images" / name
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy2(busybox, rootfs / "bin" / "busybox")
+        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
+        for applet in applets.stdout.split():
+            if applet != "busybox":
+                (rootfs / "bin" / applet).symlink_to("busybox")
+        for directory in ("tmp", "etc", "cnab/app"):
+            (rootfs / directory).mkdir(parents=True, exist_ok=True)
+        (rootfs / "tmp").chmod(0o1777)
+        (rootfs / "cnab/app/run").write_text(run_script)
+        (rootfs / "cnab/app/run").chmod(0o755)
+
+        def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            return info
+
+        archive = rootfs.with_suffix(".tar")
+        with tarfile.open(archive, "w") as tar:
+            for child in sorted(rootfs.iterdir()):
+                tar.add(child, arcname=child.name, filter=as_root)
+        self.podman("import", "--change", "ENV PATH=/bin", str(archive), ref)
+        return ref
+
+
+def _ping(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+            answer = sock.recv(4096)
+    except OSError:
+        return False
+    return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
+
+
+@contextlib.contextmanager
+def podman_engine() -> Iterator[Engine]:
+    """Starts a private Podman service in a temp dir; removes everything afterwards."""
+    if shutil.which("podman") is None:
+        raise RuntimeError("podman is not installed (apt-get install podman runc busybox-static)")
+    root = Path(tempfile.mkdtemp(prefix="porter-bundle-bench-podman-"))
+    (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root))
+    (root / "storage.conf").write_text(STORAGE_CONF.format(root=root))
+    env = {
+        **os.environ,
+        "CONTAINERS_CONF": str(root / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
+    }
+    sock = root / "podman.sock"
+    log_path = root / "service.log"
+    with log_path.open("wb") as service_log:
+        process = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            env=env,
+            stdout=service_log,
+            stderr=subprocess.STDOUT,
+        )
+    engine = Engine(f"unix://{sock}", env, root)
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not _ping(sock):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"podman system service failed: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield engine
+    finally:
+        with contextlib.suppress(Exception):
+            engine.podman("rm", "--all", "--force")
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        shutil.rmtree(root, ignore_errors=True)
