@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
             f"(env {config.ENV_LEGACY_REVEAL_SENSITIVE}=true)"
         ),
     )
+    from porter_bundle import client
+
+    client.register(sub)
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -166,12 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level,
+        level=getattr(args, "log_level", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command != "serve":
+        code: int = args.func(args)
+        return code
     if args.command == "serve":
         settings = config.Settings(
             address=args.address,
