@@ -178,30 +178,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         code: int = args.func(args)
         return code
-    if args.command == "serve":
-        settings = config.Settings(
-            address=args.address,
-            database=args.database,
-            grace_seconds=args.grace_period,
-            workers=args.workers,
-            container_host=args.container_host,
-            run_timeout_seconds=args.run_timeout,
-            max_concurrent_runs=args.max_concurrent_runs,
-            cancel_grace_seconds=args.cancel_grace,
-            container_network=args.container_network,
-            secrets_dir=args.secrets_dir,
-            legacy_reveal_sensitive=args.legacy_reveal_sensitive,
-            insecure_registries=frozenset(args.insecure_registry),
-            registry_config=args.registry_config,
-        )
-        log.info("database: %s", _redact_url(settings.database_url))
-        try:
-            asyncio.run(_serve(settings))
-        except (
-            ValueError
-        ) as exc:  # a setting that cannot be used, e.g. an unreadable registry config
-            log.error("%s", exc)
-            return 2
+    settings = config.Settings(
+        address=args.address,
+        database=args.database,
+        grace_seconds=args.grace_period,
+        workers=args.workers,
+        container_host=args.container_host,
+        run_timeout_seconds=args.run_timeout,
+        max_concurrent_runs=args.max_concurrent_runs,
+        cancel_grace_seconds=args.cancel_grace,
+        container_network=args.container_network,
+        secrets_dir=args.secrets_dir,
+        legacy_reveal_sensitive=args.legacy_reveal_sensitive,
+        insecure_registries=frozenset(args.insecure_registry),
+        registry_config=args.registry_config,
+    )
+    log.info("database: %s", _redact_url(settings.database_url))
+    try:
+        asyncio.run(_serve(settings))
+    except ValueError as exc:  # a setting that cannot be used, e.g. an unreadable registry config
+        log.error("%s", exc)
+        return 2
     return 0
 
 
