@@ -516,6 +516,9 @@ def test_no_engine_is_unavailable(store, tmp_path):
     with pytest.raises(Unavailable) as err:
         asyncio.run(go())
     assert err.value.reason == "CONTAINER_ENGINE_UNAVAILABLE"
+    # Nothing was recorded: no run waits for an engine that is not there.
+    assert services.runs.active() == []
+    assert services.installations.get(NS, NAME).status.run_id == ""
 
 
 def test_recovery_finishes_runs_left_active(store, fake, tmp_path):

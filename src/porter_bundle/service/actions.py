@@ -86,6 +86,17 @@ class ActionRequest:
     request_id: str = ""
 
 
+@dataclass(frozen=True)
+class _Plan:
+    request: ActionRequest
+    installation: Installation
+    bundle: ResolvedBundle
+    document: dict[str, Any]
+    kind: int
+    custom_action: str
+    inputs: ResolvedInputs
+
+
 @dataclass
 class _Prepared:
     run: Run
@@ -127,12 +138,16 @@ class ActionService:
     async def execute(self, request: ActionRequest) -> Run:
         """Checks and records a run, then starts it in the background; returns it PENDING."""
         _check_request(request)
-        prepared = await asyncio.to_thread(self._prepare, request)
-        if isinstance(prepared, Run):  # an earlier call with the same request_id
-            return prepared
-        await self._ensure_executor()
-        self._spawn(prepared.run.id, self._run(prepared))
-        return prepared.run
+        plan = await asyncio.to_thread(self._plan, request)
+        if isinstance(plan, Run):  # an earlier call with the same request_id
+            return plan
+        await (
+            self._ensure_executor()
+        )  # before anything is recorded: no run waits on a missing engine
+        run, prepared = await asyncio.to_thread(self._record, plan)
+        if prepared is not None:
+            self._spawn(run.id, self._run(prepared))
+        return run
 
     async def cancel(self, namespace: str, name: str, run_id: str) -> Run:
         """Cancels an active run and returns it once it has ended."""
@@ -202,7 +217,8 @@ class ActionService:
 
     # --- preparing (in a worker thread) --------------------------------------------------
 
-    def _prepare(self, request: ActionRequest) -> _Prepared | Run:
+    def _plan(self, request: ActionRequest) -> _Plan | Run:
+        """Everything a run needs, checked; nothing written. A Run when request_id was seen."""
         inst = self._installations.get(request.namespace, request.name)
         if request.request_id:
             earlier = self._runs.by_request(request.namespace, request.name, request.request_id)
@@ -226,24 +242,33 @@ class ActionService:
             ),
             resolver=self._resolver,
         )
-        run, _ = self._runs.create(
+        return _Plan(request, inst, resolved, bundle, kind, custom, inputs)
+
+    def _record(self, plan: _Plan) -> tuple[Run, _Prepared | None]:
+        """Records the run; the prepared container too unless a concurrent retry recorded it first."""
+        request, inst = plan.request, plan.installation
+        run, created = self._runs.create(
             request.namespace,
             request.name,
             NewRun(
-                action=kind,
-                custom_action=custom,
-                bundle_reference=resolved.reference,
-                bundle_digest=resolved.digest,
-                bundle_version=str(bundle.get("version", "")),
-                parameters=inputs.parameters,
-                sensitive_parameters=inputs.sensitive,
+                action=plan.kind,
+                custom_action=plan.custom_action,
+                bundle_reference=plan.bundle.reference,
+                bundle_digest=plan.bundle.digest,
+                bundle_version=str(plan.document.get("version", "")),
+                parameters=plan.inputs.parameters,
+                sensitive_parameters=plan.inputs.sensitive,
                 credential_sets=[*inst.credential_sets, *request.credential_sets],
                 parameter_sets=[*inst.parameter_sets, *request.parameter_sets],
                 request_id=request.request_id,
             ),
         )
-        spec = self._container_spec(inst, resolved, bundle, request.action, run, inputs)
-        return _Prepared(run, spec, bundle, request.action)
+        if not created:
+            return run, None
+        spec = self._container_spec(
+            inst, plan.bundle, plan.document, request.action, run, plan.inputs
+        )
+        return run, _Prepared(run, spec, plan.document, request.action)
 
     def _check_action(
         self, inst: Installation, bundle: dict[str, Any], request: ActionRequest
