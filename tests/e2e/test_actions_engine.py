@@ -58,6 +58,8 @@ case "$CNAB_ACTION" in
     printf '%s' "$TOKEN" > $out/token
     cat /root/.kube/config > $out/kubeconfig
     printf '\001\002binary' > $out/blob
+    printf '1.5' > $out/ratio
+    printf '["a", "b"]' > $out/tags
     grep -q '"engine-app"' /cnab/bundle.json && grep -q "$CNAB_REVISION" /cnab/claim.json \
       && printf 'true' > $out/contract
     echo "wrote outputs" >&2
@@ -86,6 +88,8 @@ BUNDLE = {
         "file": {"type": "string", "contentEncoding": "base64"},
         "flag": {"type": "boolean"},
         "any": {"type": "string"},
+        "ratio": {"type": "number", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}},
     },
     "parameters": {
         "level": {"definition": "level", "destination": {"env": "LEVEL"}, "required": True},
@@ -124,6 +128,8 @@ BUNDLE = {
             "applyTo": ["install"],
         },
         "blob": {"definition": "file", "path": "/cnab/app/outputs/blob", "applyTo": ["install"]},
+        "ratio": {"definition": "ratio", "path": "/cnab/app/outputs/ratio", "applyTo": ["install"]},
+        "tags": {"definition": "tags", "path": "/cnab/app/outputs/tags", "applyTo": ["install"]},
         "contract": {
             "definition": "flag",
             "path": "/cnab/app/outputs/contract",
@@ -263,6 +269,10 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service):
     assert out["kubeconfig"].value.string_value == "apiVersion: v1 # from the secret store"
     assert base64.b64decode(out["blob"].value.string_value) == b"\x01\x02binary"
     assert out["contract"].value.bool_value is True
+    assert out["ratio"].value.number_value == 1.5 and out["ratio"].type == "number"
+    assert (
+        json_format.MessageToDict(out["tags"].value) == ["a", "b"] and out["tags"].type == "array"
+    )
     logs = logs_of(stub, run.id)
     assert f"action=install installation=app revision={run.id}" in logs and "wrote outputs" in logs
     inst = stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name="app")).installation
