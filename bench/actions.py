@@ -103,10 +103,10 @@ def _seconds(stamp: Any) -> float:
 # --- the porter-bundle side ------------------------------------------------------------
 
 
-def _start_server(b: _Bench, database: Path, max_runs: int) -> ServerProcess:
+def _start_server(b: _Bench, database: Path, max_runs: int, label: str) -> ServerProcess:
     return start_porter_bundle(
         f"sqlite:///{database}",
-        b.work / f"porter-bundle-actions-{max_runs}.log",
+        b.work / f"porter-bundle-{label}.log",
         "--container-host",
         b.engine.url,
         "--max-concurrent-runs",
@@ -170,6 +170,7 @@ def _batch(stub: porter_bundle_pb2_grpc.PorterBundleStub, names: list[str]) -> d
     # the other costs the server one call every BATCH_POLL_SECONDS, not one per run.
     ended = [_await(stub, run, BATCH_POLL_SECONDS) for run in runs]
     observed = time.perf_counter() - started
+    durations = [_seconds(r.complete_time) - _seconds(r.start_time) for r in ended]
     failed = [
         f"{r.installation}: {r.state} {r.message}" for r in ended if r.state != RUN_STATE_SUCCEEDED
     ]
@@ -177,6 +178,7 @@ def _batch(stub: porter_bundle_pb2_grpc.PorterBundleStub, names: list[str]) -> d
         "succeeded": len(ended) - len(failed),
         "failed": failed,
         "submit_seconds": submitted,
+        "run_seconds": durations,
         "observed_seconds": observed,
         # From the client's clock before the first call to the server's stamp on the last run's
         # end (one machine, one clock): free of the polling interval.
@@ -260,7 +262,7 @@ def bench_actions(
 
 
 def _single(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure]:
-    server = _start_server(b, database, DEFAULT_MAX_CONCURRENT_RUNS)
+    server = _start_server(b, database, DEFAULT_MAX_CONCURRENT_RUNS, "single")
     try:
         with grpc.insecure_channel(server.target) as channel:
             stub = porter_bundle_pb2_grpc.PorterBundleStub(channel)
@@ -322,7 +324,7 @@ def _batches(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure
     figures: list[Figure] = []
     sequential: float | None = None
     for max_runs in settings.max_concurrent_runs:
-        server = _start_server(b, database, max_runs)
+        server = _start_server(b, database, max_runs, f"batch-{max_runs}")
         try:
             with grpc.insecure_channel(server.target) as channel:
                 stub = porter_bundle_pb2_grpc.PorterBundleStub(channel)
@@ -355,6 +357,12 @@ def _batches(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure
                 note="context",
             ),
             Figure(f"  porter-bundle, {BATCH} at once", result["seconds"], "s"),
+            Figure(
+                "  one run, started to completed (median)",
+                statistics.median(result["run_seconds"]),
+                "s",
+                note=f"context: slowest {max(result['run_seconds']):.2f} s",
+            ),
         ]
     assert sequential is not None
     b.details["action_batch_sequential_bare_seconds"] = sequential
