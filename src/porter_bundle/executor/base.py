@@ -42,7 +42,8 @@ class ContainerSpec:
     timeout_seconds: float | None = None
     """Wall-clock limit; on expiry the container is stopped and the result says timed_out."""
     outputs_dir: str = "/cnab/app/outputs"
-    """Directory whose files are collected after the container exits (also on failure)."""
+    """Directory whose files are collected after the container exits (also on failure);
+    "" when the action has no outputs, to skip reading them."""
 
 
 @dataclass(frozen=True)

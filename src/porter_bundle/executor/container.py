@@ -84,6 +84,10 @@ KILL_WAIT_SECONDS = 30.0
 # After the exit, how long the log stream may take to end by itself before it is cut and the
 # rest of the log fetched in one piece (Podman notices the exit by polling, ~0.5 s here).
 LOG_DRAIN_SECONDS = 5.0
+# After an attached stream ends, how often and how many times to look for the exit to be
+# recorded before falling back to the engine's wait (the end of the stream normally is it).
+EXIT_SETTLE_SECONDS = 0.01
+EXIT_SETTLE_POLLS = 200
 # Between two looks at a container this process does not watch itself (see cancel()).
 STATE_POLL_SECONDS = 0.1
 # How much of an engine's error message goes into a result.
@@ -425,7 +429,15 @@ class ContainerExecutor:
                 await self._call(api.put_archive, container_id, "/", archive)
             if run.canceled:
                 return ContainerResult(exit_code=None, canceled=True)
-            await self._call(api.start, container_id)
+            # Attached before it starts, as `podman run` / `docker run` are: the stream ends
+            # when the process does, which engines that poll for exits (Podman) report late.
+            stream = _LogStream(api, container_id, attach=True)
+            attached = await self._call(stream.connect)
+            try:
+                await self._call(api.start, container_id)
+            except BaseException:
+                stream.discard()
+                raise
             run.started = True
             return await self._collect(
                 engine,
@@ -434,6 +446,7 @@ class ContainerExecutor:
                 limit_seconds=spec.timeout_seconds,
                 outputs_dir=spec.outputs_dir,
                 on_log=on_log,
+                stream=stream if attached else None,
             )
         except docker.errors.APIError as exc:
             return ContainerResult(
@@ -458,13 +471,19 @@ class ContainerExecutor:
         limit_seconds: float | None,
         outputs_dir: str,
         on_log: LogSink | None,
+        stream: _LogStream | None = None,
     ) -> ContainerResult:
-        """Follows a started container to its end, then reads its outputs."""
+        """Follows a started container to its end, then reads its outputs.
+
+        With an attached ``stream`` (opened before the start), the end of the stream marks the
+        exit; otherwise the log is followed and the engine's wait reports the exit.
+        """
         api = engine.api
         loop = asyncio.get_running_loop()
         short = container_id[:12]
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        stream = _LogStream(api, container_id)
+        attached = stream is not None
+        stream = stream or _LogStream(api, container_id)
         self._streams.add(stream)
         follower = _in_thread(
             loop,
@@ -472,9 +491,17 @@ class ContainerExecutor:
             functools.partial(stream.follow, functools.partial(_post, loop, queue.put_nowait)),
         )
         # Set before the first await: cancel() relies on `exited` once `started` is true.
-        exited = run.exited = _in_thread(
-            loop, f"porter-bundle-wait-{short}", functools.partial(_wait_exit, api, container_id)
-        )
+        exited: asyncio.Future[int]
+        if attached:
+            exited = run.exited = asyncio.ensure_future(
+                self._exit_after(engine, container_id, follower)
+            )
+        else:
+            exited = run.exited = _in_thread(
+                loop,
+                f"porter-bundle-wait-{short}",
+                functools.partial(_wait_exit, api, container_id),
+            )
         pump = _LogPump(queue, on_log, self._max_log_bytes)
         pump_task = asyncio.create_task(pump.run())
         timed_out = False
@@ -494,15 +521,23 @@ class ContainerExecutor:
             if not drained:
                 log.warning("log stream of container %s did not end after its exit", short)
                 stream.close()
-                await follower
+                # A follow request that never got its response headers (Podman sends none for
+                # a silent container) cannot be cut: leave its daemon thread behind and end
+                # the pump here; the whole log is fetched in one piece below.
+                cut, _ = await asyncio.wait([follower], timeout=1.0)
+                if not cut:
+                    queue.put_nowait(None)
             await pump_task
             if not drained:
                 whole = await self._call(api.logs, container_id)
                 await pump.feed(whole[pump.total :])
 
-            outputs, error = await self._call(
-                _read_outputs, api, container_id, outputs_dir, self._max_output_bytes
-            )
+            outputs: dict[str, bytes] = {}
+            error = ""
+            if outputs_dir:
+                outputs, error = await self._call(
+                    _read_outputs, api, container_id, outputs_dir, self._max_output_bytes
+                )
             return ContainerResult(
                 exit_code=exit_code,
                 logs=pump.logs(),
@@ -525,6 +560,19 @@ class ContainerExecutor:
             stream.close()
             self._streams.discard(stream)
             pump_task.cancel()
+
+    async def _exit_after(
+        self, engine: _Engine, container_id: str, stream_ended: asyncio.Future[None]
+    ) -> int:
+        """The exit code once an attached stream has ended (the process's end closes it)."""
+        await asyncio.shield(stream_ended)
+        for _ in range(EXIT_SETTLE_POLLS):
+            state = (await self._call(engine.api.inspect_container, container_id))["State"]
+            if not state.get("Running"):
+                return int(state.get("ExitCode", -1))
+            await asyncio.sleep(EXIT_SETTLE_SECONDS)
+        # The stream ended while the process still runs (a dropped connection): ask the engine.
+        return await self._call(_wait_exit, engine.api, container_id)
 
     async def _terminate(
         self,
@@ -803,18 +851,41 @@ def _in_thread(
 class _LogStream:
     """A container's log, followed in a thread; :meth:`close` cuts it from any thread."""
 
-    def __init__(self, api: docker.APIClient, container_id: str) -> None:
+    def __init__(self, api: docker.APIClient, container_id: str, *, attach: bool = False) -> None:
         self._api = api
         self._container_id = container_id
+        self._attach = attach
         self._lock = threading.Lock()
         self._stream: CancellableStream[bytes] | None = None
+        self._opened: CancellableStream[bytes] | None = None
         self._closed = False
+
+    def connect(self) -> bool:
+        """Attaches to the (not yet started) container now; False if the engine refuses."""
+        try:
+            self._opened = self._api.attach(
+                self._container_id, stdout=True, stderr=True, stream=True, logs=True
+            )
+        except Exception as exc:
+            log.info(
+                "attaching to %s failed, following its log instead: %s",
+                self._container_id[:12],
+                _describe(exc),
+            )
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Releases an attached stream that will never be followed (the start failed)."""
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            _release(opened)
 
     def follow(self, deliver: Callable[[bytes | None], None]) -> None:
         """Delivers each chunk as it comes, then None; runs until the log ends or is closed."""
         stream: CancellableStream[bytes] | None = None
         try:
-            stream = self._api.logs(self._container_id, stream=True, follow=True)
+            stream = self._opened or self._api.logs(self._container_id, stream=True, follow=True)
             with self._lock:
                 if self._closed:
                     return

@@ -367,6 +367,9 @@ class ActionService:
             labels={LABEL_INSTALLATION: f"{inst.namespace}/{inst.name}"},
             network=self.settings.network,
             timeout_seconds=self.settings.run_timeout_seconds,
+            outputs_dir=cnab.OUTPUTS_DIR
+            if any(o.applies_to(action) for o in cnab.outputs(bundle))
+            else "",
         )
 
     # --- running (on the event loop) -----------------------------------------------------
