@@ -1,16 +1,17 @@
-"""A private Podman engine for the ``actions`` benchmark, and busybox invocation images.
+"""A private Podman engine and busybox invocation images, for the benchmarks and the tests.
 
-It mirrors the settings of the test fixtures ``podman_service`` and ``test_image`` in
-tests/conftest.py (docs/toolchain.md says why each one is needed on these machines): its
-own containers.conf and storage.conf in a temp dir, ``podman system service`` on a socket
-there, and the same two files in ``CONTAINERS_CONF`` / ``CONTAINERS_STORAGE_CONF`` for the
-podman commands that must see the same store (``podman import``, the bare ``podman run``).
+The test fixtures ``podman_service`` and ``test_image`` (tests/conftest.py) build on this
+module too. Each setting below is needed on these machines (docs/toolchain.md): its own
+containers.conf and storage.conf in a temp dir, ``podman system service`` on a socket there,
+and the same two files in ``CONTAINERS_CONF`` / ``CONTAINERS_STORAGE_CONF`` for the podman
+commands that must see the same store (``podman import``, a bare ``podman run``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -18,20 +19,24 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 START_SECONDS = 60.0
 
 CONTAINERS_CONF = """\
 [containers]
+# Else: "error setting rlimit ... operation not permitted".
 default_ulimits = []
 
 [engine]
+# crun fails here: "cgroups in hybrid mode not supported".
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+# Podman's own scratch state (default /run/libpod) in the temp dir too, so concurrent
+# sessions and the system's podman never share it.
 tmp_dir = "{root}/tmp"
 """
 
@@ -51,6 +56,7 @@ class Engine:
     """``unix://`` address of its Docker-compatible API."""
     env: dict[str, str]
     root: Path
+    _built: set[str] = field(default_factory=set)
 
     def podman(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Runs a podman command on the engine's store; raises with its stderr on failure."""
@@ -61,13 +67,24 @@ class Engine:
             raise RuntimeError(f"podman {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
         return done
 
-    def image(self, name: str, run_script: str) -> str:
-        """A busybox image whose ``/cnab/app/run`` is ``run_script``: ``localhost/name:hash``."""
+    def image(
+        self, name: str, run_script: str, extra_files: Mapping[str, str] | None = None
+    ) -> str:
+        """A busybox image whose ``/cnab/app/run`` is ``run_script``: ``localhost/name:hash``.
+
+        ``extra_files`` maps absolute paths to text (mode 644, or 755 if it starts with
+        ``#!``). ``PATH=/bin`` holds busybox and its applets. The same arguments give the
+        same reference, built once.
+        """
+        files = {"/cnab/app/run": run_script, **(extra_files or {})}
+        digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:12]
+        ref = f"localhost/{name}:{digest}"
+        if ref in self._built:
+            return ref
         busybox = shutil.which("busybox")
         if busybox is None:
             raise RuntimeError("busybox is not installed (apt-get install busybox-static)")
-        ref = f"localhost/{name}:{hashlib.sha256(run_script.encode()).hexdigest()[:12]}"
-        rootfs = self.root / "images" / name
+        rootfs = self.root / "images" / f"{name}-{digest}"
         (rootfs / "bin").mkdir(parents=True)
         shutil.copy2(busybox, rootfs / "bin" / "busybox")
         applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
@@ -77,8 +94,11 @@ class Engine:
         for directory in ("tmp", "etc", "cnab/app"):
             (rootfs / directory).mkdir(parents=True, exist_ok=True)
         (rootfs / "tmp").chmod(0o1777)
-        (rootfs / "cnab/app/run").write_text(run_script)
-        (rootfs / "cnab/app/run").chmod(0o755)
+        for path, text in files.items():
+            target = rootfs / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            target.chmod(0o755 if text.startswith("#!") or path == "/cnab/app/run" else 0o644)
 
         def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
             info.uid = info.gid = 0
@@ -90,6 +110,7 @@ class Engine:
             for child in sorted(rootfs.iterdir()):
                 tar.add(child, arcname=child.name, filter=as_root)
         self.podman("import", "--change", "ENV PATH=/bin", str(archive), ref)
+        self._built.add(ref)
         return ref
 
 
@@ -106,11 +127,12 @@ def _ping(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def podman_engine() -> Iterator[Engine]:
-    """Starts a private Podman service in a temp dir; removes everything afterwards."""
+def podman_engine(root: Path | None = None) -> Iterator[Engine]:
+    """Starts a private Podman service in ``root`` (a new temp dir by default); removes
+    everything afterwards."""
     if shutil.which("podman") is None:
         raise RuntimeError("podman is not installed (apt-get install podman runc busybox-static)")
-    root = Path(tempfile.mkdtemp(prefix="porter-bundle-bench-podman-"))
+    root = root or Path(tempfile.mkdtemp(prefix="porter-bundle-podman-"))
     (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root))
     (root / "storage.conf").write_text(STORAGE_CONF.format(root=root))
     env = {

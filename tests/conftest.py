@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from bench.engine import Engine, podman_engine
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
@@ -92,12 +90,18 @@ def services(store: Store) -> Services:
 
 
 @pytest.fixture
-def server(store: Store, services: Services) -> Iterator[ServerHandle]:
+def server_settings() -> Settings:
+    """The test server's settings; a module may override this fixture (e.g. stream timing)."""
+    return Settings(address="127.0.0.1:0")
+
+
+@pytest.fixture
+def server(store: Store, services: Services, server_settings: Settings) -> Iterator[ServerHandle]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-server-loop", daemon=True)
     thread.start()
     started: Future[RunningServer] = asyncio.run_coroutine_threadsafe(
-        start_server(Settings(address="127.0.0.1:0"), services), loop
+        start_server(server_settings, services), loop
     )
     running = started.result(timeout=30)
     handle = ServerHandle(running.port, store, services, loop, running)
@@ -131,170 +135,35 @@ def stub(channel: grpc.Channel) -> porter_bundle_pb2_grpc.PorterBundleStub:
 
 ENGINE_START_SECONDS = 60.0
 
-PODMAN_CONTAINERS_CONF = """\
-[containers]
-# Else: "error setting rlimit ... operation not permitted".
-default_ulimits = []
-
-[engine]
-# crun fails here: "cgroups in hybrid mode not supported".
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-# Podman's own scratch state (default /run/libpod) in the temp dir too, so concurrent test
-# sessions and the system's podman never share it.
-tmp_dir = "{root}/tmp"
-"""
-
-PODMAN_STORAGE_CONF = """\
-[storage]
-driver = "vfs"
-runroot = "{root}/runroot"
-graphroot = "{root}/graphroot"
-"""
-
-
-@dataclass(frozen=True)
-class PodmanService:
-    """A running ``podman system service``: its API URL, and the env that reaches its store."""
-
-    url: str
-    """``unix://`` address of the Docker-compatible API."""
-    env: dict[str, str]
-    """Environment for podman commands that must see the same store (``podman import`` ...)."""
-
-    def podman(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Runs a podman command against the service's store; raises with its stderr on failure."""
-        done = subprocess.run(
-            ["podman", *args], env=self.env, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"podman {' '.join(args)} failed: {done.stderr.strip()}")
-        return done
-
-
-def _unix_ping(path: Path) -> bool:
-    """True when the Docker API on that socket answers GET /_ping."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(str(path))
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
-            answer = sock.recv(4096)
-    except OSError:
-        return False
-    return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
+# The engine and images come from bench/engine.py, shared with the benchmarks.
+PodmanService = Engine
 
 
 @pytest.fixture(scope="session")
-def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A private ``podman system service`` for the session (``.url``, ``.env``, ``.podman()``)."""
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (`make test` installs it with APT_PACKAGES)")
-    root = tmp_path_factory.mktemp("podman")
-    (root / "containers.conf").write_text(PODMAN_CONTAINERS_CONF.format(root=root))
-    (root / "storage.conf").write_text(PODMAN_STORAGE_CONF.format(root=root))
-    env = {
-        **os.environ,
-        "CONTAINERS_CONF": str(root / "containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
-    }
-    sock = root / "podman.sock"
-    log_path = root / "service.log"
-    with log_path.open("wb") as service_log:
-        process = subprocess.Popen(
-            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-            env=env,
-            stdout=service_log,
-            stderr=subprocess.STDOUT,
-        )
-    service = PodmanService(f"unix://{sock}", env)
-    try:
-        deadline = time.monotonic() + ENGINE_START_SECONDS
-        while not _unix_ping(sock):
-            if process.poll() is not None:
-                pytest.fail(f"podman system service exited: {log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"podman system service did not answer: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield service
-    finally:
-        # Containers first (vfs keeps each one's rootfs as a full copy), then the service.
-        with contextlib.suppress(Exception):
-            service.podman("rm", "--all", "--force")
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-        shutil.rmtree(root, ignore_errors=True)
+    with podman_engine(tmp_path_factory.mktemp("podman")) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")
-def podman_host(podman_service: PodmanService) -> str:
+def podman_host(podman_service: Engine) -> str:
     """The ``unix://`` URL of the session's Podman Docker API."""
     return podman_service.url
 
 
 TestImage = Callable[..., str]
-"""``test_image(name, run_script, extra_files={})`` -> image reference (see the fixture)."""
+"""``test_image(name, run_script, extra_files={})`` -> image reference (see Engine.image)."""
 
 
 @pytest.fixture(scope="session")
-def test_image(
-    podman_service: PodmanService, tmp_path_factory: pytest.TempPathFactory
-) -> TestImage:
-    """Builds busybox images into the session's Podman store: ``localhost/<name>:<hash>``.
-
-    ``run_script`` becomes ``/cnab/app/run`` (mode 755; start it with ``#!/bin/sh``);
-    ``extra_files`` maps absolute paths to text (mode 644, or 755 if it starts with ``#!``).
-    ``PATH=/bin`` holds busybox and its applets (sh, cat, echo, sleep, env, ls, mkdir ...).
-    The same arguments give the same reference, built once.
-    """
-    busybox = shutil.which("busybox")
-    if busybox is None:
+def test_image(podman_service: Engine) -> TestImage:
+    """Builds busybox images into the session's Podman store (see bench.engine.Engine.image)."""
+    if shutil.which("busybox") is None:
         pytest.fail("busybox is not installed (`make test` installs busybox-static)")
-    applets = subprocess.run(
-        [busybox, "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    workdir = tmp_path_factory.mktemp("images")
-    built: dict[str, str] = {}
-
-    def build(name: str, run_script: str, extra_files: Mapping[str, str] | None = None) -> str:
-        files = {"/cnab/app/run": run_script, **(extra_files or {})}
-        digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:12]
-        ref = f"localhost/{name}:{digest}"
-        if ref in built:
-            return ref
-        rootfs = workdir / f"{name}-{digest}"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy2(busybox, rootfs / "bin" / "busybox")
-        for applet in applets:
-            if applet != "busybox":
-                (rootfs / "bin" / applet).symlink_to("busybox")
-        for directory in ("tmp", "etc", "cnab/app"):
-            (rootfs / directory).mkdir(parents=True, exist_ok=True)
-        (rootfs / "tmp").chmod(0o1777)
-        for path, text in files.items():
-            target = rootfs / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            target.chmod(0o755 if text.startswith("#!") or path == "/cnab/app/run" else 0o644)
-
-        def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            return info
-
-        archive = workdir / f"{name}-{digest}.tar"
-        with tarfile.open(archive, "w") as tar:
-            for child in sorted(rootfs.iterdir()):
-                tar.add(child, arcname=child.name, filter=as_root)
-        podman_service.podman("import", "--change", "ENV PATH=/bin", str(archive), ref)
-        built[ref] = ref
-        return ref
-
-    return build
+    return podman_service.image
 
 
 @contextlib.contextmanager
