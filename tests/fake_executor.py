@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from porter_bundle.executor.base import ContainerResult, ContainerSpec, LogSink
@@ -49,3 +50,50 @@ class FakeExecutor:
 
     async def orphans(self) -> list[str]:
         return list(self.orphan_ids)
+
+
+class ScriptedExecutor(FakeExecutor):
+    """A run goes on until the test ends it: ``write`` appends output, ``exit`` finishes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queues: dict[str, asyncio.Queue[bytes | int | str]] = {}
+
+    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+        assert on_log is not None
+        self.loop = asyncio.get_running_loop()
+        queue = self.queues[spec.run_id] = asyncio.Queue()
+        self.specs.append(spec)
+        while True:
+            item = await queue.get()
+            if item == "cancel":
+                return ContainerResult(exit_code=143, canceled=True)
+            if isinstance(item, int):
+                return ContainerResult(exit_code=item)
+            assert isinstance(item, bytes)
+            await on_log(item)
+
+    async def cancel(self, run_id: str, grace_seconds: float) -> bool:
+        self.canceled.add(run_id)
+        if run_id in self.queues:
+            self.queues[run_id].put_nowait("cancel")
+        return True
+
+    def _send(self, run_id: str, item: bytes | int) -> None:
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self.queues[run_id].put(item), self.loop).result(5)
+
+    def write(self, run_id: str, data: bytes) -> None:
+        self._send(run_id, data)
+
+    def exit(self, run_id: str, code: int = 0) -> None:
+        self._send(run_id, code)
+
+    def wait_started(self, run_id: str, within: float = 15.0) -> None:
+        """Blocks until the run's container has started (``within`` seconds at most)."""
+        deadline = time.monotonic() + within
+        while run_id not in self.queues:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the container of run {run_id} did not start")
+            time.sleep(0.01)
