@@ -1,9 +1,10 @@
 """Porter's own Installation / CredentialSet / ParameterSet documents, created through the API.
 
-Each valid document from Porter's test data is mapped into the API resource by a small
-mapping (camelCase -> proto fields, the parameters map -> Struct, sources -> ValueSource),
-created, read back and compared field by field with the document. Parsing and validating
-Porter documents in full is a later issue; here only the mapping matters.
+Each valid document from Porter's test data is mapped into the API resource by the
+service's mapping (porter_bundle.documents: camelCase -> proto fields, the parameters map
+-> Struct, sources -> ValueSource), created with the Create* calls, read back and compared
+field by field with the document. Applying documents (Apply*, with validation and the
+schemaVersion check) is tested in test_documents.py.
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from google.protobuf.json_format import MessageToDict, ParseDict
-from google.protobuf.struct_pb2 import Value
+from google.protobuf.json_format import MessageToDict
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
-from porter.bundle.v1.installation_pb2 import BundleReference, Installation
-from porter.bundle.v1.value_set_pb2 import (
-    CredentialSet,
-    NamedValueSource,
-    ParameterSet,
-    ValueSource,
-)
+from porter.bundle.v1.installation_pb2 import Installation
+from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet, ValueSource
+from porter_bundle.documents import to_credential_set, to_installation, to_parameter_set
+from porter_bundle.documents.mapping import to_source
 from tests.helpers import FIXTURES, failure
 
 PORTER = FIXTURES / "porter"
@@ -47,21 +44,6 @@ PARAMETER_SETS = [
 ]
 # Left out: */invalid-schema.yaml (schemaVersion 0.38.5, which Porter refuses).
 
-# Document keys the mapping understands; "status" (Porter's stored timestamps) is server-owned.
-INSTALLATION_KEYS = {
-    "schemaType", "schemaVersion", "name", "namespace", "uninstalled", "labels", "bundle",
-    "parameters", "credentialSets", "parameterSets", "custom",
-}  # fmt: skip
-SET_KEYS = {
-    "schemaType",
-    "schemaVersion",
-    "name",
-    "namespace",
-    "labels",
-    "credentials",
-    "parameters",
-    "status",
-}
 SOURCE_KINDS = ("value", "env", "path", "command", "secret")
 
 
@@ -74,58 +56,12 @@ def rel(path: Path) -> str:
     return path.relative_to(FIXTURES).as_posix()
 
 
-# --- the mapping ------------------------------------------------------------------------
-
-
-def to_value(value: Any) -> Value:
-    v = Value()
-    ParseDict(value, v)
-    return v
-
-
-def to_source(source: dict[str, Any]) -> ValueSource:
-    """Porter's ``source`` (one key: value/env/path/command/secret) as a ValueSource."""
-    assert len(source) == 1 and next(iter(source)) in SOURCE_KINDS, source
-    (kind, value), *_ = source.items()
-    if kind == "value":
-        return ValueSource(value=to_value(value))
-    return ValueSource(**{kind: value})
-
-
-def to_installation(doc: dict[str, Any]) -> Installation:
-    assert set(doc) <= INSTALLATION_KEYS, set(doc) - INSTALLATION_KEYS
-    bundle = doc["bundle"]
-    inst = Installation(
-        namespace=doc.get("namespace", ""),
-        name=doc["name"],
-        schema_version=doc.get("schemaVersion", ""),
-        uninstalled=doc.get("uninstalled", False),
-        labels=doc.get("labels", {}),
-        bundle=BundleReference(
-            **{k: bundle[k] for k in ("repository", "digest", "version", "tag") if k in bundle}
-        ),
-        credential_sets=doc.get("credentialSets", []),
-        parameter_sets=doc.get("parameterSets", []),
-    )
-    if "parameters" in doc:
-        inst.parameters.update(doc["parameters"])
-    if "custom" in doc:
-        inst.custom.update(doc["custom"])
-    return inst
-
-
 def to_set(doc: dict[str, Any], message: type[Any], entries_key: str) -> Any:
-    assert set(doc) <= SET_KEYS, set(doc) - SET_KEYS
-    entries = [
-        NamedValueSource(name=e["name"], source=to_source(e["source"])) for e in doc[entries_key]
-    ]
-    return message(
-        namespace=doc.get("namespace", ""),
-        name=doc["name"],
-        schema_version=doc.get("schemaVersion", ""),
-        labels=doc.get("labels", {}),
-        **{entries_key: entries},
-    )
+    """The set resource of a document, through the service's mapping (porter_bundle.documents)."""
+    convert = to_credential_set if message is CredentialSet else to_parameter_set
+    resource = convert(doc)
+    assert isinstance(resource, message) and entries_key in ("credentials", "parameters")
+    return resource
 
 
 # --- comparing what was stored with the document ----------------------------------------
