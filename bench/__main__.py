@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import actions, suite
+from bench import actions, streams, suite
 from bench.plan import Plan
 from bench.procs import REPO, MemorySampler, start_porter_bundle
 from bench.report import Figure, machine_facts, table, write_results
 from bench.seed import default_cache_dir, seeded_database
 from bench.seedcheck import check_seeder
 
-BENCHMARKS = ("list", "depth", "latest", "rss", "actions")
+BENCHMARKS = ("list", "depth", "latest", "rss", "actions", "streams")
 SEEDED = ("list", "depth", "latest", "rss")
 """The benchmarks on the seeded database (``actions`` has a fresh one and a container engine)."""
 FULL = Plan()
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         action="append",
         help="the server's limit for the batch of actions (repeatable; default 4 and 8)",
+    )
+    p.add_argument(
+        "--streams", type=int, help="live streams at once (streams; default 1000, --quick 200)"
     )
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="seeded databases")
     p.add_argument("--no-cache", action="store_true", help="seed anew even when cached")
@@ -194,6 +197,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         context.setdefault("details", {}).update(details)
         context["action_settings"] = dataclasses.asdict(action_settings)
         ran.append("actions")
+    if "streams" in selected:
+        missing = actions.missing_tools()
+        if missing:
+            _log(f"streams: skipped, {', '.join(missing)} not installed (make test installs them)")
+        else:
+            stream_settings = streams.StreamSettings(
+                streams=args.streams or (200 if args.quick else 1000)
+            )
+            _log(
+                f"streams: {stream_settings.streams:,} live streams, log latency vs podman logs -f"
+            )
+            found, details = streams.bench_streams(
+                args.results / "tmp" / "streams", stream_settings, _log
+            )
+            figures += _tagged("streams", found)
+            context.setdefault("details", {})["streams"] = details
+            context["stream_settings"] = dataclasses.asdict(stream_settings)
+            ran.append("streams")
     _log("")
     _log(table(figures))
     json_path, md_path = write_results(args.results, figures, context, ran)

@@ -114,6 +114,27 @@ def _parser() -> argparse.ArgumentParser:
             f"(env {config.ENV_LEGACY_REVEAL_SENSITIVE}=true)"
         ),
     )
+    serve.add_argument(
+        "--stream-heartbeat",
+        type=_positive_seconds,
+        default=config.DEFAULT_STREAM_HEARTBEAT_SECONDS,
+        metavar="SECONDS",
+        help=(
+            "live streams (WatchInstallationRuns, StreamRunLogs) idle this long send a heartbeat, "
+            "so proxies with idle timeouts keep them open"
+        ),
+    )
+    serve.add_argument(
+        "--schema-check",
+        type=str.lower,
+        choices=config.SCHEMA_CHECKS,
+        default=os.environ.get(config.ENV_SCHEMA_CHECK, config.DEFAULT_SCHEMA_CHECK).lower(),
+        help=(
+            "how strictly a Porter document's schemaVersion must match the supported versions: "
+            "exact, minor or major (the same MAJOR.MINOR or MAJOR, with a warning), or none "
+            f"(env {config.ENV_SCHEMA_CHECK})"
+        ),
+    )
     from porter_bundle import client
 
     client.register(sub)
@@ -124,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(settings: config.Settings) -> None:
     from porter_bundle.api.server import start_server
     from porter_bundle.config import load_registry_auths
+    from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor.container import ContainerExecutor
     from porter_bundle.service import Services
     from porter_bundle.service.actions import ActionSettings
@@ -152,6 +174,7 @@ async def _serve(settings: config.Settings) -> None:
             network=settings.container_network,
         ),
         secrets=DirectorySecretStore(settings.secrets_path),
+        schema_check=SchemaCheck.parse(settings.schema_check),
     )
     running = await start_server(settings, services)
     print(f"porter-bundle listening on port {running.port}", flush=True)
@@ -192,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         legacy_reveal_sensitive=args.legacy_reveal_sensitive,
         insecure_registries=frozenset(args.insecure_registry),
         registry_config=args.registry_config,
+        stream_heartbeat_seconds=args.stream_heartbeat,
+        schema_check=args.schema_check,
     )
     log.info("database: %s", _redact_url(settings.database_url))
     try:
@@ -200,6 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     return 0
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 def _redact_url(url: str) -> str:

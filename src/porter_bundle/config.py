@@ -20,6 +20,11 @@ DEFAULT_RUN_TIMEOUT_SECONDS = 3600.0
 DEFAULT_MAX_CONCURRENT_RUNS = 4
 DEFAULT_CANCEL_GRACE_SECONDS = 10.0
 ENV_LEGACY_REVEAL_SENSITIVE = "PORTER_BUNDLE_LEGACY_REVEAL_SENSITIVE"
+ENV_SCHEMA_CHECK = "PORTER_BUNDLE_SCHEMA_CHECK"
+DEFAULT_SCHEMA_CHECK = "exact"
+SCHEMA_CHECKS = ("exact", "minor", "major", "none")
+DEFAULT_STREAM_HEARTBEAT_SECONDS = 15.0
+DEFAULT_STREAM_RECHECK_SECONDS = 5.0
 
 
 def default_data_dir() -> Path:
@@ -72,6 +77,15 @@ class Settings:
     legacy_reveal_sensitive: bool = False
     """porter.v1alpha1.Porter hands out sensitive output values to every caller (as Porter
     does) instead of omitting them; only for a trusted in-cluster deployment."""
+    stream_heartbeat_seconds: float = DEFAULT_STREAM_HEARTBEAT_SECONDS
+    """A live stream (WatchInstallationRuns, StreamRunLogs) that sent nothing for this long
+    sends a heartbeat, so proxies with idle timeouts keep it open."""
+    stream_recheck_seconds: float = DEFAULT_STREAM_RECHECK_SECONDS
+    """How often a live stream re-reads the store besides waiting for events, so a change
+    made by another server process still arrives."""
+    schema_check: str = DEFAULT_SCHEMA_CHECK
+    """How strictly a Porter document's schemaVersion must match the supported versions:
+    exact, minor, major or none (Porter's schema-check setting)."""
 
     @property
     def secrets_path(self) -> Path:

@@ -20,6 +20,8 @@ from porter_bundle.api.servicer import PorterBundleServicer
 from porter_bundle.api.wire import serialize
 from porter_bundle.config import Settings
 from porter_bundle.service import Services
+from porter_bundle.service.events import RunEvents
+from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,15 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     executor: ThreadPoolExecutor
+    events: RunEvents | None = None
+    """The hub of live streams: closed first on stop, so they end UNAVAILABLE at once."""
 
     async def stop(self, grace: float | None) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish for ``grace`` seconds, then stops."""
+        """Reports NOT_SERVING, ends live streams with UNAVAILABLE (clients resume on another
+        server), lets other in-flight calls finish for ``grace`` seconds, then stops."""
         await self.health.enter_graceful_shutdown()
+        if self.events is not None:
+            self.events.close()
         await self.server.stop(grace)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -71,7 +78,12 @@ def _handlers(
     for method in descriptor.methods:
         request_cls = db.GetSymbol(method.input_type.full_name)
         behaviour: Callable[..., Any] = getattr(servicer, method.name)
-        methods[method.name] = grpc.unary_unary_rpc_method_handler(
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        methods[method.name] = make(
             behaviour, request_deserializer=request_cls.FromString, response_serializer=serialize
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
@@ -83,7 +95,15 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
         max_workers=settings.workers, thread_name_prefix="porter-bundle-db"
     )
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    servicer = PorterBundleServicer(services, executor, inline_reads=services.local_database)
+    servicer = PorterBundleServicer(
+        services,
+        executor,
+        inline_reads=services.local_database,
+        stream_timing=StreamTiming(
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+            recheck_seconds=settings.stream_recheck_seconds,
+        ),
+    )
     server.add_generic_rpc_handlers([_handlers(servicer)])
     legacy = PorterLegacyServicer(
         services,
@@ -111,4 +131,4 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
     for name in ("", SERVICE_NAME, LEGACY_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", SERVICE_NAME, port)
-    return RunningServer(server, port, health_servicer, executor)
+    return RunningServer(server, port, health_servicer, executor, services.events)

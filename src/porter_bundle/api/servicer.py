@@ -16,12 +16,17 @@ import grpc
 from google.protobuf import json_format
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1.run_pb2 import Run
 from porter_bundle.api.errors import mapped
-from porter_bundle.api.wire import list_response
+from porter_bundle.api.wire import EncodingCache, list_response
+from porter_bundle.documents.mapping import Format, to_value
 from porter_bundle.errors import Violations
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionRequest
+from porter_bundle.service.documents import CREATED, UNCHANGED, UPDATED
 from porter_bundle.service.paging import PageResult
+from porter_bundle.service.reconcile import Change
+from porter_bundle.service.streams import Heartbeat, LogData, StreamTiming
 
 T = TypeVar("T")
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -42,11 +47,18 @@ class PorterBundleServicer:
     """Implements porter.bundle.v1.PorterBundle over :class:`~porter_bundle.service.Services`."""
 
     def __init__(
-        self, services: Services, executor: Executor, *, inline_reads: bool = False
+        self,
+        services: Services,
+        executor: Executor,
+        *,
+        inline_reads: bool = False,
+        stream_timing: StreamTiming | None = None,
     ) -> None:
         self._s = services
         self._executor = executor
         self._inline_reads = inline_reads
+        self._stream_timing = stream_timing or StreamTiming()
+        self._log_chunks = EncodingCache()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking service call on the worker pool."""
@@ -308,6 +320,151 @@ class PorterBundleServicer:
         await self._run(self._s.bundles.delete, request.reference)
         return pb.DeleteBundleResponse()
 
+    # --- live runs and logs (server streams) -----------------------------------------
+    # The service decides what to send and when to end; reads go through `_read`, so a
+    # stream never holds a thread. Client cancellation cancels the call's task, which
+    # unsubscribes on its way out.
+
+    @mapped
+    async def WatchInstallationRuns(
+        self, request: pb.WatchInstallationRunsRequest, context: Ctx
+    ) -> None:
+        async def send(item: Run | Heartbeat) -> None:
+            if isinstance(item, Heartbeat):
+                await context.write(pb.WatchInstallationRunsResponse(heartbeat=_heartbeat(item)))
+            else:
+                await context.write(pb.WatchInstallationRunsResponse(run=item))
+
+        await self._s.streams.watch_runs(
+            request.namespace,
+            request.name,
+            request.run_id,
+            read=self._read,
+            emit=send,
+            timing=self._stream_timing,
+        )
+
+    @mapped
+    async def StreamRunLogs(self, request: pb.StreamRunLogsRequest, context: Ctx) -> None:
+        async def send(item: Run | LogData | Heartbeat) -> None:
+            if isinstance(item, LogData):
+                # The log is append-only: (offset, bytes) is the same message for every
+                # follower, so it is encoded once (the bytes object is shared, so is its hash).
+                encoded = self._log_chunks.get(
+                    (item.offset, item.data),
+                    lambda: pb.StreamRunLogsResponse(
+                        chunk=pb.RunLogChunk(offset=item.offset, data=item.data)
+                    ),
+                )
+                await context.write(encoded)
+            elif isinstance(item, Heartbeat):
+                await context.write(pb.StreamRunLogsResponse(heartbeat=_heartbeat(item)))
+            else:
+                await context.write(pb.StreamRunLogsResponse(run=item))
+
+        await self._s.streams.run_logs(
+            request.namespace,
+            request.name,
+            request.run_id,
+            request.offset,
+            request.follow,
+            read=self._read,
+            emit=send,
+            timing=self._stream_timing,
+        )
+
+    # --- Porter documents ------------------------------------------------------------
+
+    @mapped
+    async def ApplyInstallation(
+        self, request: pb.ApplyInstallationRequest, context: Ctx
+    ) -> pb.ApplyInstallationResponse:
+        done = await self._s.documents.apply_installation(
+            request.document, dry_run=request.dry_run, force=request.force
+        )
+        response = pb.ApplyInstallationResponse(
+            installation=done.installation,
+            outcome=_OUTCOMES[done.outcome],
+            changed_fields=done.changed_fields,
+            decision=_DECISIONS[done.decision.action],
+            reason=done.decision.reason,
+            changes=[_change(c) for c in done.decision.changes],
+            warnings=done.warnings,
+        )
+        if done.run is not None:
+            response.run.CopyFrom(done.run)
+        return response
+
+    @mapped
+    async def ApplyCredentialSet(
+        self, request: pb.ApplyCredentialSetRequest, context: Ctx
+    ) -> pb.ApplyCredentialSetResponse:
+        done = await self._run(
+            self._s.documents.apply_credential_set, request.document, dry_run=request.dry_run
+        )
+        return pb.ApplyCredentialSetResponse(
+            credential_set=done.resource,
+            outcome=_OUTCOMES[done.outcome],
+            changed_fields=done.changed_fields,
+            warnings=done.warnings,
+        )
+
+    @mapped
+    async def ApplyParameterSet(
+        self, request: pb.ApplyParameterSetRequest, context: Ctx
+    ) -> pb.ApplyParameterSetResponse:
+        done = await self._run(
+            self._s.documents.apply_parameter_set, request.document, dry_run=request.dry_run
+        )
+        return pb.ApplyParameterSetResponse(
+            parameter_set=done.resource,
+            outcome=_OUTCOMES[done.outcome],
+            changed_fields=done.changed_fields,
+            warnings=done.warnings,
+        )
+
+    @mapped
+    async def ExportInstallation(
+        self, request: pb.ExportInstallationRequest, context: Ctx
+    ) -> pb.ExportInstallationResponse:
+        text = await self._read(
+            self._s.documents.export_installation,
+            request.namespace,
+            request.name,
+            _format(request.format),
+        )
+        return pb.ExportInstallationResponse(document=text)
+
+    @mapped
+    async def ExportCredentialSet(
+        self, request: pb.ExportCredentialSetRequest, context: Ctx
+    ) -> pb.ExportCredentialSetResponse:
+        text = await self._read(
+            self._s.documents.export_credential_set,
+            request.namespace,
+            request.name,
+            _format(request.format),
+        )
+        return pb.ExportCredentialSetResponse(document=text)
+
+    @mapped
+    async def ExportParameterSet(
+        self, request: pb.ExportParameterSetRequest, context: Ctx
+    ) -> pb.ExportParameterSetResponse:
+        text = await self._read(
+            self._s.documents.export_parameter_set,
+            request.namespace,
+            request.name,
+            _format(request.format),
+        )
+        return pb.ExportParameterSetResponse(document=text)
+
+
+def _heartbeat(item: Heartbeat) -> pb.StreamHeartbeat:
+    beat = pb.StreamHeartbeat()
+    beat.time.FromDatetime(item.time)
+    return beat
+
 
 def _list_args(request: Any) -> dict[str, Any]:
     return {
@@ -319,3 +476,31 @@ def _list_args(request: Any) -> dict[str, Any]:
         "page_token": request.page_token,
         "skip": request.skip,
     }
+
+
+# --- Porter documents: wire values --------------------------------------------------------
+
+_OUTCOMES = {
+    CREATED: pb.APPLY_OUTCOME_CREATED,
+    UPDATED: pb.APPLY_OUTCOME_UPDATED,
+    UNCHANGED: pb.APPLY_OUTCOME_UNCHANGED,
+}
+_DECISIONS = {
+    "": pb.APPLY_DECISION_NONE,
+    "install": pb.APPLY_DECISION_INSTALL,
+    "upgrade": pb.APPLY_DECISION_UPGRADE,
+    "uninstall": pb.APPLY_DECISION_UNINSTALL,
+}
+
+
+def _format(value: int) -> Format:
+    return "json" if value == pb.DOCUMENT_FORMAT_JSON else "yaml"
+
+
+def _change(change: Change) -> pb.ApplyChange:
+    out = pb.ApplyChange(field=change.field, sensitive=change.sensitive)
+    if change.current is not None:
+        out.current.CopyFrom(to_value(change.current))
+    if change.desired is not None:
+        out.desired.CopyFrom(to_value(change.desired))
+    return out

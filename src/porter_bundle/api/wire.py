@@ -8,7 +8,7 @@ stored messages becomes a response by concatenation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from google.protobuf.message import Message
 
@@ -45,3 +45,25 @@ def serialize(response: Message | bytes) -> bytes:
     if isinstance(response, bytes):
         return response
     return response.SerializeToString()
+
+
+class EncodingCache:
+    """Encoded responses by key, for messages many streams send alike (a log chunk goes to
+    every follower of a run): each is encoded once. Bounded by size; emptied when full."""
+
+    def __init__(self, max_bytes: int = 4 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._size = 0
+        self._encoded: dict[Hashable, bytes] = {}
+
+    def get(self, key: Hashable, build: Callable[[], Message]) -> bytes:
+        """The encoding of ``build()`` for ``key``, built the first time."""
+        found = self._encoded.get(key)
+        if found is None:
+            found = build().SerializeToString()
+            if self._size + len(found) > self._max_bytes:
+                self._encoded.clear()
+                self._size = 0
+            self._encoded[key] = found
+            self._size += len(found)
+        return found

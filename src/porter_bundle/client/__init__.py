@@ -25,3 +25,7 @@ def add_server_flag(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds every client command."""
     # Each issue's commands live in their own module and register here.
+    from porter_bundle.client import apply, follow
+
+    apply.register(subparsers)
+    follow.register(subparsers)

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
+from porter_bundle.documents import SchemaCheck
 from porter_bundle.executor.base import Executor
 from porter_bundle.service.actions import ActionService, ActionSettings
 from porter_bundle.service.bundles import BundleService
+from porter_bundle.service.documents import DocumentService
+from porter_bundle.service.events import RunEvents
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.legacy import LegacyService
 from porter_bundle.service.runs import RunService
 from porter_bundle.service.sources import DirectorySecretStore, SecretStore, SourceResolver
+from porter_bundle.service.streams import StreamService
 from porter_bundle.service.value_sets import CREDENTIAL_SETS, PARAMETER_SETS, ValueSetService
 from porter_bundle.store import Store
 
@@ -38,6 +42,30 @@ class Services:
     """Porter's legacy API (porter.v1alpha1.Porter), over the same store."""
     local_database: bool = False
     """True when the database is a local SQLite file (reads are then cheap and never block)."""
+    schema_check: SchemaCheck = SchemaCheck.EXACT
+    """How strictly Porter documents' schemaVersion must match (the server's schema-check)."""
+
+    @property
+    def documents(self) -> DocumentService:
+        """Porter documents: Apply* and Export* (see service.documents)."""
+        return DocumentService(
+            installations=self.installations,
+            credential_sets=self.credential_sets,
+            parameter_sets=self.parameter_sets,
+            actions=self.actions,
+            bundles=self.bundles,
+            schema_check=self.schema_check,
+        )
+
+    @property
+    def events(self) -> RunEvents:
+        """The hub live streams wait on; RunService publishes to it (see service.events)."""
+        return self.runs.events
+
+    @property
+    def streams(self) -> StreamService:
+        """Live run states and logs (server streams), over ``runs`` and its hub."""
+        return StreamService(self.runs)
 
     @classmethod
     def create(
@@ -47,6 +75,7 @@ class Services:
         executor: Callable[[], Executor] = _no_executor,
         action_settings: ActionSettings | None = None,
         secrets: SecretStore | None = None,
+        schema_check: SchemaCheck = SchemaCheck.EXACT,
     ) -> Services:
         """Builds the services over ``store``; ``executor`` is called once, when first needed."""
         installations = InstallationService(store)
@@ -74,4 +103,5 @@ class Services:
             actions,
             LegacyService(store),
             store.is_sqlite,
+            schema_check=schema_check,
         )

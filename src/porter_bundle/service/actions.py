@@ -97,6 +97,15 @@ class _Plan:
     inputs: ResolvedInputs
 
 
+@dataclass(frozen=True)
+class ActionPreview:
+    """What a run would use: the bundle and the resolved, checked inputs."""
+
+    bundle: ResolvedBundle
+    document: dict[str, Any]
+    inputs: ResolvedInputs
+
+
 @dataclass
 class _Prepared:
     run: Run
@@ -217,6 +226,15 @@ class ActionService:
 
     # --- preparing (in a worker thread) --------------------------------------------------
 
+    def preview(self, inst: Installation, action: str, *, force: bool = False) -> ActionPreview:
+        """What running ``action`` on ``inst`` would use, after every check ``execute`` makes
+        before recording a run (bundle, action, parameters, credentials); nothing written.
+        ``inst`` need not be stored yet (desired-state apply previews the document's state)."""
+        request = ActionRequest(inst.namespace, inst.name, action, force=force)
+        _check_request(request)
+        plan = self._plan_for(inst, request)
+        return ActionPreview(plan.bundle, plan.document, plan.inputs)
+
     def _plan(self, request: ActionRequest) -> _Plan | Run:
         """Everything a run needs, checked; nothing written. A Run when request_id was seen."""
         inst = self._installations.get(request.namespace, request.name)
@@ -224,6 +242,9 @@ class ActionService:
             earlier = self._runs.by_request(request.namespace, request.name, request.request_id)
             if earlier is not None:
                 return earlier
+        return self._plan_for(inst, request)
+
+    def _plan_for(self, inst: Installation, request: ActionRequest) -> _Plan:
         resolved = self._bundles.resolve(bundle_ref_of(inst))
         bundle = resolved.document
         kind, custom = self._check_action(inst, bundle, request)
@@ -561,4 +582,4 @@ def _claim(
     }
 
 
-__all__ = ["ActionRequest", "ActionService", "ActionSettings", "collect_outputs"]
+__all__ = ["ActionPreview", "ActionRequest", "ActionService", "ActionSettings", "collect_outputs"]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from porter.bundle.v1.installation_pb2 import (
     INSTALLATION_STATE_DEFINED,
     Installation,
     InstallationStatus,
 )
+from porter.bundle.v1.run_pb2 import ACTION_INSTALL, ACTION_UPGRADE, RUN_STATE_SUCCEEDED, Run
 from porter_bundle.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -190,6 +193,31 @@ class InstallationService:
                 s, row.id, inst.labels, inst.credential_sets, inst.parameter_sets
             )
         return inst
+
+    def merged(self, current: Installation | None, given: Installation) -> Installation:
+        """What create (``current`` None) or an update of every writable field would store, checked
+        like them (INVALID_ARGUMENT); nothing written. For desired-state apply and its dry runs."""
+        inst = Installation()
+        if current is not None:
+            inst.CopyFrom(current)
+        _copy_writable(given, inst, UPDATABLE_FIELDS)
+        inst.namespace, inst.name = given.namespace, given.name
+        if not inst.schema_version:
+            inst.schema_version = DEFAULT_SCHEMA_VERSION
+        _validate(inst, "installation.")
+        return inst
+
+    def last_successful_change(self, installation_id: str) -> tuple[Run, dict[str, Any]] | None:
+        """The installation's most recent SUCCEEDED install or upgrade run, with every parameter
+        value it used (sensitive ones included: for comparing, never for responses), or None."""
+        with self._store.read() as conn:
+            found = store.get_last_succeeded_run(
+                conn, installation_id, (ACTION_INSTALL, ACTION_UPGRADE), RUN_STATE_SUCCEEDED
+            )
+        if found is None:
+            return None
+        parameters: dict[str, Any] = json.loads(found[1])
+        return Run.FromString(found[0]), parameters
 
     def delete(self, namespace: str, name: str, *, force: bool, etag: str) -> None:
         """Deletes an installation with its runs and outputs (refused while installed unless forced)."""

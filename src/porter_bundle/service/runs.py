@@ -38,6 +38,7 @@ from porter.bundle.v1.run_pb2 import (
 from porter_bundle.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
 from porter_bundle.ids import is_id, new_id
 from porter_bundle.service.common import Clock, display_address, new_etag, timestamp, utcnow
+from porter_bundle.service.events import RunEvents
 from porter_bundle.service.installations import installation_not_found
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import DuplicateKey, Store, store
@@ -104,9 +105,13 @@ def canonical_json(value: Any) -> str:
 class RunService:
     """Records runs and outputs and answers queries about them."""
 
-    def __init__(self, store_: Store, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, store_: Store, *, clock: Clock = utcnow, events: RunEvents | None = None
+    ) -> None:
         self._store = store_
         self._clock = clock
+        self.events = events or RunEvents()
+        """Where committed state changes and log appends are published (for live streams)."""
 
     # --- writes (the executor's side) ---------------------------------------------
 
@@ -168,6 +173,7 @@ class RunService:
                     reason="REQUEST_IN_FLIGHT",
                 ) from None
             self._update_status(s, inst_row, run)
+        self.events.run_changed(run)
         return run, True
 
     def start(self, run_id: str) -> Run | None:
@@ -183,6 +189,7 @@ class RunService:
             inst_row = s.get(InstallationRow, row.installation_id)
             assert inst_row is not None
             self._update_status(s, inst_row, run)
+        self.events.run_changed(run)
         return run
 
     def cancel_pending(self, run_id: str, message: str) -> Run | None:
@@ -208,7 +215,9 @@ class RunService:
     def append_log(self, run_id: str, chunk: bytes) -> int:
         """Appends container output to a run's log; returns the new log length."""
         with self._store.write() as s:
-            return store.append_run_log(s, run_id, chunk)
+            end = store.append_run_log(s, run_id, chunk)
+        self.events.log_appended(run_id, end - len(chunk), chunk)
+        return end
 
     def by_request(self, namespace: str, name: str, request_id: str) -> Run | None:
         """The run an earlier request with this ID created, or None."""
@@ -223,6 +232,7 @@ class RunService:
         """Replaces a run's stored log with the complete one (after re-attaching to its container)."""
         with self._store.write() as s:
             store.replace_run_log(s, run_id, content)
+        self.events.log_appended(run_id, 0, None)
 
     def logs(self, namespace: str, name: str, run_id: str) -> tuple[Run, bytes]:
         """A run (``run_id`` may be "latest") and its stored log."""
@@ -262,6 +272,7 @@ class RunService:
             inst_row = s.get(InstallationRow, row.installation_id)
             assert inst_row is not None  # runs are deleted with their installation
             self._update_status(s, inst_row, run, finished=True)
+        self.events.run_changed(run)
         return run
 
     # --- reads -------------------------------------------------------------------
@@ -313,6 +324,64 @@ class RunService:
             if state is None:
                 raise _run_not_found(namespace, name, resolved)
             return ResolvedOutputs(resolved, state, store.list_output_docs(conn, resolved))
+
+    # --- reads for live streams (service.streams) -----------------------------------
+
+    def locate(self, namespace: str, name: str, run_id: str) -> Run:
+        """A run by address and ID (or "latest"), or by its ID alone when ``name`` is empty.
+
+        Run IDs are ULIDs, unique across installations, so the ID alone finds the run;
+        ``namespace`` must then be empty too (a namespace without a name addresses nothing).
+        """
+        if name:
+            return self.get(namespace, name, run_id)
+        v = Violations()
+        if namespace:
+            v.add("name", "is required when namespace is set")
+        if not is_id(run_id):
+            v.add("run_id", 'must be a run ID (a ULID); with name set it may be "latest"')
+        v.raise_if_any()
+        run = self.current(run_id.upper())
+        if run is None:
+            raise NotFound(
+                f"run {run_id.upper()} not found",
+                reason="RUN_NOT_FOUND",
+                metadata={"run_id": run_id.upper()},
+            )
+        return run
+
+    def current(self, run_id: str) -> Run | None:
+        """A run as stored now, or None when it is gone (its installation was deleted)."""
+        with self._store.read() as conn:
+            doc = store.get_run_doc_by_id(conn, run_id)
+        return None if doc is None else Run.FromString(doc)
+
+    def installation_id(self, namespace: str, name: str) -> str:
+        """The ID of an installation; NOT_FOUND when it does not exist."""
+        check_address(namespace, name)
+        with self._store.read() as conn:
+            pointers = store.get_installation_pointers(conn, namespace, name)
+        if pointers is None:
+            raise installation_not_found(namespace, name)
+        return pointers[0]
+
+    def latest_run(self, installation_id: str) -> tuple[bool, Run | None]:
+        """(whether the installation still exists, its most recently created run or None).
+
+        At most one run of an installation is active, and it is the most recent one."""
+        with self._store.read() as conn:
+            exists, doc = store.get_latest_run_doc(conn, installation_id)
+        return exists, None if doc is None else Run.FromString(doc)
+
+    def log_length(self, run_id: str) -> int:
+        """Bytes in a run's stored log."""
+        with self._store.read() as conn:
+            return store.get_run_log_length(conn, run_id)
+
+    def log_from(self, run_id: str, start: int, max_chunks: int = 64) -> bytes:
+        """A run's stored log from byte ``start`` (at most ``max_chunks`` stored chunks)."""
+        with self._store.read() as conn:
+            return store.read_run_log(conn, run_id, start, max_chunks)
 
     def run_parameters(self, run_id: str) -> dict[str, Any]:
         """Every parameter value a run used, sensitive ones included (for the executor only)."""

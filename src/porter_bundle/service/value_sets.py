@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
-from porter_bundle.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from porter_bundle.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, Violations
 from porter_bundle.ids import new_id
 from porter_bundle.service.common import (
     Clock,
@@ -193,6 +193,48 @@ class ValueSetService(Generic[SetMessage]):
             store.set_value_set_labels(s, row.id, full.labels)
         return public
 
+    def apply(
+        self, given: SetMessage, *, dry_run: bool = False
+    ) -> tuple[SetMessage, str, Sequence[str]]:
+        """Makes the set what ``given`` says (a document's desired state): creates it, or updates
+        every writable field. Returns the set as clients see it, "created", "updated" or
+        "unchanged", and the fields that changed. Nothing is written when nothing changes, nor
+        with ``dry_run`` (the set is then what would be stored). Entries sent back ``redacted``
+        keep the stored literal value, as in :meth:`update`."""
+        check_address(given.namespace, given.name, prefix=f"{self._field}.")
+        current = self.get_full(given.namespace, given.name)
+        candidate = self._kind.message()
+        if current is not None:
+            candidate.CopyFrom(current)
+        self._copy(given, candidate, self._kind.updatable)
+        candidate.namespace, candidate.name = given.namespace, given.name
+        self._validate(candidate)
+        if current is None:
+            if dry_run:
+                return self._public(candidate), "created", list(self._kind.updatable)
+            try:
+                return self.create(given), "created", list(self._kind.updatable)
+            except AlreadyExists:
+                raise Aborted(
+                    f"{self._kind.title} {display_address(given.namespace, given.name)} was created "
+                    "concurrently; apply again",
+                    reason="CONCURRENT_CHANGE",
+                    metadata={"namespace": given.namespace, "name": given.name},
+                ) from None
+        changed = [
+            f
+            for f in self._kind.updatable
+            if _field_value(current, f) != _field_value(candidate, f)
+        ]
+        if not changed:
+            return self._public(current), "unchanged", []
+        if dry_run:
+            return self._public(candidate), "updated", changed
+        conditional = self._kind.message()
+        conditional.CopyFrom(given)
+        conditional.etag = current.etag  # a concurrent change since the read fails ABORTED
+        return self.update(conditional, []), "updated", changed
+
     def delete(self, namespace: str, name: str, *, force: bool, etag: str) -> None:
         """Deletes a set; refused while an installation uses it unless forced."""
         check_address(namespace, name)
@@ -325,6 +367,15 @@ class ValueSetService(Generic[SetMessage]):
                     entry.source.ClearField("value")
                     entry.source.redacted = True
         return public
+
+
+def _field_value(msg: CredentialSet | ParameterSet, field: str) -> object:
+    value = getattr(msg, field)
+    if field == "labels":
+        return dict(value)
+    if isinstance(value, str):
+        return value
+    return list(value)
 
 
 __all__ = ["CREDENTIAL_SETS", "PARAMETER_SETS", "SetKind", "ValueSetService"]

@@ -740,6 +740,78 @@ def get_run_log(reader: Reader, run_id: str, start: int = 0) -> bytes:
     return data
 
 
+def read_run_log(reader: Reader, run_id: str, start: int, max_chunks: int) -> bytes:
+    """A run's stored log from byte ``start``, at most ``max_chunks`` stored chunks of it.
+
+    Both conditions are ranges of the primary key (run_id, offset): the chunk holding
+    ``start`` and those after it, so a follower catching up never rereads the whole log.
+    """
+    c = _run_logs
+
+    def build() -> Select[Any]:
+        first = (
+            select(func.coalesce(func.max(c.c.offset), 0))
+            .where(c.c.run_id == bindparam("run"), c.c.offset <= bindparam("start"))
+            .scalar_subquery()
+        )
+        return (
+            select(c.c.offset, c.c.content)
+            .where(c.c.run_id == bindparam("run"), c.c.offset >= first)
+            .order_by(c.c.offset)
+            .limit(bindparam("limit", type_=Integer))
+        )
+
+    parts: list[bytes] = []
+    params = {"run": run_id, "start": start, "limit": max_chunks}
+    for offset, content in reader.rows("run.log.from", build, params):
+        chunk = bytes(content)
+        if offset + len(chunk) > start:
+            parts.append(chunk[max(0, start - offset) :])
+    return b"".join(parts)
+
+
+def get_run_log_length(reader: Reader, run_id: str) -> int:
+    """How many bytes a run's stored log holds (its last chunk's end)."""
+
+    def build() -> Select[Any]:
+        c = _run_logs
+        return (
+            select(c.c.offset + func.length(c.c.content))
+            .where(c.c.run_id == bindparam("run"))
+            .order_by(c.c.offset.desc())
+            .limit(1)
+        )
+
+    return int(reader.scalar("run.log.length", build, {"run": run_id}) or 0)
+
+
+def get_run_doc_by_id(reader: Reader, run_id: str) -> bytes | None:
+    """The stored Run message of any installation's run (run IDs are unique), or None."""
+
+    def build() -> Select[Any]:
+        return select(_runs.c.doc).where(_runs.c.id == bindparam("run"))
+
+    found = reader.scalar("run.doc.by_id", build, {"run": run_id})
+    return None if found is None else bytes(found)
+
+
+def get_latest_run_doc(reader: Reader, installation_id: str) -> tuple[bool, bytes | None]:
+    """(whether the installation exists, its most recently created Run message or None)."""
+
+    def build() -> Select[Any]:
+        i = _installations
+        return (
+            select(i.c.id, _runs.c.doc)
+            .select_from(i.outerjoin(_runs, _runs.c.id == i.c.last_run_id))
+            .where(i.c.id == bindparam("inst"))
+        )
+
+    row = reader.first("run.latest", build, {"inst": installation_id})
+    if row is None:
+        return False, None
+    return True, None if row[1] is None else bytes(row[1])
+
+
 def add_outputs(session: Session, installation_id: str, rows: Sequence[OutputRow]) -> None:
     """Inserts a run's outputs and makes the run the latest producer of each output name.
 
@@ -974,3 +1046,33 @@ def count_runs(reader: Reader, installation_id: str) -> int:
         return select(_installations.c.run_count).where(_installations.c.id == bindparam("inst"))
 
     return int(reader.scalar("runs.count", build, {"inst": installation_id}) or 0)
+
+
+def get_last_succeeded_run(
+    reader: Reader, installation_id: str, actions: Sequence[int], succeeded_state: int
+) -> tuple[bytes, bytes] | None:
+    """(Run message, every parameter value it used) of the installation's most recent run with
+    one of ``actions`` in ``succeeded_state``, or None (what desired-state apply compares with)."""
+
+    def build() -> Select[Any]:
+        return (
+            select(_runs.c.doc, _runs.c.parameters)
+            .where(
+                _runs.c.installation_id == bindparam("inst"),
+                _runs.c.state == bindparam("state"),
+                or_(*(_runs.c.action == bindparam(f"action{i}") for i in range(len(actions)))),
+            )
+            .order_by(_runs.c.id.desc())
+            .limit(1)
+        )
+
+    row = reader.first(
+        ("run.last_succeeded", len(actions)),
+        build,
+        {
+            "inst": installation_id,
+            "state": succeeded_state,
+            **{f"action{i}": a for i, a in enumerate(actions)},
+        },
+    )
+    return None if row is None else (bytes(row[0]), bytes(row[1]))

@@ -8,7 +8,9 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from porter.bundle.v1 import bundle_pb2 as _bundle_pb2
 from porter.bundle.v1 import installation_pb2 as _installation_pb2
 from porter.bundle.v1 import run_pb2 as _run_pb2
@@ -23,6 +25,97 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DocumentFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_FORMAT_UNSPECIFIED: _DocumentFormat.ValueType  # 0
+    """Not set: YAML."""
+    DOCUMENT_FORMAT_YAML: _DocumentFormat.ValueType  # 1
+    """YAML, block style."""
+    DOCUMENT_FORMAT_JSON: _DocumentFormat.ValueType  # 2
+    """JSON, indented."""
+
+class DocumentFormat(_DocumentFormat, metaclass=_DocumentFormatEnumTypeWrapper):
+    """--- Porter documents
+
+    Text encoding of an exported Porter document.
+    """
+
+DOCUMENT_FORMAT_UNSPECIFIED: DocumentFormat.ValueType  # 0
+"""Not set: YAML."""
+DOCUMENT_FORMAT_YAML: DocumentFormat.ValueType  # 1
+"""YAML, block style."""
+DOCUMENT_FORMAT_JSON: DocumentFormat.ValueType  # 2
+"""JSON, indented."""
+Global___DocumentFormat: _TypeAlias = DocumentFormat  # noqa: Y015
+
+class _ApplyOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplyOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplyOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLY_OUTCOME_UNSPECIFIED: _ApplyOutcome.ValueType  # 0
+    """Not set; never used by the server."""
+    APPLY_OUTCOME_CREATED: _ApplyOutcome.ValueType  # 1
+    """The resource did not exist and was created."""
+    APPLY_OUTCOME_UPDATED: _ApplyOutcome.ValueType  # 2
+    """The resource existed and the document changed it (see `changed_fields`)."""
+    APPLY_OUTCOME_UNCHANGED: _ApplyOutcome.ValueType  # 3
+    """The resource already matched the document; nothing was written."""
+
+class ApplyOutcome(_ApplyOutcome, metaclass=_ApplyOutcomeEnumTypeWrapper):
+    """What applying a document did to the resource it describes (with `dry_run`:
+    what it would do).
+    """
+
+APPLY_OUTCOME_UNSPECIFIED: ApplyOutcome.ValueType  # 0
+"""Not set; never used by the server."""
+APPLY_OUTCOME_CREATED: ApplyOutcome.ValueType  # 1
+"""The resource did not exist and was created."""
+APPLY_OUTCOME_UPDATED: ApplyOutcome.ValueType  # 2
+"""The resource existed and the document changed it (see `changed_fields`)."""
+APPLY_OUTCOME_UNCHANGED: ApplyOutcome.ValueType  # 3
+"""The resource already matched the document; nothing was written."""
+Global___ApplyOutcome: _TypeAlias = ApplyOutcome  # noqa: Y015
+
+class _ApplyDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplyDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplyDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLY_DECISION_UNSPECIFIED: _ApplyDecision.ValueType  # 0
+    """Not set; never used by the server."""
+    APPLY_DECISION_NONE: _ApplyDecision.ValueType  # 1
+    """Nothing to run: in sync (or uninstalled, see `reason`)."""
+    APPLY_DECISION_INSTALL: _ApplyDecision.ValueType  # 2
+    """Install the bundle."""
+    APPLY_DECISION_UPGRADE: _ApplyDecision.ValueType  # 3
+    """Upgrade the installed bundle."""
+    APPLY_DECISION_UNINSTALL: _ApplyDecision.ValueType  # 4
+    """Uninstall the bundle."""
+
+class ApplyDecision(_ApplyDecision, metaclass=_ApplyDecisionEnumTypeWrapper):
+    """The action ApplyInstallation decided on to bring an installation in line
+    with its document.
+    """
+
+APPLY_DECISION_UNSPECIFIED: ApplyDecision.ValueType  # 0
+"""Not set; never used by the server."""
+APPLY_DECISION_NONE: ApplyDecision.ValueType  # 1
+"""Nothing to run: in sync (or uninstalled, see `reason`)."""
+APPLY_DECISION_INSTALL: ApplyDecision.ValueType  # 2
+"""Install the bundle."""
+APPLY_DECISION_UPGRADE: ApplyDecision.ValueType  # 3
+"""Upgrade the installed bundle."""
+APPLY_DECISION_UNINSTALL: ApplyDecision.ValueType  # 4
+"""Uninstall the bundle."""
+Global___ApplyDecision: _TypeAlias = ApplyDecision  # noqa: Y015
 
 @_typing.final
 class ListInstallationsRequest(_message.Message):
@@ -1544,3 +1637,632 @@ class DeleteBundleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteBundleResponse: _TypeAlias = DeleteBundleResponse  # noqa: Y015
+
+@_typing.final
+class WatchInstallationRunsRequest(_message.Message):
+    """--- live runs and logs
+
+    Request of WatchInstallationRuns.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation ("" = global). Must be empty when `name` is."""
+    name: _builtins.str
+    """Name of the installation. May be empty when `run_id` is set: run IDs are
+    unique ULIDs, so the ID alone finds the run.
+    """
+    run_id: _builtins.str
+    """ID of the one run to watch until it ends; empty = every run of the
+    installation, without end.
+    """
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchInstallationRunsRequest: _TypeAlias = WatchInstallationRunsRequest  # noqa: Y015
+
+@_typing.final
+class WatchInstallationRunsResponse(_message.Message):
+    """One message of a WatchInstallationRuns stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """A run in a new state (first: in its current state)."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___StreamHeartbeat:
+        """Nothing changed for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        run: _run_pb2.Run | None = ...,
+        heartbeat: Global___StreamHeartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["run", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchInstallationRunsResponse: _TypeAlias = WatchInstallationRunsResponse  # noqa: Y015
+
+@_typing.final
+class StreamRunLogsRequest(_message.Message):
+    """Request of StreamRunLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation ("" = global). Must be empty when `name` is."""
+    name: _builtins.str
+    """Name of the installation. May be empty: run IDs are unique ULIDs, so the
+    ID alone finds the run ("latest" needs the installation, though).
+    """
+    run_id: _builtins.str
+    """ID of the run, or "latest" for the installation's most recent SUCCEEDED run."""
+    offset: _builtins.int
+    """Byte offset in the log to start at (0 = the start): the offset of the last
+    chunk received plus its length, to resume. INVALID_ARGUMENT (reason
+    OFFSET_OUT_OF_RANGE) beyond the end of the stored log.
+    """
+    follow: _builtins.bool
+    """Keep streaming new output until the run has ended and its log is complete."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "name", b"name", "namespace", b"namespace", "offset", b"offset", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRunLogsRequest: _TypeAlias = StreamRunLogsRequest  # noqa: Y015
+
+@_typing.final
+class StreamRunLogsResponse(_message.Message):
+    """One message of a StreamRunLogs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """The run: first in its state when the stream began; then, with `follow`,
+        in each new state, the final state being the last message of the stream.
+        """
+
+    @_builtins.property
+    def chunk(self) -> Global___RunLogChunk:
+        """A piece of the log."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___StreamHeartbeat:
+        """Nothing new for a while; the stream is alive."""
+
+    def __init__(
+        self,
+        *,
+        run: _run_pb2.Run | None = ...,
+        chunk: Global___RunLogChunk | None = ...,
+        heartbeat: Global___StreamHeartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "event", b"event", "heartbeat", b"heartbeat", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "event", b"event", "heartbeat", b"heartbeat", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["run", "chunk", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamRunLogsResponse: _TypeAlias = StreamRunLogsResponse  # noqa: Y015
+
+@_typing.final
+class RunLogChunk(_message.Message):
+    """A piece of a run's log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """Byte offset of `data` in the run's log."""
+    data: _builtins.bytes
+    """The bytes as the container wrote them, stdout and stderr combined, at most
+    64 KiB; not necessarily whole lines, nor whole UTF-8 characters.
+    """
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunLogChunk: _TypeAlias = RunLogChunk  # noqa: Y015
+
+@_typing.final
+class StreamHeartbeat(_message.Message):
+    """Sent on a live stream that had nothing else to send for the heartbeat interval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Server time when it was sent."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamHeartbeat: _TypeAlias = StreamHeartbeat  # noqa: Y015
+
+@_typing.final
+class ApplyChange(_message.Message):
+    """One difference between an installation's desired state and its state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """Document path of what differs: "status" (installed or not), "bundle"
+    (reference and digest), "parameters.<name>" (resolved values, defaults and
+    parameter sets included), "credentialSets" or "parameterSets".
+    """
+    sensitive: _builtins.bool
+    """True for a sensitive parameter: both values are withheld."""
+    @_builtins.property
+    def current(self) -> _struct_pb2.Value:
+        """What the installation has, or last successfully installed or upgraded
+        with; unset when absent or sensitive.
+        """
+
+    @_builtins.property
+    def desired(self) -> _struct_pb2.Value:
+        """What the document asks for; unset when absent or sensitive."""
+
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        current: _struct_pb2.Value | None = ...,
+        desired: _struct_pb2.Value | None = ...,
+        sensitive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "desired", b"desired"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "desired", b"desired", "field", b"field", "sensitive", b"sensitive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyChange: _TypeAlias = ApplyChange  # noqa: Y015
+
+@_typing.final
+class ApplyInstallationRequest(_message.Message):
+    """Request of ApplyInstallation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    """The Installation document: YAML or JSON text (UTF-8), at most 1 MiB."""
+    dry_run: _builtins.bool
+    """Decide and report only: nothing is stored and no run starts."""
+    force: _builtins.bool
+    """Run the action even when the installation is in sync (upgrade when
+    installed, install when uninstalled, uninstall when `uninstalled: true`).
+    """
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+        dry_run: _builtins.bool = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "dry_run", b"dry_run", "force", b"force"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyInstallationRequest: _TypeAlias = ApplyInstallationRequest  # noqa: Y015
+
+@_typing.final
+class ApplyInstallationResponse(_message.Message):
+    """Response of ApplyInstallation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALLATION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    outcome: Global___ApplyOutcome.ValueType
+    """Whether the installation was created, updated or left unchanged."""
+    decision: Global___ApplyDecision.ValueType
+    """The action decided on."""
+    reason: _builtins.str
+    """Why, in words."""
+    @_builtins.property
+    def installation(self) -> _installation_pb2.Installation:
+        """The installation as stored (with `dry_run`: as it would be stored)."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Document fields that changed (all of them when created), e.g. "bundle", "parameters"."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplyChange]:
+        """The differences that drove the decision (empty when in sync)."""
+
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """The run started for the decision (PENDING); unset when nothing runs or with `dry_run`."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Warnings, e.g. a schemaVersion the schema-check strategy lets through
+        although it is not exactly a supported one.
+        """
+
+    def __init__(
+        self,
+        *,
+        installation: _installation_pb2.Installation | None = ...,
+        outcome: Global___ApplyOutcome.ValueType = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        decision: Global___ApplyDecision.ValueType = ...,
+        reason: _builtins.str = ...,
+        changes: _abc.Iterable[Global___ApplyChange] | None = ...,
+        run: _run_pb2.Run | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["installation", b"installation", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "changes", b"changes", "decision", b"decision", "installation", b"installation", "outcome", b"outcome", "reason", b"reason", "run", b"run", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyInstallationResponse: _TypeAlias = ApplyInstallationResponse  # noqa: Y015
+
+@_typing.final
+class ApplyCredentialSetRequest(_message.Message):
+    """Request of ApplyCredentialSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    """The CredentialSet document: YAML or JSON text (UTF-8), at most 1 MiB."""
+    dry_run: _builtins.bool
+    """Report what would happen; nothing is stored."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "dry_run", b"dry_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCredentialSetRequest: _TypeAlias = ApplyCredentialSetRequest  # noqa: Y015
+
+@_typing.final
+class ApplyCredentialSetResponse(_message.Message):
+    """Response of ApplyCredentialSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_SET_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    outcome: Global___ApplyOutcome.ValueType
+    """Whether the set was created, updated or left unchanged."""
+    @_builtins.property
+    def credential_set(self) -> _value_set_pb2.CredentialSet:
+        """The set as stored (literal values withheld; with `dry_run`: as it would be stored)."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Document fields that changed: "labels", "credentials", "schemaVersion"."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Warnings, e.g. about the schemaVersion."""
+
+    def __init__(
+        self,
+        *,
+        credential_set: _value_set_pb2.CredentialSet | None = ...,
+        outcome: Global___ApplyOutcome.ValueType = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential_set", b"credential_set"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "credential_set", b"credential_set", "outcome", b"outcome", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCredentialSetResponse: _TypeAlias = ApplyCredentialSetResponse  # noqa: Y015
+
+@_typing.final
+class ApplyParameterSetRequest(_message.Message):
+    """Request of ApplyParameterSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    """The ParameterSet document: YAML or JSON text (UTF-8), at most 1 MiB."""
+    dry_run: _builtins.bool
+    """Report what would happen; nothing is stored."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "dry_run", b"dry_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyParameterSetRequest: _TypeAlias = ApplyParameterSetRequest  # noqa: Y015
+
+@_typing.final
+class ApplyParameterSetResponse(_message.Message):
+    """Response of ApplyParameterSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMETER_SET_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    outcome: Global___ApplyOutcome.ValueType
+    """Whether the set was created, updated or left unchanged."""
+    @_builtins.property
+    def parameter_set(self) -> _value_set_pb2.ParameterSet:
+        """The set as stored (with `dry_run`: as it would be stored)."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Document fields that changed: "labels", "parameters", "schemaVersion"."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Warnings, e.g. about the schemaVersion."""
+
+    def __init__(
+        self,
+        *,
+        parameter_set: _value_set_pb2.ParameterSet | None = ...,
+        outcome: Global___ApplyOutcome.ValueType = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameter_set", b"parameter_set"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "outcome", b"outcome", "parameter_set", b"parameter_set", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyParameterSetResponse: _TypeAlias = ApplyParameterSetResponse  # noqa: Y015
+
+@_typing.final
+class ExportInstallationRequest(_message.Message):
+    """Request of ExportInstallation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation ("" = global)."""
+    name: _builtins.str
+    """Name of the installation."""
+    format: Global___DocumentFormat.ValueType
+    """YAML (the default) or JSON."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        format: Global___DocumentFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportInstallationRequest: _TypeAlias = ExportInstallationRequest  # noqa: Y015
+
+@_typing.final
+class ExportInstallationResponse(_message.Message):
+    """Response of ExportInstallation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Porter's Installation document (schemaType Installation)."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportInstallationResponse: _TypeAlias = ExportInstallationResponse  # noqa: Y015
+
+@_typing.final
+class ExportCredentialSetRequest(_message.Message):
+    """Request of ExportCredentialSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the set ("" = global)."""
+    name: _builtins.str
+    """Name of the set."""
+    format: Global___DocumentFormat.ValueType
+    """YAML (the default) or JSON."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        format: Global___DocumentFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCredentialSetRequest: _TypeAlias = ExportCredentialSetRequest  # noqa: Y015
+
+@_typing.final
+class ExportCredentialSetResponse(_message.Message):
+    """Response of ExportCredentialSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Porter's CredentialSet document; literal values as `source: {redacted: true}`."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCredentialSetResponse: _TypeAlias = ExportCredentialSetResponse  # noqa: Y015
+
+@_typing.final
+class ExportParameterSetRequest(_message.Message):
+    """Request of ExportParameterSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the set ("" = global)."""
+    name: _builtins.str
+    """Name of the set."""
+    format: Global___DocumentFormat.ValueType
+    """YAML (the default) or JSON."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        format: Global___DocumentFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportParameterSetRequest: _TypeAlias = ExportParameterSetRequest  # noqa: Y015
+
+@_typing.final
+class ExportParameterSetResponse(_message.Message):
+    """Response of ExportParameterSet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Porter's ParameterSet document."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportParameterSetResponse: _TypeAlias = ExportParameterSetResponse  # noqa: Y015

@@ -172,6 +172,46 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
                 _registered_method=True)
+        self.WatchInstallationRuns = channel.unary_stream(
+                '/porter.bundle.v1.PorterBundle/WatchInstallationRuns',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsResponse.FromString,
+                _registered_method=True)
+        self.StreamRunLogs = channel.unary_stream(
+                '/porter.bundle.v1.PorterBundle/StreamRunLogs',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.StreamRunLogsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.StreamRunLogsResponse.FromString,
+                _registered_method=True)
+        self.ApplyInstallation = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ApplyInstallation',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyInstallationRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyInstallationResponse.FromString,
+                _registered_method=True)
+        self.ApplyCredentialSet = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ApplyCredentialSet',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyCredentialSetRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyCredentialSetResponse.FromString,
+                _registered_method=True)
+        self.ApplyParameterSet = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ApplyParameterSet',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyParameterSetRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyParameterSetResponse.FromString,
+                _registered_method=True)
+        self.ExportInstallation = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ExportInstallation',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportInstallationRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportInstallationResponse.FromString,
+                _registered_method=True)
+        self.ExportCredentialSet = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ExportCredentialSet',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportCredentialSetRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportCredentialSetResponse.FromString,
+                _registered_method=True)
+        self.ExportParameterSet = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ExportParameterSet',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.FromString,
+                _registered_method=True)
 
 
 class PorterBundleServicer:
@@ -378,6 +418,118 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchInstallationRuns(self, request, context):
+        """--- live runs and logs
+
+        Streams run states as they change: PENDING, RUNNING, then SUCCEEDED, FAILED
+        or CANCELED, each as the whole Run (message and times included).
+
+        With `run_id`: that run. The first message is its current state; the stream
+        ends after its final state. Without `run_id`: every run of the installation,
+        new ones included, until the client cancels. The first message is the
+        installation's most recent run in its current state (an installation has at
+        most one active run, and it is the most recent), or a heartbeat when it has
+        no run yet. Each state of a run is sent once, in order.
+
+        Idle streams carry a heartbeat (every 15 s by default, a server setting).
+        When the server shuts down, streams end UNAVAILABLE (reason
+        SERVER_SHUTTING_DOWN): call again, on another server if need be.
+        NOT_FOUND when the run or installation does not exist, or is deleted while
+        watched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRunLogs(self, request, context):
+        """Streams a run's log (combined stdout and stderr) from byte `offset`.
+
+        The first message is the run in its current state. Then the log, in chunks
+        that each carry the byte offset of their data: a client that lost the stream
+        calls again with `offset` = last chunk's offset + its length and gets the rest,
+        nothing lost or repeated. Without `follow`: what is stored, then the end. With
+        `follow`: then each new state of the run and each chunk as the container
+        writes it; once the run has ended and its whole log is sent, the final state
+        comes last and the stream ends. Runs that ended long ago stream the same way
+        from the stored log. Heartbeats and shutdown as for WatchInstallationRuns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyInstallation(self, request, context):
+        """--- Porter documents
+
+        Porter's file formats (schemaType, schemaVersion, ...) in and out. A
+        document is YAML or JSON, one per call, at most 1 MiB; a Porter operator
+        resource (apiVersion getporter.org/v1) is taken too, its `spec` being the
+        document. It is checked against Porter's JSON schema, and its
+        schemaVersion against the supported ones under the server's schema-check
+        setting (exact, minor, major, none): every problem is a field violation
+        whose field is the JSON path in the document (e.g. "credentials[1].source").
+        A document that fails a check changes nothing.
+
+        Applies an Installation document and reconciles the installation with it,
+        as `porter installations apply` does: creates or updates the installation,
+        then decides on an action: install when never installed successfully;
+        uninstall when `uninstalled: true` and installed (nothing when it is not);
+        upgrade when installed and the bundle digest, the resolved parameters or
+        the credential or parameter set names differ from the last successful
+        install or upgrade; nothing when in sync, or when it was uninstalled
+        (Porter does not reconcile those again). `force` runs the action even then.
+        In Porter's order: a document that fails its checks, or names a bundle the
+        server does not know, changes nothing; otherwise the installation is
+        stored, then the action is decided and run through ExecuteAction's checks.
+        When those refuse it (bad or missing parameters or credentials, missing
+        sets, ABORTED while another run is active, UNAVAILABLE without a container
+        engine), the call fails with that error and the stored document change is
+        kept, as Porter keeps it: apply again to retry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyCredentialSet(self, request, context):
+        """Applies a CredentialSet document: creates or updates the set. An entry
+        whose source is `{redacted: true}` (as exports write literal values) keeps
+        the value the server has for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyParameterSet(self, request, context):
+        """Applies a ParameterSet document: creates or updates the set. Schema
+        version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportInstallation(self, request, context):
+        """Returns an installation's desired state as Porter's Installation document.
+        Applying it changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCredentialSet(self, request, context):
+        """Returns a credential set as Porter's CredentialSet document. Literal values
+        are write-only: they are exported as `source: {redacted: true}`, which
+        applying keeps as stored, so applying the export changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportParameterSet(self, request, context):
+        """Returns a parameter set as Porter's ParameterSet document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PorterBundleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -505,6 +657,46 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.DeleteBundle,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.SerializeToString,
+            ),
+            'WatchInstallationRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInstallationRuns,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsResponse.SerializeToString,
+            ),
+            'StreamRunLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunLogs,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.StreamRunLogsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.StreamRunLogsResponse.SerializeToString,
+            ),
+            'ApplyInstallation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyInstallation,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyInstallationRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyInstallationResponse.SerializeToString,
+            ),
+            'ApplyCredentialSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyCredentialSet,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyCredentialSetRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyCredentialSetResponse.SerializeToString,
+            ),
+            'ApplyParameterSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyParameterSet,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyParameterSetRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyParameterSetResponse.SerializeToString,
+            ),
+            'ExportInstallation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportInstallation,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportInstallationRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportInstallationResponse.SerializeToString,
+            ),
+            'ExportCredentialSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCredentialSet,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportCredentialSetRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportCredentialSetResponse.SerializeToString,
+            ),
+            'ExportParameterSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportParameterSet,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1195,6 +1387,222 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/DeleteBundle',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInstallationRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/WatchInstallationRuns',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRunLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/StreamRunLogs',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.StreamRunLogsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.StreamRunLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyInstallation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ApplyInstallation',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyInstallationRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyInstallationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyCredentialSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ApplyCredentialSet',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyCredentialSetRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyCredentialSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyParameterSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ApplyParameterSet',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyParameterSetRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ApplyParameterSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportInstallation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ExportInstallation',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportInstallationRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportInstallationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCredentialSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ExportCredentialSet',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportCredentialSetRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportCredentialSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportParameterSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ExportParameterSet',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -115,6 +115,85 @@ class PorterBundleStub:
     """
     DeleteBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]
     """Removes a bundle reference."""
+    WatchInstallationRuns: _grpc.UnaryStreamMultiCallable[_porter_bundle_pb2.WatchInstallationRunsRequest, _porter_bundle_pb2.WatchInstallationRunsResponse]
+    """--- live runs and logs
+
+    Streams run states as they change: PENDING, RUNNING, then SUCCEEDED, FAILED
+    or CANCELED, each as the whole Run (message and times included).
+
+    With `run_id`: that run. The first message is its current state; the stream
+    ends after its final state. Without `run_id`: every run of the installation,
+    new ones included, until the client cancels. The first message is the
+    installation's most recent run in its current state (an installation has at
+    most one active run, and it is the most recent), or a heartbeat when it has
+    no run yet. Each state of a run is sent once, in order.
+
+    Idle streams carry a heartbeat (every 15 s by default, a server setting).
+    When the server shuts down, streams end UNAVAILABLE (reason
+    SERVER_SHUTTING_DOWN): call again, on another server if need be.
+    NOT_FOUND when the run or installation does not exist, or is deleted while
+    watched.
+    """
+    StreamRunLogs: _grpc.UnaryStreamMultiCallable[_porter_bundle_pb2.StreamRunLogsRequest, _porter_bundle_pb2.StreamRunLogsResponse]
+    """Streams a run's log (combined stdout and stderr) from byte `offset`.
+
+    The first message is the run in its current state. Then the log, in chunks
+    that each carry the byte offset of their data: a client that lost the stream
+    calls again with `offset` = last chunk's offset + its length and gets the rest,
+    nothing lost or repeated. Without `follow`: what is stored, then the end. With
+    `follow`: then each new state of the run and each chunk as the container
+    writes it; once the run has ended and its whole log is sent, the final state
+    comes last and the stream ends. Runs that ended long ago stream the same way
+    from the stored log. Heartbeats and shutdown as for WatchInstallationRuns.
+    """
+    ApplyInstallation: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyInstallationRequest, _porter_bundle_pb2.ApplyInstallationResponse]
+    """--- Porter documents
+
+    Porter's file formats (schemaType, schemaVersion, ...) in and out. A
+    document is YAML or JSON, one per call, at most 1 MiB; a Porter operator
+    resource (apiVersion getporter.org/v1) is taken too, its `spec` being the
+    document. It is checked against Porter's JSON schema, and its
+    schemaVersion against the supported ones under the server's schema-check
+    setting (exact, minor, major, none): every problem is a field violation
+    whose field is the JSON path in the document (e.g. "credentials[1].source").
+    A document that fails a check changes nothing.
+
+    Applies an Installation document and reconciles the installation with it,
+    as `porter installations apply` does: creates or updates the installation,
+    then decides on an action: install when never installed successfully;
+    uninstall when `uninstalled: true` and installed (nothing when it is not);
+    upgrade when installed and the bundle digest, the resolved parameters or
+    the credential or parameter set names differ from the last successful
+    install or upgrade; nothing when in sync, or when it was uninstalled
+    (Porter does not reconcile those again). `force` runs the action even then.
+    In Porter's order: a document that fails its checks, or names a bundle the
+    server does not know, changes nothing; otherwise the installation is
+    stored, then the action is decided and run through ExecuteAction's checks.
+    When those refuse it (bad or missing parameters or credentials, missing
+    sets, ABORTED while another run is active, UNAVAILABLE without a container
+    engine), the call fails with that error and the stored document change is
+    kept, as Porter keeps it: apply again to retry.
+    """
+    ApplyCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyCredentialSetRequest, _porter_bundle_pb2.ApplyCredentialSetResponse]
+    """Applies a CredentialSet document: creates or updates the set. An entry
+    whose source is `{redacted: true}` (as exports write literal values) keeps
+    the value the server has for it.
+    """
+    ApplyParameterSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyParameterSetRequest, _porter_bundle_pb2.ApplyParameterSetResponse]
+    """Applies a ParameterSet document: creates or updates the set. Schema
+    version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+    """
+    ExportInstallation: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportInstallationRequest, _porter_bundle_pb2.ExportInstallationResponse]
+    """Returns an installation's desired state as Porter's Installation document.
+    Applying it changes nothing.
+    """
+    ExportCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportCredentialSetRequest, _porter_bundle_pb2.ExportCredentialSetResponse]
+    """Returns a credential set as Porter's CredentialSet document. Literal values
+    are write-only: they are exported as `source: {redacted: true}`, which
+    applying keeps as stored, so applying the export changes nothing.
+    """
+    ExportParameterSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]
+    """Returns a parameter set as Porter's ParameterSet document."""
 
 @_typing.type_check_only
 class PorterBundleAsyncStub(PorterBundleStub):
@@ -203,6 +282,85 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     DeleteBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]  # type: ignore[assignment]
     """Removes a bundle reference."""
+    WatchInstallationRuns: _aio.UnaryStreamMultiCallable[_porter_bundle_pb2.WatchInstallationRunsRequest, _porter_bundle_pb2.WatchInstallationRunsResponse]  # type: ignore[assignment]
+    """--- live runs and logs
+
+    Streams run states as they change: PENDING, RUNNING, then SUCCEEDED, FAILED
+    or CANCELED, each as the whole Run (message and times included).
+
+    With `run_id`: that run. The first message is its current state; the stream
+    ends after its final state. Without `run_id`: every run of the installation,
+    new ones included, until the client cancels. The first message is the
+    installation's most recent run in its current state (an installation has at
+    most one active run, and it is the most recent), or a heartbeat when it has
+    no run yet. Each state of a run is sent once, in order.
+
+    Idle streams carry a heartbeat (every 15 s by default, a server setting).
+    When the server shuts down, streams end UNAVAILABLE (reason
+    SERVER_SHUTTING_DOWN): call again, on another server if need be.
+    NOT_FOUND when the run or installation does not exist, or is deleted while
+    watched.
+    """
+    StreamRunLogs: _aio.UnaryStreamMultiCallable[_porter_bundle_pb2.StreamRunLogsRequest, _porter_bundle_pb2.StreamRunLogsResponse]  # type: ignore[assignment]
+    """Streams a run's log (combined stdout and stderr) from byte `offset`.
+
+    The first message is the run in its current state. Then the log, in chunks
+    that each carry the byte offset of their data: a client that lost the stream
+    calls again with `offset` = last chunk's offset + its length and gets the rest,
+    nothing lost or repeated. Without `follow`: what is stored, then the end. With
+    `follow`: then each new state of the run and each chunk as the container
+    writes it; once the run has ended and its whole log is sent, the final state
+    comes last and the stream ends. Runs that ended long ago stream the same way
+    from the stored log. Heartbeats and shutdown as for WatchInstallationRuns.
+    """
+    ApplyInstallation: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyInstallationRequest, _porter_bundle_pb2.ApplyInstallationResponse]  # type: ignore[assignment]
+    """--- Porter documents
+
+    Porter's file formats (schemaType, schemaVersion, ...) in and out. A
+    document is YAML or JSON, one per call, at most 1 MiB; a Porter operator
+    resource (apiVersion getporter.org/v1) is taken too, its `spec` being the
+    document. It is checked against Porter's JSON schema, and its
+    schemaVersion against the supported ones under the server's schema-check
+    setting (exact, minor, major, none): every problem is a field violation
+    whose field is the JSON path in the document (e.g. "credentials[1].source").
+    A document that fails a check changes nothing.
+
+    Applies an Installation document and reconciles the installation with it,
+    as `porter installations apply` does: creates or updates the installation,
+    then decides on an action: install when never installed successfully;
+    uninstall when `uninstalled: true` and installed (nothing when it is not);
+    upgrade when installed and the bundle digest, the resolved parameters or
+    the credential or parameter set names differ from the last successful
+    install or upgrade; nothing when in sync, or when it was uninstalled
+    (Porter does not reconcile those again). `force` runs the action even then.
+    In Porter's order: a document that fails its checks, or names a bundle the
+    server does not know, changes nothing; otherwise the installation is
+    stored, then the action is decided and run through ExecuteAction's checks.
+    When those refuse it (bad or missing parameters or credentials, missing
+    sets, ABORTED while another run is active, UNAVAILABLE without a container
+    engine), the call fails with that error and the stored document change is
+    kept, as Porter keeps it: apply again to retry.
+    """
+    ApplyCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyCredentialSetRequest, _porter_bundle_pb2.ApplyCredentialSetResponse]  # type: ignore[assignment]
+    """Applies a CredentialSet document: creates or updates the set. An entry
+    whose source is `{redacted: true}` (as exports write literal values) keeps
+    the value the server has for it.
+    """
+    ApplyParameterSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyParameterSetRequest, _porter_bundle_pb2.ApplyParameterSetResponse]  # type: ignore[assignment]
+    """Applies a ParameterSet document: creates or updates the set. Schema
+    version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+    """
+    ExportInstallation: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportInstallationRequest, _porter_bundle_pb2.ExportInstallationResponse]  # type: ignore[assignment]
+    """Returns an installation's desired state as Porter's Installation document.
+    Applying it changes nothing.
+    """
+    ExportCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportCredentialSetRequest, _porter_bundle_pb2.ExportCredentialSetResponse]  # type: ignore[assignment]
+    """Returns a credential set as Porter's CredentialSet document. Literal values
+    are write-only: they are exported as `source: {redacted: true}`, which
+    applying keeps as stored, so applying the export changes nothing.
+    """
+    ExportParameterSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]  # type: ignore[assignment]
+    """Returns a parameter set as Porter's ParameterSet document."""
 
 class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
     """PorterBundle manages Cloud Native Application Bundle installations the way
@@ -438,5 +596,132 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.DeleteBundleResponse, _abc.Awaitable[_porter_bundle_pb2.DeleteBundleResponse]]:
         """Removes a bundle reference."""
+
+    @_abc_1.abstractmethod
+    def WatchInstallationRuns(
+        self,
+        request: _porter_bundle_pb2.WatchInstallationRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_porter_bundle_pb2.WatchInstallationRunsResponse], _abc.AsyncIterator[_porter_bundle_pb2.WatchInstallationRunsResponse]]:
+        """--- live runs and logs
+
+        Streams run states as they change: PENDING, RUNNING, then SUCCEEDED, FAILED
+        or CANCELED, each as the whole Run (message and times included).
+
+        With `run_id`: that run. The first message is its current state; the stream
+        ends after its final state. Without `run_id`: every run of the installation,
+        new ones included, until the client cancels. The first message is the
+        installation's most recent run in its current state (an installation has at
+        most one active run, and it is the most recent), or a heartbeat when it has
+        no run yet. Each state of a run is sent once, in order.
+
+        Idle streams carry a heartbeat (every 15 s by default, a server setting).
+        When the server shuts down, streams end UNAVAILABLE (reason
+        SERVER_SHUTTING_DOWN): call again, on another server if need be.
+        NOT_FOUND when the run or installation does not exist, or is deleted while
+        watched.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamRunLogs(
+        self,
+        request: _porter_bundle_pb2.StreamRunLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_porter_bundle_pb2.StreamRunLogsResponse], _abc.AsyncIterator[_porter_bundle_pb2.StreamRunLogsResponse]]:
+        """Streams a run's log (combined stdout and stderr) from byte `offset`.
+
+        The first message is the run in its current state. Then the log, in chunks
+        that each carry the byte offset of their data: a client that lost the stream
+        calls again with `offset` = last chunk's offset + its length and gets the rest,
+        nothing lost or repeated. Without `follow`: what is stored, then the end. With
+        `follow`: then each new state of the run and each chunk as the container
+        writes it; once the run has ended and its whole log is sent, the final state
+        comes last and the stream ends. Runs that ended long ago stream the same way
+        from the stored log. Heartbeats and shutdown as for WatchInstallationRuns.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyInstallation(
+        self,
+        request: _porter_bundle_pb2.ApplyInstallationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ApplyInstallationResponse, _abc.Awaitable[_porter_bundle_pb2.ApplyInstallationResponse]]:
+        """--- Porter documents
+
+        Porter's file formats (schemaType, schemaVersion, ...) in and out. A
+        document is YAML or JSON, one per call, at most 1 MiB; a Porter operator
+        resource (apiVersion getporter.org/v1) is taken too, its `spec` being the
+        document. It is checked against Porter's JSON schema, and its
+        schemaVersion against the supported ones under the server's schema-check
+        setting (exact, minor, major, none): every problem is a field violation
+        whose field is the JSON path in the document (e.g. "credentials[1].source").
+        A document that fails a check changes nothing.
+
+        Applies an Installation document and reconciles the installation with it,
+        as `porter installations apply` does: creates or updates the installation,
+        then decides on an action: install when never installed successfully;
+        uninstall when `uninstalled: true` and installed (nothing when it is not);
+        upgrade when installed and the bundle digest, the resolved parameters or
+        the credential or parameter set names differ from the last successful
+        install or upgrade; nothing when in sync, or when it was uninstalled
+        (Porter does not reconcile those again). `force` runs the action even then.
+        In Porter's order: a document that fails its checks, or names a bundle the
+        server does not know, changes nothing; otherwise the installation is
+        stored, then the action is decided and run through ExecuteAction's checks.
+        When those refuse it (bad or missing parameters or credentials, missing
+        sets, ABORTED while another run is active, UNAVAILABLE without a container
+        engine), the call fails with that error and the stored document change is
+        kept, as Porter keeps it: apply again to retry.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyCredentialSet(
+        self,
+        request: _porter_bundle_pb2.ApplyCredentialSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ApplyCredentialSetResponse, _abc.Awaitable[_porter_bundle_pb2.ApplyCredentialSetResponse]]:
+        """Applies a CredentialSet document: creates or updates the set. An entry
+        whose source is `{redacted: true}` (as exports write literal values) keeps
+        the value the server has for it.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyParameterSet(
+        self,
+        request: _porter_bundle_pb2.ApplyParameterSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ApplyParameterSetResponse, _abc.Awaitable[_porter_bundle_pb2.ApplyParameterSetResponse]]:
+        """Applies a ParameterSet document: creates or updates the set. Schema
+        version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportInstallation(
+        self,
+        request: _porter_bundle_pb2.ExportInstallationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ExportInstallationResponse, _abc.Awaitable[_porter_bundle_pb2.ExportInstallationResponse]]:
+        """Returns an installation's desired state as Porter's Installation document.
+        Applying it changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportCredentialSet(
+        self,
+        request: _porter_bundle_pb2.ExportCredentialSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ExportCredentialSetResponse, _abc.Awaitable[_porter_bundle_pb2.ExportCredentialSetResponse]]:
+        """Returns a credential set as Porter's CredentialSet document. Literal values
+        are write-only: they are exported as `source: {redacted: true}`, which
+        applying keeps as stored, so applying the export changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportParameterSet(
+        self,
+        request: _porter_bundle_pb2.ExportParameterSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ExportParameterSetResponse, _abc.Awaitable[_porter_bundle_pb2.ExportParameterSetResponse]]:
+        """Returns a parameter set as Porter's ParameterSet document."""
 
 def add_PorterBundleServicer_to_server(servicer: PorterBundleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
