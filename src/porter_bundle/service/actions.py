@@ -47,7 +47,7 @@ from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import display_address
 from porter_bundle.service.inputs import ResolvedInputs, render, resolve_inputs
 from porter_bundle.service.installations import InstallationService, bundle_ref_of
-from porter_bundle.service.runs import FINAL_STATES, NewRun, OutputValue, RunService
+from porter_bundle.service.runs import FINAL_STATES, NewRun, OutputValue, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 from porter_bundle.validation import check_address, check_name, check_set_names
@@ -457,9 +457,7 @@ class ActionService:
             if result.logs:
                 await asyncio.to_thread(self._runs.replace_log, run.id, result.logs)
             bundle = await asyncio.to_thread(self._bundles.document, run.bundle_digest) or {}
-            action = run.custom_action or {1: "install", 2: "upgrade", 4: "uninstall"}.get(
-                run.action, ""
-            )
+            action = action_name(run)
             await self._complete(run.id, bundle, action, result)
         except asyncio.CancelledError:
             raise

@@ -31,10 +31,10 @@ from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle import documents as docs
 from porter_bundle.documents import DocumentKind, SchemaCheck
 from porter_bundle.documents.validate import join
-from porter_bundle.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from porter_bundle.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from porter_bundle.service.actions import ActionPreview, ActionRequest, ActionService
 from porter_bundle.service.bundles import BundleService
-from porter_bundle.service.common import display_address
+from porter_bundle.service.common import created_concurrently
 from porter_bundle.service.installations import (
     UPDATABLE_FIELDS,
     InstallationService,
@@ -204,11 +204,8 @@ class DocumentService:
                 try:
                     return self._installations.create(desired)
                 except AlreadyExists:
-                    raise Aborted(
-                        f"installation {display_address(desired.namespace, desired.name)} was "
-                        "created concurrently; apply again",
-                        reason="CONCURRENT_CHANGE",
-                        metadata={"namespace": desired.namespace, "name": desired.name},
+                    raise created_concurrently(
+                        "installation", desired.namespace, desired.name
                     ) from None
             if prepared.outcome == UNCHANGED:
                 return current

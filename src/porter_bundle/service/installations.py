@@ -26,6 +26,7 @@ from porter_bundle.service.common import (
     check_etag,
     check_struct,
     display_address,
+    mask_fields,
     new_etag,
     timestamp,
     utcnow,
@@ -171,7 +172,7 @@ class InstallationService:
     def update(self, given: Installation, paths: Sequence[str]) -> Installation:
         """Changes the fields in ``paths`` (all writable ones when empty); ABORTED on a stale etag."""
         check_address(given.namespace, given.name, prefix="installation.")
-        fields = _mask_fields(paths, UPDATABLE_FIELDS)
+        fields = mask_fields(paths, UPDATABLE_FIELDS)
         with self._store.write() as s:
             row = store.get_installation(s, given.namespace, given.name)
             if row is None:
@@ -254,20 +255,6 @@ def _not_found(namespace: str, name: str) -> NotFound:
 def installation_not_found(namespace: str, name: str) -> NotFound:
     """The NOT_FOUND error for a missing installation (shared with runs)."""
     return _not_found(namespace, name)
-
-
-def _mask_fields(paths: Sequence[str], allowed: Sequence[str]) -> Sequence[str]:
-    if not paths:
-        return allowed
-    v = Violations()
-    for i, path in enumerate(paths):
-        if path not in allowed:
-            v.add(
-                f"update_mask.paths[{i}]",
-                f"{path!r} cannot be updated; allowed: {', '.join(allowed)}",
-            )
-    v.raise_if_any()
-    return list(dict.fromkeys(paths))
 
 
 def _copy_writable(src: Installation, dst: Installation, fields: Sequence[str]) -> None:

@@ -205,8 +205,8 @@ class RunService:
 
     def active(self) -> list[Run]:
         """Every run still PENDING or RUNNING."""
-        with self._store.write() as s:
-            return [Run.FromString(r.doc) for r in store.active_runs(s)]
+        with self._store.read() as conn:
+            return [Run.FromString(doc) for doc in store.active_run_docs(conn)]
 
     def find(self, namespace: str, name: str, run_id: str) -> Run:
         """A run of an installation by ID (no alias); NOT_FOUND when missing."""
@@ -221,12 +221,12 @@ class RunService:
 
     def by_request(self, namespace: str, name: str, request_id: str) -> Run | None:
         """The run an earlier request with this ID created, or None."""
-        with self._store.write() as s:
-            inst_row = store.get_installation(s, namespace, name)
-            if inst_row is None:
+        with self._store.read() as conn:
+            pointers = store.get_installation_pointers(conn, namespace, name)
+            if pointers is None:
                 raise installation_not_found(namespace, name)
-            row = store.get_run_by_request(s, inst_row.id, request_id)
-            return None if row is None else Run.FromString(row.doc)
+            doc = store.get_run_doc_by_request(conn, pointers[0], request_id)
+        return None if doc is None else Run.FromString(doc)
 
     def replace_log(self, run_id: str, content: bytes) -> None:
         """Replaces a run's stored log with the complete one (after re-attaching to its container)."""
@@ -385,9 +385,13 @@ class RunService:
 
     def run_parameters(self, run_id: str) -> dict[str, Any]:
         """Every parameter value a run used, sensitive ones included (for the executor only)."""
-        with self._store.write() as s:
-            row = self._load(s, run_id)
-            result: dict[str, Any] = json.loads(row.parameters)
+        with self._store.read() as conn:
+            raw = store.get_run_parameters(conn, run_id)
+        if raw is None:
+            raise NotFound(
+                f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": run_id}
+            )
+        result: dict[str, Any] = json.loads(raw)
         return result
 
     # --- internals ---------------------------------------------------------------

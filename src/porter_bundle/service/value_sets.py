@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
-from porter_bundle.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, Violations
+from porter_bundle.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from porter_bundle.ids import new_id
 from porter_bundle.service.common import (
     Clock,
     check_etag,
+    created_concurrently,
     display_address,
+    mask_fields,
     new_etag,
     timestamp,
     utcnow,
@@ -128,9 +130,9 @@ class ValueSetService(Generic[SetMessage]):
 
     def get_full(self, namespace: str, name: str) -> SetMessage | None:
         """One set with its literal values (for resolving a run's inputs), or None."""
-        with self._store.write() as s:
-            row = store.get_value_set(s, self._kind.kind, namespace, name)
-        return None if row is None else self._kind.message.FromString(row.values)
+        with self._store.read() as conn:
+            values = store.get_value_set_values(conn, self._kind.kind, namespace, name)
+        return None if values is None else self._kind.message.FromString(values)
 
     def create(self, given: SetMessage) -> SetMessage:
         """Stores a new set; ALREADY_EXISTS when the address is taken."""
@@ -170,7 +172,7 @@ class ValueSetService(Generic[SetMessage]):
         """Changes the fields in ``paths`` (all when empty); ABORTED on a stale etag."""
         field_prefix = f"{self._field}."
         check_address(given.namespace, given.name, prefix=field_prefix)
-        fields = self._mask(paths)
+        fields = mask_fields(paths, self._kind.updatable)
         with self._store.write() as s:
             row = store.get_value_set(s, self._kind.kind, given.namespace, given.name)
             if row is None:
@@ -215,12 +217,7 @@ class ValueSetService(Generic[SetMessage]):
             try:
                 return self.create(given), "created", list(self._kind.updatable)
             except AlreadyExists:
-                raise Aborted(
-                    f"{self._kind.title} {display_address(given.namespace, given.name)} was created "
-                    "concurrently; apply again",
-                    reason="CONCURRENT_CHANGE",
-                    metadata={"namespace": given.namespace, "name": given.name},
-                ) from None
+                raise created_concurrently(self._kind.title, given.namespace, given.name) from None
         changed = [
             f
             for f in self._kind.updatable
@@ -271,20 +268,6 @@ class ValueSetService(Generic[SetMessage]):
             reason=f"{self._reason}_NOT_FOUND",
             metadata={"namespace": namespace, "name": name},
         )
-
-    def _mask(self, paths: Sequence[str]) -> Sequence[str]:
-        allowed = self._kind.updatable
-        if not paths:
-            return allowed
-        v = Violations()
-        for i, path in enumerate(paths):
-            if path not in allowed:
-                v.add(
-                    f"update_mask.paths[{i}]",
-                    f"{path!r} cannot be updated; allowed: {', '.join(allowed)}",
-                )
-        v.raise_if_any()
-        return list(dict.fromkeys(paths))
 
     def _copy(self, src: SetMessage, dst: SetMessage, fields: Sequence[str]) -> None:
         for f in fields:

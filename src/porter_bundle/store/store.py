@@ -693,12 +693,6 @@ def active_run(session: Session, installation_id: str) -> RunRow | None:
     return session.execute(stmt).scalar_one_or_none()
 
 
-def active_runs(session: Session) -> list[RunRow]:
-    """Every run still PENDING or RUNNING (what a restart must finish)."""
-    stmt = select(RunRow).where(text(ACTIVE_RUN_PREDICATE)).order_by(RunRow.id)
-    return list(session.execute(stmt).scalars().all())
-
-
 def run_exists(session: Session, run_id: str) -> bool:
     """Whether a run with this ID exists."""
     return session.get(RunRow, run_id) is not None
@@ -783,6 +777,52 @@ def get_run_log_length(reader: Reader, run_id: str) -> int:
         )
 
     return int(reader.scalar("run.log.length", build, {"run": run_id}) or 0)
+
+
+def get_value_set_values(reader: Reader, kind: str, namespace: str, name: str) -> bytes | None:
+    """A set's full message, literal values included (for resolving a run's inputs), or None."""
+
+    def build() -> Select[Any]:
+        v = _value_sets
+        return select(v.c["values"]).where(
+            v.c.kind == bindparam("kind"),
+            v.c.namespace == bindparam("ns"),
+            v.c.name == bindparam("name"),
+        )
+
+    found = reader.scalar("value_set.values", build, {"kind": kind, "ns": namespace, "name": name})
+    return None if found is None else bytes(found)
+
+
+def get_run_doc_by_request(reader: Reader, installation_id: str, request_id: str) -> bytes | None:
+    """The Run message an earlier request with this ID created, or None."""
+
+    def build() -> Select[Any]:
+        return select(_runs.c.doc).where(
+            _runs.c.installation_id == bindparam("inst"), _runs.c.request_id == bindparam("req")
+        )
+
+    found = reader.scalar("run.by_request", build, {"inst": installation_id, "req": request_id})
+    return None if found is None else bytes(found)
+
+
+def active_run_docs(reader: Reader) -> list[bytes]:
+    """The Run messages of every run still PENDING or RUNNING."""
+
+    def build() -> Select[Any]:
+        return select(_runs.c.doc).where(text(ACTIVE_RUN_PREDICATE)).order_by(_runs.c.id)
+
+    return [bytes(r[0]) for r in reader.rows("runs.active", build, {})]
+
+
+def get_run_parameters(reader: Reader, run_id: str) -> bytes | None:
+    """Every parameter value a run used (JSON), or None when there is no such run."""
+
+    def build() -> Select[Any]:
+        return select(_runs.c.parameters).where(_runs.c.id == bindparam("run"))
+
+    found = reader.scalar("run.parameters", build, {"run": run_id})
+    return None if found is None else bytes(found)
 
 
 def get_run_doc_by_id(reader: Reader, run_id: str) -> bytes | None:
