@@ -316,10 +316,11 @@ def test_failed_runs_are_retried_by_the_next_apply(stub, world, fake):
     fake.behaviour = lambda spec: ContainerResult(exit_code=1)
     apply(stub, document())
     assert settle(stub).status.run_state == RUN_STATE_FAILED
+    # The run starts in the background as soon as apply returns: set its behaviour first.
+    fake.behaviour = lambda spec: ContainerResult(exit_code=0)
     retry = apply(stub, document())  # still not installed: install again
     assert (retry.outcome, retry.decision) == (UNCHANGED, INSTALL)
-    fake.behaviour = lambda spec: ContainerResult(exit_code=0)
-    settle(stub)
+    assert settle(stub).status.run_state == RUN_STATE_SUCCEEDED
 
     fake.behaviour = lambda spec: ContainerResult(exit_code=1)
     up = document(parameters={"level": 9, "password": "pw-first", "note": "hello"})
@@ -327,11 +328,11 @@ def test_failed_runs_are_retried_by_the_next_apply(stub, world, fake):
     assert settle(stub).status.run_state == RUN_STATE_FAILED
     # Porter compares with the last run (the failed upgrade, same values) and never retries;
     # here the comparison is with the last successful install or upgrade.
+    fake.behaviour = lambda spec: ContainerResult(exit_code=0)
     again = apply(stub, up)
     assert (again.outcome, again.decision) == (UNCHANGED, UPGRADE)
     assert changes(again) == {"parameters.level": (7, 9)}
-    fake.behaviour = lambda spec: ContainerResult(exit_code=0)
-    settle(stub)
+    assert settle(stub).status.run_state == RUN_STATE_SUCCEEDED
     assert apply(stub, up).decision == NONE
 
 
