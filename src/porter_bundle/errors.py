@@ -8,7 +8,9 @@ The tree::
     ├── AlreadyExists          a create collides with an existing resource
     ├── FailedPrecondition     the resource is not in a state that allows the call
     ├── Aborted                a concurrency conflict (stale etag, active run)
-    └── Unavailable            a dependency (container engine, registry) cannot be reached
+    ├── Unavailable            a dependency (container engine, registry) cannot be reached
+    ├── Unauthenticated        the caller (or a registry's credentials) could not be authenticated
+    └── PermissionDenied       the caller (or a registry) is authenticated but not allowed
 
 Each carries a stable machine-readable ``reason`` (UPPER_SNAKE_CASE) and string
 metadata. Transport codes live in :mod:`porter_bundle.api.errors`, the single place
@@ -120,3 +122,15 @@ class Unavailable(PorterBundleError):
     """A dependency of the call (container engine, registry) cannot be reached; retrying later may work."""
 
     default_reason = "UNAVAILABLE"
+
+
+class Unauthenticated(PorterBundleError):
+    """No valid credentials: a missing or unknown bearer token, or a registry that refused to log in."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PorterBundleError):
+    """Valid credentials that do not allow the call (a missing role, a registry that refuses access)."""
+
+    default_reason = "PERMISSION_DENIED"
