@@ -213,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The secrets of running actions never reach a log line (nor a traceback).
+    from porter_bundle.service.redact import LogRedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LogRedactingFilter())
     # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if args.command != "serve":
