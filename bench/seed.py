@@ -100,6 +100,7 @@ MODIFIED_BY_SEEDING = tuple(_TABLES)
 _SRC = Path(porter_bundle.__file__).resolve().parent
 _CACHE_INPUTS = (
     _SRC / "store" / "models.py",
+    _SRC / "store" / "crypto.py",
     _SRC / "store" / "migrations",
     _SRC / "service" / "runs.py",
     _SRC / "service" / "installations.py",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.struct_pb2 import Value
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import ACTION_INSTALL, RUN_STATE_SUCCEEDED
@@ -261,3 +262,36 @@ def test_keys_from_the_environment_setting(tmp_path: Path):
     with pytest.raises(KeyFileError, match="key 1") as err:
         config.open_keyring(config.Settings(encryption_key="secret-but-not-a-key"))
     assert "secret-but-not-a-key" not in str(err.value)
+
+
+def test_reencrypt_leaves_a_row_that_changed_since_it_was_read(store: Store):
+    _scenario(store)
+    [(set_id, stored)] = _rows(store, "value_sets", "id", "values")
+    col = SECRET_COLUMNS[0]
+    assert col.name == "value_sets.values"
+    # A value read before a concurrent update: the rewrite must not bring it back.
+    outdated = col.seal(store.keyring, [set_id], b"what the set held before")
+    assert store._reseal(col, [(set_id, outdated)]) == 0
+    assert _rows(store, "value_sets", "id", "values") == [(set_id, stored)]
+    assert store._reseal(col, [(set_id, stored)]) == 1
+
+
+def _rows(s: Store, table: str, *columns: str) -> list[tuple[object, ...]]:
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    with s.engine.connect() as conn:
+        return [
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+            for row in conn.execute(text(f"SELECT {quoted} FROM {table}"))
+        ]
+
+
+def test_sql_errors_never_show_bound_values(store: Store):
+    with pytest.raises(IntegrityError) as err, store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO runs (id) VALUES (:v)"), {"v": "secret-in-sql-Xy01"})
+    # What SQLAlchemy adds to the driver's message: the statement, not its values.
+    added = str(err.value).partition("[SQL:")[2]
+    assert "hide_parameters" in added and "secret-in-sql-Xy01" not in added
+    if store.is_sqlite:
+        assert "secret-in-sql-Xy01" not in str(err.value)
+    # PostgreSQL's own message details the failing row, values included: why secret
+    # columns are encrypted before any statement carries them.

@@ -480,9 +480,22 @@ class ActionService:
             log.exception("could not recover run %s", run.id)
 
     def _stored_redactor(self, run: Run) -> Redactor:
-        """Masks the sensitive parameter values a stored run used."""
+        """Masks what a run recorded before a restart used: its sensitive parameter values
+        (stored with the run) and, as far as they resolve again now, its credentials (from
+        its credential sets; command sources are not run again)."""
         used = self._runs.run_parameters(run.id)
-        return Redactor(render(used[n]) for n in run.sensitive_parameters if n in used)
+        secrets = [render(used[n]) for n in run.sensitive_parameters if n in used]
+        for set_name in run.credential_sets:
+            entries = self._find_set(self._credential_sets, run.namespace, set_name, "credentials")
+            for entry in entries or ():
+                if entry.source.WhichOneof("kind") == "command":
+                    continue
+                try:
+                    value = self._resolver.resolve(f"credential {entry.name!r}", entry.source)
+                except FailedPrecondition:
+                    continue
+                secrets.append(render(value))
+        return Redactor(secrets)
 
     async def _complete(
         self,

@@ -254,19 +254,24 @@ class Store:
                 after = tuple(batch[-1][:-1])
                 stale = [r for r in batch if self.keyring.needs_reencryption(_stored(r[-1]))]
                 if stale:
-                    with self.write() as s:
-                        for *key, stored in stale:
-                            plain = col.open(self.keyring, key, stored)
-                            pk = [
-                                col.table.c[c] == v
-                                for c, v in zip(col.primary_key, key, strict=True)
-                            ]
-                            s.execute(
-                                update(col.table)
-                                .where(*pk)
-                                .values({col.column: col.seal(self.keyring, key, plain)})
-                            )
-                    done[col.name] += len(stale)
+                    done[col.name] += self._reseal(col, stale)
+        return done
+
+    def _reseal(self, col: SecretColumn, rows: Sequence[Any]) -> int:
+        """Rewrites ``rows`` (primary key..., stored value) with the newest key; returns how
+        many. A row changed meanwhile (by a server running beside) is left as it is now."""
+        done = 0
+        value = col.table.c[col.column]
+        with self.write() as s:
+            for *key, stored in rows:
+                plain = col.open(self.keyring, key, stored)
+                pk = [col.table.c[c] == v for c, v in zip(col.primary_key, key, strict=True)]
+                result = s.execute(
+                    update(col.table)
+                    .where(*pk, value == stored)  # unchanged since it was read
+                    .values({col.column: col.seal(self.keyring, key, plain)})
+                )
+                done += cast(Any, result).rowcount
         return done
 
     def key_usage(self) -> dict[str, dict[str, int]]:
