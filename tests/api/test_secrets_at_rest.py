@@ -101,6 +101,7 @@ class EchoingExecutor(FakeExecutor):
         for i in range(0, len(text), 3):
             await on_log(text[i : i + 3])
         if spec.env["CNAB_ACTION"] == "install":
+            await on_log(f"token written: {SECRETS['sensitive output']}\n".encode())
             outputs = {
                 "token": SECRETS["sensitive output"].encode(),
                 "endpoint": PUBLIC_OUTPUT.encode(),
@@ -232,6 +233,7 @@ def test_no_secret_in_database_log_or_plain_responses(
         pb.GetInstallationRunLogsRequest(namespace=NS, name=NAME, run_id=install.id)
     ).logs
     assert "I was given ***\n" in logs and "I was given 3\n" in logs  # masked, not dropped
+    assert "token written: ***\n" in logs
     call(stub.GetInstallation, pb.GetInstallationRequest(namespace=NS, name=NAME))
     call(stub.ListInstallations, pb.ListInstallationsRequest(all_namespaces=True))
     call(stub.ListInstallationRuns, pb.ListInstallationRunsRequest(namespace=NS, name=NAME))

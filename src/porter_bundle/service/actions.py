@@ -506,6 +506,10 @@ class ActionService:
         redactor: Redactor,
     ) -> None:
         values, missing = collect_outputs(bundle, action, result.outputs)
+        produced = [render(v.value) for v in values if v.sensitive]
+        if produced:  # the image may have printed the sensitive outputs it wrote
+            redactor = redactor.plus(produced)
+            await asyncio.to_thread(self._mask_stored_log, run_id, redactor)
         if result.canceled or run_id in self._canceled:
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
@@ -526,6 +530,12 @@ class ActionService:
             state, message = RUN_STATE_SUCCEEDED, ""
         message = redactor.text(message)
         await asyncio.to_thread(self._finish_quietly, run_id, state, message, values)
+
+    def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
+        logs = self._runs.stored_log(run_id)
+        masked = redactor.data(logs)
+        if masked != logs:
+            self._runs.replace_log(run_id, masked)
 
     def _finish_quietly(
         self, run_id: str, state: int, message: str, outputs: Sequence[OutputValue] = ()

@@ -43,6 +43,10 @@ class Redactor:
                 data = data.replace(secret, MASK.encode())
         return data
 
+    def plus(self, secrets: Iterable[str]) -> Redactor:
+        """A redactor masking these secrets too."""
+        return Redactor([*self._texts, *secrets])
+
     def stream(self) -> StreamRedactor:
         """A masker for a byte stream that arrives in chunks."""
         return StreamRedactor(self)
