@@ -58,7 +58,14 @@ from porter_bundle.ids import new_id
 from porter_bundle.service.common import Clock, new_etag, timestamp, utcnow
 from porter_bundle.service.installations import DEFAULT_SCHEMA_VERSION
 from porter_bundle.service.runs import ACTION_NAMES, NewRun, OutputValue, canonical_json
-from porter_bundle.store import KIND_CREDENTIAL_SET, KIND_INSTALLATION, KIND_PARAMETER_SET, Store
+from porter_bundle.store import (
+    KIND_CREDENTIAL_SET,
+    KIND_INSTALLATION,
+    KIND_PARAMETER_SET,
+    Keyring,
+    Store,
+)
+from porter_bundle.store.crypto import associated_data, create_key_file, read_key_file
 from porter_bundle.store.models import (
     InstallationLabelRow,
     InstallationRow,
@@ -84,6 +91,8 @@ MODIFYING_ACTIONS = frozenset({ACTION_INSTALL, ACTION_UPGRADE, ACTION_UNINSTALL}
 RUNS_PER_BATCH = 20_000
 INSTALLATIONS_PER_BATCH = 10_000
 _VALUE_CACHE_SIZE = 400_000
+KEY_SUFFIX = ".key"
+"""A seeded file's key file is the file's name plus this (where the server looks by default)."""
 MODIFIED_BY_SEEDING = tuple(_TABLES)
 """Tables whose secondary indexes are dropped while loading and rebuilt afterwards."""
 
@@ -91,6 +100,7 @@ MODIFIED_BY_SEEDING = tuple(_TABLES)
 _SRC = Path(porter_bundle.__file__).resolve().parent
 _CACHE_INPUTS = (
     _SRC / "store" / "models.py",
+    _SRC / "store" / "crypto.py",
     _SRC / "store" / "migrations",
     _SRC / "service" / "runs.py",
     _SRC / "service" / "installations.py",
@@ -248,7 +258,8 @@ class RowBuilder:
     digests): that is what makes a million runs take seconds rather than minutes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
         self._params: dict[Any, tuple[bytes, Struct, list[str]]] = {}
         self._values: dict[Any, tuple[str, str, Value]] = {}
         self._run_row = itemgetter(*_INSERTS["runs"][1])
@@ -314,7 +325,9 @@ class RowBuilder:
                 "action": new.action,
                 "request_id": new.request_id or None,
                 "doc": run.SerializeToString(),
-                "parameters": params_json,
+                "parameters": self._keyring.encrypt(
+                    params_json, associated_data("runs", [run_id], "parameters")
+                ).encode(),
                 "created_at": created,
             }
         )
@@ -355,7 +368,11 @@ class RowBuilder:
                 "run_id": run_id,
                 "name": out.name,
                 "sensitive": self._true if out.sensitive else self._false,
-                "value": text,
+                "value": self._keyring.encrypt(
+                    text.encode(), associated_data("outputs", [run_id, out.name], "value")
+                )
+                if out.sensitive
+                else text,
                 "doc": msg.SerializeToString(),
             }
         )
@@ -450,9 +467,9 @@ class SeedStats:
 _worker: tuple[Plan, list[str], RowBuilder] | None = None
 
 
-def _init_worker(plan: Plan, inst_ids: list[str]) -> None:
+def _init_worker(plan: Plan, inst_ids: list[str], key_file: Path) -> None:
     global _worker
-    _worker = (plan, inst_ids, RowBuilder())
+    _worker = (plan, inst_ids, RowBuilder(read_key_file(key_file)))
 
 
 RunBatch = tuple[list[int], list[int], list[str], datetime]
@@ -522,6 +539,9 @@ def seed_into(
 ) -> SeedStats:
     """Migrates a new SQLite file at ``path`` and bulk-loads ``plan`` into it.
 
+    Secrets are encrypted with the key file the server uses by default, ``<path>.key``
+    (created when missing).
+
     IDs are minted here like the services mint them: installations first in index
     order, then runs in the order they happen. Worker processes (one per CPU by default)
     build the rows; this process tracks each installation's status and feeds a writer
@@ -530,7 +550,9 @@ def seed_into(
     """
     started = time.perf_counter()
     stats = SeedStats()
-    store = Store(sqlite_url(path))
+    key_file = Path(f"{path}{KEY_SUFFIX}")
+    keyring = read_key_file(key_file) if key_file.exists() else create_key_file(key_file)
+    store = Store(sqlite_url(path), keyring=keyring)
     store.migrate()
     store.close()
     stats.phases["migrate"] = time.perf_counter() - started
@@ -556,7 +578,7 @@ def seed_into(
     mp = multiprocessing.get_context("spawn")
     writer = _Writer(path)
     try:
-        with mp.Pool(workers, _init_worker, (plan, inst_ids)) as pool:
+        with mp.Pool(workers, _init_worker, (plan, inst_ids, key_file)) as pool:
             t0 = time.perf_counter()
             for n, (run_rows, output_rows, events, now) in enumerate(
                 pool.imap(_build_runs, run_batches())
@@ -658,6 +680,7 @@ def seeded_database(
     try:
         stats = seed_into(scratch, plan, progress=progress)
         _remove_db(final)
+        Path(f"{scratch}{KEY_SUFFIX}").rename(f"{final}{KEY_SUFFIX}")
         scratch.rename(final)
     finally:
         _remove_db(scratch)
@@ -665,5 +688,5 @@ def seeded_database(
 
 
 def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", KEY_SUFFIX):
         Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -22,13 +22,20 @@ from typing import Any
 from google.protobuf.message import Message
 
 from bench.plan import Plan
-from bench.seed import seed_into
+from bench.seed import KEY_SUFFIX, seed_into
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Output, Run
 from porter_bundle.config import sqlite_url
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.runs import RunService
 from porter_bundle.store import Store
+from porter_bundle.store.crypto import (
+    associated_data,
+    create_key_file,
+    is_encrypted,
+    read_key_file,
+)
+from porter_bundle.store.store import SECRET_COLUMNS
 
 CHECK_PLAN = Plan(installations=60, runs=400, namespaces=3, heavy_runs=40)
 """Small enough to replay through the services in about a second; hits every plan rule."""
@@ -47,7 +54,7 @@ def _fixed_clock() -> datetime:
 
 
 def _through_services(path: Path, plan: Plan) -> None:
-    store = Store(sqlite_url(path))
+    store = Store(sqlite_url(path), keyring=create_key_file(Path(f"{path}{KEY_SUFFIX}")))
     store.migrate()
     installations = InstallationService(store, clock=_fixed_clock)
     runs = RunService(store, clock=_fixed_clock)
@@ -75,8 +82,10 @@ def _minted_ids(path: Path) -> Iterator[str]:
 
 
 def _table_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, sorted, with etags blanked (they are random by design)."""
+    """Every row of every table, sorted, with etags blanked (they are random by design) and
+    secrets decrypted (their nonces are random by design)."""
     out: dict[str, list[tuple[Any, ...]]] = {}
+    keyring = read_key_file(Path(f"{path}{KEY_SUFFIX}"))
     with sqlite3.connect(path) as conn:
         tables = [
             r[0]
@@ -98,6 +107,13 @@ def _table_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
                         row["etag"] = ""
                         doc.etag = ""  # type: ignore[attr-defined]
                     row["doc"] = doc.SerializeToString(deterministic=True)
+                for col in SECRET_COLUMNS:
+                    if col.table.name == table and (table != "outputs" or row["sensitive"]):
+                        key = [row[c] for c in col.primary_key]
+                        ad = associated_data(table, key, col.column)
+                        if not is_encrypted(row[col.column]):
+                            raise SeedDrift(f"{col.name} of {key} is stored in clear")
+                        row[col.column] = keyring.decrypt(row[col.column], ad)
                 rows.append(tuple(sorted(row.items())))
             out[table] = sorted(rows, key=repr)
     return out

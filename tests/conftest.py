@@ -27,7 +27,7 @@ from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
-from porter_bundle.store import Store
+from porter_bundle.store import Keyring, Store
 
 
 @dataclass
@@ -77,8 +77,14 @@ def database_url(db_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
+def keyring() -> Keyring:
+    """The encryption keys of the test store (one random key)."""
+    return Keyring.generate()
+
+
+@pytest.fixture
+def store(database_url: str, keyring: Keyring) -> Iterator[Store]:
+    s = Store(database_url, keyring=keyring)
     s.migrate()
     yield s
     s.close()

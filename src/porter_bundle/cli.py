@@ -135,6 +135,22 @@ def _parser() -> argparse.ArgumentParser:
             f"(env {config.ENV_SCHEMA_CHECK})"
         ),
     )
+    # Encryption of secrets at rest (issue 7): the key file flag, and the `keys` command.
+    serve.add_argument(
+        "--encryption-key-file",
+        default=os.environ.get(config.ENV_ENCRYPTION_KEY_FILE, ""),
+        metavar="PATH",
+        help=(
+            "file of the keys that encrypt secrets in the database (base64, one a line, newest "
+            "first, mode 0600); default: <database file>.key beside a SQLite database, else "
+            f"{config.DATA_DIR_KEY_FILE} in the data directory, created when missing "
+            f"(env {config.ENV_ENCRYPTION_KEY_FILE}; or the keys themselves in "
+            f"{config.ENV_ENCRYPTION_KEY})"
+        ),
+    )
+    from porter_bundle import keys
+
+    keys.register(sub)
     from porter_bundle import client
 
     client.register(sub)
@@ -158,7 +174,8 @@ async def _serve(settings: config.Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry_auth = load_registry_auths(settings.registry_config)
-    store = Store(settings.database_url, pool_size=settings.workers + 2)
+    keyring = config.open_keyring(settings)
+    store = Store(settings.database_url, keyring=keyring, pool_size=settings.workers + 2)
     await asyncio.to_thread(store.migrate)
     services = Services.create(
         store,
@@ -196,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The secrets of running actions never reach a log line (nor a traceback).
+    from porter_bundle.service.redact import LogRedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LogRedactingFilter())
     # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if args.command != "serve":
@@ -217,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry_config=args.registry_config,
         stream_heartbeat_seconds=args.stream_heartbeat,
         schema_check=args.schema_check,
+        encryption_key_file=args.encryption_key_file,
+        encryption_key=os.environ.get(config.ENV_ENCRYPTION_KEY, ""),
     )
     log.info("database: %s", _redact_url(settings.database_url))
     try:

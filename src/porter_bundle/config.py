@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from porter_bundle.store.crypto import Keyring
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:3001"
 DEFAULT_GRACE_SECONDS = 10.0
@@ -25,6 +32,11 @@ DEFAULT_SCHEMA_CHECK = "exact"
 SCHEMA_CHECKS = ("exact", "minor", "major", "none")
 DEFAULT_STREAM_HEARTBEAT_SECONDS = 15.0
 DEFAULT_STREAM_RECHECK_SECONDS = 5.0
+# Encryption of secrets at rest (store.crypto).
+ENV_ENCRYPTION_KEY = "PORTER_BUNDLE_ENCRYPTION_KEY"
+ENV_ENCRYPTION_KEY_FILE = "PORTER_BUNDLE_ENCRYPTION_KEY_FILE"
+KEY_FILE_SUFFIX = ".key"
+DATA_DIR_KEY_FILE = "porter-bundle.key"
 
 
 def default_data_dir() -> Path:
@@ -86,6 +98,12 @@ class Settings:
     schema_check: str = DEFAULT_SCHEMA_CHECK
     """How strictly a Porter document's schemaVersion must match the supported versions:
     exact, minor, major or none (Porter's schema-check setting)."""
+    encryption_key_file: str = ""
+    """File of the keys that encrypt secrets in the database (base64, one a line, newest
+    first); "" = :func:`default_key_file`, created on first start."""
+    encryption_key: str = ""
+    """The encryption keys themselves (base64, comma-separated, newest first), instead of a
+    file (from $PORTER_BUNDLE_ENCRYPTION_KEY only)."""
 
     @property
     def secrets_path(self) -> Path:
@@ -96,6 +114,58 @@ class Settings:
     def database_url(self) -> str:
         """The database URL to use."""
         return self.database or sqlite_url(default_data_dir() / DATABASE_FILE)
+
+
+def default_key_file(database_url: str) -> Path:
+    """Where the encryption key file is by default: ``<database file>.key`` beside a SQLite
+    database, else ``porter-bundle.key`` in the data directory."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + KEY_FILE_SUFFIX)
+    return default_data_dir() / DATA_DIR_KEY_FILE
+
+
+def key_file_path(settings: Settings) -> Path:
+    """The key file the settings name, or the default one."""
+    if settings.encryption_key_file:
+        return Path(settings.encryption_key_file)
+    return default_key_file(settings.database_url)
+
+
+def open_keyring(settings: Settings) -> Keyring:
+    """The keys that encrypt secrets: from ``encryption_key``, else the key file named, else
+    the default key file, which is created (mode 0600) when missing. A named key file must
+    exist. ``KeyFileError`` (a ValueError) when they cannot be used; never logs a key."""
+    from porter_bundle.store.crypto import (
+        Keyring,
+        create_key_file,
+        parse_key,
+        read_key_file,
+    )
+
+    if settings.encryption_key:
+        keys = [
+            parse_key(part, f"${ENV_ENCRYPTION_KEY}, key {n}")
+            for n, part in enumerate(settings.encryption_key.split(","), 1)
+            if part.strip()
+        ]
+        return Keyring(keys)
+    if settings.encryption_key_file:
+        return read_key_file(Path(settings.encryption_key_file))
+    path = default_key_file(settings.database_url)
+    try:
+        keyring = create_key_file(path)
+    except FileExistsError:
+        return read_key_file(path)
+    log.warning(
+        "created encryption key file %s (key %s, mode 0600): it encrypts the secrets in the "
+        "database; back it up with the database, which is unreadable without it",
+        path,
+        keyring.primary_id,
+    )
+    return keyring
 
 
 def load_registry_auths(path: str) -> dict[str, tuple[str, str]]:

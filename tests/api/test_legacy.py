@@ -43,6 +43,7 @@ from porter_bundle.api.server import LEGACY_SERVICE_NAME, RunningServer, start_s
 from porter_bundle.config import Settings
 from porter_bundle.service.runs import NewRun, OutputValue
 from porter_bundle.store import Store, store
+from porter_bundle.store.crypto import create_key_file
 from porter_bundle.store.migrate import alembic_config
 from porter_bundle.store.models import OutputRow
 from tests.helpers import failure
@@ -729,7 +730,8 @@ def test_cli_flag_parses():
 def test_reveal_environment_variable_reaches_the_server(tmp_path, env_value, revealed):
     db = tmp_path / "db.sqlite"
     url = f"sqlite:///{db}"
-    seeded = Store(url)
+    # The key file where the server looks by default, so it decrypts what this store wrote.
+    seeded = Store(url, keyring=create_key_file(Path(f"{db}.key")))
     seeded.migrate()
     from porter_bundle.service import Services
 

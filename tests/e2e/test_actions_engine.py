@@ -409,7 +409,9 @@ env | sort
         env_dump = logs_of(stub, run.id, name)
         for c_name, c in (doc.get("credentials") or {}).items():
             if c.get("env"):
-                assert f"{c['env']}=cred-{c_name}" in env_dump
+                # The container got the credential; its stored log shows it masked (issue 7).
+                assert f"{c['env']}=***\n" in env_dump
+                assert f"cred-{c_name}" not in env_dump
 
 
 # --- kill -9 and restart -----------------------------------------------------------------------

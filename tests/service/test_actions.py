@@ -563,6 +563,56 @@ def test_recovery_finishes_runs_left_active(store, fake, tmp_path):
     assert runs.active() == []
 
 
+def test_recovery_masks_the_run_secrets_in_its_log_and_message(store, fake):
+    import asyncio
+
+    from porter_bundle.service.runs import NewRun
+
+    services = Services.create(store, executor=lambda: fake)
+    services.bundles.create(REF, json.dumps(BUNDLE))
+    services.credential_sets.create(
+        CredentialSet(
+            namespace=NS,
+            name="creds",
+            credentials=[
+                NamedValueSource(name="token", source=src(value="tok-after-restart")),
+                NamedValueSource(name="kubeconfig", source=src(command="echo not-run")),
+            ],
+        )
+    )
+    services.installations.create(
+        Installation(
+            namespace=NS,
+            name=NAME,
+            bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
+        )
+    )
+    runs = services.runs
+    new = NewRun(
+        action=1,
+        bundle_digest=services.bundles.get(REF).digest,
+        parameters={"password": "pw-after-restart", "name": "web"},
+        sensitive_parameters=frozenset({"password"}),
+        credential_sets=["creds"],
+    )
+    alive, _ = runs.create(NS, NAME, new)
+    runs.start(alive.id)
+    fake.recoverable[alive.id] = ContainerResult(
+        exit_code=None,
+        logs=b"pw=pw-after-restart token=tok-after-restart name=web\n",
+        error="failed with tok-after-restart",
+    )
+
+    async def go() -> None:
+        await services.actions.recover()
+        await services.actions.wait_idle()
+
+    asyncio.run(go())
+    done = runs.get(NS, NAME, alive.id)
+    assert done.state == RUN_STATE_FAILED and done.message == "failed with ***"
+    assert runs.logs(NS, NAME, alive.id)[1] == b"pw=*** token=*** name=web\n"
+
+
 def test_engine_lost_mid_run_fails_the_run_with_a_message(stub, app, fake):
     from porter_bundle.executor.base import ExecutorUnavailable
 

@@ -47,6 +47,7 @@ from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import display_address
 from porter_bundle.service.inputs import ResolvedInputs, render, resolve_inputs
 from porter_bundle.service.installations import InstallationService, bundle_ref_of
+from porter_bundle.service.redact import Redactor, register, unregister
 from porter_bundle.service.runs import FINAL_STATES, NewRun, OutputValue, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
@@ -112,6 +113,8 @@ class _Prepared:
     spec: ContainerSpec
     bundle: dict[str, Any]
     action: str
+    redactor: Redactor
+    """Masks the run's secrets in its log, its message and log lines."""
 
 
 class ActionService:
@@ -289,7 +292,7 @@ class ActionService:
         spec = self._container_spec(
             inst, plan.bundle, plan.document, request.action, run, plan.inputs
         )
-        return run, _Prepared(run, spec, plan.document, request.action)
+        return run, _Prepared(run, spec, plan.document, request.action, _redactor(plan.inputs))
 
     def _check_action(
         self, inst: Installation, bundle: dict[str, Any], request: ActionRequest
@@ -412,24 +415,32 @@ class ActionService:
 
     async def _run(self, prepared: _Prepared) -> None:
         run_id = prepared.run.id
+        redactor = prepared.redactor
+        register(run_id, redactor)
         try:
             async with self._slots:
                 started = await asyncio.to_thread(self._runs.start, run_id)
                 if started is None:  # canceled while it waited for a slot
                     return
                 executor = await self._ensure_executor()
+                masked = redactor.stream()
 
                 async def on_log(chunk: bytes) -> None:
-                    await asyncio.to_thread(self._runs.append_log, run_id, chunk)
+                    safe = masked.feed(chunk)
+                    if safe:
+                        await asyncio.to_thread(self._runs.append_log, run_id, safe)
 
                 result = await executor.execute(prepared.spec, on_log)
-            await self._complete(run_id, prepared.bundle, prepared.action, result)
+                if rest := masked.flush():
+                    await asyncio.to_thread(self._runs.append_log, run_id, rest)
+            await self._complete(run_id, prepared.bundle, prepared.action, result, redactor)
         except asyncio.CancelledError:
             raise  # server shutdown: the container goes on; recover() finishes the run later
         except Unavailable as exc:
-            await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, exc.message)
+            message = redactor.text(exc.message)
+            await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
         except ExecutorUnavailable as exc:
-            message = f"lost contact with the container engine: {exc}"
+            message = redactor.text(f"lost contact with the container engine: {exc}")
             await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
         except Exception:
             incident = secrets.token_hex(6)
@@ -442,6 +453,7 @@ class ActionService:
             )
         finally:
             self._canceled.discard(run_id)
+            unregister(run_id)
 
     async def _recover_run(self, executor: Executor, run: Run) -> None:
         try:
@@ -454,20 +466,50 @@ class ActionService:
                 )
                 await asyncio.to_thread(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
                 return
+            # Its sensitive parameters are masked; its credentials are not known any more.
+            redactor = await asyncio.to_thread(self._stored_redactor, run)
             if result.logs:
-                await asyncio.to_thread(self._runs.replace_log, run.id, result.logs)
+                logs = redactor.data(result.logs)
+                await asyncio.to_thread(self._runs.replace_log, run.id, logs)
             bundle = await asyncio.to_thread(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
-            await self._complete(run.id, bundle, action, result)
+            await self._complete(run.id, bundle, action, result, redactor)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("could not recover run %s", run.id)
 
+    def _stored_redactor(self, run: Run) -> Redactor:
+        """Masks what a run recorded before a restart used: its sensitive parameter values
+        (stored with the run) and, as far as they resolve again now, its credentials (from
+        its credential sets; command sources are not run again)."""
+        used = self._runs.run_parameters(run.id)
+        secrets = [render(used[n]) for n in run.sensitive_parameters if n in used]
+        for set_name in run.credential_sets:
+            entries = self._find_set(self._credential_sets, run.namespace, set_name, "credentials")
+            for entry in entries or ():
+                if entry.source.WhichOneof("kind") == "command":
+                    continue
+                try:
+                    value = self._resolver.resolve(f"credential {entry.name!r}", entry.source)
+                except FailedPrecondition:
+                    continue
+                secrets.append(render(value))
+        return Redactor(secrets)
+
     async def _complete(
-        self, run_id: str, bundle: dict[str, Any], action: str, result: ContainerResult
+        self,
+        run_id: str,
+        bundle: dict[str, Any],
+        action: str,
+        result: ContainerResult,
+        redactor: Redactor,
     ) -> None:
         values, missing = collect_outputs(bundle, action, result.outputs)
+        produced = [render(v.value) for v in values if v.sensitive]
+        if produced:  # the image may have printed the sensitive outputs it wrote
+            redactor = redactor.plus(produced)
+            await asyncio.to_thread(self._mask_stored_log, run_id, redactor)
         if result.canceled or run_id in self._canceled:
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
@@ -486,7 +528,14 @@ class ActionService:
             state, message = RUN_STATE_FAILED, "; ".join(missing)
         else:
             state, message = RUN_STATE_SUCCEEDED, ""
+        message = redactor.text(message)
         await asyncio.to_thread(self._finish_quietly, run_id, state, message, values)
+
+    def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
+        logs = self._runs.stored_log(run_id)
+        masked = redactor.data(logs)
+        if masked != logs:
+            self._runs.replace_log(run_id, masked)
 
     def _finish_quietly(
         self, run_id: str, state: int, message: str, outputs: Sequence[OutputValue] = ()
@@ -543,6 +592,12 @@ def _output_value(d: cnab.OutputDef, raw: bytes) -> tuple[Any, str]:
 
     problem = _check(value, d.schema, d.sensitive)
     return (None, f"output {d.name!r} {problem}") if problem else (value, "")
+
+
+def _redactor(inputs: ResolvedInputs) -> Redactor:
+    """Masks a run's credential values and sensitive parameter values."""
+    sensitive = (render(inputs.parameters[n]) for n in inputs.sensitive)
+    return Redactor([*inputs.credentials.values(), *sensitive])
 
 
 def _check_request(request: ActionRequest) -> None:

@@ -182,7 +182,7 @@ class ValueSetService(Generic[SetMessage]):
                 row.etag,
                 f"{self._kind.title} {display_address(row.namespace, row.name)}",
             )
-            full = self._kind.message.FromString(row.values)
+            full = self._kind.message.FromString(store.value_set_values(s, row))
             self._copy(given, full, fields)
             self._validate(full)
             now = self._clock()
@@ -190,8 +190,9 @@ class ValueSetService(Generic[SetMessage]):
             full.etag = new_etag()
             public = self._public(full)
             row.etag, row.updated_at = full.etag, now
-            row.doc, row.values = public.SerializeToString(), full.SerializeToString()
-            s.add(row)
+            store.update_value_set(
+                s, row, doc=public.SerializeToString(), values=full.SerializeToString()
+            )
             store.set_value_set_labels(s, row.id, full.labels)
         return public
 

@@ -22,3 +22,15 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrades the schema to ``revision``."""
     command.upgrade(alembic_config(engine), revision)
+
+
+ENCRYPTION_REVISION = "0005"
+"""The first revision whose secret columns are encrypted (older databases hold them clear)."""
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision; None for a database without one (a new database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

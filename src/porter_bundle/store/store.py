@@ -4,6 +4,11 @@ Writes go through an ORM :class:`~sqlmodel.Session` from :meth:`Store.write`, wh
 on SQLite takes the write lock up front (``BEGIN IMMEDIATE``) so concurrent writers
 queue instead of failing half-way. List queries run on plain connections and return
 the stored message bytes (see :mod:`porter_bundle.store.models`).
+
+Secret columns (a set's full ``values``, a run's ``parameters``, a sensitive output's
+``value``) are encrypted by the functions here with the store's
+:class:`~porter_bundle.store.crypto.Keyring` (sessions and readers carry it): callers
+hand them clear values and get clear values back (see :data:`SECRET_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Integer,
+    LargeBinary,
     Select,
     Table,
     bindparam,
@@ -43,6 +49,12 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
 
+from porter_bundle.store.crypto import (
+    PREFIX,
+    Keyring,
+    associated_data,
+    stored_key_id,
+)
 from porter_bundle.store.models import (
     ACTIVE_RUN_PREDICATE,
     BundleDocumentRow,
@@ -78,6 +90,62 @@ _bundle_refs: Table = BundleRefRow.__table__  # type: ignore[attr-defined]
 _counts: Table = ResourceCountRow.__table__  # type: ignore[attr-defined]
 _bundle_docs: Table = BundleDocumentRow.__table__  # type: ignore[attr-defined]
 _run_logs: Table = RunLogChunkRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SecretColumn:
+    """A column whose values are stored encrypted; ``where`` limits it to some rows."""
+
+    table: Table
+    column: str
+    primary_key: tuple[str, ...]
+    where: Callable[[], ColumnElement[bool]] | None = None
+
+    @property
+    def name(self) -> str:
+        """``table.column``."""
+        return f"{self.table.name}.{self.column}"
+
+    @property
+    def binary(self) -> bool:
+        """Whether the column holds bytes (else text)."""
+        return isinstance(self.table.c[self.column].type, LargeBinary)
+
+    def seal(self, keyring: Keyring, key: Sequence[str], plain: bytes) -> bytes | str:
+        """The stored form of ``plain`` in the row with primary key ``key``."""
+        token = keyring.encrypt(plain, associated_data(self.table.name, key, self.column))
+        return token.encode() if self.binary else token
+
+    def open(self, keyring: Keyring, key: Sequence[str], stored: bytes | str) -> bytes:
+        """The clear value of a stored one (clear values written before encryption as they are)."""
+        value = bytes(stored) if isinstance(stored, bytes | bytearray | memoryview) else stored
+        return keyring.decrypt(value, associated_data(self.table.name, key, self.column))
+
+
+SECRET_COLUMNS: tuple[SecretColumn, ...] = (
+    SecretColumn(_value_sets, "values", ("id",)),
+    SecretColumn(_runs, "parameters", ("id",)),
+    SecretColumn(_outputs, "value", ("run_id", "name"), lambda: _outputs.c.sensitive.is_(True)),
+)
+_SET_VALUES, _RUN_PARAMETERS, _OUTPUT_VALUE = SECRET_COLUMNS
+
+
+def _stored(value: Any) -> bytes | str:
+    return value if isinstance(value, str) else bytes(value)
+
+
+def _sealed(token: bytes | str) -> bytes:
+    return token.encode() if isinstance(token, str) else token
+
+
+def _text(token: bytes | str) -> str:
+    return token.decode() if isinstance(token, bytes) else token
+
+
+def _keyring(session: Session) -> Keyring:
+    keyring = session.info["keyring"]
+    assert isinstance(keyring, Keyring)
+    return keyring
 
 
 class DuplicateKey(Exception):
@@ -127,15 +195,23 @@ def _sqlite_path(url: str) -> Path | None:
 class Store:
     """The database: connections, migrations and every query the service needs."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, keyring: Keyring, pool_size: int = 10) -> None:
         self.url = url
+        self.keyring = keyring
+        """Encrypts and decrypts the secret columns (:data:`SECRET_COLUMNS`)."""
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         # As many pooled connections as threads that may use one, so none is closed and
         # reopened under load (a new SQLite connection starts with a cold page cache).
-        kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 4}
+        # hide_parameters: a failing statement's error (and log line) never shows bound values,
+        # which may be secrets.
+        kwargs: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": 4,
+            "hide_parameters": True,
+        }
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
@@ -147,10 +223,84 @@ class Store:
         self._queries = QueryCache(self.engine.dialect)
 
     def migrate(self) -> None:
-        """Brings the schema to the newest migration."""
-        from porter_bundle.store.migrate import upgrade
+        """Brings the schema to the newest migration.
 
+        Coming from a revision before encryption (0005), the clear secret values written
+        until then are encrypted once (:meth:`prepare_encryption`)."""
+        from porter_bundle.store.migrate import ENCRYPTION_REVISION, current_revision, upgrade
+
+        before = current_revision(self.engine)
         upgrade(self.engine)
+        if before is not None and before < ENCRYPTION_REVISION:
+            found = self.prepare_encryption()
+            if found:
+                log.info("encrypted %d secret values stored in clear before encryption", found)
+
+    def prepare_encryption(self, batch_size: int = 500) -> int:
+        """Encrypts every secret value still stored in clear; returns how many there were."""
+        return sum(self.reencrypt(batch_size, only_clear=True).values())
+
+    def reencrypt(self, batch_size: int = 500, *, only_clear: bool = False) -> dict[str, int]:
+        """Rewrites every secret value not sealed with the newest key (or, with ``only_clear``,
+        every clear one) in transactions of ``batch_size`` rows. Returns the count per column."""
+        done: dict[str, int] = {}
+        for col in SECRET_COLUMNS:
+            done[col.name] = 0
+            after: tuple[Any, ...] | None = None
+            while True:
+                batch = self._secret_batch(col, after, batch_size, only_clear=only_clear)
+                if not batch:
+                    break
+                after = tuple(batch[-1][:-1])
+                stale = [r for r in batch if self.keyring.needs_reencryption(_stored(r[-1]))]
+                if stale:
+                    done[col.name] += self._reseal(col, stale)
+        return done
+
+    def _reseal(self, col: SecretColumn, rows: Sequence[Any]) -> int:
+        """Rewrites ``rows`` (primary key..., stored value) with the newest key; returns how
+        many. A row changed meanwhile (by a server running beside) is left as it is now."""
+        done = 0
+        value = col.table.c[col.column]
+        with self.write() as s:
+            for *key, stored in rows:
+                plain = col.open(self.keyring, key, stored)
+                pk = [col.table.c[c] == v for c, v in zip(col.primary_key, key, strict=True)]
+                result = s.execute(
+                    update(col.table)
+                    .where(*pk, value == stored)  # unchanged since it was read
+                    .values({col.column: col.seal(self.keyring, key, plain)})
+                )
+                done += cast(Any, result).rowcount
+        return done
+
+    def key_usage(self) -> dict[str, dict[str, int]]:
+        """Per secret column, how many values each key id sealed ("clear": not encrypted)."""
+        usage: dict[str, dict[str, int]] = {}
+        for col in SECRET_COLUMNS:
+            counts = usage.setdefault(col.name, {})
+            after: tuple[Any, ...] | None = None
+            while batch := self._secret_batch(col, after, 5000, only_clear=False):
+                after = tuple(batch[-1][:-1])
+                for row in batch:
+                    kid = stored_key_id(_stored(row[-1])) or "clear"
+                    counts[kid] = counts.get(kid, 0) + 1
+        return usage
+
+    def _secret_batch(
+        self, col: SecretColumn, after: tuple[Any, ...] | None, limit: int, *, only_clear: bool
+    ) -> list[Any]:
+        keys = [col.table.c[c] for c in col.primary_key]
+        stmt = select(*keys, col.table.c[col.column]).order_by(*keys).limit(limit)
+        if col.where is not None:
+            stmt = stmt.where(col.where())
+        if after is not None:
+            stmt = stmt.where(tuple_(*keys) > tuple_(*after))
+        if only_clear:
+            prefix: bytes | str = PREFIX.encode() if col.binary else PREFIX
+            stmt = stmt.where(func.substr(col.table.c[col.column], 1, len(PREFIX)) != prefix)
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt).all())
 
     def close(self) -> None:
         """Closes every pooled connection."""
@@ -159,7 +309,12 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction, committed on success and rolled back on error."""
-        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+        with (
+            Session(
+                self._write_engine, expire_on_commit=False, info={"keyring": self.keyring}
+            ) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
@@ -167,7 +322,7 @@ class Store:
         """A :class:`Reader` on a pooled connection, for the read queries below."""
         raw = self.engine.raw_connection()
         try:
-            yield Reader(raw, self._queries)
+            yield Reader(raw, self._queries, self.keyring)
         finally:
             raw.close()  # back to the pool, which rolls back any implicit transaction
 
@@ -211,9 +366,11 @@ class QueryCache:
 class Reader:
     """Runs cached read queries on one pooled DBAPI connection."""
 
-    def __init__(self, raw: Any, queries: QueryCache) -> None:
+    def __init__(self, raw: Any, queries: QueryCache, keyring: Keyring) -> None:
         self._raw = raw
         self._queries = queries
+        self.keyring = keyring
+        """Decrypts the secret columns the read queries return."""
 
     def rows(
         self, key: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
@@ -570,10 +727,24 @@ def get_value_set_doc(reader: Reader, kind: str, namespace: str, name: str) -> b
 
 
 def add_value_set(session: Session, row: ValueSetRow, labels: Mapping[str, str]) -> None:
-    """Inserts a set; :class:`DuplicateKey` when its address is taken."""
+    """Inserts a set (``row.values`` given clear, stored encrypted); :class:`DuplicateKey` when
+    its address is taken."""
+    row.values = _sealed(_SET_VALUES.seal(_keyring(session), [row.id], row.values))
     _flush_new(session, row)
     set_value_set_labels(session, row.id, labels)
     bump_count(session, row.kind, row.namespace, +1)
+
+
+def value_set_values(session: Session, row: ValueSetRow) -> bytes:
+    """The clear full message of a set row read with :func:`get_value_set`."""
+    return _SET_VALUES.open(_keyring(session), [row.id], row.values)
+
+
+def update_value_set(session: Session, row: ValueSetRow, *, doc: bytes, values: bytes) -> None:
+    """Stores a set row's new public message and full message (``values`` given clear)."""
+    row.doc = doc
+    row.values = _sealed(_SET_VALUES.seal(_keyring(session), [row.id], values))
+    session.add(row)
 
 
 def set_value_set_labels(session: Session, set_id: str, labels: Mapping[str, str]) -> None:
@@ -623,7 +794,9 @@ def count_value_sets(reader: Reader, kind: str, flt: ListFilter) -> int:
 
 
 def add_run(session: Session, row: RunRow) -> None:
-    """Inserts a run; :class:`DuplicateKey` when its request ID was used on the installation."""
+    """Inserts a run (``row.parameters`` given clear, stored encrypted); :class:`DuplicateKey`
+    when its request ID was used on the installation."""
+    row.parameters = _sealed(_RUN_PARAMETERS.seal(_keyring(session), [row.id], row.parameters))
     _flush_new(session, row)
     session.execute(
         update(_installations)
@@ -784,14 +957,14 @@ def get_value_set_values(reader: Reader, kind: str, namespace: str, name: str) -
 
     def build() -> Select[Any]:
         v = _value_sets
-        return select(v.c["values"]).where(
+        return select(v.c.id, v.c["values"]).where(
             v.c.kind == bindparam("kind"),
             v.c.namespace == bindparam("ns"),
             v.c.name == bindparam("name"),
         )
 
-    found = reader.scalar("value_set.values", build, {"kind": kind, "ns": namespace, "name": name})
-    return None if found is None else bytes(found)
+    found = reader.first("value_set.values", build, {"kind": kind, "ns": namespace, "name": name})
+    return None if found is None else _SET_VALUES.open(reader.keyring, [found[0]], found[1])
 
 
 def get_run_doc_by_request(reader: Reader, installation_id: str, request_id: str) -> bytes | None:
@@ -822,7 +995,7 @@ def get_run_parameters(reader: Reader, run_id: str) -> bytes | None:
         return select(_runs.c.parameters).where(_runs.c.id == bindparam("run"))
 
     found = reader.scalar("run.parameters", build, {"run": run_id})
-    return None if found is None else bytes(found)
+    return None if found is None else _RUN_PARAMETERS.open(reader.keyring, [run_id], found)
 
 
 def get_run_doc_by_id(reader: Reader, run_id: str) -> bytes | None:
@@ -855,11 +1028,17 @@ def get_latest_run_doc(reader: Reader, installation_id: str) -> tuple[bool, byte
 def add_outputs(session: Session, installation_id: str, rows: Sequence[OutputRow]) -> None:
     """Inserts a run's outputs and makes the run the latest producer of each output name.
 
+    Sensitive values are given clear and stored encrypted.
+
     A pointer only moves forward (to a greater run ID), so a run finishing late never hides
     the value of a newer run.
     """
     if not rows:
         return
+    keyring = _keyring(session)
+    for r in rows:
+        if r.sensitive:
+            r.value = _text(_OUTPUT_VALUE.seal(keyring, [r.run_id, r.name], r.value.encode()))
     session.add_all(rows)
     session.flush()
     insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -896,14 +1075,34 @@ def list_latest_outputs(reader: Reader, installation_id: str) -> list[tuple[byte
     def build() -> Select[Any]:
         lo, o = _latest_outputs, _outputs
         return (
-            select(o.c.doc, o.c.value)
+            select(o.c.doc, o.c.value, o.c.run_id, o.c.name)
             .select_from(lo.join(o, (o.c.run_id == lo.c.run_id) & (o.c.name == lo.c.name)))
             .where(lo.c.installation_id == bindparam("inst"))
             .order_by(lo.c.name)
         )
 
     rows = reader.rows("outputs.latest", build, {"inst": installation_id})
-    return [(bytes(r[0]), str(r[1])) for r in rows]
+    kr = reader.keyring
+    return [(bytes(r[0]), _OUTPUT_VALUE.open(kr, [r[2], r[3]], r[1]).decode()) for r in rows]
+
+
+def list_output_values(reader: Reader, run_id: str) -> list[tuple[str, bool, str]]:
+    """(name, sensitive, value JSON) of each output of a run, sensitive values decrypted;
+    sorted by name. Only for callers entitled to sensitive values."""
+
+    def build() -> Select[Any]:
+        o = _outputs
+        return (
+            select(o.c.name, o.c.sensitive, o.c.value)
+            .where(o.c.run_id == bindparam("run"))
+            .order_by(o.c.name)
+        )
+
+    rows = reader.rows("outputs.values", build, {"run": run_id})
+    kr = reader.keyring
+    return [
+        (str(r[0]), bool(r[1]), _OUTPUT_VALUE.open(kr, [run_id, r[0]], r[2]).decode()) for r in rows
+    ]
 
 
 def get_installation_pointers(
@@ -1096,7 +1295,7 @@ def get_last_succeeded_run(
 
     def build() -> Select[Any]:
         return (
-            select(_runs.c.doc, _runs.c.parameters)
+            select(_runs.c.doc, _runs.c.parameters, _runs.c.id)
             .where(
                 _runs.c.installation_id == bindparam("inst"),
                 _runs.c.state == bindparam("state"),
@@ -1115,4 +1314,6 @@ def get_last_succeeded_run(
             **{f"action{i}": a for i, a in enumerate(actions)},
         },
     )
-    return None if row is None else (bytes(row[0]), bytes(row[1]))
+    if row is None:
+        return None
+    return bytes(row[0]), _RUN_PARAMETERS.open(reader.keyring, [row[2]], row[1])

@@ -1,0 +1,96 @@
+"""``porter-bundle keys``: the keys that encrypt secrets in the database.
+
+``status`` lists the key ids and how many stored values each one sealed; ``rotate``
+puts a new key first in the key file (the older ones stay, to decrypt); ``reencrypt``
+rewrites every stored secret with the newest key, after which older keys may go.
+Key values are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from porter_bundle import config
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``keys status|rotate|reencrypt``."""
+    keys = subparsers.add_parser(
+        "keys",
+        help="show, rotate and re-encrypt with the keys that encrypt secrets in the database",
+        description=(
+            "Manage the encryption keys of secrets at rest. rotate puts a new key first in the "
+            "key file (restart the server to use it); reencrypt then rewrites every stored "
+            "secret with the newest key (safe while the server runs), after which older keys "
+            "may be removed from the file; status shows the key ids and how many values each "
+            "one encrypted."
+        ),
+    )
+    keys.add_argument("action", choices=("status", "rotate", "reencrypt"))
+    keys.add_argument(
+        "--database",
+        default=os.environ.get(config.ENV_DATABASE, ""),
+        help=f"SQLAlchemy URL of the database, as for serve (env {config.ENV_DATABASE})",
+    )
+    keys.add_argument(
+        "--encryption-key-file",
+        default=os.environ.get(config.ENV_ENCRYPTION_KEY_FILE, ""),
+        metavar="PATH",
+        help=f"the key file, as for serve (env {config.ENV_ENCRYPTION_KEY_FILE})",
+    )
+    keys.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs one ``keys`` action; 2 on a key or database problem."""
+    from porter_bundle.store import Store
+    from porter_bundle.store.crypto import (
+        CryptoError,
+        KeyFileError,
+        read_key_file,
+        rotate_key_file,
+    )
+
+    settings = config.Settings(
+        database=args.database,
+        encryption_key_file=args.encryption_key_file,
+        encryption_key=os.environ.get(config.ENV_ENCRYPTION_KEY, ""),
+    )
+    path = config.key_file_path(settings)
+    try:
+        if args.action == "rotate":
+            if settings.encryption_key:
+                raise KeyFileError(
+                    f"the keys come from ${config.ENV_ENCRYPTION_KEY}: put a new key first there"
+                )
+            new = rotate_key_file(path)
+            keyring = read_key_file(path)
+            print(f"{path}: new key {new} encrypts from the next server start")
+            print(f"keys (newest first): {', '.join(keyring.key_ids)}")
+            print("then run `porter-bundle keys reencrypt` to rewrite stored secrets with it")
+            return 0
+        # Never creates a key file: a new key would decrypt nothing.
+        keyring = config.open_keyring(settings) if settings.encryption_key else read_key_file(path)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = Store(settings.database_url, keyring=keyring, pool_size=1)
+    try:
+        store.migrate()
+        if args.action == "reencrypt":
+            done = store.reencrypt()
+            for column, count in done.items():
+                print(f"{column}: {count} values re-encrypted with key {keyring.primary_id}")
+            return 0
+        print(f"keys (newest first, the first encrypts): {', '.join(keyring.key_ids)}")
+        for column, counts in store.key_usage().items():
+            listed = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "no values"
+            print(f"{column}: {listed}")
+        return 0
+    except CryptoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
