@@ -159,6 +159,12 @@ class RegistryClient:
         """Closes the connection pool."""
         self._http.close()
 
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- pull -----------------------------------------------------------------------
 
     def resolve(self, repository: str, reference: str) -> str:
