@@ -85,6 +85,11 @@ class RegistryProxy:
         self.redirect_blobs = False
         self.forbidden_repos.clear()
 
+    def revoke_tokens(self) -> None:
+        """Every token handed out so far stops working (clients must ask again)."""
+        with self._lock:
+            self._tokens.clear()
+
     def requests(self, method: str = "", contains: str = "") -> list[Seen]:
         """Requests seen so far (token requests included), optionally filtered."""
         with self._lock:

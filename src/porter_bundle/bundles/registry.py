@@ -170,11 +170,16 @@ class RegistryClient:
     def resolve(self, repository: str, reference: str) -> str:
         """The digest a tag (or digest) names now, by a HEAD of its manifest."""
         repo = Repository.parse(repository)
-        with self._send(repo, "HEAD", f"manifests/{reference}", _accept()) as response:
-            digest = str(response.headers.get("Docker-Content-Digest", ""))
+        try:
+            with self._send(repo, "HEAD", f"manifests/{reference}", _accept()) as response:
+                digest = str(response.headers.get("Docker-Content-Digest", ""))
+        except (RegistryUnreachable, RegistryBadContent):
+            raise
+        except RegistryError:
+            digest = ""  # a HEAD answer has no body: GET it for the registry's own words
         if _DIGEST.fullmatch(digest):
             return digest
-        # No digest header: read the manifest itself.
+        # No digest header (or a refusal): read the manifest itself.
         return self._manifest(repo, reference)[1]
 
     def pull(self, repository: str, reference: str) -> PulledBundle:
