@@ -277,3 +277,17 @@ def test_a_bundle_breaking_the_schema(
 def test_pull_needs_a_reference(stub) -> None:
     err = failure(pull, stub, "no-tag-here")
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_registered_bundle_wins(stub, repository: str, registry_proxy: RegistryProxy) -> None:
+    digest, raw = publish(repository, "v0.1.0")
+    registered = stub.CreateBundle(
+        pb.CreateBundleRequest(reference=f"{repository}:v0.1.0", bundle_json=raw.decode())
+    ).bundle
+    registry_proxy.reset()
+    got = pull(stub, f"{repository}:v0.1.0").bundle
+    assert (got.source, got.digest) == (registered.source, layout.digest_of(raw))
+    by_json_digest = pull(stub, f"{repository}@{layout.digest_of(raw)}").bundle
+    assert by_json_digest.reference == f"{repository}:v0.1.0"
+    assert registry_proxy.requests() == []
+    assert digest != registered.digest

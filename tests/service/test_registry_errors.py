@@ -48,3 +48,10 @@ def test_registry_unreachable_from_the_service(store) -> None:
             services.bundles.resolve(BundleRef("127.0.0.1:1/team/app", digest="sha256:" + "a" * 64))
         with pytest.raises(errors.Unavailable, match=r"127\.0\.0\.1:1"):
             services.bundles.resolve(BundleRef("127.0.0.1:1/team/app", version="1.0.0"))
+
+
+def test_docker_hub_credentials_by_docker_config_name() -> None:
+    auths = {"index.docker.io/v1": ("me", "pw")}
+    with r.RegistryClient(auths=auths) as client:
+        assert client._credentials("docker.io") == ("me", "pw")
+        assert client._credentials("ghcr.io") is None

@@ -323,13 +323,21 @@ class RegistryClient:
             with self._lock:
                 self._tokens[(repo.host, scope)] = token
             return self._open(repo.host, method, url, _with_auth(headers, token), content)
-        credentials = self._auths.get(repo.host)
+        credentials = self._credentials(repo.host)
         if challenge.lower().startswith("basic ") and credentials:
             response.close()
             return self._open(
                 repo.host, method, url, _with_auth(headers, None, credentials), content
             )
         return response
+
+    def _credentials(self, host: str) -> tuple[str, str] | None:
+        """Configured (user, password) of a registry; docker's config names Docker Hub
+        ``https://index.docker.io/v1/``."""
+        names = [host]
+        if host == DOCKER_HUB:
+            names += ["index.docker.io/v1", "index.docker.io", DOCKER_HUB_API]
+        return next((self._auths[n] for n in names if n in self._auths), None)
 
     def _token(self, repo: Repository, params: dict[str, str], scope: str) -> str:
         """A bearer token from the challenge's realm: anonymous, or with basic credentials."""
@@ -341,7 +349,7 @@ class RegistryClient:
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]
-        credentials = self._auths.get(repo.host)
+        credentials = self._credentials(repo.host)
         headers = _with_auth({}, None, credentials) if credentials else {}
         try:
             with self._http.stream("GET", realm, params=query, headers=headers) as response:

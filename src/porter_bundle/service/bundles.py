@@ -63,11 +63,6 @@ class BundleService:
         self._clock = clock
         self._registry = registry
 
-    @property
-    def pulls(self) -> bool:
-        """Whether references unknown here are resolved in their OCI registry."""
-        return self._registry is not None
-
     def create(self, reference: str, bundle_json: str) -> Bundle:
         """Validates a bundle.json and registers it under ``reference``."""
         ref = parse_reference(reference)
@@ -159,7 +154,7 @@ class BundleService:
             content = None if found is None else store.get_bundle_document(conn, found[1])
         if found is None or content is None:
             return None
-        return ResolvedBundle(f"{repository}@{digest}", found[1], content)
+        return ResolvedBundle(found[0], found[1], content)
 
     def _pull(self, repository: str, reference: str, display: str) -> ResolvedBundle:
         assert self._registry is not None
@@ -167,11 +162,18 @@ class BundleService:
             pulled = self._registry.pull(repository, reference)
         except RegistryError as exc:
             raise registry_error(exc, display) from None
+        try:
+            text = pulled.bundle_json.decode()
+        except UnicodeDecodeError:
+            raise InvalidArgument.from_violations(
+                [FieldViolation("bundle_json", "bundle.json is not UTF-8")],
+                reason="INVALID_BUNDLE",
+            ) from None
         parsed = parse_bundle(pulled.bundle_json)
         tag = "" if reference.startswith(("sha256:", "sha512:")) else reference
         self._store_pulled(repository, tag, pulled.digest, pulled.bundle_json, (pulled, parsed))
         name = f"{repository}:{tag}" if tag else f"{repository}@{pulled.digest}"
-        return ResolvedBundle(name, pulled.digest, pulled.bundle_json.decode())
+        return ResolvedBundle(name, pulled.digest, text)
 
     def _store_pulled(
         self,
