@@ -275,3 +275,15 @@ def test_fixture_layouts_pull_byte_for_byte(
         digest = client.push_manifest(repository, "fixture", index, layout.OCI_INDEX)
         pulled = client.pull(repository, "fixture")
         assert (pulled.digest, pulled.index, pulled.bundle_json) == (digest, index, raw)
+
+
+def test_docker_manifest_list_fallback(
+    published: tuple[str, str, bytes], client: RegistryClient
+) -> None:
+    """cnab-to-oci falls back to a Docker manifest list when a registry refuses OCI indexes."""
+    repository, digest, raw = published
+    index = json.loads(client.pull(repository, digest).index)
+    listed = layout.go_json({"schemaVersion": 2, "mediaType": layout.DOCKER_MANIFEST_LIST, **index})
+    pushed = client.push_manifest(repository, "listed", listed, layout.DOCKER_MANIFEST_LIST)
+    pulled = client.pull(repository, "listed")
+    assert (pulled.digest, pulled.index, pulled.bundle_json) == (pushed, listed, raw)

@@ -184,10 +184,26 @@ class BundleService:
         pulled: tuple[PulledBundle, BundleDocument] | None,
     ) -> None:
         """Stores a pulled bundle under ``repo@digest`` and points ``repo:tag`` at it, in one
-        transaction (a tag registered with CreateBundle meanwhile is left alone)."""
+        transaction (a tag registered with CreateBundle meanwhile is left alone). A concurrent
+        pull of the same bundle that stored it first is fine: the transaction is retried once."""
+        try:
+            self._store_pulled_once(repository, tag, digest, bundle_json, pulled)
+        except DuplicateKey:
+            self._store_pulled_once(repository, tag, digest, bundle_json, pulled)
+
+    def _store_pulled_once(
+        self,
+        repository: str,
+        tag: str,
+        digest: str,
+        bundle_json: bytes,
+        pulled: tuple[PulledBundle, BundleDocument] | None,
+    ) -> None:
         now = self._clock()
         with self._store.write() as s:
             pinned = store.get_bundle_ref(s, f"{repository}@{digest}")
+            if pinned is None and pulled is None:
+                return  # deleted meanwhile: the next resolution pulls it again
             if pinned is None:
                 assert pulled is not None
                 store.put_bundle_document(s, digest, bundle_json.decode())
