@@ -186,42 +186,39 @@ class BundleService:
         """Stores a pulled bundle under ``repo@digest`` and points ``repo:tag`` at it, in one
         transaction (a tag registered with CreateBundle meanwhile is left alone). A concurrent
         pull of the same bundle that stored it first is fine: the transaction is retried once."""
-        try:
-            self._store_pulled_once(repository, tag, digest, bundle_json, pulled)
-        except DuplicateKey:
-            self._store_pulled_once(repository, tag, digest, bundle_json, pulled)
 
-    def _store_pulled_once(
-        self,
-        repository: str,
-        tag: str,
-        digest: str,
-        bundle_json: bytes,
-        pulled: tuple[PulledBundle, BundleDocument] | None,
-    ) -> None:
-        now = self._clock()
-        with self._store.write() as s:
-            pinned = store.get_bundle_ref(s, f"{repository}@{digest}")
-            if pinned is None and pulled is None:
-                return  # deleted meanwhile: the next resolution pulls it again
-            if pinned is None:
-                assert pulled is not None
-                store.put_bundle_document(s, digest, bundle_json.decode())
-                pinned_doc = _pulled_message(repository, "", digest, pulled, now)
-                _add_ref(s, pinned_doc, now)
-            else:
-                pinned_doc = Bundle.FromString(pinned.doc)
-            if not tag:
-                return
-            tagged = Bundle()
-            tagged.CopyFrom(pinned_doc)
-            tagged.reference, tagged.tag = f"{repository}:{tag}", tag
-            tagged.create_time.CopyFrom(timestamp(now))
-            row = store.get_bundle_ref(s, tagged.reference)
-            if row is None:
-                _add_ref(s, tagged, now)
-            elif row.digest != digest and Bundle.FromString(row.doc).source == BUNDLE_SOURCE_PULLED:
-                store.replace_bundle_ref(s, row, digest=digest, doc=tagged.SerializeToString())
+        def once() -> None:
+            now = self._clock()
+            with self._store.write() as s:
+                pinned = store.get_bundle_ref(s, f"{repository}@{digest}")
+                if pinned is None and pulled is None:
+                    return  # deleted meanwhile: the next resolution pulls it again
+                if pinned is None:
+                    assert pulled is not None
+                    store.put_bundle_document(s, digest, bundle_json.decode())
+                    pinned_doc = _pulled_message(repository, "", digest, pulled, now)
+                    _add_ref(s, pinned_doc, now)
+                else:
+                    pinned_doc = Bundle.FromString(pinned.doc)
+                if not tag:
+                    return
+                tagged = Bundle()
+                tagged.CopyFrom(pinned_doc)
+                tagged.reference, tagged.tag = f"{repository}:{tag}", tag
+                tagged.create_time.CopyFrom(timestamp(now))
+                row = store.get_bundle_ref(s, tagged.reference)
+                if row is None:
+                    _add_ref(s, tagged, now)
+                elif (
+                    row.digest != digest
+                    and Bundle.FromString(row.doc).source == BUNDLE_SOURCE_PULLED
+                ):
+                    store.replace_bundle_ref(s, row, digest=digest, doc=tagged.SerializeToString())
+
+        try:
+            once()
+        except DuplicateKey:
+            once()
 
     def document(self, digest: str) -> dict[str, Any] | None:
         """A stored bundle.json by digest (for finishing runs after a restart)."""
