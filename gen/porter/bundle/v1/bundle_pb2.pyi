@@ -70,7 +70,10 @@ class Bundle(_message.Message):
     tag: _builtins.str
     """Tag part of the reference ("" for a digest reference)."""
     digest: _builtins.str
-    """"sha256:<hex>" digest of the stored bundle.json bytes."""
+    """The bundle digest runs record: for a registered bundle the "sha256:<hex>"
+    digest of its bundle.json bytes; for a bundle pulled from an OCI registry
+    the digest of its OCI index (as Porter records it).
+    """
     name: _builtins.str
     """The bundle's own name (bundle.json "name")."""
     version: _builtins.str
