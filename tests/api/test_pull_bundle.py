@@ -291,3 +291,24 @@ def test_a_registered_bundle_wins(stub, repository: str, registry_proxy: Registr
     assert by_json_digest.reference == f"{repository}:v0.1.0"
     assert registry_proxy.requests() == []
     assert digest != registered.digest
+
+
+def test_apply_resolves_through_the_registry_and_upgrades_a_moved_tag(
+    stub, repository: str
+) -> None:
+    """Porter's `installations apply`: the document's bundle is pulled; a moved tag upgrades."""
+    first, _ = publish(repository, "v0.1.0")
+    document = (
+        "schemaType: Installation\n"
+        "schemaVersion: 1.0.2\n"
+        f"namespace: {NS}\n"
+        "name: applied\n"
+        f"bundle:\n  repository: {repository}\n  version: 0.1.0\n"
+    ).encode()
+    done = stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document))
+    assert done.decision == pb.APPLY_DECISION_INSTALL
+    assert wait_final(stub, "applied", done.run.id).bundle_digest == first
+    second, _ = publish(repository, "v0.1.0", description="moved")
+    again = stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document))
+    assert again.decision == pb.APPLY_DECISION_UPGRADE, again.reason
+    assert wait_final(stub, "applied", again.run.id).bundle_digest == second
