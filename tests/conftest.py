@@ -28,6 +28,7 @@ from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
 from porter_bundle.store import Keyring, Store
+from tests.registry_proxy import RegistryProxy
 
 
 @dataclass
@@ -246,3 +247,33 @@ def oci_registry_with_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     auth = f"auth: {{htpasswd: {{realm: test, path: {root / 'htpasswd'}}}}}\n"
     with _registry(root, auth) as host:
         yield RegistryLogin(host, login.user, login.password)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 4: bundles in OCI registries (tests/oci.py, tests/registry_proxy.py).
+
+PushImage = Callable[[str, str], str]
+"""``push_image(registry_host, "repo:tag")`` -> the pushed reference (a busybox test image)."""
+
+
+@pytest.fixture(scope="session")
+def push_image(podman_service: Engine, test_image: TestImage) -> PushImage:
+    """Pushes the test invocation image with real ``podman push`` (plain HTTP)."""
+    from tests.oci import RUN_SCRIPT
+
+    def push(host: str, target: str) -> str:
+        local = test_image("hello-oci", RUN_SCRIPT)
+        remote = f"{host}/{target}"
+        podman_service.podman("push", "--tls-verify=false", local, remote)
+        return remote
+
+    return push
+
+
+@pytest.fixture
+def registry_proxy(oci_registry: str) -> Iterator[RegistryProxy]:
+    """A bearer-token front (counting requests, injecting faults) for the session's registry."""
+    from tests.registry_proxy import registry_proxy as start
+
+    with start(oci_registry) as proxy:
+        yield proxy

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
+from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.cli import main
+from tests.oci import RUN_SCRIPT, bundle_doc, publish_doc
 
 BIN = Path(sys.executable).with_name("porter-bundle")
 
@@ -82,3 +88,46 @@ def test_database_flag_wins(tmp_path: Path):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 0 and db.exists()
+
+
+# --- issue 4: the server pulls bundles with the registry settings it is given ------------------
+
+
+@pytest.mark.slow
+def test_serve_pulls_with_insecure_registry_and_docker_config(
+    tmp_path: Path, oci_registry_with_auth, podman_service, test_image
+):
+    login = oci_registry_with_auth
+    repository = f"{login.host}/cli/served-{secrets.token_hex(4)}"
+    creds = f"{login.user}:{login.password}"
+    image = f"{repository}:installer"
+    local = test_image("hello-oci", RUN_SCRIPT)
+    podman_service.podman("push", "--tls-verify=false", "--creds", creds, local, image)
+    auths = {login.host: (login.user, login.password)}
+    with RegistryClient(insecure_hosts=frozenset({login.host}), auths=auths) as client:
+        published = publish_doc(login.host, f"{repository}:v1", bundle_doc(image), client=client)
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"auths": {login.host: {"auth": base64.b64encode(creds.encode()).decode()}}})
+    )
+    env = {"PORTER_BUNDLE_DATA_DIR": str(tmp_path / "data")}
+    for args, expected in (
+        (("--registry-config", str(config)), grpc.StatusCode.UNAVAILABLE),  # HTTPS refused
+        (("--insecure-registry", login.host), grpc.StatusCode.UNAUTHENTICATED),
+        (("--insecure-registry", login.host, "--registry-config", str(config)), None),
+    ):
+        proc, port = start(tmp_path, env, "--address", "127.0.0.1:0", *args)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)
+                request = pb.PullBundleRequest(reference=f"{repository}:v1")
+                if expected is None:
+                    assert stub.PullBundle(request, timeout=30).bundle.digest == published.digest
+                else:
+                    with pytest.raises(grpc.RpcError) as caught:
+                        stub.PullBundle(request, timeout=30)
+                    assert caught.value.code() == expected, caught.value
+                    assert login.password not in (caught.value.details() or "")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)

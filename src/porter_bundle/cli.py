@@ -160,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(settings: config.Settings) -> None:
     from porter_bundle.api.server import start_server
+    from porter_bundle.bundles.registry import RegistryClient
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor.container import ContainerExecutor
@@ -174,6 +175,7 @@ async def _serve(settings: config.Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry_auth = load_registry_auths(settings.registry_config)
+    registry = RegistryClient(insecure_hosts=settings.insecure_registries, auths=registry_auth)
     keyring = config.open_keyring(settings)
     store = Store(settings.database_url, keyring=keyring, pool_size=settings.workers + 2)
     await asyncio.to_thread(store.migrate)
@@ -192,6 +194,7 @@ async def _serve(settings: config.Settings) -> None:
         ),
         secrets=DirectorySecretStore(settings.secrets_path),
         schema_check=SchemaCheck.parse(settings.schema_check),
+        registry=registry,
     )
     running = await start_server(settings, services)
     print(f"porter-bundle listening on port {running.port}", flush=True)
@@ -202,6 +205,7 @@ async def _serve(settings: config.Settings) -> None:
     await running.stop(settings.grace_seconds)
     await services.actions.close()
     store.close()
+    registry.close()
     log.info("stopped")
 
 

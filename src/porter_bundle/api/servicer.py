@@ -320,6 +320,14 @@ class PorterBundleServicer:
         await self._run(self._s.bundles.delete, request.reference)
         return pb.DeleteBundleResponse()
 
+    @mapped
+    async def PullBundle(
+        self, request: pb.PullBundleRequest, context: Ctx
+    ) -> pb.PullBundleResponse:
+        # Registry I/O is blocking: on the worker pool, like every write.
+        bundle = await self._run(self._s.bundles.pull, request.reference)
+        return pb.PullBundleResponse(bundle=bundle)
+
     # --- live runs and logs (server streams) -----------------------------------------
     # The service decides what to send and when to end; reads go through `_read`, so a
     # stream never holds a thread. Client cancellation cancels the call's task, which

@@ -29,3 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     apply.register(subparsers)
     follow.register(subparsers)
+    # Issue 4: bundles in OCI registries.
+    from porter_bundle.client import publish
+
+    publish.register(subparsers)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
+from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.documents import SchemaCheck
 from porter_bundle.executor.base import Executor
 from porter_bundle.service.actions import ActionService, ActionSettings
@@ -76,13 +77,20 @@ class Services:
         action_settings: ActionSettings | None = None,
         secrets: SecretStore | None = None,
         schema_check: SchemaCheck = SchemaCheck.EXACT,
+        registry: RegistryClient | None = None,
     ) -> Services:
-        """Builds the services over ``store``; ``executor`` is called once, when first needed."""
-        installations = InstallationService(store)
+        """Builds the services over ``store``; ``executor`` is called once, when first needed.
+
+        With a ``registry`` client, bundle references unknown here are resolved in their OCI
+        registry, when an installation is created or updated and for every action; without
+        one (most tests) nothing touches the network."""
+        bundles = BundleService(store, registry=registry)
+        installations = InstallationService(
+            store, resolve_bundle=bundles.resolve if registry is not None else None
+        )
         runs = RunService(store)
         credential_sets = ValueSetService(store, CREDENTIAL_SETS)
         parameter_sets = ValueSetService(store, PARAMETER_SETS)
-        bundles = BundleService(store)
         resolver = SourceResolver(secrets or DirectorySecretStore(Path("/nonexistent")))
         actions = ActionService(
             installations=installations,

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from porter.bundle.v1.bundle_pb2 import Bundle
-from porter_bundle.bundles.cnab import parse_bundle
+from porter.bundle.v1.bundle_pb2 import (
+    BUNDLE_SOURCE_PULLED,
+    BUNDLE_SOURCE_REGISTERED,
+    Bundle,
+    BundleSource,
+)
+from porter_bundle.bundles.cnab import BundleDocument, parse_bundle
+from porter_bundle.bundles.registry import (
+    PulledBundle,
+    RegistryClient,
+    RegistryError,
+    registry_error,
+)
 from porter_bundle.errors import (
     AlreadyExists,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Unavailable,
     Violations,
 )
 from porter_bundle.service.common import Clock, timestamp, utcnow
@@ -20,6 +33,9 @@ from porter_bundle.service.paging import PageResult, fingerprint, finish_page, p
 from porter_bundle.store import DuplicateKey, Store, store
 from porter_bundle.store.models import BundleRefRow
 from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES, BundleRef, parse_reference
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 
 @dataclass(frozen=True)
@@ -40,9 +56,12 @@ class ResolvedBundle:
 class BundleService:
     """Registers, removes and reads bundles."""
 
-    def __init__(self, store_: Store, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, store_: Store, *, clock: Clock = utcnow, registry: RegistryClient | None = None
+    ) -> None:
         self._store = store_
         self._clock = clock
+        self._registry = registry
 
     def create(self, reference: str, bundle_json: str) -> Bundle:
         """Validates a bundle.json and registers it under ``reference``."""
@@ -68,26 +87,13 @@ class BundleService:
                 reason="DIGEST_MISMATCH",
             )
         now = self._clock()
-        bundle = Bundle(
-            reference=str(ref),
-            repository=ref.repository,
-            tag=ref.tag,
-            digest=parsed.digest,
-            name=parsed.name,
-            version=parsed.version,
-            description=parsed.description,
-        )
-        bundle.create_time.CopyFrom(timestamp(now))
-        row = BundleRefRow(
-            reference=bundle.reference,
-            digest=parsed.digest,
-            doc=bundle.SerializeToString(),
-            created_at=now,
+        bundle = _message(
+            str(ref), ref.tag, parsed.digest, parsed, BUNDLE_SOURCE_REGISTERED, parsed.digest, now
         )
         try:
             with self._store.write() as s:
                 store.put_bundle_document(s, parsed.digest, bundle_json)
-                store.add_bundle_ref(s, row)
+                _add_ref(s, bundle, now)
         except DuplicateKey:
             raise AlreadyExists(
                 f"bundle reference {bundle.reference} already exists; delete it first to move it",
@@ -98,20 +104,121 @@ class BundleService:
         return bundle
 
     def resolve(self, ref: BundleRef) -> ResolvedBundle:
-        """The stored bundle an installation's reference names (digest > version > tag)."""
+        """The bundle an installation's reference names (digest > version > tag).
+
+        A bundle registered here wins; then one stored under the digest (no network); then,
+        when a registry client is configured, the registry (a tag is re-resolved by a HEAD
+        each time, so a moved tag is noticed, and pulled only when its digest is new)."""
+        if ref.digest:
+            found = self._stored(ref.repository, digest=ref.digest)
+            if found is not None:
+                return found
+            if self._registry is None:
+                raise _unknown(str(ref), None)
+            return self._pull(ref.repository, ref.digest, str(ref))
+        reference = str(ref)
         with self._store.read() as conn:
-            if ref.digest:
-                found = store.find_bundle_ref(conn, ref.repository, digest=ref.digest)
-            else:
-                found = store.find_bundle_ref(conn, ref.repository, reference=str(ref))
+            row = store.get_bundle(conn, reference)
+        if row is not None and (
+            self._registry is None or Bundle.FromString(row[0]).source != BUNDLE_SOURCE_PULLED
+        ):
+            return ResolvedBundle(reference, Bundle.FromString(row[0]).digest, row[1])
+        if self._registry is None:
+            raise _unknown(reference, None)
+        tag = ref.effective_tag
+        try:
+            digest = self._registry.resolve(ref.repository, tag)
+        except RegistryError as exc:
+            raise registry_error(exc, reference) from None
+        with self._store.read() as conn:
+            pinned = store.get_bundle(conn, f"{ref.repository}@{digest}")
+        if pinned is None:
+            return self._pull(ref.repository, tag, reference)
+        self._store_pulled(ref.repository, tag, digest, pinned[1].encode(), None)
+        return ResolvedBundle(reference, digest, pinned[1])
+
+    def pull(self, reference: str) -> Bundle:
+        """PullBundle: resolves ``repo:tag`` or ``repo@digest`` in its registry and stores it."""
+        ref = parse_reference(reference)
+        if self._registry is None:
+            raise Unavailable(
+                "this server pulls no bundles from registries (no registry client configured)",
+                reason="REGISTRY_DISABLED",
+            )
+        resolved = self.resolve(BundleRef(ref.repository, digest=ref.digest, tag=ref.tag))
+        return self.get(resolved.reference)
+
+    def _stored(self, repository: str, *, digest: str) -> ResolvedBundle | None:
+        with self._store.read() as conn:
+            found = store.find_bundle_ref(conn, repository, digest=digest)
             content = None if found is None else store.get_bundle_document(conn, found[1])
         if found is None or content is None:
-            raise NotFound(
-                f"bundle {ref} is not known to the server; register it with CreateBundle",
-                reason="BUNDLE_NOT_FOUND",
-                metadata={"reference": str(ref)},
-            )
+            return None
         return ResolvedBundle(found[0], found[1], content)
+
+    def _pull(self, repository: str, reference: str, display: str) -> ResolvedBundle:
+        assert self._registry is not None
+        try:
+            pulled = self._registry.pull(repository, reference)
+        except RegistryError as exc:
+            raise registry_error(exc, display) from None
+        try:
+            text = pulled.bundle_json.decode()
+        except UnicodeDecodeError:
+            raise InvalidArgument.from_violations(
+                [FieldViolation("bundle_json", "bundle.json is not UTF-8")],
+                reason="INVALID_BUNDLE",
+            ) from None
+        parsed = parse_bundle(pulled.bundle_json)
+        tag = "" if reference.startswith(("sha256:", "sha512:")) else reference
+        self._store_pulled(repository, tag, pulled.digest, pulled.bundle_json, (pulled, parsed))
+        name = f"{repository}:{tag}" if tag else f"{repository}@{pulled.digest}"
+        return ResolvedBundle(name, pulled.digest, text)
+
+    def _store_pulled(
+        self,
+        repository: str,
+        tag: str,
+        digest: str,
+        bundle_json: bytes,
+        pulled: tuple[PulledBundle, BundleDocument] | None,
+    ) -> None:
+        """Stores a pulled bundle under ``repo@digest`` and points ``repo:tag`` at it, in one
+        transaction (a tag registered with CreateBundle meanwhile is left alone). A concurrent
+        pull of the same bundle that stored it first is fine: the transaction is retried once."""
+
+        def once() -> None:
+            now = self._clock()
+            with self._store.write() as s:
+                pinned = store.get_bundle_ref(s, f"{repository}@{digest}")
+                if pinned is None and pulled is None:
+                    return  # deleted meanwhile: the next resolution pulls it again
+                if pinned is None:
+                    assert pulled is not None
+                    store.put_bundle_document(s, digest, bundle_json.decode())
+                    pinned_doc = _pulled_message(repository, "", digest, pulled, now)
+                    _add_ref(s, pinned_doc, now)
+                else:
+                    pinned_doc = Bundle.FromString(pinned.doc)
+                if not tag:
+                    return
+                tagged = Bundle()
+                tagged.CopyFrom(pinned_doc)
+                tagged.reference, tagged.tag = f"{repository}:{tag}", tag
+                tagged.create_time.CopyFrom(timestamp(now))
+                row = store.get_bundle_ref(s, tagged.reference)
+                if row is None:
+                    _add_ref(s, tagged, now)
+                elif (
+                    row.digest != digest
+                    and Bundle.FromString(row.doc).source == BUNDLE_SOURCE_PULLED
+                ):
+                    store.replace_bundle_ref(s, row, digest=digest, doc=tagged.SerializeToString())
+
+        try:
+            once()
+        except DuplicateKey:
+            once()
 
     def document(self, digest: str) -> dict[str, Any] | None:
         """A stored bundle.json by digest (for finishing runs after a restart)."""
@@ -157,6 +264,65 @@ class BundleService:
             return finish_page(
                 req, page, lambda: store.count_bundles(conn, name), carry_total=bool(name)
             )
+
+
+def _add_ref(s: Session, bundle: Bundle, now: datetime) -> None:
+    row = BundleRefRow(
+        reference=bundle.reference,
+        digest=bundle.digest,
+        doc=bundle.SerializeToString(),
+        created_at=now,
+    )
+    store.add_bundle_ref(s, row)
+
+
+def _pulled_message(
+    repository: str,
+    tag: str,
+    digest: str,
+    pulled: tuple[PulledBundle, BundleDocument],
+    now: datetime,
+) -> Bundle:
+    raw, parsed = pulled
+    reference = f"{repository}:{tag}" if tag else f"{repository}@{digest}"
+    return _message(
+        reference, tag, digest, parsed, BUNDLE_SOURCE_PULLED, raw.bundle_json_digest, now
+    )
+
+
+def _message(
+    reference: str,
+    tag: str,
+    digest: str,
+    parsed: BundleDocument,
+    source: BundleSource.ValueType,
+    bundle_json_digest: str,
+    now: datetime,
+) -> Bundle:
+    """The stored Bundle message (without its bundle.json)."""
+    repository = reference.rpartition("@")[0] if "@" in reference else reference.rpartition(":")[0]
+    bundle = Bundle(
+        reference=reference,
+        repository=repository,
+        tag=tag,
+        digest=digest,
+        name=parsed.name,
+        version=parsed.version,
+        description=parsed.description,
+        source=source,
+        bundle_json_digest=bundle_json_digest,
+    )
+    bundle.create_time.CopyFrom(timestamp(now))
+    return bundle
+
+
+def _unknown(reference: str, registry: RegistryClient | None) -> NotFound:
+    hint = "" if registry is not None else "; register it with CreateBundle"
+    return NotFound(
+        f"bundle {reference} is not known to the server{hint}",
+        reason="BUNDLE_NOT_FOUND",
+        metadata={"reference": reference},
+    )
 
 
 def _not_found(reference: str) -> NotFound:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from porter.bundle.v1.installation_pb2 import (
@@ -87,9 +87,17 @@ def list_filter(
 class InstallationService:
     """Creates, changes, deletes and reads installations."""
 
-    def __init__(self, store_: Store, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store_: Store,
+        *,
+        clock: Clock = utcnow,
+        resolve_bundle: Callable[[BundleRef], object] | None = None,
+    ) -> None:
         self._store = store_
         self._clock = clock
+        self._resolve_bundle = resolve_bundle
+        """Resolves (pulls) a bundle reference before it is stored; None = stored unresolved."""
 
     def list(
         self,
@@ -140,6 +148,8 @@ class InstallationService:
         if not inst.schema_version:
             inst.schema_version = DEFAULT_SCHEMA_VERSION
         _validate(inst, "installation.")
+        if self._resolve_bundle is not None:
+            self._resolve_bundle(bundle_ref_of(inst))
         now = self._clock()
         inst.id = new_id()
         inst.create_time.CopyFrom(timestamp(now))
@@ -173,6 +183,12 @@ class InstallationService:
         """Changes the fields in ``paths`` (all writable ones when empty); ABORTED on a stale etag."""
         check_address(given.namespace, given.name, prefix="installation.")
         fields = mask_fields(paths, UPDATABLE_FIELDS)
+        if self._resolve_bundle is not None and "bundle" in fields and given.HasField("bundle"):
+            # Before the transaction: resolving may reach a registry.
+            v = Violations()
+            check_bundle_ref(v, "installation.bundle", bundle_ref_of(given))
+            v.raise_if_any()
+            self._resolve_bundle(bundle_ref_of(given))
         with self._store.write() as s:
             row = store.get_installation(s, given.namespace, given.name)
             if row is None:

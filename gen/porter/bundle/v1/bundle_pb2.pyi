@@ -6,6 +6,7 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -16,6 +17,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _BundleSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BundleSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BundleSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUNDLE_SOURCE_UNSPECIFIED: _BundleSource.ValueType  # 0
+    """Not set (bundles registered before sources were recorded)."""
+    BUNDLE_SOURCE_REGISTERED: _BundleSource.ValueType  # 1
+    """Registered with CreateBundle."""
+    BUNDLE_SOURCE_PULLED: _BundleSource.ValueType  # 2
+    """Pulled from an OCI registry (PullBundle, or resolving an installation's
+    bundle reference), in the layout `porter publish` pushes.
+    """
+
+class BundleSource(_BundleSource, metaclass=_BundleSourceEnumTypeWrapper):
+    """How the server came to know a bundle."""
+
+BUNDLE_SOURCE_UNSPECIFIED: BundleSource.ValueType  # 0
+"""Not set (bundles registered before sources were recorded)."""
+BUNDLE_SOURCE_REGISTERED: BundleSource.ValueType  # 1
+"""Registered with CreateBundle."""
+BUNDLE_SOURCE_PULLED: BundleSource.ValueType  # 2
+"""Pulled from an OCI registry (PullBundle, or resolving an installation's
+bundle reference), in the layout `porter publish` pushes.
+"""
+Global___BundleSource: _TypeAlias = BundleSource  # noqa: Y015
 
 @_typing.final
 class Bundle(_message.Message):
@@ -32,6 +61,8 @@ class Bundle(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     BUNDLE_JSON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    BUNDLE_JSON_DIGEST_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """Full reference, e.g. "localhost:5000/mybuns:v0.1.2" or "example.com/app@sha256:..."."""
     repository: _builtins.str
@@ -39,7 +70,10 @@ class Bundle(_message.Message):
     tag: _builtins.str
     """Tag part of the reference ("" for a digest reference)."""
     digest: _builtins.str
-    """"sha256:<hex>" digest of the stored bundle.json bytes."""
+    """The bundle digest runs record: for a registered bundle the "sha256:<hex>"
+    digest of its bundle.json bytes; for a bundle pulled from an OCI registry
+    the digest of its OCI index (as Porter records it).
+    """
     name: _builtins.str
     """The bundle's own name (bundle.json "name")."""
     version: _builtins.str
@@ -48,6 +82,13 @@ class Bundle(_message.Message):
     """The bundle's description (bundle.json "description"), if any."""
     bundle_json: _builtins.str
     """The bundle.json document, as registered (JSON text). Only returned by GetBundle."""
+    source: Global___BundleSource.ValueType
+    """How the server came to know the bundle. Output only."""
+    bundle_json_digest: _builtins.str
+    """"sha256:<hex>" digest of the bundle.json bytes. For a registered bundle it
+    equals `digest`; for a pulled one `digest` is the OCI index's digest (the
+    bundle digest Porter records) and this is the digest of its config blob.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the reference was registered. Output only."""
@@ -64,10 +105,12 @@ class Bundle(_message.Message):
         description: _builtins.str = ...,
         bundle_json: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___BundleSource.ValueType = ...,
+        bundle_json_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "create_time", b"create_time", "description", b"description", "digest", b"digest", "name", b"name", "reference", b"reference", "repository", b"repository", "tag", b"tag", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "bundle_json_digest", b"bundle_json_digest", "create_time", b"create_time", "description", b"description", "digest", b"digest", "name", b"name", "reference", b"reference", "repository", b"repository", "source", b"source", "tag", b"tag", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

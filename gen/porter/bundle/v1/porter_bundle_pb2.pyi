@@ -1639,6 +1639,56 @@ class DeleteBundleResponse(_message.Message):
 Global___DeleteBundleResponse: _TypeAlias = DeleteBundleResponse  # noqa: Y015
 
 @_typing.final
+class PullBundleRequest(_message.Message):
+    """Request of PullBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    """An OCI reference: "<registry>/<repository>:<tag>" or
+    "<registry>/<repository>@sha256:<hex>".
+    """
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullBundleRequest: _TypeAlias = PullBundleRequest  # noqa: Y015
+
+@_typing.final
+class PullBundleResponse(_message.Message):
+    """Response of PullBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bundle(self) -> _bundle_pb2.Bundle:
+        """The bundle as stored, with its bundle.json; `bundle.digest` is the digest
+        runs record.
+        """
+
+    def __init__(
+        self,
+        *,
+        bundle: _bundle_pb2.Bundle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullBundleResponse: _TypeAlias = PullBundleResponse  # noqa: Y015
+
+@_typing.final
 class WatchInstallationRunsRequest(_message.Message):
     """--- live runs and logs
 

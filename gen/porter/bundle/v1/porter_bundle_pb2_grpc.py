@@ -172,6 +172,11 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
                 _registered_method=True)
+        self.PullBundle = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/PullBundle',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleResponse.FromString,
+                _registered_method=True)
         self.WatchInstallationRuns = channel.unary_stream(
                 '/porter.bundle.v1.PorterBundle/WatchInstallationRuns',
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.WatchInstallationRunsRequest.SerializeToString,
@@ -418,6 +423,22 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullBundle(self, request, context):
+        """Resolves a bundle reference in its OCI registry now and stores the bundle
+        (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
+        each time; a digest already stored needs no network. Returns the bundle
+        with its bundle.json and digest (the OCI index digest). Errors:
+        NOT_FOUND (unknown repository or tag), UNAVAILABLE (registry unreachable
+        or 5xx, host named), UNAUTHENTICATED / PERMISSION_DENIED (the registry's
+        words), FAILED_PRECONDITION (not a CNAB bundle, digest mismatch),
+        INVALID_ARGUMENT (bundle.json breaks the CNAB schema). E.g.
+        grpcurl -plaintext -d '{"reference":"ghcr.io/getporter/examples/porter-hello:v0.2.0"}'
+        127.0.0.1:3001 porter.bundle.v1.PorterBundle/PullBundle
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchInstallationRuns(self, request, context):
         """--- live runs and logs
 
@@ -657,6 +678,11 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.DeleteBundle,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.SerializeToString,
+            ),
+            'PullBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullBundle,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleResponse.SerializeToString,
             ),
             'WatchInstallationRuns': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchInstallationRuns,
@@ -1387,6 +1413,33 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/DeleteBundle',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/PullBundle',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

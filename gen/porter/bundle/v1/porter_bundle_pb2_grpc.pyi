@@ -115,6 +115,18 @@ class PorterBundleStub:
     """
     DeleteBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]
     """Removes a bundle reference."""
+    PullBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.PullBundleRequest, _porter_bundle_pb2.PullBundleResponse]
+    """Resolves a bundle reference in its OCI registry now and stores the bundle
+    (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
+    each time; a digest already stored needs no network. Returns the bundle
+    with its bundle.json and digest (the OCI index digest). Errors:
+    NOT_FOUND (unknown repository or tag), UNAVAILABLE (registry unreachable
+    or 5xx, host named), UNAUTHENTICATED / PERMISSION_DENIED (the registry's
+    words), FAILED_PRECONDITION (not a CNAB bundle, digest mismatch),
+    INVALID_ARGUMENT (bundle.json breaks the CNAB schema). E.g.
+      grpcurl -plaintext -d '{"reference":"ghcr.io/getporter/examples/porter-hello:v0.2.0"}'
+        127.0.0.1:3001 porter.bundle.v1.PorterBundle/PullBundle
+    """
     WatchInstallationRuns: _grpc.UnaryStreamMultiCallable[_porter_bundle_pb2.WatchInstallationRunsRequest, _porter_bundle_pb2.WatchInstallationRunsResponse]
     """--- live runs and logs
 
@@ -282,6 +294,18 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     DeleteBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]  # type: ignore[assignment]
     """Removes a bundle reference."""
+    PullBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.PullBundleRequest, _porter_bundle_pb2.PullBundleResponse]  # type: ignore[assignment]
+    """Resolves a bundle reference in its OCI registry now and stores the bundle
+    (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
+    each time; a digest already stored needs no network. Returns the bundle
+    with its bundle.json and digest (the OCI index digest). Errors:
+    NOT_FOUND (unknown repository or tag), UNAVAILABLE (registry unreachable
+    or 5xx, host named), UNAUTHENTICATED / PERMISSION_DENIED (the registry's
+    words), FAILED_PRECONDITION (not a CNAB bundle, digest mismatch),
+    INVALID_ARGUMENT (bundle.json breaks the CNAB schema). E.g.
+      grpcurl -plaintext -d '{"reference":"ghcr.io/getporter/examples/porter-hello:v0.2.0"}'
+        127.0.0.1:3001 porter.bundle.v1.PorterBundle/PullBundle
+    """
     WatchInstallationRuns: _aio.UnaryStreamMultiCallable[_porter_bundle_pb2.WatchInstallationRunsRequest, _porter_bundle_pb2.WatchInstallationRunsResponse]  # type: ignore[assignment]
     """--- live runs and logs
 
@@ -596,6 +620,24 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.DeleteBundleResponse, _abc.Awaitable[_porter_bundle_pb2.DeleteBundleResponse]]:
         """Removes a bundle reference."""
+
+    @_abc_1.abstractmethod
+    def PullBundle(
+        self,
+        request: _porter_bundle_pb2.PullBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.PullBundleResponse, _abc.Awaitable[_porter_bundle_pb2.PullBundleResponse]]:
+        """Resolves a bundle reference in its OCI registry now and stores the bundle
+        (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
+        each time; a digest already stored needs no network. Returns the bundle
+        with its bundle.json and digest (the OCI index digest). Errors:
+        NOT_FOUND (unknown repository or tag), UNAVAILABLE (registry unreachable
+        or 5xx, host named), UNAUTHENTICATED / PERMISSION_DENIED (the registry's
+        words), FAILED_PRECONDITION (not a CNAB bundle, digest mismatch),
+        INVALID_ARGUMENT (bundle.json breaks the CNAB schema). E.g.
+          grpcurl -plaintext -d '{"reference":"ghcr.io/getporter/examples/porter-hello:v0.2.0"}'
+            127.0.0.1:3001 porter.bundle.v1.PorterBundle/PullBundle
+        """
 
     @_abc_1.abstractmethod
     def WatchInstallationRuns(

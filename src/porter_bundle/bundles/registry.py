@@ -1,0 +1,457 @@
+"""A small OCI distribution client: pulls and pushes bundles in the cnab-to-oci layout.
+
+Blocking (httpx's sync client): the service layer calls it from worker threads, never on
+the event loop. Every failure is one of the :class:`RegistryError` classes below, turned
+into a domain error by :func:`registry_error` and nowhere else. Messages name the registry
+host and repeat the registry's own words; they never contain a credential or token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from porter_bundle.bundles import layout
+from porter_bundle.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    PorterBundleError,
+    Unauthenticated,
+    Unavailable,
+)
+from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+MAX_TOKEN_BYTES = 256 * 1024
+MAX_REDIRECTS = 5
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class RegistryError(Exception):
+    """A registry operation failed; ``host`` names the registry."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.message = message
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry cannot be reached, or answered 5xx / 429."""
+
+
+class RegistryNotFound(RegistryError):
+    """The repository, tag, manifest or blob does not exist."""
+
+
+class RegistryUnauthorized(RegistryError):
+    """The registry refused the credentials (or their absence): 401."""
+
+
+class RegistryForbidden(RegistryError):
+    """The registry knows who we are and refuses access: 403."""
+
+
+class RegistryBadContent(RegistryError):
+    """What the registry sent is wrong: a digest or size mismatch, too large, not a bundle."""
+
+
+class RegistryRefused(RegistryError):
+    """The registry refused a request for another reason (a 4xx, e.g. a push it rejects)."""
+
+
+def registry_error(exc: RegistryError, reference: str) -> PorterBundleError:
+    """The domain error of a registry failure (the only place making that choice)."""
+    meta = {"reference": reference, "registry": exc.host}
+    text = f"registry {exc.host}: {exc.message} ({reference})"
+    if isinstance(exc, RegistryUnreachable):
+        return Unavailable(text, reason="REGISTRY_UNAVAILABLE", metadata=meta)
+    if isinstance(exc, RegistryNotFound):
+        return NotFound(text, reason="BUNDLE_NOT_FOUND", metadata=meta)
+    if isinstance(exc, RegistryUnauthorized):
+        return Unauthenticated(text, reason="REGISTRY_UNAUTHENTICATED", metadata=meta)
+    if isinstance(exc, RegistryForbidden):
+        return PermissionDenied(text, reason="REGISTRY_PERMISSION_DENIED", metadata=meta)
+    if isinstance(exc, RegistryBadContent):
+        return FailedPrecondition(text, reason="REGISTRY_BAD_CONTENT", metadata=meta)
+    return FailedPrecondition(text, reason="REGISTRY_REFUSED", metadata=meta)
+
+
+# --- references -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A repository split into the registry host and the name on it."""
+
+    host: str
+    """As the reference names it (``docker.io`` for Docker Hub)."""
+    name: str
+
+    @classmethod
+    def parse(cls, repository: str) -> Repository:
+        """``ghcr.io/a/b`` -> (ghcr.io, a/b); ``library`` names go to Docker Hub as docker does."""
+        first, sep, rest = repository.partition("/")
+        if sep and ("." in first or ":" in first or first == "localhost"):
+            return cls(first, rest)
+        if not sep:
+            return cls(DOCKER_HUB, f"library/{repository}")
+        return cls(DOCKER_HUB, repository)
+
+    @property
+    def api_host(self) -> str:
+        """Where the registry API is served."""
+        return DOCKER_HUB_API if self.host == DOCKER_HUB else self.host
+
+
+# --- the client -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PulledBundle:
+    """A bundle as pulled: the index digest (the bundle digest) and bundle.json's bytes."""
+
+    digest: str
+    index: bytes
+    bundle_json: bytes
+    bundle_json_digest: str
+
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryClient:
+    """Pulls and pushes bundles; thread-safe (one connection pool, a lock around tokens)."""
+
+    def __init__(
+        self,
+        *,
+        insecure_hosts: frozenset[str] = frozenset(),
+        auths: Mapping[str, tuple[str, str]] | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._insecure = frozenset(insecure_hosts)
+        self._auths = dict(auths or {})
+        self._http = httpx.Client(
+            timeout=timeout_seconds, follow_redirects=False, transport=transport, trust_env=False
+        )
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- pull -----------------------------------------------------------------------
+
+    def resolve(self, repository: str, reference: str) -> str:
+        """The digest a tag (or digest) names now, by a HEAD of its manifest."""
+        repo = Repository.parse(repository)
+        try:
+            with self._send(repo, "HEAD", f"manifests/{reference}", _accept()) as response:
+                digest = str(response.headers.get("Docker-Content-Digest", ""))
+        except (RegistryUnreachable, RegistryBadContent):
+            raise
+        except RegistryError:
+            digest = ""  # a HEAD answer has no body: GET it for the registry's own words
+        if _DIGEST.fullmatch(digest):
+            return digest
+        # No digest header (or a refusal): read the manifest itself.
+        return self._manifest(repo, reference)[1]
+
+    def pull(self, repository: str, reference: str) -> PulledBundle:
+        """Pulls a bundle by tag or digest, verifying every digest and size on the way."""
+        repo = Repository.parse(repository)
+        index, digest, media_type = self._manifest(repo, reference)
+        try:
+            config_manifest = layout.config_manifest_of(index, media_type)
+            manifest, _, _ = self._manifest(repo, config_manifest.digest, config_manifest.size)
+            config = layout.config_blob_of(manifest)
+        except layout.LayoutError as exc:
+            raise RegistryBadContent(repo.host, str(exc)) from None
+        if config.size > MAX_BUNDLE_JSON_BYTES:
+            raise RegistryBadContent(
+                repo.host, f"bundle.json is larger than {MAX_BUNDLE_JSON_BYTES} bytes"
+            )
+        blob = self._blob(repo, config.digest, config.size)
+        return PulledBundle(digest, index, blob, config.digest)
+
+    def _manifest(
+        self, repo: Repository, reference: str, size: int | None = None
+    ) -> tuple[bytes, str, str]:
+        """(bytes, digest, media type) of a manifest, its digest checked."""
+        with self._send(repo, "GET", f"manifests/{reference}", _accept()) as response:
+            body = _read(repo.host, response, MAX_MANIFEST_BYTES, "manifest")
+            header = response.headers.get("Docker-Content-Digest", "")
+            media_type = response.headers.get("Content-Type", "").partition(";")[0].strip()
+        expected = reference if reference.startswith(("sha256:", "sha512:")) else header
+        digest = expected or layout.digest_of(body)
+        if not layout.matches(body, digest) or (header and not layout.matches(body, header)):
+            raise RegistryBadContent(
+                repo.host, f"the manifest of {repo.name}:{reference} does not match its digest"
+            )
+        if size is not None and len(body) != size:
+            raise RegistryBadContent(repo.host, f"manifest {digest} is not {size} bytes long")
+        return body, digest, media_type
+
+    def _blob(self, repo: Repository, digest: str, size: int) -> bytes:
+        with self._send(repo, "GET", f"blobs/{digest}", {}) as response:
+            body = _read(repo.host, response, size, "blob")
+        if len(body) != size or not layout.matches(body, digest):
+            raise RegistryBadContent(repo.host, f"blob {digest} does not match its digest or size")
+        return body
+
+    # --- push ----------------------------------------------------------------------
+
+    def manifest_descriptor(self, repository: str, reference: str) -> layout.Descriptor:
+        """Media type, digest and size of an (image) manifest in the repository."""
+        repo = Repository.parse(repository)
+        body, digest, media_type = self._manifest(repo, reference)
+        try:
+            declared = json.loads(body).get("mediaType")
+        except (ValueError, AttributeError):
+            raise RegistryBadContent(repo.host, f"{repo.name}:{reference} is no manifest") from None
+        return layout.Descriptor(str(declared or media_type), digest, len(body))
+
+    def push_blob(self, repository: str, data: bytes) -> str:
+        """Uploads a blob unless the repository has it; returns its digest."""
+        repo = Repository.parse(repository)
+        digest = layout.digest_of(data)
+        with self._send(repo, "HEAD", f"blobs/{digest}", {}, push=True, missing_ok=True) as r:
+            if r.status_code == 200:
+                return digest
+        with self._send(repo, "POST", "blobs/uploads/", {}, push=True) as r:
+            location = r.headers.get("Location", "")
+        if not location:
+            raise RegistryRefused(repo.host, "the registry gave no upload location")
+        sep = "&" if "?" in location else "?"
+        url = urljoin(self._base(repo), location) + f"{sep}digest={digest}"
+        headers = {"Content-Type": "application/octet-stream"}
+        with self._send(repo, "PUT", url, headers, push=True, content=data):
+            pass
+        return digest
+
+    def push_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        """PUTs a manifest under a tag or digest; returns its digest."""
+        repo = Repository.parse(repository)
+        headers = {"Content-Type": media_type}
+        with self._send(repo, "PUT", f"manifests/{reference}", headers, push=True, content=data):
+            pass
+        return layout.digest_of(data)
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    def _base(self, repo: Repository) -> str:
+        scheme = "http" if repo.host in self._insecure else "https"
+        return f"{scheme}://{repo.api_host}/v2/{repo.name}/"
+
+    @contextmanager
+    def _send(
+        self,
+        repo: Repository,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        push: bool = False,
+        content: bytes | None = None,
+        missing_ok: bool = False,
+    ) -> Iterator[httpx.Response]:
+        """One request with the auth dance and redirects; the response is open in the block."""
+        url = path if "://" in path else self._base(repo) + path
+        scope = f"repository:{repo.name}:{'pull,push' if push else 'pull'}"
+        response = self._authorized(repo, method, url, headers, content, scope)
+        try:
+            redirects = 0
+            while response.is_redirect and method in ("GET", "HEAD"):
+                redirects += 1
+                location = response.headers.get("Location", "")
+                response.close()
+                if redirects > MAX_REDIRECTS or not location:
+                    raise RegistryRefused(repo.host, "too many redirects")
+                # Blob storage elsewhere (ghcr.io -> a CDN): never send the registry's token there.
+                url = urljoin(url, location)
+                response = self._open(repo.host, method, url, dict(headers), None)
+            if response.status_code >= 400 and not (missing_ok and response.status_code == 404):
+                _raise_for(repo, response)
+            yield response
+        finally:
+            response.close()
+
+    def _authorized(
+        self,
+        repo: Repository,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        scope: str,
+    ) -> httpx.Response:
+        with self._lock:
+            token = self._tokens.get((repo.host, scope))
+        response = self._open(repo.host, method, url, _with_auth(headers, token), content)
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("bearer "):
+            params = dict(_CHALLENGE_PARAM.findall(challenge))
+            response.close()
+            token = self._token(repo, params, params.get("scope") or scope)
+            with self._lock:
+                self._tokens[(repo.host, scope)] = token
+            return self._open(repo.host, method, url, _with_auth(headers, token), content)
+        credentials = self._credentials(repo.host)
+        if challenge.lower().startswith("basic ") and credentials:
+            response.close()
+            return self._open(
+                repo.host, method, url, _with_auth(headers, None, credentials), content
+            )
+        return response
+
+    def _credentials(self, host: str) -> tuple[str, str] | None:
+        """Configured (user, password) of a registry; docker's config names Docker Hub
+        ``https://index.docker.io/v1/``."""
+        names = [host]
+        if host == DOCKER_HUB:
+            names += ["index.docker.io/v1", "index.docker.io", DOCKER_HUB_API]
+        return next((self._auths[n] for n in names if n in self._auths), None)
+
+    def _token(self, repo: Repository, params: dict[str, str], scope: str) -> str:
+        """A bearer token from the challenge's realm: anonymous, or with basic credentials."""
+        realm = params.get("realm", "")
+        if not realm.startswith(("https://", "http://")):
+            raise RegistryRefused(repo.host, "the registry's auth challenge names no realm")
+        if urlsplit(realm).scheme == "http" and repo.host not in self._insecure:
+            raise RegistryRefused(repo.host, "the token service is plain HTTP; refusing to use it")
+        query = {"scope": scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        credentials = self._credentials(repo.host)
+        headers = _with_auth({}, None, credentials) if credentials else {}
+        try:
+            with self._http.stream("GET", realm, params=query, headers=headers) as response:
+                if response.status_code >= 400:
+                    _raise_for(repo, response, token_service=True)
+                body = _read(repo.host, response, MAX_TOKEN_BYTES, "token")
+        except httpx.HTTPError as exc:
+            raise RegistryUnreachable(
+                repo.host, f"token service unreachable: {_what(exc)}"
+            ) from None
+        try:
+            doc = json.loads(body)
+            token = doc.get("token") or doc.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryRefused(repo.host, "the token service answered no token")
+        return token
+
+    def _open(
+        self,
+        host: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+    ) -> httpx.Response:
+        try:
+            request = self._http.build_request(method, url, headers=headers, content=content)
+            return self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise RegistryUnreachable(host, f"unreachable: {_what(exc)}") from None
+
+
+def _with_auth(
+    headers: Mapping[str, str], token: str | None, basic: tuple[str, str] | None = None
+) -> dict[str, str]:
+    out = dict(headers)
+    if token:
+        out["Authorization"] = f"Bearer {token}"
+    elif basic:
+        pair = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        out["Authorization"] = f"Basic {pair}"
+    return out
+
+
+def _accept() -> dict[str, str]:
+    return {"Accept": layout.MANIFEST_ACCEPT}
+
+
+def _what(exc: httpx.HTTPError) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
+
+
+def _read(host: str, response: httpx.Response, limit: int, what: str) -> bytes:
+    """The body, at most ``limit`` bytes (RegistryBadContent beyond)."""
+    chunks, total = [], 0
+    try:
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise RegistryBadContent(host, f"the {what} is larger than {limit} bytes")
+            chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise RegistryUnreachable(host, f"reading the {what} failed: {_what(exc)}") from None
+    return b"".join(chunks)
+
+
+def _words(host: str, response: httpx.Response) -> str:
+    """The registry's own explanation: its ``errors[].message`` (or the status line)."""
+    try:
+        body = (
+            _read(host, response, MAX_ERROR_BYTES, "error")
+            if response.request.method != "HEAD"
+            else b""
+        )
+    except RegistryError:
+        body = b""
+    words: list[str] = []
+    try:
+        doc = json.loads(body)
+        for err in doc.get("errors") or []:
+            code, message = err.get("code", ""), err.get("message", "")
+            words.append(f"{code}: {message}" if code and message else str(code or message))
+        if not words and isinstance(doc.get("details"), str):
+            words.append(doc["details"])
+    except (ValueError, AttributeError, TypeError):
+        pass
+    text = "; ".join(w for w in words if w) or f"{response.status_code} {response.reason_phrase}"
+    return text[:300]
+
+
+def _raise_for(repo: Repository, response: httpx.Response, *, token_service: bool = False) -> None:
+    status = response.status_code
+    words = _words(repo.host, response)
+    where = "token service" if token_service else repo.name
+    if status == 401:
+        raise RegistryUnauthorized(repo.host, f"authentication refused for {where}: {words}")
+    if status == 403:
+        raise RegistryForbidden(repo.host, f"access denied to {where}: {words}")
+    if status == 404 and not token_service:
+        raise RegistryNotFound(repo.host, f"not found: {words}")
+    if status >= 500 or status == 429:
+        raise RegistryUnreachable(repo.host, f"answered {status}: {words}")
+    raise RegistryRefused(repo.host, f"answered {status}: {words}")
