@@ -106,11 +106,12 @@ def _interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
 
 async def start_server(settings: Settings, services: Services) -> RunningServer:
     """Builds and starts the server on ``settings.address`` (port 0 picks one)."""
+    interceptors = _interceptors(settings)  # first: a bad token file fails before anything starts
+    audit = AuditLog(settings.audit_log)
     executor = ThreadPoolExecutor(
         max_workers=settings.workers, thread_name_prefix="porter-bundle-db"
     )
-    audit = AuditLog(settings.audit_log)
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=_interceptors(settings))
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     servicer = PorterBundleServicer(
         services,
         executor,
