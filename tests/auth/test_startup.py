@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 
+import grpc
 import pytest
 
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.auth.exposure import check_exposure, is_loopback
 from porter_bundle.auth.tokens import hash_token, parse
 from porter_bundle.cli import main
+from tests.auth.conftest import NS, creds
+from tests.helpers import failure
+from tests.test_cli import start
 
 
 @pytest.mark.parametrize(
@@ -77,3 +84,43 @@ def test_token_commands(capsys, monkeypatch):
     assert entry.principal.has("operator", "team-b") and entry.principal.has("viewer", "x")
     assert token not in out.err
     assert main(["token", "new", "ci", "--role", "admin=*"]) == 2
+
+
+def _serve(tmp_path, env_extra, *args):
+    return start(tmp_path, {"PORTER_BUNDLE_DATA_DIR": str(tmp_path / "data"), **env_extra}, *args)
+
+
+def _stop(proc) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_any_address_with_token_file_from_environment(tmp_path, token_file):
+    proc, port = _serve(
+        tmp_path,
+        {"PORTER_BUNDLE_ADDRESS": "0.0.0.0:0", "PORTER_BUNDLE_TOKEN_FILE": str(token_file)},
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)
+            req = pb.ListInstallationsRequest(namespace=NS)
+            assert failure(stub.ListInstallations, req).code == grpc.StatusCode.UNAUTHENTICATED
+            assert (
+                stub.ListInstallations(req, metadata=creds("viewer-a"), timeout=10).total_size == 0
+            )
+    finally:
+        err = _stop(proc)
+    assert "WITHOUT AUTHENTICATION" not in err
+
+
+def test_any_address_insecure_starts_with_a_warning(tmp_path):
+    proc, port = _serve(tmp_path, {"PORTER_BUNDLE_ADDRESS": "0.0.0.0:0"}, "--insecure")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)
+            stub.ListInstallations(pb.ListInstallationsRequest(), timeout=10)
+    finally:
+        err = _stop(proc)
+    assert "WITHOUT AUTHENTICATION (--insecure)" in err

@@ -9,11 +9,12 @@ reflection is open unless ``reflection_requires_auth``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 
+from porter_bundle.api.errors import abort
 from porter_bundle.auth import authz
 from porter_bundle.auth.permissions import RULES, Rule
 from porter_bundle.auth.roles import ALL_NAMESPACES, ROLES, Principal
@@ -44,7 +45,7 @@ class Authenticator:
         self.tokens = tokens
         self.mtls = mtls
 
-    def authenticate(self, metadata: Sequence[Any] | None, common_name: str | None) -> Principal:
+    def authenticate(self, metadata: Iterable[Any] | None, common_name: str | None) -> Principal:
         """The caller's principal; UNAUTHENTICATED when there is none."""
         token = bearer_token(metadata)
         if token:
@@ -62,7 +63,7 @@ class Authenticator:
         )
 
 
-def bearer_token(metadata: Sequence[Any] | None) -> str:
+def bearer_token(metadata: Iterable[Any] | None) -> str:
     """The token of the call's ``authorization: Bearer <token>`` metadata, or ""."""
     for key, value in metadata or ():
         if (
@@ -87,6 +88,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._auth = authenticator
         self._reflection_requires_auth = reflection_requires_auth
         self._rules = rules
+        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        """Guarded handlers by method: the server's handlers never change."""
 
     async def intercept_service(
         self,
@@ -95,23 +98,28 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        found = self._guarded.get(method)
+        if found is not None:
+            return found
+        handler = await continuation(handler_call_details)
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
-        metadata = handler_call_details.invocation_metadata
         if method.startswith(REFLECTION_PREFIXES):
             if not self._reflection_requires_auth:
                 return handler
-            return self._guard_reflection(handler, metadata)
-        return self._guard(handler, method, metadata)
+            guarded = self._guard_reflection(handler)
+        else:
+            guarded = self._guard(handler, method)
+        self._guarded[method] = guarded
+        return guarded
 
-    def _principal(self, metadata: Sequence[Any] | None, context: Ctx) -> Principal:
+    def _principal(self, context: Ctx) -> Principal:
         common_name = peer_common_name(context) if self._auth.mtls else None
-        return self._auth.authenticate(metadata, common_name)
+        return self._auth.authenticate(context.invocation_metadata(), common_name)
 
     def _guard(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str, metadata: Sequence[Any] | None
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
         rule = self._rules.get(method)
         behaviour: Any = handler.unary_unary or handler.unary_stream
@@ -119,10 +127,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             behaviour = None
 
         async def guarded(request: Any, context: Ctx) -> Any:
-            from porter_bundle.api.errors import abort
-
             try:
-                principal = self._principal(metadata, context)
+                principal = self._principal(context)
                 access = authz.authorize(rule, request, principal, method)
             except PorterBundleError as exc:
                 await abort(context, exc)
@@ -146,16 +152,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         )
 
     def _guard_reflection(
-        self, handler: grpc.RpcMethodHandler[Any, Any], metadata: Sequence[Any] | None
+        self, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         inner: Any = handler.stream_stream
         assert inner is not None
 
         async def guarded(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
-            from porter_bundle.api.errors import abort
-
             try:
-                self._principal(metadata, context)
+                self._principal(context)
             except PorterBundleError as exc:
                 await abort(context, exc)
             async for response in inner(requests, context):

@@ -618,7 +618,7 @@ class ListInstallationRunOutputsResponse(_message.Message):
     """State of that run."""
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[_run_pb2.Output]:
-        """Outputs of the run, sorted by name. Sensitive values are withheld."""
+        """Outputs of the run, sorted by name. Sensitive values are withheld unless revealed."""
 
     def __init__(
         self,
@@ -978,7 +978,7 @@ class GetCredentialSetResponse(_message.Message):
     CREDENTIAL_SET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def credential_set(self) -> _value_set_pb2.CredentialSet:
-        """The credential set (literal values withheld)."""
+        """The credential set (literal values withheld unless revealed)."""
 
     def __init__(
         self,
