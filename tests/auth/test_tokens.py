@@ -10,6 +10,8 @@ import pytest
 from porter_bundle.auth.roles import Principal
 from porter_bundle.auth.tokens import TokenFile, TokenFileError, hash_token, parse
 
+_H = hash_token("shared")
+
 
 def _write(path, text):
     path.write_text(text)
@@ -54,6 +56,7 @@ def test_parse_yaml_and_json_and_roles():
         ("- {name: a}\n- {name: a}", "appears twice"),
         ("- {name: a, password: x}", "unknown keys"),
         ("[unclosed", "not YAML or JSON"),
+        (f"- {{name: a, token: '{_H}'}}\n- {{name: b, token: '{_H}'}}", "same token"),
     ],
 )
 def test_parse_errors(text, message):

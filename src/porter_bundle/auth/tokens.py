@@ -76,12 +76,10 @@ def parse(text: str, source: str = "token file") -> list[_Entry]:
         if name in names:
             raise TokenFileError(f"{where}: name {name!r} appears twice")
         names.add(name)
-        entries.append(
-            _Entry(
-                Principal.bound(name, _roles(item.get("roles"), where)),
-                _digest(item.get("token"), where),
-            )
-        )
+        digest = _digest(item.get("token"), where)
+        if digest is not None and any(e.digest == digest for e in entries):
+            raise TokenFileError(f"{where}: {name!r} has the same token as another entry")
+        entries.append(_Entry(Principal.bound(name, _roles(item.get("roles"), where)), digest))
     return entries
 
 
