@@ -151,11 +151,86 @@ def _parser() -> argparse.ArgumentParser:
     from porter_bundle import keys
 
     keys.register(sub)
+    _add_security_flags(serve)
     from porter_bundle import client
+    from porter_bundle.auth import commands as auth_commands
 
     client.register(sub)
+    auth_commands.register(sub)
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
+
+
+# --- security flags (issue 7) ----------------------------------------------------------
+
+
+def _add_security_flags(serve: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    group = serve.add_argument_group("security (authentication, authorization, TLS, audit)")
+    group.add_argument(
+        "--token-file",
+        default=env(config.ENV_TOKEN_FILE, ""),
+        help=(
+            "YAML or JSON token file: principals, sha256 of their bearer tokens, role bindings "
+            f"per namespace; re-read when it changes (env {config.ENV_TOKEN_FILE})"
+        ),
+    )
+    group.add_argument(
+        "--tls-cert",
+        default=env(config.ENV_TLS_CERT, ""),
+        help=f"PEM certificate of the server: serve TLS (env {config.ENV_TLS_CERT})",
+    )
+    group.add_argument(
+        "--tls-key",
+        default=env(config.ENV_TLS_KEY, ""),
+        help=f"PEM private key of --tls-cert (env {config.ENV_TLS_KEY})",
+    )
+    group.add_argument(
+        "--tls-client-ca",
+        default=env(config.ENV_TLS_CLIENT_CA, ""),
+        help=(
+            "PEM CA of client certificates: mutual TLS, the certificate's subject CN is the "
+            f"principal (env {config.ENV_TLS_CLIENT_CA})"
+        ),
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        default=config.env_flag(config.ENV_INSECURE),
+        help=(
+            "allow listening on a non-loopback address without authentication; every caller "
+            f"may then do everything (env {config.ENV_INSECURE}=true)"
+        ),
+    )
+    group.add_argument(
+        "--reflection-requires-auth",
+        action="store_true",
+        default=config.env_flag(config.ENV_REFLECTION_REQUIRES_AUTH),
+        help=(
+            "server reflection needs credentials too; health checks never do "
+            f"(env {config.ENV_REFLECTION_REQUIRES_AUTH}=true)"
+        ),
+    )
+    group.add_argument(
+        "--audit-log",
+        default=env(config.ENV_AUDIT_LOG, ""),
+        help=(
+            "file the audit records of sensitive-value reveals are appended to (JSON lines); "
+            f"default: the log (env {config.ENV_AUDIT_LOG})"
+        ),
+    )
+
+
+def _security_settings(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "token_file": args.token_file,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "insecure": args.insecure,
+        "reflection_requires_auth": args.reflection_requires_auth,
+        "audit_log": args.audit_log,
+    }
 
 
 async def _serve(settings: config.Settings) -> None:
@@ -245,9 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema_check=args.schema_check,
         encryption_key_file=args.encryption_key_file,
         encryption_key=os.environ.get(config.ENV_ENCRYPTION_KEY, ""),
+        **_security_settings(args),  # type: ignore[arg-type]
     )
     log.info("database: %s", _redact_url(settings.database_url))
     try:
+        from porter_bundle.auth.exposure import check_exposure
+
+        check_exposure(
+            settings.address, authenticated=settings.authenticates, insecure=settings.insecure
+        )
         asyncio.run(_serve(settings))
     except ValueError as exc:  # a setting that cannot be used, e.g. an unreadable registry config
         log.error("%s", exc)

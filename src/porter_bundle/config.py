@@ -37,6 +37,14 @@ ENV_ENCRYPTION_KEY = "PORTER_BUNDLE_ENCRYPTION_KEY"
 ENV_ENCRYPTION_KEY_FILE = "PORTER_BUNDLE_ENCRYPTION_KEY_FILE"
 KEY_FILE_SUFFIX = ".key"
 DATA_DIR_KEY_FILE = "porter-bundle.key"
+# --- security (issue 7: authentication, authorization, TLS, audit) ---
+ENV_TOKEN_FILE = "PORTER_BUNDLE_TOKEN_FILE"
+ENV_TLS_CERT = "PORTER_BUNDLE_TLS_CERT"
+ENV_TLS_KEY = "PORTER_BUNDLE_TLS_KEY"
+ENV_TLS_CLIENT_CA = "PORTER_BUNDLE_TLS_CLIENT_CA"
+ENV_INSECURE = "PORTER_BUNDLE_INSECURE"
+ENV_REFLECTION_REQUIRES_AUTH = "PORTER_BUNDLE_REFLECTION_REQUIRES_AUTH"
+ENV_AUDIT_LOG = "PORTER_BUNDLE_AUDIT_LOG"
 
 
 def default_data_dir() -> Path:
@@ -104,6 +112,26 @@ class Settings:
     encryption_key: str = ""
     """The encryption keys themselves (base64, comma-separated, newest first), instead of a
     file (from $PORTER_BUNDLE_ENCRYPTION_KEY only)."""
+    # --- security (issue 7) ---
+    token_file: str = ""
+    """The token file (principals, token hashes, role bindings); "" = no bearer tokens."""
+    tls_cert: str = ""
+    """PEM certificate of the server; with ``tls_key`` the server speaks TLS only."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: str = ""
+    """PEM CA of client certificates: mutual TLS, the certificate's CN is the principal."""
+    insecure: bool = False
+    """Allow a non-loopback address without authentication (a warning is logged)."""
+    reflection_requires_auth: bool = False
+    """Server reflection needs credentials too (health checks never do)."""
+    audit_log: str = ""
+    """File the audit records of reveals are appended to; "" = the log."""
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether callers are authenticated (a token file or mutual TLS)."""
+        return bool(self.token_file or self.tls_client_ca)
 
     @property
     def secrets_path(self) -> Path:

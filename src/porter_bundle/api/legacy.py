@@ -18,6 +18,9 @@ import grpc
 
 from installation.v1alpha1 import installation_pb2 as ipb
 from porter_bundle.api.errors import mapped
+from porter_bundle.auth import authz
+from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.roles import SECRET_READER
 from porter_bundle.service import Services
 
 T = TypeVar("T")
@@ -34,11 +37,15 @@ class PorterLegacyServicer:
         *,
         reveal_sensitive: bool = False,
         inline_reads: bool = False,
+        audit: AuditLog | None = None,
+        authenticates: bool = False,
     ) -> None:
         self._s = services
         self._executor = executor
         self._reveal_sensitive = reveal_sensitive
         self._inline_reads = inline_reads
+        self._audit = audit or AuditLog()
+        self._authenticates = authenticates
 
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A read-only service call: inline on a local SQLite file, else on the worker pool."""
@@ -47,16 +54,16 @@ class PorterLegacyServicer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    def may_reveal_sensitive(self, context: Ctx) -> bool:
-        """Whether this caller gets sensitive output values in clear.
+    def may_reveal_sensitive(self, namespace: str) -> bool:
+        """Whether this caller gets sensitive output values of ``namespace`` in clear.
 
-        Today a server-wide setting (``--legacy-reveal-sensitive``, for a trusted in-cluster
-        deployment where only the operator can reach the port). Hook for per-caller
-        permissions: once callers are authenticated, answer from ``context`` (e.g. a
-        "read secrets" grant of the caller's identity) here, and nowhere else.
+        With the server-wide setting (``--legacy-reveal-sensitive``, for a trusted in-cluster
+        deployment where only the operator can reach the port) every caller does; when
+        callers are authenticated, so does one holding secret-reader in the namespace.
         """
-        del context
-        return self._reveal_sensitive
+        if self._reveal_sensitive:
+            return True
+        return self._authenticates and authz.current().may(SECRET_READER, namespace)
 
     @mapped
     async def ListInstallations(
@@ -70,6 +77,7 @@ class PorterLegacyServicer:
             labels=dict(request.labels),
             limit=request.limit,
             skip=request.skip,
+            visible=authz.current().visible,
         )
         return ipb.ListInstallationsResponse(installation=found)
 
@@ -77,10 +85,19 @@ class PorterLegacyServicer:
     async def ListInstallationLatestOutputs(
         self, request: ipb.ListInstallationLatestOutputRequest, context: Ctx
     ) -> ipb.ListInstallationLatestOutputResponse:
+        reveal = self.may_reveal_sensitive(request.namespace)
         found = await self._read(
             self._s.legacy.latest_outputs,
             request.namespace,
             request.name,
-            reveal_sensitive=self.may_reveal_sensitive(context),
+            reveal_sensitive=reveal,
         )
+        if reveal and any(v.sensitive for v in found):
+            where = f"{request.namespace}/{request.name}" if request.namespace else request.name
+            self._audit.reveal(
+                principal=authz.current().principal.name,
+                method="/porter.v1alpha1.Porter/ListInstallationLatestOutputs",
+                resource=f"installations/{where}/outputs",
+                namespace=request.namespace,
+            )
         return ipb.ListInstallationLatestOutputResponse(outputs=found)

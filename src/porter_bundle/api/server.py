@@ -18,6 +18,10 @@ from porter.v1alpha1 import porter_pb2 as legacy_porter_pb2
 from porter_bundle.api.legacy import PorterLegacyServicer
 from porter_bundle.api.servicer import PorterBundleServicer
 from porter_bundle.api.wire import serialize
+from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
+from porter_bundle.auth.tls import server_credentials
+from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.config import Settings
 from porter_bundle.service import Services
 from porter_bundle.service.events import RunEvents
@@ -89,12 +93,25 @@ def _handlers(
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
+def _interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The authentication interceptor when callers are authenticated; none otherwise."""
+    if not settings.authenticates:
+        return []
+    tokens = TokenFile(settings.token_file) if settings.token_file else None
+    authenticator = Authenticator(tokens, mtls=bool(settings.tls_client_ca))
+    return [
+        AuthInterceptor(authenticator, reflection_requires_auth=settings.reflection_requires_auth)
+    ]
+
+
 async def start_server(settings: Settings, services: Services) -> RunningServer:
     """Builds and starts the server on ``settings.address`` (port 0 picks one)."""
+    interceptors = _interceptors(settings)  # first: a bad token file fails before anything starts
+    audit = AuditLog(settings.audit_log)
     executor = ThreadPoolExecutor(
         max_workers=settings.workers, thread_name_prefix="porter-bundle-db"
     )
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     servicer = PorterBundleServicer(
         services,
         executor,
@@ -103,6 +120,7 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
             heartbeat_seconds=settings.stream_heartbeat_seconds,
             recheck_seconds=settings.stream_recheck_seconds,
         ),
+        audit=audit,
     )
     server.add_generic_rpc_handlers([_handlers(servicer)])
     legacy = PorterLegacyServicer(
@@ -110,6 +128,8 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
         executor,
         reveal_sensitive=settings.legacy_reveal_sensitive,
         inline_reads=services.local_database,
+        audit=audit,
+        authenticates=settings.authenticates,
     )
     server.add_generic_rpc_handlers([_handlers(legacy, LEGACY_SERVICE_DESCRIPTOR)])
 
@@ -124,7 +144,15 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
         ),
         server,
     )
-    port = server.add_insecure_port(settings.address)
+    if settings.tls_cert or settings.tls_key:
+        if not (settings.tls_cert and settings.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        creds = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        port = server.add_secure_port(settings.address, creds)
+    elif settings.tls_client_ca:
+        raise ValueError("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key")
+    else:
+        port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
     await server.start()

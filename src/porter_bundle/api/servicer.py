@@ -16,9 +16,12 @@ import grpc
 from google.protobuf import json_format
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
-from porter.bundle.v1.run_pb2 import Run
+from porter.bundle.v1.run_pb2 import Output, Run
 from porter_bundle.api.errors import mapped
 from porter_bundle.api.wire import EncodingCache, list_response
+from porter_bundle.auth import authz
+from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.roles import OPERATOR, VIEWER
 from porter_bundle.documents.mapping import Format, to_value
 from porter_bundle.errors import Violations
 from porter_bundle.service import Services
@@ -26,9 +29,11 @@ from porter_bundle.service.actions import ActionRequest
 from porter_bundle.service.documents import CREATED, UNCHANGED, UPDATED
 from porter_bundle.service.paging import PageResult
 from porter_bundle.service.reconcile import Change
+from porter_bundle.service.runs import run_id_not_found
 from porter_bundle.service.streams import Heartbeat, LogData, StreamTiming
 
 T = TypeVar("T")
+SERVICE = "porter.bundle.v1.PorterBundle"
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -53,8 +58,10 @@ class PorterBundleServicer:
         *,
         inline_reads: bool = False,
         stream_timing: StreamTiming | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._s = services
+        self._audit = audit or AuditLog()
         self._executor = executor
         self._inline_reads = inline_reads
         self._stream_timing = stream_timing or StreamTiming()
@@ -73,6 +80,32 @@ class PorterBundleServicer:
             return fn(*args, **kwargs)
         return await self._run(fn, *args, **kwargs)
 
+    def _reveal(self, request: Any, namespace: str) -> bool:
+        """Whether the request asks to reveal sensitive values; PERMISSION_DENIED when it does
+        and the caller may not (checked before anything is looked up)."""
+        if not request.reveal_sensitive:
+            return False
+        authz.current().require_reveal(namespace)
+        return True
+
+    async def _check_run_by_id(self, request: Any) -> None:
+        """A run addressed by ID alone in a namespace the caller may not see is NOT_FOUND, as
+        a missing run is (the namespace was not known before the run was found)."""
+        access = authz.current()
+        if not access.authenticated or request.name or request.namespace:
+            return
+        run = await self._read(self._s.runs.locate, "", "", request.run_id)
+        if not access.may(VIEWER, run.namespace):
+            raise run_id_not_found(run.id)
+
+    def _audit_reveal(self, method: str, resource: str, namespace: str) -> None:
+        self._audit.reveal(
+            principal=authz.current().principal.name,
+            method=f"/{SERVICE}/{method}",
+            resource=resource,
+            namespace=namespace,
+        )
+
     # --- installations -------------------------------------------------------------
 
     @mapped
@@ -86,6 +119,7 @@ class PorterBundleServicer:
             page_size=request.page_size,
             page_token=request.page_token,
             skip=request.skip,
+            visible=authz.current().visible,
         )
         return _page_bytes(page)
 
@@ -147,13 +181,20 @@ class PorterBundleServicer:
     async def GetInstallationRun(
         self, request: pb.GetInstallationRunRequest, context: Ctx
     ) -> pb.GetInstallationRunResponse:
+        reveal = self._reveal(request, request.namespace)
         run = await self._read(self._s.runs.get, request.namespace, request.name, request.run_id)
+        if reveal and run.sensitive_parameters:
+            values = await self._read(self._s.runs.run_parameters, run.id)
+            hidden = {k: values[k] for k in run.sensitive_parameters if k in values}
+            run.parameters.update(hidden)
+            self._audit_reveal("GetInstallationRun", _run_resource(run), request.namespace)
         return pb.GetInstallationRunResponse(run=run)
 
     @mapped
     async def ListInstallationRunOutputs(
         self, request: pb.ListInstallationRunOutputsRequest, context: Ctx
     ) -> bytes:
+        reveal = self._reveal(request, request.namespace)
         found = await self._read(
             self._s.runs.outputs,
             request.namespace,
@@ -161,7 +202,18 @@ class PorterBundleServicer:
             request.run_id,
             any_result=request.any_result,
         )
-        return list_response(found.docs, found.run_id, found.run_state)
+        docs = found.docs
+        if reveal:
+            outputs = [Output.FromString(d) for d in docs]
+            if any(o.sensitive for o in outputs):
+                values = await self._read(self._s.runs.revealed_outputs, found.run_id)
+                for out in outputs:
+                    if out.sensitive and out.name in values:
+                        json_format.ParseDict(values[out.name], out.value)
+                docs = [o.SerializeToString() for o in outputs]
+                resource = f"{_installation_resource(request.namespace, request.name)}/runs/{found.run_id}/outputs"
+                self._audit_reveal("ListInstallationRunOutputs", resource, request.namespace)
+        return list_response(docs, found.run_id, found.run_state)
 
     # --- actions ----------------------------------------------------------------------
 
@@ -211,7 +263,17 @@ class PorterBundleServicer:
     async def GetCredentialSet(
         self, request: pb.GetCredentialSetRequest, context: Ctx
     ) -> pb.GetCredentialSetResponse:
-        found = await self._read(self._s.credential_sets.get, request.namespace, request.name)
+        if self._reveal(request, request.namespace):
+            found = await self._read(
+                self._s.credential_sets.get_revealed, request.namespace, request.name
+            )
+            self._audit_reveal(
+                "GetCredentialSet",
+                _set_resource("credentialsets", request.namespace, request.name),
+                request.namespace,
+            )
+        else:
+            found = await self._read(self._s.credential_sets.get, request.namespace, request.name)
         return pb.GetCredentialSetResponse(credential_set=found)
 
     @mapped
@@ -343,6 +405,7 @@ class PorterBundleServicer:
             else:
                 await context.write(pb.WatchInstallationRunsResponse(run=item))
 
+        await self._check_run_by_id(request)
         await self._s.streams.watch_runs(
             request.namespace,
             request.name,
@@ -370,6 +433,7 @@ class PorterBundleServicer:
             else:
                 await context.write(pb.StreamRunLogsResponse(run=item))
 
+        await self._check_run_by_id(request)
         await self._s.streams.run_logs(
             request.namespace,
             request.name,
@@ -387,8 +451,12 @@ class PorterBundleServicer:
     async def ApplyInstallation(
         self, request: pb.ApplyInstallationRequest, context: Ctx
     ) -> pb.ApplyInstallationResponse:
+        access = authz.current()
         done = await self._s.documents.apply_installation(
-            request.document, dry_run=request.dry_run, force=request.force
+            request.document,
+            dry_run=request.dry_run,
+            force=request.force,
+            authorize_run=lambda namespace: access.require(OPERATOR, namespace),
         )
         response = pb.ApplyInstallationResponse(
             installation=done.installation,
@@ -447,12 +515,20 @@ class PorterBundleServicer:
     async def ExportCredentialSet(
         self, request: pb.ExportCredentialSetRequest, context: Ctx
     ) -> pb.ExportCredentialSetResponse:
+        reveal = self._reveal(request, request.namespace)
         text = await self._read(
             self._s.documents.export_credential_set,
             request.namespace,
             request.name,
             _format(request.format),
+            reveal=reveal,
         )
+        if reveal:
+            self._audit_reveal(
+                "ExportCredentialSet",
+                _set_resource("credentialsets", request.namespace, request.name),
+                request.namespace,
+            )
         return pb.ExportCredentialSetResponse(document=text)
 
     @mapped
@@ -474,6 +550,18 @@ def _heartbeat(item: Heartbeat) -> pb.StreamHeartbeat:
     return beat
 
 
+def _installation_resource(namespace: str, name: str) -> str:
+    return f"installations/{namespace}/{name}" if namespace else f"installations/{name}"
+
+
+def _run_resource(run: Run) -> str:
+    return f"{_installation_resource(run.namespace, run.installation)}/runs/{run.id}"
+
+
+def _set_resource(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
 def _list_args(request: Any) -> dict[str, Any]:
     return {
         "namespace": request.namespace,
@@ -483,6 +571,7 @@ def _list_args(request: Any) -> dict[str, Any]:
         "page_size": request.page_size,
         "page_token": request.page_token,
         "skip": request.skip,
+        "visible": authz.current().visible,
     }
 
 

@@ -14,12 +14,16 @@ DEFAULT_SERVER = "127.0.0.1:3001"
 
 
 def add_server_flag(parser: argparse.ArgumentParser) -> None:
-    """``--server``: where the server listens (env PORTER_BUNDLE_SERVER)."""
+    """``--server``: where the server listens (env PORTER_BUNDLE_SERVER), and how to connect
+    (TLS, bearer token: :mod:`porter_bundle.client.connection`)."""
     parser.add_argument(
         "--server",
         default=os.environ.get(ENV_SERVER, DEFAULT_SERVER),
         help=f"host:port of the porter-bundle server (env {ENV_SERVER})",
     )
+    from porter_bundle.client.connection import add_connection_flags
+
+    add_connection_flags(parser)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-from porter_bundle.client import add_server_flag
+from porter_bundle.client import add_server_flag, connection
 from porter_bundle.documents import DocumentKind, detect_kind, parse_stream
 from porter_bundle.documents.validate import unwrap
 from porter_bundle.errors import InvalidArgument
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     todo = sorted((i for i in items if not i.problem), key=lambda i: _ORDER[i.kind])  # type: ignore[index]
     if not todo:
         return 1 if failed else 0
-    with grpc.insecure_channel(args.server) as channel:
+    with connection.channel(args) as channel:
         stub = porter_bundle_pb2_grpc.PorterBundleStub(channel)
         for item in todo:
             try:

@@ -22,7 +22,7 @@ import grpc
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import run_pb2
 from porter.bundle.v1.porter_bundle_pb2_grpc import PorterBundleStub
-from porter_bundle.client import add_server_flag
+from porter_bundle.client import add_server_flag, connection
 
 if TYPE_CHECKING:
     from porter.bundle.v1.porter_bundle_pb2_grpc import PorterBundleAsyncStub
@@ -254,7 +254,7 @@ async def _with_reconnect(
     loop = asyncio.get_running_loop()
     delay = 0.2
     last_progress = loop.time()
-    async with grpc.aio.insecure_channel(args.server, options=CHANNEL_OPTIONS) as channel:
+    async with connection.aio_channel(args, CHANNEL_OPTIONS) as channel:
         stub: PorterBundleAsyncStub = PorterBundleStub(channel)
         while True:
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -126,9 +126,15 @@ class DocumentService:
             resource, outcome, [_document_name(f) for f in changed], validated.warnings
         )
 
-    def export_credential_set(self, namespace: str, name: str, fmt: docs.Format) -> str:
-        """A credential set as Porter's CredentialSet document (literal values ``redacted``)."""
-        found = self._credential_sets.get(namespace, name)
+    def export_credential_set(
+        self, namespace: str, name: str, fmt: docs.Format, *, reveal: bool = False
+    ) -> str:
+        """A credential set as Porter's CredentialSet document: literal values ``redacted``,
+        or with ``reveal`` (an authorized, audited caller) the values themselves."""
+        if reveal:
+            found = self._credential_sets.get_revealed(namespace, name)
+        else:
+            found = self._credential_sets.get(namespace, name)
         return docs.render(docs.from_credential_set(found), fmt)
 
     def export_parameter_set(self, namespace: str, name: str, fmt: docs.Format) -> str:
@@ -143,7 +149,12 @@ class DocumentService:
         return docs.render(docs.from_installation(self._installations.get(namespace, name)), fmt)
 
     async def apply_installation(
-        self, raw: bytes, *, dry_run: bool = False, force: bool = False
+        self,
+        raw: bytes,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        authorize_run: Callable[[str], None] | None = None,
     ) -> InstallationApplied:
         """Applies an Installation document and reconciles the installation with it.
 
@@ -151,6 +162,7 @@ class DocumentService:
         bundle (nothing is stored when either fails), store it, decide, run the action.
         A decision or run refused by ExecuteAction's checks fails the call with their
         error; the stored document change is kept, and applying again retries.
+        ``authorize_run(namespace)`` is called before a run starts (it raises to refuse).
         """
         prepared = await asyncio.to_thread(self._prepare, raw)
         stored = prepared.would_store
@@ -159,6 +171,8 @@ class DocumentService:
         decision = await asyncio.to_thread(self._decide, prepared, stored, force)
         run = None
         if decision.action and not dry_run:
+            if authorize_run is not None:
+                authorize_run(stored.namespace)
             run = await self._actions.execute(
                 ActionRequest(
                     stored.namespace, stored.name, decision.action, force=decision.force_action

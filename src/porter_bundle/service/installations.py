@@ -78,10 +78,17 @@ def check_list_filters(
 
 
 def list_filter(
-    namespace: str, all_namespaces: bool, name: str, labels: Mapping[str, str]
+    namespace: str,
+    all_namespaces: bool,
+    name: str,
+    labels: Mapping[str, str],
+    visible: frozenset[str] | None = None,
 ) -> ListFilter:
-    """The store filter of a namespaced list request."""
-    return ListFilter(None if all_namespaces else namespace, name, dict(labels))
+    """The store filter of a namespaced list request; ``visible`` limits a list over every
+    namespace to the namespaces the caller may see (None: all)."""
+    if not all_namespaces:
+        visible = None  # one namespace: the caller's right to it was checked before
+    return ListFilter(None if all_namespaces else namespace, name, dict(labels), visible)
 
 
 class InstallationService:
@@ -109,17 +116,21 @@ class InstallationService:
         page_size: int,
         page_token: str,
         skip: int,
+        visible: frozenset[str] | None = None,
     ) -> PageResult:
-        """A page of serialized Installation messages sorted by (namespace, name)."""
+        """A page of serialized Installation messages sorted by (namespace, name); over every
+        namespace, only those in ``visible`` (None: all)."""
         v = Violations()
         check_list_filters(v, namespace, all_namespaces, name, labels)
         v.raise_if_any()
-        flt = list_filter(namespace, all_namespaces, name, labels)
+        flt = list_filter(namespace, all_namespaces, name, labels, visible)
         req = parse_page_request(
             page_size,
             page_token,
             skip,
-            filters_fingerprint=fingerprint("installations", flt.namespace, name, dict(labels)),
+            filters_fingerprint=fingerprint(
+                "installations", flt.namespace, name, dict(labels), flt.visible
+            ),
             key_length=2,
         )
         with self._store.read() as conn:

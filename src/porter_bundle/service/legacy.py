@@ -148,6 +148,7 @@ class LegacyService:
         labels: Mapping[str, str],
         limit: int,
         skip: int,
+        visible: frozenset[str] | None = None,
     ) -> list[legacy.Installation]:
         """Installations matching Porter's filters, in Porter's order (see the module doc)."""
         every = all_namespaces or namespace == ALL_NAMESPACES
@@ -160,7 +161,9 @@ class LegacyService:
         if skip < 0:
             v.add("skip", "must not be negative")
         v.raise_if_any()
-        flt = ListFilter(None if every else namespace, name, dict(labels))
+        flt = ListFilter(
+            None if every else namespace, name, dict(labels), visible if every else None
+        )
         spec = PageSpec(limit=min(limit, NO_LIMIT) or NO_LIMIT, skip=min(skip, NO_LIMIT))
         with self._store.read() as conn:
             page = store.list_installations(conn, flt, spec)

@@ -343,11 +343,7 @@ class RunService:
         v.raise_if_any()
         run = self.current(run_id.upper())
         if run is None:
-            raise NotFound(
-                f"run {run_id.upper()} not found",
-                reason="RUN_NOT_FOUND",
-                metadata={"run_id": run_id.upper()},
-            )
+            raise run_id_not_found(run_id.upper())
         return run
 
     def current(self, run_id: str) -> Run | None:
@@ -398,6 +394,13 @@ class RunService:
             )
         result: dict[str, Any] = json.loads(raw)
         return result
+
+    def revealed_outputs(self, run_id: str) -> dict[str, Any]:
+        """Every output value of a run by name, sensitive ones included (for an authorized,
+        audited reveal)."""
+        with self._store.read() as conn:
+            rows = store.list_output_values(conn, run_id)
+        return {name: json.loads(text) for name, _, text in rows}
 
     # --- internals ---------------------------------------------------------------
 
@@ -523,6 +526,12 @@ def _violation(fieldname: str, description: str) -> Any:
     from porter_bundle.errors import FieldViolation
 
     return FieldViolation(fieldname, description)
+
+
+def run_id_not_found(run_id: str) -> NotFound:
+    """The error of a run addressed by its ID alone that does not exist (or that the caller
+    may not see: the same error, so its existence is not disclosed)."""
+    return NotFound(f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": run_id})
 
 
 def _run_not_found(namespace: str, name: str, run_id: str) -> NotFound:

@@ -97,17 +97,21 @@ class ValueSetService(Generic[SetMessage]):
         page_size: int,
         page_token: str,
         skip: int,
+        visible: frozenset[str] | None = None,
     ) -> PageResult:
-        """A page of serialized set messages (literal credentials withheld)."""
+        """A page of serialized set messages (literal credentials withheld); over every
+        namespace, only those in ``visible`` (None: all)."""
         v = Violations()
         check_list_filters(v, namespace, all_namespaces, name, labels)
         v.raise_if_any()
-        flt = list_filter(namespace, all_namespaces, name, labels)
+        flt = list_filter(namespace, all_namespaces, name, labels, visible)
         req = parse_page_request(
             page_size,
             page_token,
             skip,
-            filters_fingerprint=fingerprint(self._kind.kind, flt.namespace, name, dict(labels)),
+            filters_fingerprint=fingerprint(
+                self._kind.kind, flt.namespace, name, dict(labels), flt.visible
+            ),
             key_length=2,
         )
         with self._store.read() as conn:
@@ -133,6 +137,19 @@ class ValueSetService(Generic[SetMessage]):
         with self._store.read() as conn:
             values = store.get_value_set_values(conn, self._kind.kind, namespace, name)
         return None if values is None else self._kind.message.FromString(values)
+
+    def get_revealed(self, namespace: str, name: str) -> SetMessage:
+        """One set with its literal values in place of ``redacted`` (a reveal: the caller was
+        authorized and the reveal is audited by the API layer); NOT_FOUND when missing."""
+        public = self.get(namespace, name)
+        full = self.get_full(namespace, name)
+        literals = {e.name: e.source for e in self._entries(full)} if full is not None else {}
+        for entry in self._entries(public):
+            source = literals.get(entry.name)
+            if entry.source.redacted and source is not None and source.HasField("value"):
+                entry.source.value.CopyFrom(source.value)
+                entry.source.redacted = False
+        return public
 
     def create(self, given: SetMessage) -> SetMessage:
         """Stores a new set; ALREADY_EXISTS when the address is taken."""

@@ -34,6 +34,7 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    false,
     func,
     or_,
     select,
@@ -159,11 +160,13 @@ class ListFilter:
     namespace: str | None = ""
     name_contains: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    visible: frozenset[str] | None = None
+    """Namespaces the caller may see (authorization); None = all."""
 
     @property
     def counts_suffice(self) -> bool:
         """True when the per-namespace counters answer ``total_size`` without a count query."""
-        return not self.name_contains and not self.labels
+        return not self.name_contains and not self.labels and self.visible is None
 
 
 @dataclass(frozen=True)
@@ -431,24 +434,31 @@ def _like_contains(text: str) -> str:
     return "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
 
 
-def _shape(flt: ListFilter) -> tuple[bool, bool, int]:
-    return (flt.namespace is not None, bool(flt.name_contains), len(flt.labels))
+def _shape(flt: ListFilter) -> tuple[bool, bool, int, int]:
+    visible = -1 if flt.visible is None else len(flt.visible)
+    return (flt.namespace is not None, bool(flt.name_contains), len(flt.labels), visible)
 
 
 def _filter_params(flt: ListFilter) -> dict[str, Any]:
     params: dict[str, Any] = {"ns": flt.namespace, "name_pat": _like_contains(flt.name_contains)}
     for i, (key, value) in enumerate(sorted(flt.labels.items())):
         params[f"lk{i}"], params[f"lv{i}"] = key, value
+    for i, namespace in enumerate(sorted(flt.visible or ())):
+        params[f"vis{i}"] = namespace
     return params
 
 
 def _filters(
-    table: Table, label_table: Table, label_fk: str, shape: tuple[bool, bool, int]
+    table: Table, label_table: Table, label_fk: str, shape: tuple[bool, bool, int, int]
 ) -> list[ColumnElement[bool]]:
-    has_ns, has_name, n_labels = shape
+    has_ns, has_name, n_labels, n_visible = shape
     where: list[ColumnElement[bool]] = []
     if has_ns:
         where.append(table.c.namespace == bindparam("ns"))
+    if n_visible == 0:
+        where.append(false())
+    elif n_visible > 0:
+        where.append(table.c.namespace.in_([bindparam(f"vis{i}") for i in range(n_visible)]))
     if has_name:
         where.append(table.c.name.like(bindparam("name_pat"), escape="/"))
     for i in range(n_labels):

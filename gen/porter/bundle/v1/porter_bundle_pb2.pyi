@@ -510,22 +510,28 @@ class GetInstallationRunRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    REVEAL_SENSITIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace of the installation."""
     name: _builtins.str
     """Name of the installation."""
     run_id: _builtins.str
     """ID of the run, or "latest" for the most recent SUCCEEDED run."""
+    reveal_sensitive: _builtins.bool
+    """Return the run's sensitive parameter values in `parameters` too. Needs the
+    secret-reader role on the namespace (else PERMISSION_DENIED); every reveal is audited.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         run_id: _builtins.str = ...,
+        reveal_sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "reveal_sensitive", b"reveal_sensitive", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -565,6 +571,7 @@ class ListInstallationRunOutputsRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     ANY_RESULT_FIELD_NUMBER: _builtins.int
+    REVEAL_SENSITIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace of the installation."""
     name: _builtins.str
@@ -575,6 +582,10 @@ class ListInstallationRunOutputsRequest(_message.Message):
     """With "latest": resolve to the most recent finished run whatever its
     result, instead of the most recent SUCCEEDED one.
     """
+    reveal_sensitive: _builtins.bool
+    """Return the values of sensitive outputs too. Needs the secret-reader role on the
+    namespace (else PERMISSION_DENIED); every reveal is audited.
+    """
     def __init__(
         self,
         *,
@@ -582,10 +593,11 @@ class ListInstallationRunOutputsRequest(_message.Message):
         name: _builtins.str = ...,
         run_id: _builtins.str = ...,
         any_result: _builtins.bool = ...,
+        reveal_sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["any_result", b"any_result", "name", b"name", "namespace", b"namespace", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["any_result", b"any_result", "name", b"name", "namespace", b"namespace", "reveal_sensitive", b"reveal_sensitive", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -606,7 +618,7 @@ class ListInstallationRunOutputsResponse(_message.Message):
     """State of that run."""
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[_run_pb2.Output]:
-        """Outputs of the run, sorted by name. Sensitive values are withheld."""
+        """Outputs of the run, sorted by name. Sensitive values are withheld unless revealed."""
 
     def __init__(
         self,
@@ -933,19 +945,25 @@ class GetCredentialSetRequest(_message.Message):
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    REVEAL_SENSITIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace of the set."""
     name: _builtins.str
     """Name of the set."""
+    reveal_sensitive: _builtins.bool
+    """Return literal credential values instead of `redacted`. Needs the secret-reader
+    role on the namespace (else PERMISSION_DENIED); every reveal is audited.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
+        reveal_sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "reveal_sensitive", b"reveal_sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -960,7 +978,7 @@ class GetCredentialSetResponse(_message.Message):
     CREDENTIAL_SET_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def credential_set(self) -> _value_set_pb2.CredentialSet:
-        """The credential set (literal values withheld)."""
+        """The credential set (literal values withheld unless revealed)."""
 
     def __init__(
         self,
@@ -2222,22 +2240,28 @@ class ExportCredentialSetRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    REVEAL_SENSITIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace of the set ("" = global)."""
     name: _builtins.str
     """Name of the set."""
     format: Global___DocumentFormat.ValueType
     """YAML (the default) or JSON."""
+    reveal_sensitive: _builtins.bool
+    """Export literal credential values instead of omitting them. Needs the
+    secret-reader role on the namespace (else PERMISSION_DENIED); every reveal is audited.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         format: Global___DocumentFormat.ValueType = ...,
+        reveal_sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace", "reveal_sensitive", b"reveal_sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -332,7 +332,8 @@ class PorterBundleServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCredentialSet(self, request, context):
-        """Returns one credential set; literal values are withheld (`redacted`).
+        """Returns one credential set; literal values are withheld (`redacted`) unless
+        `reveal_sensitive` (secret-reader only, audited).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -539,6 +540,8 @@ class PorterBundleServicer:
         """Returns a credential set as Porter's CredentialSet document. Literal values
         are write-only: they are exported as `source: {redacted: true}`, which
         applying keeps as stored, so applying the export changes nothing.
+        With `reveal_sensitive` (secret-reader only, audited) they are exported as
+        `source: {value: ...}`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -88,7 +88,9 @@ class PorterBundleStub:
     ListCredentialSets: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListCredentialSetsRequest, _porter_bundle_pb2.ListCredentialSetsResponse]
     """Lists credential sets sorted by (namespace, name)."""
     GetCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetCredentialSetRequest, _porter_bundle_pb2.GetCredentialSetResponse]
-    """Returns one credential set; literal values are withheld (`redacted`)."""
+    """Returns one credential set; literal values are withheld (`redacted`) unless
+    `reveal_sensitive` (secret-reader only, audited).
+    """
     CreateCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.CreateCredentialSetRequest, _porter_bundle_pb2.CreateCredentialSetResponse]
     """Creates a credential set. ALREADY_EXISTS when the name is taken."""
     UpdateCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.UpdateCredentialSetRequest, _porter_bundle_pb2.UpdateCredentialSetResponse]
@@ -203,6 +205,8 @@ class PorterBundleStub:
     """Returns a credential set as Porter's CredentialSet document. Literal values
     are write-only: they are exported as `source: {redacted: true}`, which
     applying keeps as stored, so applying the export changes nothing.
+    With `reveal_sensitive` (secret-reader only, audited) they are exported as
+    `source: {value: ...}`.
     """
     ExportParameterSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]
     """Returns a parameter set as Porter's ParameterSet document."""
@@ -267,7 +271,9 @@ class PorterBundleAsyncStub(PorterBundleStub):
     ListCredentialSets: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListCredentialSetsRequest, _porter_bundle_pb2.ListCredentialSetsResponse]  # type: ignore[assignment]
     """Lists credential sets sorted by (namespace, name)."""
     GetCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetCredentialSetRequest, _porter_bundle_pb2.GetCredentialSetResponse]  # type: ignore[assignment]
-    """Returns one credential set; literal values are withheld (`redacted`)."""
+    """Returns one credential set; literal values are withheld (`redacted`) unless
+    `reveal_sensitive` (secret-reader only, audited).
+    """
     CreateCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.CreateCredentialSetRequest, _porter_bundle_pb2.CreateCredentialSetResponse]  # type: ignore[assignment]
     """Creates a credential set. ALREADY_EXISTS when the name is taken."""
     UpdateCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.UpdateCredentialSetRequest, _porter_bundle_pb2.UpdateCredentialSetResponse]  # type: ignore[assignment]
@@ -382,6 +388,8 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """Returns a credential set as Porter's CredentialSet document. Literal values
     are write-only: they are exported as `source: {redacted: true}`, which
     applying keeps as stored, so applying the export changes nothing.
+    With `reveal_sensitive` (secret-reader only, audited) they are exported as
+    `source: {value: ...}`.
     """
     ExportParameterSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]  # type: ignore[assignment]
     """Returns a parameter set as Porter's ParameterSet document."""
@@ -521,7 +529,9 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         request: _porter_bundle_pb2.GetCredentialSetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.GetCredentialSetResponse, _abc.Awaitable[_porter_bundle_pb2.GetCredentialSetResponse]]:
-        """Returns one credential set; literal values are withheld (`redacted`)."""
+        """Returns one credential set; literal values are withheld (`redacted`) unless
+        `reveal_sensitive` (secret-reader only, audited).
+        """
 
     @_abc_1.abstractmethod
     def CreateCredentialSet(
@@ -756,6 +766,8 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         """Returns a credential set as Porter's CredentialSet document. Literal values
         are write-only: they are exported as `source: {redacted: true}`, which
         applying keeps as stored, so applying the export changes nothing.
+        With `reveal_sensitive` (secret-reader only, audited) they are exported as
+        `source: {value: ...}`.
         """
 
     @_abc_1.abstractmethod

@@ -140,13 +140,16 @@ class Run(_message.Message):
     """Client-chosen idempotency key given when the run was requested, if any."""
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
-        """Parameter values the run used. Sensitive values are never returned: their
-        names are listed in `sensitive_parameters` instead.
+        """Parameter values the run used. Sensitive values are withheld, their names
+        listed in `sensitive_parameters`, unless GetInstallationRun's
+        `reveal_sensitive` adds them (secret-reader only, audited).
         """
 
     @_builtins.property
     def sensitive_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names of parameters that were set but are sensitive, so withheld from `parameters`."""
+        """Names of parameters that were set but are sensitive (withheld from `parameters`
+        unless revealed).
+        """
 
     @_builtins.property
     def credential_sets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -219,14 +222,16 @@ class Output(_message.Message):
     "object", "array", "file" or "" when the bundle does not say.
     """
     sensitive: _builtins.bool
-    """True when the output's definition is writeOnly; the value is then withheld."""
+    """True when the output's definition is writeOnly; the value is then withheld
+    unless ListInstallationRunOutputs' `reveal_sensitive` asks for it.
+    """
     run_id: _builtins.str
     """ID of the run that produced this value."""
     digest: _builtins.str
     """"sha256:<hex>" of the value's canonical JSON, to compare values without revealing them."""
     @_builtins.property
     def value(self) -> _struct_pb2.Value:
-        """The value, typed. Unset when sensitive."""
+        """The value, typed. Unset when sensitive and not revealed."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:

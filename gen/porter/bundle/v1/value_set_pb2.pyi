@@ -47,7 +47,8 @@ class ValueSource(_message.Message):
     @_builtins.property
     def value(self) -> _struct_pb2.Value:
         """A literal value. For credentials it is write-only: responses set
-        `redacted` instead of returning it. Credentials take strings only;
+        `redacted` instead of returning it (unless a secret-reader asks
+        `reveal_sensitive`). Credentials take strings only;
         parameters take any JSON value (ParameterSet schema 1.1.0).
         """
 
