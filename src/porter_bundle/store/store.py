@@ -551,7 +551,7 @@ def _count(
 
 def bump_count(session: Session, kind: str, namespace: str, delta: int) -> None:
     """Adjusts a namespace's resource counter in the caller's transaction (an upsert, race-free)."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = _dialect_insert(session)
     stmt = insert(_counts).values(kind=kind, namespace=namespace, count=delta)
     session.execute(
         stmt.on_conflict_do_update(
@@ -559,6 +559,11 @@ def bump_count(session: Session, kind: str, namespace: str, delta: int) -> None:
             set_={"count": _counts.c.count + delta},
         )
     )
+
+
+def _dialect_insert(session: Session) -> Any:
+    """The session's dialect's INSERT (with ON CONFLICT clauses): PostgreSQL's or SQLite's."""
+    return postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _flush_new(session: Session, row: Any) -> None:
@@ -1051,7 +1056,7 @@ def add_outputs(session: Session, installation_id: str, rows: Sequence[OutputRow
             r.value = _text(_OUTPUT_VALUE.seal(keyring, [r.run_id, r.name], r.value.encode()))
     session.add_all(rows)
     session.flush()
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = _dialect_insert(session)
     lo = _latest_outputs
     stmt = insert(lo).values(
         [{"installation_id": installation_id, "name": r.name, "run_id": r.run_id} for r in rows]
@@ -1146,10 +1151,12 @@ def get_run_state(reader: Reader, installation_id: str, run_id: str) -> int | No
 
 
 def put_bundle_document(session: Session, digest: str, content: str) -> None:
-    """Stores a bundle.json under its digest unless it is stored already."""
-    if session.get(BundleDocumentRow, digest) is None:
-        session.add(BundleDocumentRow(digest=digest, content=content))
-        session.flush()
+    """Stores a bundle.json under its digest unless it is stored already. Content is addressed
+    by its digest, so a concurrent writer of the same digest stored the same bytes: the insert
+    skips a conflicting row instead of failing (race-free on PostgreSQL as on SQLite)."""
+    insert = _dialect_insert(session)
+    stmt = insert(_bundle_docs).values(digest=digest, content=content)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=[_bundle_docs.c.digest]))
 
 
 def get_bundle_document(reader: Reader, digest: str) -> str | None:
