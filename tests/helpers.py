@@ -49,3 +49,22 @@ def failure(call: Callable[..., Any], *args: Any, **kwargs: Any) -> RpcFailure:
                 result.violations = {v.field: v.description for v in bad.field_violations}
         return result
     raise AssertionError("the call succeeded but was expected to fail")
+
+
+def sensitive_bundle(name: str = "vault") -> dict[str, Any]:
+    """A bundle.json (version 1.0.0) with a sensitive parameter ``password`` (``writeOnly``) and
+    a plain optional one, ``color``."""
+    return {
+        "schemaVersion": "v1.0.0",
+        "name": name,
+        "version": "1.0.0",
+        "invocationImages": [{"imageType": "docker", "image": f"localhost/{name}-installer:v1"}],
+        "definitions": {
+            "secret": {"type": "string", "writeOnly": True},
+            "text": {"type": "string"},
+        },
+        "parameters": {
+            "password": {"definition": "secret", "destination": {"env": "PASSWORD"}},
+            "color": {"definition": "text", "destination": {"env": "COLOR"}, "required": False},
+        },
+    }

@@ -68,10 +68,14 @@ def apply(stub, kind: DocumentKind, document: bytes, **kw: Any) -> Any:
     return stub.ApplyParameterSet(pb.ApplyParameterSetRequest(document=document, **kw))
 
 
-def export(stub, kind: DocumentKind, namespace: str, name: str, fmt: str = "yaml") -> str:
+def export(
+    stub, kind: DocumentKind, namespace: str, name: str, fmt: str = "yaml", *, reveal=False
+) -> str:
     req = {"namespace": namespace, "name": name, "format": FORMATS[fmt]}
     if kind is DocumentKind.INSTALLATION:
-        return stub.ExportInstallation(pb.ExportInstallationRequest(**req)).document
+        return stub.ExportInstallation(
+            pb.ExportInstallationRequest(**req, reveal_sensitive=reveal)
+        ).document
     if kind is DocumentKind.CREDENTIAL_SET:
         return stub.ExportCredentialSet(pb.ExportCredentialSetRequest(**req)).document
     return stub.ExportParameterSet(pb.ExportParameterSetRequest(**req)).document
@@ -177,7 +181,8 @@ def test_export_then_apply_changes_nothing_for_every_fixture(stub, porter_world,
         if kind is DocumentKind.INSTALLATION:
             wait_idle(stub, resource.namespace, resource.name)
     for path, kind, resource in applied:
-        text = export(stub, kind, resource.namespace, resource.name, fmt)
+        # Sensitive parameters are in an installation's export only when revealed.
+        text = export(stub, kind, resource.namespace, resource.name, fmt, reveal=True)
         doc = json.loads(text) if fmt == "json" else yaml.safe_load(text)
         assert doc["schemaType"] == kind.value and doc["name"] == resource.name
         before = everything(stub)
@@ -197,17 +202,22 @@ def test_exported_installation_document(stub, porter_world):
             apply(stub, EXPECTED[rel(p)].kind, p.read_bytes())
     apply(stub, DocumentKind.INSTALLATION, path.read_bytes())
     wait_idle(stub, "", "mybuns")
-    assert yaml.safe_load(export(stub, DocumentKind.INSTALLATION, "", "mybuns")) == {
+    expected = {
         "schemaType": "Installation",
         "schemaVersion": "1.0.2",
         "name": "mybuns",
         "namespace": "",
         "labels": {"generator": "porter-operator", "generatorVersion": "v0.2.0", "thing": "1"},
         "bundle": {"repository": "localhost:5000/mybuns", "version": "v0.1.2"},
-        "parameters": {"password": "supersecret"},
         "credentialSets": ["mybuns"],
         "parameterSets": ["mybuns"],
     }
+    # The bundle marks password sensitive (writeOnly): withheld unless revealed.
+    plain = stub.ExportInstallation(pb.ExportInstallationRequest(name="mybuns"))
+    assert yaml.safe_load(plain.document) == expected
+    assert list(plain.sensitive_parameters) == ["password"]
+    revealed = export(stub, DocumentKind.INSTALLATION, "", "mybuns", reveal=True)
+    assert yaml.safe_load(revealed) == {**expected, "parameters": {"password": "supersecret"}}
     err = failure(stub.ExportInstallation, pb.ExportInstallationRequest(name="nope"))
     assert err.code == grpc.StatusCode.NOT_FOUND and err.reason == "INSTALLATION_NOT_FOUND"
 

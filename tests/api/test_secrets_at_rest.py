@@ -4,7 +4,8 @@ of a plain caller (issue 7).
 A full scenario through the real server (a fake container engine that echoes every secret
 into its log, in small chunks, and fails with a secret in its error): credentials from a
 literal value, an environment variable, a file, a command and the secret store; sensitive
-parameters from a parameter set's secret source and from the request; a sensitive output.
+parameters from a parameter set's secret source, the installation itself and the request;
+a sensitive output.
 Then the SQLite file (and its -wal), the captured log and every response are searched for
 each secret value.
 """
@@ -57,6 +58,7 @@ SECRETS = {
     "secret-store credential": "cred-store-Ea15Pp",
     "sensitive parameter (set, secret source)": "param-set-Fb26Qq",
     "sensitive parameter (request)": "param-request-Gc37Rr",
+    "sensitive parameter (installation)": "param-installation-Jf60Uu",
     "sensitive output": "output-secret-Hd48Ss",
 }
 PUBLIC_OUTPUT = "public-output-Ie59Tt"
@@ -74,6 +76,7 @@ BUNDLE = {
     "parameters": {
         "password": {"definition": "secret-string", "destination": {"env": "PASSWORD"}},
         "apikey": {"definition": "secret-string", "destination": {"path": "/cnab/app/apikey"}},
+        "dbpass": {"definition": "secret-string", "destination": {"env": "DBPASS"}},
         "level": {"definition": "level", "destination": {"env": "LEVEL"}},
     },
     "credentials": {
@@ -203,6 +206,7 @@ def test_no_secret_in_database_log_or_plain_responses(
         credential_sets=["creds"],
         parameter_sets=["params"],
     )
+    inst.parameters.update({"dbpass": SECRETS["sensitive parameter (installation)"]})
     call(stub.CreateInstallation, pb.CreateInstallationRequest(installation=inst))
 
     request = pb.ExecuteActionRequest(namespace=NS, name=NAME, action="install")

@@ -15,7 +15,7 @@ from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, Valu
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle.service.runs import OutputValue
 from tests.auth.conftest import NS, creds, finished_run
-from tests.helpers import failure
+from tests.helpers import failure, sensitive_bundle
 
 SECRET_PARAM, SECRET_OUTPUT, SECRET_CRED = "hunter2-param", "s3cr3t-output", "lit-cred-value"
 
@@ -162,3 +162,54 @@ def test_legacy_latest_outputs_revealed_to_secret_reader(server, channel, run, a
     assert record["principal"] == "reader-a"
     assert record["method"] == "/porter.v1alpha1.Porter/ListInstallationLatestOutputs"
     assert record["resource"] == f"installations/{NS}/web/outputs"
+
+
+SECRET_INSTALLATION_PARAM = "inst-param-Vb52Ke"
+
+
+def test_installation_parameters_revealed_to_secret_reader(stub, audit_path):
+    stub.CreateBundle(
+        pb.CreateBundleRequest(
+            reference="localhost:5000/vault:v1.0.0", bundle_json=json.dumps(sensitive_bundle())
+        ),
+        metadata=creds("admin"),
+    )
+    inst = Installation(
+        namespace=NS,
+        name="vault",
+        bundle=BundleReference(repository="localhost:5000/vault", version="1.0.0"),
+    )
+    inst.parameters.update({"password": SECRET_INSTALLATION_PARAM, "color": "red"})
+    stub.CreateInstallation(
+        pb.CreateInstallationRequest(installation=inst), metadata=creds("admin")
+    )
+    get = pb.GetInstallationRequest(namespace=NS, name="vault")
+    plain = stub.GetInstallation(get, metadata=creds("reader-a")).installation
+    assert "password" not in plain.parameters
+    assert list(plain.sensitive_parameters) == ["password"]
+    export = pb.ExportInstallationRequest(namespace=NS, name="vault")
+    assert (
+        SECRET_INSTALLATION_PARAM
+        not in stub.ExportInstallation(export, metadata=creds("reader-a")).document
+    )
+
+    get.reveal_sensitive = export.reveal_sensitive = True
+    for method, req in ((stub.GetInstallation, get), (stub.ExportInstallation, export)):
+        denied = failure(method, req, metadata=creds("viewer-a"))
+        assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+        assert denied.metadata["role"] == "secret-reader"
+    assert _audit(audit_path) == []
+
+    shown = stub.GetInstallation(get, metadata=creds("reader-a")).installation
+    assert shown.parameters["password"] == SECRET_INSTALLATION_PARAM
+    assert list(shown.sensitive_parameters) == ["password"]
+    exported = stub.ExportInstallation(export, metadata=creds("reader-a"))
+    assert SECRET_INSTALLATION_PARAM in exported.document
+    assert list(exported.sensitive_parameters) == ["password"]
+    records = _audit(audit_path)
+    assert [(r["principal"], r["method"].rsplit("/", 1)[1], r["resource"]) for r in records] == [
+        ("reader-a", "GetInstallation", f"installations/{NS}/vault"),
+        ("reader-a", "ExportInstallation", f"installations/{NS}/vault"),
+    ]
+    assert all(r["namespace"] == NS for r in records)
+    assert SECRET_INSTALLATION_PARAM not in audit_path.read_text()

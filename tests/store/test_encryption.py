@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from google.protobuf.struct_pb2 import Value
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -28,13 +30,15 @@ from porter_bundle.store.crypto import (
     rotate_key_file,
     stored_key_id,
 )
-from porter_bundle.store.migrate import upgrade
+from porter_bundle.store.migrate import alembic_config, upgrade
 from porter_bundle.store.store import SECRET_COLUMNS
+from tests.helpers import sensitive_bundle
 
 NS, NAME = "team", "app"
 CREDENTIAL = "cred-Zx81-literal-credential"
 PARAMETER = "param-Qv27-sensitive-parameter"
 OUTPUT = "output-Lm55-sensitive-output"
+INSTALLATION_PARAMETER = "inst-Wq63-sensitive-installation-parameter"
 PUBLIC = "public-value-Kk09"
 
 
@@ -52,11 +56,12 @@ def _scenario(s: Store) -> str:
             ],
         )
     )
-    services.installations.create(
-        Installation(
-            namespace=NS, name=NAME, bundle=BundleReference(repository="r.example.com/b", tag="v1")
-        )
+    services.bundles.create("r.example.com/b:v1", json.dumps(sensitive_bundle("b")))
+    inst = Installation(
+        namespace=NS, name=NAME, bundle=BundleReference(repository="r.example.com/b", tag="v1")
     )
+    inst.parameters.update({"password": INSTALLATION_PARAMETER, "color": PUBLIC})
+    services.installations.create(inst)
     run, _ = services.runs.create(
         NS,
         NAME,
@@ -87,11 +92,13 @@ def _raw(s: Store) -> list[bytes | str]:
             stmt = f'SELECT "{col.column}" FROM {col.table.name}'
             if col.table.name == "outputs":
                 stmt += " WHERE sensitive"
+            if col.table.name == "installations":
+                stmt += f' WHERE "{col.column}" IS NOT NULL'
             found += [v if isinstance(v, str) else bytes(v) for (v,) in conn.execute(text(stmt))]
     return found
 
 
-def _read_back(s: Store, run_id: str) -> None:
+def _read_back(s: Store, run_id: str, *, installation: bool = True) -> None:
     services = Services.create(s)
     full = services.credential_sets.get_full(NS, "creds")
     assert full is not None and full.credentials[0].source.value.string_value == CREDENTIAL
@@ -101,6 +108,10 @@ def _read_back(s: Store, run_id: str) -> None:
     with s.read() as conn:
         values = store.list_output_values(conn, run_id)
     assert values == [("endpoint", False, f'"{PUBLIC}"'), ("token", True, f'"{OUTPUT}"')]
+    if not installation:
+        return
+    inst = services.installations.get(NS, NAME, reveal=True)
+    assert dict(inst.parameters) == {"password": INSTALLATION_PARAMETER, "color": PUBLIC}
 
 
 @pytest.fixture
@@ -113,19 +124,19 @@ def fresh(database_url: str) -> Iterator[Store]:
 def test_secret_columns_are_encrypted_and_read_back_clear(store: Store, db_path: Path):
     run_id = _scenario(store)
     raw = _raw(store)
-    assert len(raw) == 3 and all(is_encrypted(v) for v in raw)
+    assert len(raw) == 4 and all(is_encrypted(v) for v in raw)
     assert {stored_key_id(v) for v in raw} == {store.keyring.primary_id}
     _read_back(store, run_id)
     if store.is_sqlite:
         store.close()
         data = b"".join(p.read_bytes() for p in (db_path, Path(f"{db_path}-wal")) if p.exists())
-        for secret in (CREDENTIAL, PARAMETER, OUTPUT):
+        for secret in (CREDENTIAL, PARAMETER, OUTPUT, INSTALLATION_PARAMETER):
             assert secret.encode() not in data
         assert PUBLIC.encode() in data  # public values stay readable (and prove the grep works)
 
 
 def test_clear_values_from_before_encryption_are_read_and_encrypted_on_upgrade(fresh: Store):
-    upgrade(fresh.engine, "0004")
+    upgrade(fresh.engine)
     run_id = _scenario(fresh)
     # Make the rows what a server before encryption wrote: clear values.
     with fresh.engine.begin() as conn:
@@ -148,10 +159,12 @@ def test_clear_values_from_before_encryption_are_read_and_encrypted_on_upgrade(f
     assert not any(is_encrypted(v) for v in _raw(fresh))
     _read_back(fresh, run_id)  # read through
     assert fresh.key_usage()["runs.parameters"] == {"clear": 1}
+    # Back to what a server before encryption had (the installation column comes later).
+    command.downgrade(alembic_config(fresh.engine), "0004")
 
     fresh.migrate()  # 0004 -> head encrypts them
     assert all(is_encrypted(v) for v in _raw(fresh))
-    _read_back(fresh, run_id)
+    _read_back(fresh, run_id, installation=False)  # its values left with the column
     fresh.migrate()  # at head already: nothing to do
     assert fresh.prepare_encryption() == 0
 
@@ -169,7 +182,12 @@ def test_reencrypt_moves_every_value_to_the_newest_key(database_url: str):
         _read_back(s, run_id)  # old rows still decrypt
         assert s.key_usage()["value_sets.values"] == {old.primary_id: 1}
         done = s.reencrypt(batch_size=1)
-        assert done == {"value_sets.values": 1, "runs.parameters": 1, "outputs.value": 1}
+        assert done == {
+            "value_sets.values": 1,
+            "runs.parameters": 1,
+            "outputs.value": 1,
+            "installations.secret_parameters": 1,
+        }
         assert {stored_key_id(v) for v in _raw(s)} == {rotated.primary_id}
         assert s.reencrypt() == dict.fromkeys(done, 0)
         _read_back(s, run_id)

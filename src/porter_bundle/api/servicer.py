@@ -127,7 +127,16 @@ class PorterBundleServicer:
     async def GetInstallation(
         self, request: pb.GetInstallationRequest, context: Ctx
     ) -> pb.GetInstallationResponse:
-        inst = await self._read(self._s.installations.get, request.namespace, request.name)
+        reveal = self._reveal(request, request.namespace)
+        inst = await self._read(
+            self._s.installations.get, request.namespace, request.name, reveal=reveal
+        )
+        if reveal:
+            self._audit_reveal(
+                "GetInstallation",
+                _installation_resource(request.namespace, request.name),
+                request.namespace,
+            )
         return pb.GetInstallationResponse(installation=inst)
 
     @mapped
@@ -503,13 +512,23 @@ class PorterBundleServicer:
     async def ExportInstallation(
         self, request: pb.ExportInstallationRequest, context: Ctx
     ) -> pb.ExportInstallationResponse:
-        text = await self._read(
+        reveal = self._reveal(request, request.namespace)
+        exported = await self._read(
             self._s.documents.export_installation,
             request.namespace,
             request.name,
             _format(request.format),
+            reveal=reveal,
         )
-        return pb.ExportInstallationResponse(document=text)
+        if reveal:
+            self._audit_reveal(
+                "ExportInstallation",
+                _installation_resource(request.namespace, request.name),
+                request.namespace,
+            )
+        return pb.ExportInstallationResponse(
+            document=exported.document, sensitive_parameters=exported.sensitive_parameters
+        )
 
     @mapped
     async def ExportCredentialSet(

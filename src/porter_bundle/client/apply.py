@@ -201,7 +201,7 @@ def _outcome(resp: Any) -> str:
 
 def _change_line(change: pb.ApplyChange) -> str:
     if change.sensitive:
-        return f"    {change.field}: changed (sensitive)"
+        return f"    {change.field}: *** -> *** (sensitive)"
 
     def show(present: bool, value: Any) -> str:
         if not present:

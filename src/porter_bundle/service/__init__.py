@@ -86,7 +86,9 @@ class Services:
         one (most tests) nothing touches the network."""
         bundles = BundleService(store, registry=registry)
         installations = InstallationService(
-            store, resolve_bundle=bundles.resolve if registry is not None else None
+            store,
+            resolve_bundle=bundles.resolve if registry is not None else None,
+            find_bundle=bundles.cached,
         )
         runs = RunService(store)
         credential_sets = ValueSetService(store, CREDENTIAL_SETS)

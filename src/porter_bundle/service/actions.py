@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format
-
 from porter.bundle.v1.installation_pb2 import INSTALLATION_STATE_INSTALLED, Installation
 from porter.bundle.v1.run_pb2 import (
     ACTION_INSTALL,
@@ -256,7 +254,7 @@ class ActionService:
             request.action,
             parameter_sets=[*inst.parameter_sets, *request.parameter_sets],
             credential_sets=[*inst.credential_sets, *request.credential_sets],
-            installation_parameters=json_format.MessageToDict(inst.parameters),
+            installation_parameters=self._installations.parameters_of(inst),
             overrides=request.overrides,
             find_parameter_set=lambda n: self._find_set(
                 self._parameter_sets, inst.namespace, n, "parameters"

@@ -137,6 +137,18 @@ class BundleService:
         self._store_pulled(ref.repository, tag, digest, pinned[1].encode(), None)
         return ResolvedBundle(reference, digest, pinned[1])
 
+    def cached(self, ref: BundleRef) -> ResolvedBundle | None:
+        """The bundle ``ref`` names when this server has it (registered, or pulled before),
+        else None; never reaches a registry (a pulled tag is taken as last resolved)."""
+        if ref.digest:
+            return self._stored(ref.repository, digest=ref.digest)
+        reference = str(ref)
+        with self._store.read() as conn:
+            row = store.get_bundle(conn, reference)
+        if row is None:
+            return None
+        return ResolvedBundle(reference, Bundle.FromString(row[0]).digest, row[1])
+
     def pull(self, reference: str) -> Bundle:
         """PullBundle: resolves ``repo:tag`` or ``repo@digest`` in its registry and stores it."""
         ref = parse_reference(reference)

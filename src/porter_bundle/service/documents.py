@@ -33,7 +33,7 @@ from porter_bundle.documents import DocumentKind, SchemaCheck
 from porter_bundle.documents.validate import join
 from porter_bundle.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from porter_bundle.service.actions import ActionPreview, ActionRequest, ActionService
-from porter_bundle.service.bundles import BundleService
+from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import created_concurrently
 from porter_bundle.service.installations import (
     UPDATABLE_FIELDS,
@@ -74,12 +74,24 @@ class InstallationApplied:
 
 
 @dataclass(frozen=True)
+class InstallationExport:
+    """An installation as Porter's Installation document, and which sensitive parameters it has."""
+
+    document: str
+    sensitive_parameters: list[str]
+    """Names of its sensitive parameters; the document has their values only when revealed."""
+
+
+@dataclass(frozen=True)
 class _Prepared:
     validated: docs.Validated
     current: Installation | None
+    """As stored (sensitive values withheld)."""
     would_store: Installation
+    """The document's state, every parameter value in clear (never a response as it is)."""
     outcome: str
     changed: list[str]
+    bundle: ResolvedBundle
 
 
 class DocumentService:
@@ -144,9 +156,15 @@ class DocumentService:
 
     # --- installations ---------------------------------------------------------------------
 
-    def export_installation(self, namespace: str, name: str, fmt: docs.Format) -> str:
-        """An installation's desired state as Porter's Installation document."""
-        return docs.render(docs.from_installation(self._installations.get(namespace, name)), fmt)
+    def export_installation(
+        self, namespace: str, name: str, fmt: docs.Format, *, reveal: bool = False
+    ) -> InstallationExport:
+        """An installation's desired state as Porter's Installation document: without the values
+        of its sensitive parameters, or with ``reveal`` (an authorized, audited caller) with them."""
+        inst = self._installations.get(namespace, name, reveal=reveal)
+        return InstallationExport(
+            docs.render(docs.from_installation(inst), fmt), list(inst.sensitive_parameters)
+        )
 
     async def apply_installation(
         self,
@@ -169,6 +187,9 @@ class DocumentService:
         if not dry_run:
             stored = await asyncio.to_thread(self._store_installation, prepared)
         decision = await asyncio.to_thread(self._decide, prepared, stored, force)
+        if dry_run:  # the document's state, as a write would store it
+            before = () if prepared.current is None else prepared.current.sensitive_parameters
+            stored = self._installations.withheld(stored, prepared.bundle, before)
         run = None
         if decision.action and not dry_run:
             if authorize_run is not None:
@@ -188,19 +209,21 @@ class DocumentService:
         desired = cast(Installation, docs.to_resource(validated))
         with document_paths(validated.prefix, "installation."):
             current = self._find(desired.namespace, desired.name)
-            would_store = self._installations.merged(current, desired)
-        if current is None:
+            # Compared with every stored value, the withheld sensitive ones included.
+            full = None if current is None else self._installations.revealed(current)
+            would_store = self._installations.merged(full, desired)
+        if full is None:
             outcome, changed = CREATED, [_document_name(f) for f in UPDATABLE_FIELDS]
         else:
             changed = [
                 _document_name(f)
                 for f in UPDATABLE_FIELDS
-                if _installation_field(current, f) != _installation_field(would_store, f)
+                if _installation_field(full, f) != _installation_field(would_store, f)
             ]
             outcome = UPDATED if changed else UNCHANGED
         # Porter resolves the bundle reference before it stores anything.
-        self._bundles.resolve(bundle_ref_of(would_store))
-        return _Prepared(validated, current, would_store, outcome, changed)
+        bundle = self._bundles.resolve(bundle_ref_of(would_store))
+        return _Prepared(validated, current, would_store, outcome, changed, bundle)
 
     def _decide(self, prepared: _Prepared, stored: Installation, force: bool) -> Decision:
         last = None if prepared.current is None else self._last_success(prepared.current.id)
@@ -294,6 +317,7 @@ __all__ = [
     "UPDATED",
     "DocumentService",
     "InstallationApplied",
+    "InstallationExport",
     "SetApplied",
     "document_path",
 ]

@@ -1,11 +1,24 @@
-"""Installations: validation, create/update/delete rules and reads."""
+"""Installations: validation, create/update/delete rules and reads.
+
+Sensitive parameters: when an installation is written and its bundle is known here (registered,
+or resolved/pulled before), the values of the parameters its bundle marks sensitive
+(``writeOnly``) leave the stored Installation message: they are kept encrypted beside it
+(``installations.secret_parameters``) and the message names them in ``sensitive_parameters``.
+Reads return the message without them (:meth:`InstallationService.get` with ``reveal`` adds them
+back); runs and apply's comparisons use every value (:meth:`InstallationService.parameters_of`).
+When the bundle is unknown at write time, values are stored as given, except those withheld
+before (once withheld, always withheld while set); the next write with a known bundle withholds
+the rest.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
 
 from porter.bundle.v1.installation_pb2 import (
     INSTALLATION_STATE_DEFINED,
@@ -13,6 +26,7 @@ from porter.bundle.v1.installation_pb2 import (
     InstallationStatus,
 )
 from porter.bundle.v1.run_pb2 import ACTION_INSTALL, ACTION_UPGRADE, RUN_STATE_SUCCEEDED, Run
+from porter_bundle.bundles import cnab
 from porter_bundle.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -43,6 +57,9 @@ from porter_bundle.validation import (
     check_namespace,
     check_set_names,
 )
+
+if TYPE_CHECKING:
+    from porter_bundle.service.bundles import ResolvedBundle
 
 DEFAULT_SCHEMA_VERSION = "1.0.2"
 _SCHEMA_VERSION = re.compile(r"\d+\.\d+\.\d+")
@@ -99,12 +116,15 @@ class InstallationService:
         store_: Store,
         *,
         clock: Clock = utcnow,
-        resolve_bundle: Callable[[BundleRef], object] | None = None,
+        resolve_bundle: Callable[[BundleRef], ResolvedBundle] | None = None,
+        find_bundle: Callable[[BundleRef], ResolvedBundle | None] | None = None,
     ) -> None:
         self._store = store_
         self._clock = clock
         self._resolve_bundle = resolve_bundle
         """Resolves (pulls) a bundle reference before it is stored; None = stored unresolved."""
+        self._find_bundle = find_bundle
+        """The bundle a reference names when it is known here (no network), else None."""
 
     def list(
         self,
@@ -142,14 +162,56 @@ class InstallationService:
                 carry_total=not flt.counts_suffice,
             )
 
-    def get(self, namespace: str, name: str) -> Installation:
-        """One installation; NOT_FOUND when missing."""
+    def get(self, namespace: str, name: str, *, reveal: bool = False) -> Installation:
+        """One installation; NOT_FOUND when missing. With ``reveal`` (an authorized, audited
+        caller) the values of its sensitive parameters are in ``parameters`` too."""
         check_address(namespace, name)
         with self._store.read() as conn:
             doc = store.get_installation_doc(conn, namespace, name)
-        if doc is None:
-            raise _not_found(namespace, name)
-        return Installation.FromString(doc)
+            if doc is None:
+                raise _not_found(namespace, name)
+            inst = Installation.FromString(doc)
+            if reveal and inst.sensitive_parameters:
+                inst.parameters.update(_decoded(store.get_installation_secrets(conn, inst.id)))
+        return inst
+
+    def parameters_of(self, inst: Installation) -> dict[str, Any]:
+        """Every parameter value set on ``inst``, its withheld sensitive ones included (for
+        runs and comparisons, never for responses)."""
+        values: dict[str, Any] = json_format.MessageToDict(inst.parameters)
+        if inst.sensitive_parameters and inst.id:
+            with self._store.read() as conn:
+                values.update(_decoded(store.get_installation_secrets(conn, inst.id)))
+        return values
+
+    def revealed(self, inst: Installation) -> Installation:
+        """A copy of ``inst`` with its withheld sensitive values back in ``parameters``."""
+        copy = Installation()
+        copy.CopyFrom(inst)
+        if inst.sensitive_parameters and inst.id:
+            copy.parameters.Clear()
+            copy.parameters.update(self.parameters_of(inst))
+        return copy
+
+    def withheld(
+        self, inst: Installation, bundle: ResolvedBundle | None, before: Sequence[str] = ()
+    ) -> Installation:
+        """A copy of ``inst`` (not stored) without the values ``bundle`` marks sensitive or that
+        were withheld ``before``, as a write would store it (for responses about a desired state
+        that is not stored, e.g. a dry run)."""
+        copy = Installation()
+        copy.CopyFrom(inst)
+        copy.sensitive_parameters.extend(before)
+        _withhold(copy, {}, _sensitive_names(bundle))
+        return copy
+
+    def _sensitive_names_of(
+        self, ref: BundleRef, resolved: ResolvedBundle | None
+    ) -> frozenset[str] | None:
+        """Names of the parameters the bundle marks sensitive; None when it is not known here."""
+        if resolved is None and self._find_bundle is not None:
+            resolved = self._find_bundle(ref)
+        return _sensitive_names(resolved)
 
     def create(self, given: Installation) -> Installation:
         """Stores a new installation; ALREADY_EXISTS when its address is taken."""
@@ -159,8 +221,10 @@ class InstallationService:
         if not inst.schema_version:
             inst.schema_version = DEFAULT_SCHEMA_VERSION
         _validate(inst, "installation.")
+        resolved = None
         if self._resolve_bundle is not None:
-            self._resolve_bundle(bundle_ref_of(inst))
+            resolved = self._resolve_bundle(bundle_ref_of(inst))
+        secrets = _withhold(inst, {}, self._sensitive_names_of(bundle_ref_of(inst), resolved))
         now = self._clock()
         inst.id = new_id()
         inst.create_time.CopyFrom(timestamp(now))
@@ -179,6 +243,7 @@ class InstallationService:
         )
         try:
             with self._store.write() as s:
+                store.set_installation_secrets(s, row, _encoded(secrets))
                 store.add_installation(
                     s, row, inst.labels, inst.credential_sets, inst.parameter_sets
                 )
@@ -194,12 +259,25 @@ class InstallationService:
         """Changes the fields in ``paths`` (all writable ones when empty); ABORTED on a stale etag."""
         check_address(given.namespace, given.name, prefix="installation.")
         fields = mask_fields(paths, UPDATABLE_FIELDS)
+        resolved = None
         if self._resolve_bundle is not None and "bundle" in fields and given.HasField("bundle"):
             # Before the transaction: resolving may reach a registry.
             v = Violations()
             check_bundle_ref(v, "installation.bundle", bundle_ref_of(given))
             v.raise_if_any()
-            self._resolve_bundle(bundle_ref_of(given))
+            resolved = self._resolve_bundle(bundle_ref_of(given))
+        # Which parameters the bundle the installation will have marks sensitive (looked up
+        # before the transaction too; None when the bundle is not known here).
+        if "bundle" in fields:
+            sensitive = self._sensitive_names_of(bundle_ref_of(given), resolved)
+        else:
+            with self._store.read() as conn:
+                doc = store.get_installation_doc(conn, given.namespace, given.name)
+            sensitive = (
+                None
+                if doc is None
+                else self._sensitive_names_of(bundle_ref_of(Installation.FromString(doc)), None)
+            )
         with self._store.write() as s:
             row = store.get_installation(s, given.namespace, given.name)
             if row is None:
@@ -208,14 +286,18 @@ class InstallationService:
                 given.etag, row.etag, f"installation {display_address(row.namespace, row.name)}"
             )
             inst = Installation.FromString(row.doc)
+            # Without "parameters" in the mask, the values withheld before are kept.
+            kept = {} if "parameters" in fields else _decoded(store.installation_secrets(s, row))
             _copy_writable(given, inst, fields)
             if not inst.schema_version:
                 inst.schema_version = DEFAULT_SCHEMA_VERSION
             _validate(inst, "installation.")
+            secrets = _withhold(inst, kept, sensitive)
             now = self._clock()
             inst.update_time.CopyFrom(timestamp(now))
             inst.etag = new_etag()
             row.etag, row.updated_at, row.doc = inst.etag, now, inst.SerializeToString()
+            store.set_installation_secrets(s, row, _encoded(secrets))
             s.add(row)
             store.set_installation_children(
                 s, row.id, inst.labels, inst.credential_sets, inst.parameter_sets
@@ -229,6 +311,7 @@ class InstallationService:
         if current is not None:
             inst.CopyFrom(current)
         _copy_writable(given, inst, UPDATABLE_FIELDS)
+        del inst.sensitive_parameters[:]  # every parameter is the given one, all in clear
         inst.namespace, inst.name = given.namespace, given.name
         if not inst.schema_version:
             inst.schema_version = DEFAULT_SCHEMA_VERSION
@@ -282,6 +365,45 @@ def _not_found(namespace: str, name: str) -> NotFound:
 def installation_not_found(namespace: str, name: str) -> NotFound:
     """The NOT_FOUND error for a missing installation (shared with runs)."""
     return _not_found(namespace, name)
+
+
+def _sensitive_names(bundle: ResolvedBundle | None) -> frozenset[str] | None:
+    if bundle is None:
+        return None
+    return frozenset(p.name for p in cnab.parameters(bundle.document) if p.sensitive)
+
+
+def _withhold(
+    inst: Installation, kept: Mapping[str, Any], sensitive: frozenset[str] | None
+) -> dict[str, Any]:
+    """Moves the sensitive values out of ``inst.parameters`` (``kept``, values withheld before,
+    joining them first) and names them in ``sensitive_parameters``; returns them. Sensitive:
+    what the bundle marks so (``sensitive``; None when the bundle is not known), and what was
+    withheld before (named in ``inst.sensitive_parameters`` or ``kept``): once withheld, a
+    parameter's value stays withheld until it is removed from the installation."""
+    names = (sensitive or frozenset()) | frozenset(inst.sensitive_parameters) | frozenset(kept)
+    if kept:
+        inst.parameters.update(kept)
+    secrets: dict[str, Any] = {}
+    for name in sorted(n for n in names if n in inst.parameters.fields):
+        secrets[name] = json_format.MessageToDict(inst.parameters.fields[name])
+        del inst.parameters.fields[name]
+    del inst.sensitive_parameters[:]
+    inst.sensitive_parameters.extend(sorted(secrets))
+    return secrets
+
+
+def _encoded(secrets: Mapping[str, Any]) -> bytes | None:
+    if not secrets:
+        return None
+    return json.dumps(dict(secrets), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _decoded(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    values: dict[str, Any] = json.loads(raw)
+    return values
 
 
 def _copy_writable(src: Installation, dst: Installation, fields: Sequence[str]) -> None:

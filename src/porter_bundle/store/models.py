@@ -50,6 +50,11 @@ class InstallationRow(SQLModel, table=True):
     # True while the last modifying run is anything but a successful uninstall.
     installed: bool = False
     run_count: int = 0
+    # The values of the installation's sensitive parameters (its bundle marks them writeOnly),
+    # which ``doc`` leaves out: a JSON object, encrypted (see store.SECRET_COLUMNS). None: none.
+    secret_parameters: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True)
+    )
 
 
 class InstallationLabelRow(SQLModel, table=True):

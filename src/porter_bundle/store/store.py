@@ -6,7 +6,7 @@ queue instead of failing half-way. List queries run on plain connections and ret
 the stored message bytes (see :mod:`porter_bundle.store.models`).
 
 Secret columns (a set's full ``values``, a run's ``parameters``, a sensitive output's
-``value``) are encrypted by the functions here with the store's
+``value``, an installation's ``secret_parameters``) are encrypted by the functions here with the store's
 :class:`~porter_bundle.store.crypto.Keyring` (sessions and readers carry it): callers
 hand them clear values and get clear values back (see :data:`SECRET_COLUMNS`).
 """
@@ -127,8 +127,14 @@ SECRET_COLUMNS: tuple[SecretColumn, ...] = (
     SecretColumn(_value_sets, "values", ("id",)),
     SecretColumn(_runs, "parameters", ("id",)),
     SecretColumn(_outputs, "value", ("run_id", "name"), lambda: _outputs.c.sensitive.is_(True)),
+    SecretColumn(
+        _installations,
+        "secret_parameters",
+        ("id",),
+        lambda: _installations.c.secret_parameters.is_not(None),
+    ),
 )
-_SET_VALUES, _RUN_PARAMETERS, _OUTPUT_VALUE = SECRET_COLUMNS
+_SET_VALUES, _RUN_PARAMETERS, _OUTPUT_VALUE, _INSTALLATION_SECRETS = SECRET_COLUMNS
 
 
 def _stored(value: Any) -> bytes | str:
@@ -602,6 +608,36 @@ def get_installation_doc(reader: Reader, namespace: str, name: str) -> bytes | N
 
     found = reader.scalar("installation.doc", build, {"ns": namespace, "name": name})
     return None if found is None else bytes(found)
+
+
+def set_installation_secrets(session: Session, row: InstallationRow, values: bytes | None) -> None:
+    """Sets the installation's sensitive parameter values (a JSON object given clear, stored
+    encrypted; None: none). ``row.id`` must be set."""
+    row.secret_parameters = (
+        None
+        if values is None
+        else _sealed(_INSTALLATION_SECRETS.seal(_keyring(session), [row.id], values))
+    )
+
+
+def installation_secrets(session: Session, row: InstallationRow) -> bytes | None:
+    """The clear JSON object of the installation's sensitive parameter values, or None."""
+    if row.secret_parameters is None:
+        return None
+    return _INSTALLATION_SECRETS.open(_keyring(session), [row.id], row.secret_parameters)
+
+
+def get_installation_secrets(reader: Reader, installation_id: str) -> bytes | None:
+    """The clear JSON object of an installation's sensitive parameter values, or None."""
+
+    def build() -> Select[Any]:
+        i = _installations
+        return select(i.c.secret_parameters).where(i.c.id == bindparam("id"))
+
+    found = reader.scalar("installation.secret_parameters", build, {"id": installation_id})
+    if found is None:
+        return None
+    return _INSTALLATION_SECRETS.open(reader.keyring, [installation_id], bytes(found))
 
 
 def add_installation(

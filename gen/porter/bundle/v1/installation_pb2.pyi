@@ -195,6 +195,7 @@ class Installation(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    SENSITIVE_PARAMETERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned ULID. Output only."""
     namespace: _builtins.str
@@ -234,7 +235,8 @@ class Installation(_message.Message):
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
         """Parameter values set on the installation itself, with their JSON types,
-        e.g. {"logLevel": 3, "name": "Porter Operator"}.
+        e.g. {"logLevel": 3, "name": "Porter Operator"}. In responses, those the
+        bundle marks sensitive are left out (see `sensitive_parameters`).
         """
 
     @_builtins.property
@@ -252,6 +254,16 @@ class Installation(_message.Message):
     @_builtins.property
     def status(self) -> Global___InstallationStatus:
         """Status kept by the server from the installation's runs. Output only."""
+
+    @_builtins.property
+    def sensitive_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of parameters set on this installation (in `parameters` as given)
+        whose values are withheld because the installation's bundle marks them
+        sensitive (`writeOnly: true`), sorted. Their values are stored encrypted,
+        never in `parameters` of a response, and runs use them as if they were
+        there. GetInstallation and ExportInstallation with `reveal_sensitive`
+        (secret-reader only, audited) return them. Output only.
+        """
 
     def __init__(
         self,
@@ -271,10 +283,11 @@ class Installation(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         status: Global___InstallationStatus | None = ...,
+        sensitive_parameters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "create_time", b"create_time", "custom", b"custom", "parameters", b"parameters", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "create_time", b"create_time", "credential_sets", b"credential_sets", "custom", b"custom", "etag", b"etag", "id", b"id", "labels", b"labels", "name", b"name", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "schema_version", b"schema_version", "status", b"status", "uninstalled", b"uninstalled", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "create_time", b"create_time", "credential_sets", b"credential_sets", "custom", b"custom", "etag", b"etag", "id", b"id", "labels", b"labels", "name", b"name", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "schema_version", b"schema_version", "sensitive_parameters", b"sensitive_parameters", "status", b"status", "uninstalled", b"uninstalled", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

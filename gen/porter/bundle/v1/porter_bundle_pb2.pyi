@@ -227,19 +227,27 @@ class GetInstallationRequest(_message.Message):
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    REVEAL_SENSITIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace of the installation ("" = global)."""
     name: _builtins.str
     """Name of the installation."""
+    reveal_sensitive: _builtins.bool
+    """Return the values of the installation's sensitive parameters too (in
+    `parameters`; `sensitive_parameters` still names them). Needs the
+    secret-reader role in the namespace (else PERMISSION_DENIED, checked before
+    anything is looked up); every reveal is written to the audit log.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
+        reveal_sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "reveal_sensitive", b"reveal_sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2188,22 +2196,29 @@ class ExportInstallationRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    REVEAL_SENSITIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace of the installation ("" = global)."""
     name: _builtins.str
     """Name of the installation."""
     format: Global___DocumentFormat.ValueType
     """YAML (the default) or JSON."""
+    reveal_sensitive: _builtins.bool
+    """Include the values of the installation's sensitive parameters in the
+    document. Needs the secret-reader role in the namespace (else
+    PERMISSION_DENIED); every reveal is written to the audit log.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         format: Global___DocumentFormat.ValueType = ...,
+        reveal_sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "namespace", b"namespace", "reveal_sensitive", b"reveal_sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2216,16 +2231,26 @@ class ExportInstallationResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_FIELD_NUMBER: _builtins.int
+    SENSITIVE_PARAMETERS_FIELD_NUMBER: _builtins.int
     document: _builtins.str
     """Porter's Installation document (schemaType Installation)."""
+    @_builtins.property
+    def sensitive_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the installation's sensitive parameters (see
+        Installation.sensitive_parameters), sorted. Without `reveal_sensitive` the
+        document leaves them out, so applying it would remove them: export with
+        `reveal_sensitive`, or add them back, before applying it.
+        """
+
     def __init__(
         self,
         *,
         document: _builtins.str = ...,
+        sensitive_parameters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "sensitive_parameters", b"sensitive_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

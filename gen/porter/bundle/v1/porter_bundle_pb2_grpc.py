@@ -530,7 +530,9 @@ class PorterBundleServicer:
 
     def ExportInstallation(self, request, context):
         """Returns an installation's desired state as Porter's Installation document.
-        Applying it changes nothing.
+        Applying it changes nothing, except that the values of sensitive
+        parameters are left out unless `reveal_sensitive` is set (secret-reader
+        only, audited): the response names them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -199,7 +199,9 @@ class PorterBundleStub:
     """
     ExportInstallation: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportInstallationRequest, _porter_bundle_pb2.ExportInstallationResponse]
     """Returns an installation's desired state as Porter's Installation document.
-    Applying it changes nothing.
+    Applying it changes nothing, except that the values of sensitive
+    parameters are left out unless `reveal_sensitive` is set (secret-reader
+    only, audited): the response names them.
     """
     ExportCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportCredentialSetRequest, _porter_bundle_pb2.ExportCredentialSetResponse]
     """Returns a credential set as Porter's CredentialSet document. Literal values
@@ -382,7 +384,9 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     ExportInstallation: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportInstallationRequest, _porter_bundle_pb2.ExportInstallationResponse]  # type: ignore[assignment]
     """Returns an installation's desired state as Porter's Installation document.
-    Applying it changes nothing.
+    Applying it changes nothing, except that the values of sensitive
+    parameters are left out unless `reveal_sensitive` is set (secret-reader
+    only, audited): the response names them.
     """
     ExportCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportCredentialSetRequest, _porter_bundle_pb2.ExportCredentialSetResponse]  # type: ignore[assignment]
     """Returns a credential set as Porter's CredentialSet document. Literal values
@@ -754,7 +758,9 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.ExportInstallationResponse, _abc.Awaitable[_porter_bundle_pb2.ExportInstallationResponse]]:
         """Returns an installation's desired state as Porter's Installation document.
-        Applying it changes nothing.
+        Applying it changes nothing, except that the values of sensitive
+        parameters are left out unless `reveal_sensitive` is set (secret-reader
+        only, audited): the response names them.
         """
 
     @_abc_1.abstractmethod
