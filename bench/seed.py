@@ -228,6 +228,7 @@ def installation_rows(
             "last_finished_run_id": last_run,
             "installed": _db_bool(status.installed),
             "run_count": status.run_count,
+            "secret_parameters": None,  # the seeded bundles mark no parameter sensitive
         },
     )
     labels = [

@@ -108,7 +108,11 @@ def _table_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
                         doc.etag = ""  # type: ignore[attr-defined]
                     row["doc"] = doc.SerializeToString(deterministic=True)
                 for col in SECRET_COLUMNS:
-                    if col.table.name == table and (table != "outputs" or row["sensitive"]):
+                    if (
+                        col.table.name == table
+                        and row[col.column] is not None  # a nullable secret column left empty
+                        and (table != "outputs" or row["sensitive"])
+                    ):
                         key = [row[c] for c in col.primary_key]
                         ad = associated_data(table, key, col.column)
                         if not is_encrypted(row[col.column]):
