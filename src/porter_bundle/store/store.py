@@ -14,6 +14,7 @@ hand them clear values and get clear values back (see :data:`SECRET_COLUMNS`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
@@ -230,6 +232,21 @@ class Store:
             _configure_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(porter_write=True)
         self._queries = QueryCache(self.engine.dialect)
+        # SQLite reads keep one connection per thread that reads (the event loop's, the
+        # workers'): checking a connection out of the pool and back in for every read cost more
+        # than a small query itself. Reads run no transaction (each SELECT is autocommit), so
+        # a kept connection holds no snapshot and blocks no checkpoint. They come from an engine
+        # of their own without a pool, so they never take the pool's slots from writers;
+        # close() closes them.
+        self._kept = threading.local()
+        self._kept_all: list[Any] = []
+        self._kept_lock = threading.Lock()
+        self._read_engine: Engine | None = None
+        if self.is_sqlite:
+            self._read_engine = create_engine(
+                url, poolclass=NullPool, hide_parameters=True, connect_args=kwargs["connect_args"]
+            )
+            _configure_sqlite(self._read_engine)
 
     def migrate(self) -> None:
         """Brings the schema to the newest migration.
@@ -312,7 +329,14 @@ class Store:
             return list(conn.execute(stmt).all())
 
     def close(self) -> None:
-        """Closes every pooled connection."""
+        """Closes every pooled connection (the SQLite read connections threads kept included)."""
+        with self._kept_lock:
+            kept, self._kept_all = self._kept_all, []
+            self._kept = threading.local()
+        for raw in kept:
+            raw.close()
+        if self._read_engine is not None:
+            self._read_engine.dispose()
         self.engine.dispose()
 
     @contextmanager
@@ -329,11 +353,24 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[Reader]:
         """A :class:`Reader` on a pooled connection, for the read queries below."""
+        if self.is_sqlite:
+            yield self._thread_reader()
+            return
         raw = self.engine.raw_connection()
         try:
             yield Reader(raw, self._queries, self.keyring)
         finally:
             raw.close()  # back to the pool, which rolls back any implicit transaction
+
+    def _thread_reader(self) -> Reader:
+        reader: Reader | None = getattr(self._kept, "reader", None)
+        if reader is None:
+            assert self._read_engine is not None
+            raw = self._read_engine.raw_connection()
+            with self._kept_lock:
+                self._kept_all.append(raw)
+            reader = self._kept.reader = Reader(raw, self._queries, self.keyring)
+        return reader
 
 
 @dataclass(frozen=True)
