@@ -19,7 +19,7 @@ import grpc
 from installation.v1alpha1 import installation_pb2 as ipb
 from porter_bundle.api.errors import mapped
 from porter_bundle.auth import authz
-from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.audit import AuditLog, resource_name
 from porter_bundle.auth.roles import SECRET_READER
 from porter_bundle.service import Services
 
@@ -93,11 +93,10 @@ class PorterLegacyServicer:
             reveal_sensitive=reveal,
         )
         if reveal and any(v.sensitive for v in found):
-            where = f"{request.namespace}/{request.name}" if request.namespace else request.name
             self._audit.reveal(
                 principal=authz.current().principal.name,
                 method="/porter.v1alpha1.Porter/ListInstallationLatestOutputs",
-                resource=f"installations/{where}/outputs",
+                resource=resource_name("installations", request.namespace, request.name, "outputs"),
                 namespace=request.namespace,
             )
         return ipb.ListInstallationLatestOutputResponse(outputs=found)

@@ -20,7 +20,7 @@ from porter.bundle.v1.run_pb2 import Output, Run
 from porter_bundle.api.errors import mapped
 from porter_bundle.api.wire import EncodingCache, list_response
 from porter_bundle.auth import authz
-from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.audit import AuditLog, resource_name
 from porter_bundle.auth.roles import OPERATOR, VIEWER
 from porter_bundle.documents.mapping import Format, to_value
 from porter_bundle.errors import Violations
@@ -134,7 +134,7 @@ class PorterBundleServicer:
         if reveal:
             self._audit_reveal(
                 "GetInstallation",
-                _installation_resource(request.namespace, request.name),
+                resource_name("installations", request.namespace, request.name),
                 request.namespace,
             )
         return pb.GetInstallationResponse(installation=inst)
@@ -196,7 +196,10 @@ class PorterBundleServicer:
             values = await self._read(self._s.runs.run_parameters, run.id)
             hidden = {k: values[k] for k in run.sensitive_parameters if k in values}
             run.parameters.update(hidden)
-            self._audit_reveal("GetInstallationRun", _run_resource(run), request.namespace)
+            resource = resource_name(
+                "installations", run.namespace, run.installation, "runs", run.id
+            )
+            self._audit_reveal("GetInstallationRun", resource, request.namespace)
         return pb.GetInstallationRunResponse(run=run)
 
     @mapped
@@ -220,7 +223,14 @@ class PorterBundleServicer:
                     if out.sensitive and out.name in values:
                         json_format.ParseDict(values[out.name], out.value)
                 docs = [o.SerializeToString() for o in outputs]
-                resource = f"{_installation_resource(request.namespace, request.name)}/runs/{found.run_id}/outputs"
+                resource = resource_name(
+                    "installations",
+                    request.namespace,
+                    request.name,
+                    "runs",
+                    found.run_id,
+                    "outputs",
+                )
                 self._audit_reveal("ListInstallationRunOutputs", resource, request.namespace)
         return list_response(docs, found.run_id, found.run_state)
 
@@ -278,7 +288,7 @@ class PorterBundleServicer:
             )
             self._audit_reveal(
                 "GetCredentialSet",
-                _set_resource("credentialsets", request.namespace, request.name),
+                resource_name("credentialsets", request.namespace, request.name),
                 request.namespace,
             )
         else:
@@ -523,7 +533,7 @@ class PorterBundleServicer:
         if reveal:
             self._audit_reveal(
                 "ExportInstallation",
-                _installation_resource(request.namespace, request.name),
+                resource_name("installations", request.namespace, request.name),
                 request.namespace,
             )
         return pb.ExportInstallationResponse(
@@ -545,7 +555,7 @@ class PorterBundleServicer:
         if reveal:
             self._audit_reveal(
                 "ExportCredentialSet",
-                _set_resource("credentialsets", request.namespace, request.name),
+                resource_name("credentialsets", request.namespace, request.name),
                 request.namespace,
             )
         return pb.ExportCredentialSetResponse(document=text)
@@ -567,18 +577,6 @@ def _heartbeat(item: Heartbeat) -> pb.StreamHeartbeat:
     beat = pb.StreamHeartbeat()
     beat.time.FromDatetime(item.time)
     return beat
-
-
-def _installation_resource(namespace: str, name: str) -> str:
-    return f"installations/{namespace}/{name}" if namespace else f"installations/{name}"
-
-
-def _run_resource(run: Run) -> str:
-    return f"{_installation_resource(run.namespace, run.installation)}/runs/{run.id}"
-
-
-def _set_resource(kind: str, namespace: str, name: str) -> str:
-    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
 
 
 def _list_args(request: Any) -> dict[str, Any]:

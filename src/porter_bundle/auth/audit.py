@@ -17,6 +17,12 @@ from pathlib import Path
 log = logging.getLogger("porter_bundle.audit")
 
 
+def resource_name(kind: str, namespace: str, name: str, *sub: str) -> str:
+    """The audited name of a resource: ``kind/namespace/name[/sub...]``, without the namespace
+    segment for the global namespace (e.g. ``installations/team-a/web/runs/01J...``)."""
+    return "/".join([kind, *([namespace] if namespace else []), name, *sub])
+
+
 class AuditLog:
     """Appends reveal records to a file (or the log when ``path`` is empty)."""
 

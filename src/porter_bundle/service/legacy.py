@@ -43,8 +43,12 @@ from porter.bundle.v1.run_pb2 import (
     Output,
 )
 from porter_bundle.errors import Violations
-from porter_bundle.service.installations import check_list_filters, installation_not_found
-from porter_bundle.store import ListFilter, PageSpec, Store, store
+from porter_bundle.service.installations import (
+    check_list_filters,
+    installation_not_found,
+    list_filter,
+)
+from porter_bundle.store import PageSpec, Store, store
 from porter_bundle.validation import check_address
 
 SCHEMA_TYPE = "Installation"
@@ -161,9 +165,7 @@ class LegacyService:
         if skip < 0:
             v.add("skip", "must not be negative")
         v.raise_if_any()
-        flt = ListFilter(
-            None if every else namespace, name, dict(labels), visible if every else None
-        )
+        flt = list_filter(namespace, every, name, labels, visible)
         spec = PageSpec(limit=min(limit, NO_LIMIT) or NO_LIMIT, skip=min(skip, NO_LIMIT))
         with self._store.read() as conn:
             page = store.list_installations(conn, flt, spec)
