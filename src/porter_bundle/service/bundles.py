@@ -119,10 +119,11 @@ class BundleService:
         reference = str(ref)
         with self._store.read() as conn:
             row = store.get_bundle(conn, reference)
-        if row is not None and (
-            self._registry is None or Bundle.FromString(row[0]).source != BUNDLE_SOURCE_PULLED
-        ):
-            return ResolvedBundle(reference, Bundle.FromString(row[0]).digest, row[1])
+        stored = None
+        if row is not None:
+            stored = Bundle.FromString(row[0])
+            if self._registry is None or stored.source != BUNDLE_SOURCE_PULLED:
+                return ResolvedBundle(reference, stored.digest, row[1])
         if self._registry is None:
             raise _unknown(reference, None)
         tag = ref.effective_tag
@@ -134,7 +135,8 @@ class BundleService:
             pinned = store.get_bundle(conn, f"{ref.repository}@{digest}")
         if pinned is None:
             return self._pull(ref.repository, tag, reference)
-        self._store_pulled(ref.repository, tag, digest, pinned[1].encode(), None)
+        if stored is None or stored.digest != digest:  # the tag is new here, or moved
+            self._store_pulled(ref.repository, tag, digest, pinned[1].encode(), None)
         return ResolvedBundle(reference, digest, pinned[1])
 
     def cached(self, ref: BundleRef) -> ResolvedBundle | None:
