@@ -18,16 +18,17 @@ from typing import Any
 import grpc
 
 ENV_TOKEN = "PORTER_BUNDLE_TOKEN"
-ENV_TOKEN_FILE = "PORTER_BUNDLE_TOKEN_FILE"
 ENV_TLS_CA = "PORTER_BUNDLE_TLS_CA"
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the token and TLS flags of a client command."""
+    # No env default of its own: $PORTER_BUNDLE_TOKEN_FILE names the server's token file (of
+    # hashes), which a client must never send as its token.
     parser.add_argument(
         "--token-file",
-        default=os.environ.get(ENV_TOKEN_FILE, ""),
-        help=f"file holding the bearer token to send (env {ENV_TOKEN_FILE}; else env {ENV_TOKEN})",
+        default="",
+        help=f"file holding the bearer token to send (else env {ENV_TOKEN})",
     )
     parser.add_argument("--tls", action="store_true", help="connect over TLS (system CA roots)")
     parser.add_argument(
