@@ -221,18 +221,6 @@ def _add_security_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def _security_settings(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "token_file": args.token_file,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "tls_client_ca": args.tls_client_ca,
-        "insecure": args.insecure,
-        "reflection_requires_auth": args.reflection_requires_auth,
-        "audit_log": args.audit_log,
-    }
-
-
 async def _serve(settings: config.Settings) -> None:
     from porter_bundle.api.server import start_server
     from porter_bundle.bundles.registry import RegistryClient
@@ -320,7 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema_check=args.schema_check,
         encryption_key_file=args.encryption_key_file,
         encryption_key=os.environ.get(config.ENV_ENCRYPTION_KEY, ""),
-        **_security_settings(args),  # type: ignore[arg-type]
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure,
+        reflection_requires_auth=args.reflection_requires_auth,
+        audit_log=args.audit_log,
     )
     log.info("database: %s", _redact_url(settings.database_url))
     try:

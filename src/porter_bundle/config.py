@@ -180,9 +180,9 @@ def open_keyring(settings: Settings) -> Keyring:
             if part.strip()
         ]
         return Keyring(keys)
+    path = key_file_path(settings)
     if settings.encryption_key_file:
-        return read_key_file(Path(settings.encryption_key_file))
-    path = default_key_file(settings.database_url)
+        return read_key_file(path)
     try:
         keyring = create_key_file(path)
     except FileExistsError:

@@ -38,14 +38,12 @@ class PorterLegacyServicer:
         reveal_sensitive: bool = False,
         inline_reads: bool = False,
         audit: AuditLog | None = None,
-        authenticates: bool = False,
     ) -> None:
         self._s = services
         self._executor = executor
         self._reveal_sensitive = reveal_sensitive
         self._inline_reads = inline_reads
         self._audit = audit or AuditLog()
-        self._authenticates = authenticates
 
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A read-only service call: inline on a local SQLite file, else on the worker pool."""
@@ -63,7 +61,8 @@ class PorterLegacyServicer:
         """
         if self._reveal_sensitive:
             return True
-        return self._authenticates and authz.current().may(SECRET_READER, namespace)
+        access = authz.current()
+        return access.authenticated and access.may(SECRET_READER, namespace)
 
     @mapped
     async def ListInstallations(

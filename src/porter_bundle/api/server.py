@@ -129,7 +129,6 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
         reveal_sensitive=settings.legacy_reveal_sensitive,
         inline_reads=services.local_database,
         audit=audit,
-        authenticates=settings.authenticates,
     )
     server.add_generic_rpc_handlers([_handlers(legacy, LEGACY_SERVICE_DESCRIPTOR)])
 

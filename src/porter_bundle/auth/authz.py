@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from porter_bundle.auth.permissions import Rule, Scope
-from porter_bundle.auth.roles import LOCAL, SECRET_READER, VIEWER, Principal
+from porter_bundle.auth.roles import LOCAL, SECRET_READER, Principal
 from porter_bundle.errors import PermissionDenied, PorterBundleError
 
 LEGACY_ALL_NAMESPACES = "*"
@@ -127,8 +127,3 @@ def document_namespace(raw: bytes) -> str | None:
         return None
     namespace = doc.get("namespace", "")
     return namespace if isinstance(namespace, str) else None
-
-
-def may_see_run(namespace: str) -> bool:
-    """Whether the current caller may see a run of an installation in ``namespace``."""
-    return current().may(VIEWER, namespace)

@@ -17,7 +17,7 @@ import grpc
 from porter_bundle.api.errors import abort
 from porter_bundle.auth import authz
 from porter_bundle.auth.permissions import RULES, Rule
-from porter_bundle.auth.roles import ALL_NAMESPACES, ROLES, Principal
+from porter_bundle.auth.roles import LOCAL, Principal
 from porter_bundle.auth.tls import peer_common_name
 from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.errors import PorterBundleError, Unauthenticated
@@ -55,7 +55,7 @@ class Authenticator:
             return found
         if self.mtls and common_name:
             if self.tokens is None:
-                return Principal.bound(common_name, {r: [ALL_NAMESPACES] for r in ROLES})
+                return Principal(common_name, LOCAL.bindings)  # every role everywhere
             return self.tokens.principal(common_name) or Principal(common_name)
         raise Unauthenticated(
             "no credentials: send the metadata 'authorization: Bearer <token>'",

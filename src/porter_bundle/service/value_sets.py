@@ -141,15 +141,13 @@ class ValueSetService(Generic[SetMessage]):
     def get_revealed(self, namespace: str, name: str) -> SetMessage:
         """One set with its literal values in place of ``redacted`` (a reveal: the caller was
         authorized and the reveal is audited by the API layer); NOT_FOUND when missing."""
-        public = self.get(namespace, name)
+        # The stored full message is the public one with the literal values in place (both
+        # are written together from it, see create/update).
+        check_address(namespace, name)
         full = self.get_full(namespace, name)
-        literals = {e.name: e.source for e in self._entries(full)} if full is not None else {}
-        for entry in self._entries(public):
-            source = literals.get(entry.name)
-            if entry.source.redacted and source is not None and source.HasField("value"):
-                entry.source.value.CopyFrom(source.value)
-                entry.source.redacted = False
-        return public
+        if full is None:
+            raise self._not_found(namespace, name)
+        return full
 
     def create(self, given: SetMessage) -> SetMessage:
         """Stores a new set; ALREADY_EXISTS when the address is taken."""

@@ -155,14 +155,6 @@ class Keyring:
         """Whether a stored value is clear or sealed with an older key than the newest."""
         return stored_key_id(stored) != self.primary_id
 
-    def seal_text(self, plaintext: str, ad: bytes) -> str:
-        """:meth:`encrypt` of UTF-8 text."""
-        return self.encrypt(plaintext.encode(), ad)
-
-    def open_text(self, stored: str, ad: bytes) -> str:
-        """:meth:`decrypt` to UTF-8 text."""
-        return self.decrypt(stored, ad).decode()
-
 
 def stored_key_id(stored: str | bytes) -> str | None:
     """Hex id of the key that sealed a stored value; None for a clear (legacy) value."""

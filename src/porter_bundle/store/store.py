@@ -1242,14 +1242,9 @@ def get_bundle_document(reader: Reader, digest: str) -> str | None:
     return None if found is None else str(found)
 
 
-def find_bundle_ref(
-    reader: Reader, repository: str, *, reference: str = "", digest: str = ""
-) -> tuple[str, str] | None:
-    """(reference, digest) of the exact ``reference``, or of any reference of ``repository`` with ``digest``."""
+def find_bundle_ref(reader: Reader, repository: str, *, digest: str) -> tuple[str, str] | None:
+    """(reference, digest) of any reference of ``repository`` with ``digest``, or None."""
     r = _bundle_refs
-
-    def exact() -> Select[Any]:
-        return select(r.c.reference, r.c.digest).where(r.c.reference == bindparam("ref"))
 
     def by_digest() -> Select[Any]:
         return (
@@ -1265,12 +1260,9 @@ def find_bundle_ref(
             .limit(1)
         )
 
-    if reference:
-        row = reader.first("bundle.ref", exact, {"ref": reference})
-    else:
-        prefix = repository.replace("/", "//").replace("%", "/%").replace("_", "/_")
-        params = {"digest": digest, "tagged": prefix + ":%", "pinned": prefix + "@%"}
-        row = reader.first("bundle.ref.digest", by_digest, params)
+    prefix = repository.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    params = {"digest": digest, "tagged": prefix + ":%", "pinned": prefix + "@%"}
+    row = reader.first("bundle.ref.digest", by_digest, params)
     return None if row is None else (row[0], row[1])
 
 
