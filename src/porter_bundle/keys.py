@@ -9,7 +9,6 @@ Key values are never printed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from porter_bundle import config
@@ -29,17 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     keys.add_argument("action", choices=("status", "rotate", "reencrypt"))
-    keys.add_argument(
-        "--database",
-        default=os.environ.get(config.ENV_DATABASE, ""),
-        help=f"SQLAlchemy URL of the database, as for serve (env {config.ENV_DATABASE})",
-    )
-    keys.add_argument(
-        "--encryption-key-file",
-        default=os.environ.get(config.ENV_ENCRYPTION_KEY_FILE, ""),
-        metavar="PATH",
-        help=f"the key file, as for serve (env {config.ENV_ENCRYPTION_KEY_FILE})",
-    )
+    # The same declarations, environment and config file as serve's.
+    config.add_flags(keys, only=("database", "data_dir", "encryption_key_file"))
     keys.set_defaults(func=run)
 
 
@@ -53,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
         rotate_key_file,
     )
 
-    settings = config.Settings(
-        database=args.database,
-        encryption_key_file=args.encryption_key_file,
-        encryption_key=os.environ.get(config.ENV_ENCRYPTION_KEY, ""),
-    )
+    try:
+        settings = config.load_settings(config.flags_given(args), config_file=args.config_file)
+    except config.SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     path = config.key_file_path(settings)
     try:
         if args.action == "rotate":

@@ -1,0 +1,180 @@
+"""Where settings come from, low to high precedence: the declared defaults, a YAML config file
+(``--config FILE`` or ``$PORTER_BUNDLE_CONFIG``), the environment (``PORTER_BUNDLE_*``), the
+``serve`` flags. The flags are generated from the declarations in :mod:`.settings`; their help
+shows the declared defaults only, never a value from the environment or the config file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import PydanticBaseSettingsSource, YamlConfigSettingsSource
+
+from porter_bundle.config.settings import Settings, choices_of, name_of, option_of
+
+CONFIG_FLAG = "--config"
+ENV_CONFIG = "PORTER_BUNDLE_CONFIG"
+CONFIG_HELP = (
+    "YAML file of settings, keyed by their names (e.g. grace_seconds: 5, insecure_registries: "
+    "[reg.local:5000]); a flag beats the environment, which beats the file"
+)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names each setting (flag and environment
+    variable) and never quotes a value given for it."""
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """The settings given in the environment, each under its declared ``PORTER_BUNDLE_*``
+    name; empty variables count as unset."""
+
+    def __init__(self, settings_cls: type[Settings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """The raw value of one setting, the variable it came from, and False (values are
+        never JSON: a list is comma-separated)."""
+        env = option_of(field).env
+        return self._environ.get(env, "").strip() or None, env, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings of a YAML config file (a mapping of setting names to values)."""
+    if not Path(path).is_file():
+        raise SettingsError(f"config file {path} ({CONFIG_FLAG} / {ENV_CONFIG}) does not exist")
+    try:
+        values = YamlConfigSettingsSource(Settings, yaml_file=path)()
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
+        problem = str(exc).splitlines()[0] if isinstance(exc, OSError) else "not a YAML mapping"
+        raise SettingsError(f"config file {path}: {problem}") from None
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The settings from ``flags`` (setting name -> value given), the environment (``environ``,
+    default ``os.environ``) and the config file (``config_file``, else ``$PORTER_BUNDLE_CONFIG``),
+    in that order of precedence over the defaults. SettingsError names what is wrong."""
+    environ = os.environ if environ is None else environ
+    path = config_file or environ.get(ENV_CONFIG, "").strip()
+    from_file = read_config_file(path) if path else {}
+    from_env = EnvironmentSource(Settings, environ)()
+    try:
+        return Settings(**{**from_file, **from_env, **(flags or {})})
+    except ValidationError as exc:
+        raise SettingsError(describe(exc, path)) from None
+
+
+def describe(exc: ValidationError, config_file: str = "") -> str:
+    """One line per problem, naming the setting by its name, flag and environment variable."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        context = error.get("ctx") or {}
+        message = str(context["error"]) if "error" in context else error["msg"]
+        loc = error["loc"]
+        if not loc:
+            lines.append(message)
+        elif loc[0] not in Settings.model_fields:
+            lines.append(f"unknown setting {loc[0]!r} in config file {config_file}")
+        else:
+            lines.append(f"{loc[0]} ({name_of(str(loc[0]))}): {message}")
+    return "; ".join(lines)
+
+
+# --- the flags ------------------------------------------------------------------------------
+
+
+def add_flags(parser: argparse.ArgumentParser, only: Collection[str] = ()) -> None:
+    """Adds a flag for each declared setting that has one (or for those named in ``only``),
+    grouped as declared, plus ``--config``. Every default is None (not given): the help text
+    shows the declared default instead."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, field in Settings.model_fields.items():
+        option = option_of(field)
+        if option.flag is None or (only and name not in only):
+            continue
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(option.group)
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text(name)}
+        choices = choices_of(field)
+        if field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif choices:
+            kwargs.update(choices=choices, type=_any_case_of(choices))
+        else:
+            kwargs["metavar"] = option.metavar
+            if field.annotation == frozenset[str]:
+                kwargs["action"] = "append"
+        groups[option.group].add_argument(option.flag, **kwargs)
+    parser.add_argument(
+        CONFIG_FLAG,
+        dest="config_file",
+        default="",
+        metavar="FILE",
+        help=f"{CONFIG_HELP} (env {ENV_CONFIG})",
+    )
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (setting name -> value), for :func:`load_settings`."""
+    return {
+        name: value
+        for name in Settings.model_fields
+        if (value := getattr(args, name, None)) is not None
+    }
+
+
+def help_text(name: str) -> str:
+    """A setting's help: what it means, its declared default, its environment variable."""
+    option = option_of(Settings.model_fields[name])
+    text = f"{describe_field(name)} (default: {default_text(name)}; env {option.env})"
+    return text.replace("%", "%%")
+
+
+def describe_field(name: str) -> str:
+    """What a setting means (its declared description)."""
+    return Settings.model_fields[name].description or ""
+
+
+def default_text(name: str) -> str:
+    """A setting's declared default as text."""
+    field = Settings.model_fields[name]
+    option = option_of(field)
+    if option.default_text is not None:
+        return option.default_text
+    value = field.default
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _any_case_of(choices: tuple[str, ...]) -> Any:
+    """An argparse type: the choice that ``text`` names in any case (else ``text``, which
+    argparse then refuses as an invalid choice)."""
+
+    def convert(text: str) -> str:
+        return next((c for c in choices if c.lower() == text.strip().lower()), text)
+
+    return convert
