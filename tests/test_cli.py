@@ -90,6 +90,32 @@ def test_database_flag_wins(tmp_path: Path):
     assert proc.returncode == 0 and db.exists()
 
 
+def test_config_file_reaches_the_server_and_a_flag_beats_it(tmp_path: Path):
+    data = tmp_path / "from-file"
+    config = tmp_path / "porter-bundle.yaml"
+    config.write_text(f"address: 127.0.0.1:1\ndata_dir: {data}\nworkers: 2\n")
+    proc, port = start(tmp_path, {"PORTER_BUNDLE_CONFIG": str(config)}, "--address", "127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        assert port != 1 and (data / "porter-bundle.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_bad_config_file_exits_2_naming_it(tmp_path: Path):
+    config = tmp_path / "porter-bundle.yaml"
+    config.write_text("workers: none\n")
+    done = subprocess.run(
+        [str(BIN), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "workers (--workers / PORTER_BUNDLE_WORKERS)" in done.stderr
+
+
 # --- issue 4: the server pulls bundles with the registry settings it is given ------------------
 
 
