@@ -231,7 +231,7 @@ def test_serve_help_shows_no_environment_or_config_file_value(tmp_path: Path):
         [str(BIN), "serve", "--help"], env=environ, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    for text in ("s3cret", "alice", "marker", "default: on"):
+    for text in ("s3cret", "alice", "marker", "default: on", str(file)):
         assert text not in done.stdout
     for field in Settings.model_fields.values():
         assert option_of(field).env in done.stdout  # each setting names its variable
