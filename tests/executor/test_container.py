@@ -9,18 +9,16 @@ from pathlib import Path
 import docker
 import pytest
 
-from porter_bundle.executor.base import (
+from porter_bundle.executor import (
     LABEL_MANAGED,
     LABEL_RUN_ID,
+    ContainerExecutor,
     ContainerResult,
     ContainerSpec,
     ExecutorUnavailable,
-)
-from porter_bundle.executor.container import (
-    LABEL_OUTPUTS_DIR,
-    ContainerExecutor,
     container_name,
 )
+from porter_bundle.executor.lifecycle import LABEL_OUTPUTS_DIR
 from tests.conftest import PodmanService, RegistryLogin, TestImage
 
 pytestmark = pytest.mark.slow
