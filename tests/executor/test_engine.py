@@ -1,4 +1,4 @@
-"""Reaching the engine: addresses tried, what a failure says, DOCKER_HOST, a closed executor."""
+"""Reaching the engine: addresses tried, what a failure says, DOCKER_HOST, API version, closing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from docker.constants import DEFAULT_DOCKER_API_VERSION
 
 from porter_bundle.executor import ContainerExecutor, ContainerSpec, ExecutorUnavailable
+from porter_bundle.executor.engine import _common_api_version
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +64,10 @@ async def test_a_closed_executor_refuses_work(podman_host: str, run_id: str) -> 
     await executor.aclose()
     with pytest.raises(ExecutorUnavailable):
         await executor.execute(ContainerSpec(run_id=run_id, image="localhost/whatever:v1"))
+
+
+def test_the_api_version_is_the_newest_both_speak() -> None:
+    assert _common_api_version("1.24") == "1.24"
+    assert _common_api_version("99.0") == DEFAULT_DOCKER_API_VERSION
+    assert _common_api_version(None) == DEFAULT_DOCKER_API_VERSION
+    assert _common_api_version("not-a-version") == DEFAULT_DOCKER_API_VERSION
