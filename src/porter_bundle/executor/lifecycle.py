@@ -1,8 +1,9 @@
 """A run's container from creation to removal: create, copy files in, start, follow to the
 exit (under a timeout), terminate, collect logs and outputs, remove.
 
-:class:`Lifecycle` does the steps on one engine; :class:`~porter_bundle.executor.container.
-ContainerExecutor` decides when (its module docstring says what cancelling a run leaves).
+:class:`Lifecycle` does the steps on one engine; the ``ContainerExecutor`` of
+:mod:`porter_bundle.executor.container` decides when (its docstring says what cancelling a
+run leaves behind).
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ class Lifecycle:
         max_log_bytes: int,
         max_output_bytes: int,
     ) -> None:
+        """
+        Args:
+            engine: the connected engine.
+            calls: the pool that runs the short blocking engine calls.
+            puller: gets a spec's image onto the engine first.
+            stop_grace_seconds: between SIGTERM and SIGKILL when a run times out.
+            max_log_bytes: kept in a result's ``logs`` (the consumer still sees everything).
+            max_output_bytes: of the outputs directory, as the tar the engine sends.
+        """
         self._engine = engine
         self._calls = calls
         self._puller = puller
