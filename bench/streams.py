@@ -44,7 +44,7 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_SUCCEEDED,
     Run,
 )
-from porter_bundle.executor.container import container_name
+from porter_bundle.executor import container_name
 
 NAMESPACE = "bench"
 INSTALLATION = "ticker"

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from porter_bundle.executor.base import ContainerResult, ContainerSpec, LogSink
+from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
 
 
 class FakeExecutor:

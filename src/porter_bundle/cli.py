@@ -47,7 +47,7 @@ async def _serve(settings: config.Settings) -> None:
     from porter_bundle.bundles.registry import RegistryClient
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
-    from porter_bundle.executor.container import ContainerExecutor
+    from porter_bundle.executor import ContainerExecutor
     from porter_bundle.service import Services
     from porter_bundle.service.actions import ActionSettings
     from porter_bundle.service.sources import DirectorySecretStore

@@ -16,7 +16,7 @@ from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.registry import RegistryClient
-from porter_bundle.executor.base import ContainerResult
+from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
 from tests.conftest import PushImage
 from tests.fake_executor import FakeExecutor

@@ -40,7 +40,7 @@ from porter.bundle.v1.value_set_pb2 import (
     ValueSource,
 )
 from porter.v1alpha1 import porter_pb2_grpc
-from porter_bundle.executor.base import ContainerResult, ContainerSpec, LogSink
+from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.redact import LogRedactingFilter

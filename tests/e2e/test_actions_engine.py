@@ -37,7 +37,7 @@ from porter.bundle.v1.value_set_pb2 import (
     ParameterSet,
     ValueSource,
 )
-from porter_bundle.executor.container import ContainerExecutor
+from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore

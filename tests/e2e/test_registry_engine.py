@@ -17,7 +17,7 @@ from porter.bundle.v1.installation_pb2 import (
 )
 from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.bundles.registry import RegistryClient
-from porter_bundle.executor.container import ContainerExecutor
+from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from tests.conftest import PushImage
 from tests.oci import bundle_doc, publish_doc

@@ -16,7 +16,7 @@ from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_CANCELED, RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.config import Settings
-from porter_bundle.executor.container import ContainerExecutor
+from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.api.test_streams import Stream, eventually

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import docker
 import pytest
 
-from porter_bundle.executor.base import LABEL_MANAGED
-from porter_bundle.executor.container import ContainerExecutor
+from porter_bundle.executor import LABEL_MANAGED, ContainerExecutor
 
 
 @pytest.fixture

@@ -1,27 +1,24 @@
-"""The container executor against a real Podman (its Docker-compatible API)."""
+"""The container executor against a real Podman (its Docker-compatible API): what a container
+sees, how it ends, cancel, recover and orphans, refusals."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import docker
 import pytest
 
-from porter_bundle.executor.base import (
+from porter_bundle.executor import (
     LABEL_MANAGED,
     LABEL_RUN_ID,
+    ContainerExecutor,
     ContainerResult,
     ContainerSpec,
-    ExecutorUnavailable,
-)
-from porter_bundle.executor.container import (
-    LABEL_OUTPUTS_DIR,
-    ContainerExecutor,
     container_name,
 )
-from tests.conftest import PodmanService, RegistryLogin, TestImage
+from porter_bundle.executor.lifecycle import LABEL_OUTPUTS_DIR
+from tests.conftest import TestImage
 
 pytestmark = pytest.mark.slow
 
@@ -397,97 +394,6 @@ async def test_cancel_a_container_started_elsewhere(
 
 
 # ---------------------------------------------------------------------------------------------
-# Images
-
-
-async def test_missing_image_that_cannot_be_pulled(
-    executor: ContainerExecutor, run_id: str
-) -> None:
-    # Port 1 refuses at once: no DNS, no waiting on a network that is not there.
-    image = "127.0.0.1:1/nobody/missing:v1"
-    result = await executor.execute(spec_for(run_id, image))
-    assert result.exit_code is None
-    assert f"pulling image {image} failed" in result.error
-    assert "connection refused" in result.error
-    assert await executor.orphans() == []
-
-
-async def test_pull_from_a_plain_http_registry(
-    podman_host: str,
-    podman_service: PodmanService,
-    oci_registry: str,
-    test_image: TestImage,
-    run_id: str,
-    engine_api: docker.APIClient,
-) -> None:
-    local = test_image("pulled", "#!/bin/sh\necho pulled and ran\n")
-    remote = f"{oci_registry}/{local.removeprefix('localhost/')}"
-    await asyncio.to_thread(podman_service.podman, "push", "--tls-verify=false", local, remote)
-    spec = spec_for(run_id, remote)
-
-    strict = await asyncio.to_thread(ContainerExecutor, podman_host)
-    async with strict:
-        refused = await strict.execute(spec)
-    assert refused.exit_code is None
-    assert f"pulling image {remote} failed" in refused.error
-    assert "http: server gave HTTP response to HTTPS client" in refused.error
-
-    lenient = await asyncio.to_thread(
-        ContainerExecutor, podman_host, pull_insecure_registries=frozenset({oci_registry})
-    )
-    async with lenient:
-        result = await lenient.execute(spec)
-        assert (result.exit_code, result.logs, result.error) == (0, b"pulled and ran\n", "")
-        assert await lenient.orphans() == []
-    await asyncio.to_thread(engine_api.remove_image, remote)
-
-
-async def test_pull_with_registry_auth(
-    podman_host: str,
-    podman_service: PodmanService,
-    oci_registry_with_auth: RegistryLogin,
-    test_image: TestImage,
-    run_id: str,
-    engine_api: docker.APIClient,
-) -> None:
-    registry = oci_registry_with_auth
-    local = test_image("private", "#!/bin/sh\necho private\n")
-    remote = f"{registry.host}/{local.removeprefix('localhost/')}"
-    await asyncio.to_thread(
-        podman_service.podman,
-        "push",
-        "--tls-verify=false",
-        "--creds",
-        f"{registry.user}:{registry.password}",
-        local,
-        remote,
-    )
-    insecure = frozenset({registry.host})
-    spec = spec_for(run_id, remote)
-
-    for auth in (None, {registry.host: (registry.user, "wrong-password")}):
-        anonymous = await asyncio.to_thread(
-            ContainerExecutor, podman_host, pull_insecure_registries=insecure, registry_auth=auth
-        )
-        async with anonymous:
-            refused = await anonymous.execute(spec)
-        assert f"pulling image {remote} failed" in refused.error
-        assert "unauthorized" in refused.error
-        assert "wrong-password" not in refused.error
-
-    logged_in = await asyncio.to_thread(
-        ContainerExecutor,
-        podman_host,
-        pull_insecure_registries=insecure,
-        registry_auth={registry.host: (registry.user, registry.password)},
-    )
-    async with logged_in:
-        result = await logged_in.execute(spec)
-    assert (result.exit_code, result.logs, result.error) == (0, b"private\n", "")
-    await asyncio.to_thread(engine_api.remove_image, remote)
-
-
-# ---------------------------------------------------------------------------------------------
 # Recover and orphans
 
 
@@ -687,58 +593,3 @@ async def test_the_same_run_twice_at_once(
     assert "already executing" in second.error
     await executor.cancel(run_id, 0.1)
     assert (await first).canceled
-
-
-# ---------------------------------------------------------------------------------------------
-# Reaching the engine
-
-
-def test_unreachable_host_names_what_was_tried(tmp_path: Path) -> None:
-    host = f"unix://{tmp_path}/no-engine.sock"
-    with pytest.raises(ExecutorUnavailable) as raised:
-        ContainerExecutor(host)
-    assert host in str(raised.value)
-    assert "no such socket" in str(raised.value)
-
-
-def test_a_socket_nobody_answers_on(tmp_path: Path) -> None:
-    import socket
-
-    path = tmp_path / "silent.sock"
-    with socket.socket(socket.AF_UNIX) as listener:
-        listener.bind(str(path))  # bound, never listening: connections are refused
-        with pytest.raises(ExecutorUnavailable) as raised:
-            ContainerExecutor(f"unix://{path}")
-    assert f"unix://{path}" in str(raised.value)
-
-
-def test_default_hosts_are_all_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/podman/podman.sock")):
-        pytest.skip("this machine has an engine on a default socket")
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker-host.sock")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
-    with pytest.raises(ExecutorUnavailable) as raised:
-        ContainerExecutor()
-    message = str(raised.value)
-    for host in (
-        f"unix://{tmp_path}/docker-host.sock",
-        "unix:///var/run/docker.sock",
-        f"unix://{tmp_path}/xdg/podman/podman.sock",
-        "unix:///run/podman/podman.sock",
-    ):
-        assert host in message
-
-
-async def test_docker_host_is_used(podman_host: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", podman_host)
-    executor = await asyncio.to_thread(ContainerExecutor)
-    async with executor:
-        assert executor.url == podman_host
-        assert isinstance(await executor.orphans(), list)
-
-
-async def test_a_closed_executor_refuses_work(podman_host: str, run_id: str) -> None:
-    executor = await asyncio.to_thread(ContainerExecutor, podman_host)
-    await executor.aclose()
-    with pytest.raises(ExecutorUnavailable):
-        await executor.execute(spec_for(run_id, "localhost/whatever:v1"))

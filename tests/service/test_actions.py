@@ -34,7 +34,7 @@ from porter.bundle.v1.value_set_pb2 import (
     ParameterSet,
     ValueSource,
 )
-from porter_bundle.executor.base import ContainerResult
+from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
@@ -614,7 +614,7 @@ def test_recovery_masks_the_run_secrets_in_its_log_and_message(store, fake):
 
 
 def test_engine_lost_mid_run_fails_the_run_with_a_message(stub, app, fake):
-    from porter_bundle.executor.base import ExecutorUnavailable
+    from porter_bundle.executor import ExecutorUnavailable
 
     def lost(spec):
         raise ExecutorUnavailable("unix:///run/podman/podman.sock: connection refused")

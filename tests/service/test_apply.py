@@ -34,7 +34,7 @@ from porter.bundle.v1.value_set_pb2 import (
     ParameterSet,
     ValueSource,
 )
-from porter_bundle.executor.base import ContainerResult
+from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.fake_executor import FakeExecutor

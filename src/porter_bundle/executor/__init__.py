@@ -1,10 +1,35 @@
-"""Running invocation images: the executor interface and its container implementation."""
+"""Running invocation images: the executor interface and its container implementation.
+
+``base`` is the boundary the service layer codes against (a fake may stand in for tests);
+``container`` implements it on Docker or Podman, over ``engine`` (connecting), ``pulls``
+(images), ``lifecycle`` (a container from creation to removal), ``logs`` (following a log)
+and ``bridge`` (the threads the blocking SDK runs in).
+"""
 
 from porter_bundle.executor.base import (
+    LABEL_INSTALLATION,
+    LABEL_MANAGED,
+    LABEL_RUN_ID,
     ContainerResult,
     ContainerSpec,
     Executor,
     ExecutorUnavailable,
+    LogSink,
 )
+from porter_bundle.executor.container import ContainerExecutor
+from porter_bundle.executor.engine import default_hosts
+from porter_bundle.executor.lifecycle import container_name
 
-__all__ = ["ContainerResult", "ContainerSpec", "Executor", "ExecutorUnavailable"]
+__all__ = [
+    "LABEL_INSTALLATION",
+    "LABEL_MANAGED",
+    "LABEL_RUN_ID",
+    "ContainerExecutor",
+    "ContainerResult",
+    "ContainerSpec",
+    "Executor",
+    "ExecutorUnavailable",
+    "LogSink",
+    "container_name",
+    "default_hosts",
+]

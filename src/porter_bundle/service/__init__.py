@@ -9,7 +9,7 @@ from pathlib import Path
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.documents import SchemaCheck
-from porter_bundle.executor.base import Executor
+from porter_bundle.executor import Executor
 from porter_bundle.service.actions import ActionService, ActionSettings
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.documents import DocumentService
@@ -24,7 +24,7 @@ from porter_bundle.store import Store
 
 
 def _no_executor() -> Executor:
-    from porter_bundle.executor.base import ExecutorUnavailable
+    from porter_bundle.executor import ExecutorUnavailable
 
     raise ExecutorUnavailable("no container engine is configured")
 

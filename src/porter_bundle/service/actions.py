@@ -34,7 +34,7 @@ from porter.bundle.v1.run_pb2 import (
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
 from porter_bundle.bundles import cnab
 from porter_bundle.errors import FailedPrecondition, Unavailable, Violations
-from porter_bundle.executor.base import (
+from porter_bundle.executor import (
     LABEL_INSTALLATION,
     ContainerResult,
     ContainerSpec,
