@@ -87,6 +87,11 @@ class ValueSetService(Generic[SetMessage]):
         self._kind: SetKind[SetMessage] = kind
         self._clock = clock
 
+    @property
+    def kind(self) -> SetKind[SetMessage]:
+        """Which sets these are (credential or parameter sets)."""
+        return self._kind
+
     def list(
         self,
         *,
