@@ -1,68 +1,29 @@
 """The porter.v1alpha1.Porter servicer: Porter's legacy API, for the Porter Kubernetes operator.
 
-Thin like :mod:`porter_bundle.api.servicer`: requests in, service calls
-(:class:`~porter_bundle.service.legacy.LegacyService`), responses out; errors go through
+Thin like the other servicers: requests in, service calls
+(:class:`~porter_bundle.service.legacy.LegacyService`, and reveals through
+:class:`~porter_bundle.service.reveal.RevealService`), responses out; errors go through
 :func:`~porter_bundle.api.errors.mapped`, so a missing installation is NOT_FOUND with an
 ErrorInfo instead of Porter's UNKNOWN.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Any, TypeVar
-
-import grpc
+from typing import ClassVar
 
 from installation.v1alpha1 import installation_pb2 as ipb
+from porter.v1alpha1 import porter_pb2
 from porter_bundle.api.errors import mapped
+from porter_bundle.api.servicers.base import Ctx, Servicer
 from porter_bundle.auth import authz
-from porter_bundle.auth.audit import AuditLog, resource_name
-from porter_bundle.auth.roles import SECRET_READER
-from porter_bundle.service import Services
 
-T = TypeVar("T")
-Ctx = grpc.aio.ServicerContext[Any, Any]
+LEGACY_SERVICE: str = porter_pb2.DESCRIPTOR.services_by_name["Porter"].full_name
 
 
-class PorterLegacyServicer:
+class PorterLegacyServicer(Servicer):
     """Implements porter.v1alpha1.Porter over :class:`~porter_bundle.service.Services`."""
 
-    def __init__(
-        self,
-        services: Services,
-        executor: Executor,
-        *,
-        reveal_sensitive: bool = False,
-        inline_reads: bool = False,
-        audit: AuditLog | None = None,
-    ) -> None:
-        self._s = services
-        self._executor = executor
-        self._reveal_sensitive = reveal_sensitive
-        self._inline_reads = inline_reads
-        self._audit = audit or AuditLog()
-
-    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A read-only service call: inline on a local SQLite file, else on the worker pool."""
-        if self._inline_reads:
-            return fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    def may_reveal_sensitive(self, namespace: str) -> bool:
-        """Whether this caller gets sensitive output values of ``namespace`` in clear.
-
-        With the server-wide setting (``--legacy-reveal-sensitive``, for a trusted in-cluster
-        deployment where only the operator can reach the port) every caller does; when
-        callers are authenticated, so does one holding secret-reader in the namespace.
-        """
-        if self._reveal_sensitive:
-            return True
-        access = authz.current()
-        return access.authenticated and access.may(SECRET_READER, namespace)
+    service: ClassVar[str] = LEGACY_SERVICE
 
     @mapped
     async def ListInstallations(
@@ -84,18 +45,10 @@ class PorterLegacyServicer:
     async def ListInstallationLatestOutputs(
         self, request: ipb.ListInstallationLatestOutputRequest, context: Ctx
     ) -> ipb.ListInstallationLatestOutputResponse:
-        reveal = self.may_reveal_sensitive(request.namespace)
         found = await self._read(
-            self._s.legacy.latest_outputs,
+            self._reveals.legacy_latest_outputs,
             request.namespace,
             request.name,
-            reveal_sensitive=reveal,
+            caller=self.caller("ListInstallationLatestOutputs"),
         )
-        if reveal and any(v.sensitive for v in found):
-            self._audit.reveal(
-                principal=authz.current().principal.name,
-                method="/porter.v1alpha1.Porter/ListInstallationLatestOutputs",
-                resource=resource_name("installations", request.namespace, request.name, "outputs"),
-                namespace=request.namespace,
-            )
         return ipb.ListInstallationLatestOutputResponse(outputs=found)
