@@ -133,3 +133,41 @@ def porter_stub(channel):
     from porter.bundle.v1 import porter_bundle_pb2_grpc
 
     return porter_bundle_pb2_grpc.PorterBundleStub(channel)
+
+
+def _backend(services):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from porter_bundle.api.servicers import Backend, Calls
+    from porter_bundle.auth.audit import AuditLog
+    from porter_bundle.service.reveal import RevealService
+
+    return Backend(services, Calls(ThreadPoolExecutor(1)), RevealService(services, AuditLog()))
+
+
+def test_servicers_implement_every_rpc_exactly_once(services):
+    from porter_bundle.api.server import SERVICE_DESCRIPTOR, _handlers
+    from porter_bundle.api.servicers import porter_bundle_servicers
+
+    servicers = porter_bundle_servicers(_backend(services))
+    names = [name for s in servicers for name in s.rpcs()]
+    assert sorted(names) == sorted(m.name for m in SERVICE_DESCRIPTOR.methods)
+    assert _handlers(servicers) is not None
+    with pytest.raises(ValueError, match="implemented twice"):
+        _handlers([*servicers, servicers[0]])
+    with pytest.raises(ValueError, match="lack"):
+        _handlers(servicers[1:])
+
+
+def test_one_value_set_servicer_serves_both_kinds(services):
+    from porter_bundle.api.servicers import ValueSetServicer
+
+    backend = _backend(services)
+    assert set(ValueSetServicer(backend, services.parameter_sets).rpcs()) == {
+        "ListParameterSets",
+        "GetParameterSet",
+        "CreateParameterSet",
+        "UpdateParameterSet",
+        "DeleteParameterSet",
+    }
+    assert "GetCredentialSet" in ValueSetServicer(backend, services.credential_sets).rpcs()
