@@ -13,7 +13,7 @@ The tree::
     └── PermissionDenied       the caller (or a registry) is authenticated but not allowed
 
 Each carries a stable machine-readable ``reason`` (UPPER_SNAKE_CASE) and string
-metadata. Transport codes live in :mod:`porter_bundle.api.errors`, the single place
+metadata. Transport codes live in :mod:`porter_bundle.status`, the single place
 that maps these classes to gRPC statuses. Messages must never contain secret values.
 """
 

@@ -38,10 +38,10 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_SUCCEEDED,
 )
 from porter.v1alpha1 import porter_pb2_grpc
-from porter_bundle.api.errors import ERROR_DOMAIN
 from porter_bundle.api.server import LEGACY_SERVICE_NAME, RunningServer, start_server
 from porter_bundle.config import Settings
 from porter_bundle.service.runs import NewRun, OutputValue
+from porter_bundle.status import ERROR_DOMAIN
 from porter_bundle.store import Store, store
 from porter_bundle.store.crypto import create_key_file
 from porter_bundle.store.migrate import alembic_config

@@ -10,8 +10,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter_bundle import errors
-from porter_bundle.api.errors import ERROR_DOMAIN, STATUS_CODES, to_status
 from porter_bundle.api.server import SERVICE_NAME
+from porter_bundle.status import ERROR_DOMAIN, STATUS_CODES, status_code, to_status
 from tests.helpers import failure
 
 
@@ -23,11 +23,35 @@ def all_subclasses(cls: type) -> set[type]:
 
 
 def test_every_domain_error_is_mapped():
-    unmapped = all_subclasses(errors.PorterBundleError) - set(STATUS_CODES)
-    assert not unmapped, f"add these to api.errors.STATUS_CODES: {unmapped}"
+    unmapped = set(errors.PorterBundleError.__subclasses__()) - set(STATUS_CODES)
+    assert not unmapped, f"add these to status.STATUS_CODES: {unmapped}"
     for cls, code in STATUS_CODES.items():
         got_code, status = to_status(cls("message"))
         assert got_code == code and status.message == "message" and status.details
+    for cls in all_subclasses(errors.PorterBundleError):
+        got_code, status = to_status(cls("message"))
+        assert got_code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), cls
+        assert status.message == "message" and status.details
+
+
+def test_a_new_subclass_gets_its_parents_code():
+    class StaleSnapshot(errors.Aborted):
+        """A domain error nobody listed: its code comes from the class hierarchy."""
+
+    class VeryStale(StaleSnapshot):
+        pass
+
+    for cls in (StaleSnapshot, VeryStale):
+        code, status = to_status(cls("the snapshot moved", reason="SNAPSHOT_STALE"))
+        assert code == grpc.StatusCode.ABORTED == status_code(cls("x"))
+        assert status.code == grpc.StatusCode.ABORTED.value[0]
+        assert status.message == "the snapshot moved"
+    assert status_code(RuntimeError("x")) is None
+
+
+def test_an_unmapped_domain_error_is_internal_without_its_message(caplog):
+    code, status = to_status(errors.PorterBundleError("/etc/secret-path"))
+    assert code == grpc.StatusCode.INTERNAL and "secret-path" not in status.message
 
 
 def test_unexpected_fault_is_internal_without_internals(caplog):
@@ -109,3 +133,41 @@ def porter_stub(channel):
     from porter.bundle.v1 import porter_bundle_pb2_grpc
 
     return porter_bundle_pb2_grpc.PorterBundleStub(channel)
+
+
+def _backend(services):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from porter_bundle.api.servicers import Backend, Calls
+    from porter_bundle.auth.audit import AuditLog
+    from porter_bundle.service.reveal import RevealService
+
+    return Backend(services, Calls(ThreadPoolExecutor(1)), RevealService(services, AuditLog()))
+
+
+def test_servicers_implement_every_rpc_exactly_once(services):
+    from porter_bundle.api.server import SERVICE_DESCRIPTOR, _handlers
+    from porter_bundle.api.servicers import porter_bundle_servicers
+
+    servicers = porter_bundle_servicers(_backend(services))
+    names = [name for s in servicers for name in s.rpcs()]
+    assert sorted(names) == sorted(m.name for m in SERVICE_DESCRIPTOR.methods)
+    assert _handlers(servicers) is not None
+    with pytest.raises(ValueError, match="implemented twice"):
+        _handlers([*servicers, servicers[0]])
+    with pytest.raises(ValueError, match="lack"):
+        _handlers(servicers[1:])
+
+
+def test_one_value_set_servicer_serves_both_kinds(services):
+    from porter_bundle.api.servicers import ValueSetServicer
+
+    backend = _backend(services)
+    assert set(ValueSetServicer(backend, services.parameter_sets).rpcs()) == {
+        "ListParameterSets",
+        "GetParameterSet",
+        "CreateParameterSet",
+        "UpdateParameterSet",
+        "DeleteParameterSet",
+    }
+    assert "GetCredentialSet" in ValueSetServicer(backend, services.credential_sets).rpcs()

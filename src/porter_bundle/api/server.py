@@ -1,9 +1,10 @@
-"""The server factory: PorterBundle plus health and reflection on one grpc.aio server."""
+"""The server factory: PorterBundle, composed from one servicer per resource, Porter's legacy
+API, health and reflection on one grpc.aio server."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,14 @@ from grpc_reflection.v1alpha import reflection
 
 from porter.bundle.v1 import porter_bundle_pb2
 from porter.v1alpha1 import porter_pb2 as legacy_porter_pb2
-from porter_bundle.api.legacy import PorterLegacyServicer
-from porter_bundle.api.servicer import PorterBundleServicer
+from porter_bundle.api.servicers import (
+    Backend,
+    Behaviour,
+    Calls,
+    PorterLegacyServicer,
+    Servicer,
+    porter_bundle_servicers,
+)
 from porter_bundle.api.wire import serialize
 from porter_bundle.auth.audit import AuditLog
 from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
@@ -25,6 +32,7 @@ from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.config import Settings
 from porter_bundle.service import Services
 from porter_bundle.service.events import RunEvents
+from porter_bundle.service.reveal import RevealService
 from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
@@ -72,23 +80,39 @@ class RunningServer:
 
 
 def _handlers(
-    servicer: Any, descriptor: ServiceDescriptor = SERVICE_DESCRIPTOR
+    servicers: Iterable[Servicer], descriptor: ServiceDescriptor = SERVICE_DESCRIPTOR
 ) -> grpc.GenericRpcHandler:
-    """Method handlers built from the service descriptor; list responses may be pre-encoded bytes."""
+    """Method handlers of one service, built from its descriptor over the RPCs the servicers
+    implement (each RPC by exactly one; ValueError otherwise); list responses may be
+    pre-encoded bytes."""
     from google.protobuf import symbol_database
 
+    implemented: dict[str, Behaviour] = {}
+    for servicer in servicers:
+        for name, behaviour in servicer.rpcs().items():
+            if name in implemented:
+                raise ValueError(f"{descriptor.full_name}/{name} is implemented twice")
+            implemented[name] = behaviour
+    declared = {method.name for method in descriptor.methods}
+    if declared != implemented.keys():
+        missing = sorted(declared - implemented.keys())
+        unknown = sorted(implemented.keys() - declared)
+        raise ValueError(
+            f"{descriptor.full_name}: servicers lack {missing} and implement unknown {unknown}"
+        )
     db = symbol_database.Default()
     methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
         request_cls = db.GetSymbol(method.input_type.full_name)
-        behaviour: Callable[..., Any] = getattr(servicer, method.name)
         make = (
             grpc.unary_stream_rpc_method_handler
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
         methods[method.name] = make(
-            behaviour, request_deserializer=request_cls.FromString, response_serializer=serialize
+            implemented[method.name],
+            request_deserializer=request_cls.FromString,
+            response_serializer=serialize,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
@@ -112,25 +136,18 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
         max_workers=settings.workers, thread_name_prefix="porter-bundle-db"
     )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-    servicer = PorterBundleServicer(
+    backend = Backend(
         services,
-        executor,
-        inline_reads=services.local_database,
-        stream_timing=StreamTiming(
+        Calls(executor, inline_reads=services.local_database),
+        RevealService(services, audit, legacy_reveal_sensitive=settings.legacy_reveal_sensitive),
+        StreamTiming(
             heartbeat_seconds=settings.stream_heartbeat_seconds,
             recheck_seconds=settings.stream_recheck_seconds,
         ),
-        audit=audit,
     )
-    server.add_generic_rpc_handlers([_handlers(servicer)])
-    legacy = PorterLegacyServicer(
-        services,
-        executor,
-        reveal_sensitive=settings.legacy_reveal_sensitive,
-        inline_reads=services.local_database,
-        audit=audit,
-    )
-    server.add_generic_rpc_handlers([_handlers(legacy, LEGACY_SERVICE_DESCRIPTOR)])
+    server.add_generic_rpc_handlers([_handlers(porter_bundle_servicers(backend))])
+    legacy = PorterLegacyServicer(backend)
+    server.add_generic_rpc_handlers([_handlers([legacy], LEGACY_SERVICE_DESCRIPTOR)])
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -2,9 +2,10 @@
 
 The interceptor (:mod:`porter_bundle.auth.interceptor`) authenticates a call, checks its
 :class:`~porter_bundle.auth.permissions.Rule` and puts an :class:`Access` in a context
-variable for the call's task. Servicers read it with :func:`current`: what a list may show
-(:attr:`Access.visible`), whether a run found by ID may be seen, whether values may be
-revealed. Without authentication there is no Access and the caller is
+variable for the call's task. Servicers read it with :func:`current` and hand it to the
+service layer: what a list may show (:attr:`Access.visible`), whether a run found by ID may be
+seen (:mod:`porter_bundle.service.visibility`), whether values may be revealed
+(:mod:`porter_bundle.service.reveal`). Without authentication there is no Access and the caller is
 :data:`~porter_bundle.auth.roles.LOCAL`, who may do everything.
 """
 

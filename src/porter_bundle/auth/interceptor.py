@@ -2,7 +2,7 @@
 
 A call carries ``authorization: Bearer <token>`` metadata, or (mutual TLS) a verified client
 certificate whose subject CN is the principal. Failures end the call through the one error
-mapping (:mod:`porter_bundle.api.errors`): UNAUTHENTICATED with reason TOKEN_MISSING or
+mapping (:mod:`porter_bundle.status`): UNAUTHENTICATED with reason TOKEN_MISSING or
 TOKEN_UNKNOWN, PERMISSION_DENIED with reason ROLE_REQUIRED. Health checks are always open;
 reflection is open unless ``reflection_requires_auth``.
 """
@@ -14,13 +14,13 @@ from typing import Any
 
 import grpc
 
-from porter_bundle.api.errors import abort
 from porter_bundle.auth import authz
 from porter_bundle.auth.permissions import RULES, Rule
 from porter_bundle.auth.roles import LOCAL, Principal
 from porter_bundle.auth.tls import peer_common_name
 from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.errors import PorterBundleError, Unauthenticated
+from porter_bundle.status import abort
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = (

@@ -87,6 +87,11 @@ class ValueSetService(Generic[SetMessage]):
         self._kind: SetKind[SetMessage] = kind
         self._clock = clock
 
+    @property
+    def kind(self) -> SetKind[SetMessage]:
+        """Which sets these are (credential or parameter sets)."""
+        return self._kind
+
     def list(
         self,
         *,
@@ -140,7 +145,8 @@ class ValueSetService(Generic[SetMessage]):
 
     def get_revealed(self, namespace: str, name: str) -> SetMessage:
         """One set with its literal values in place of ``redacted`` (a reveal: the caller was
-        authorized and the reveal is audited by the API layer); NOT_FOUND when missing."""
+        authorized and the reveal is audited by :mod:`porter_bundle.service.reveal`); NOT_FOUND
+        when missing."""
         # The stored full message is the public one with the literal values in place (both
         # are written together from it, see create/update).
         check_address(namespace, name)
