@@ -5,7 +5,8 @@ Writes go through an ORM :class:`~sqlmodel.Session` from :meth:`Database.write`,
 SQLite takes the write lock up front (``BEGIN IMMEDIATE``) so concurrent writers queue
 instead of failing half-way. Reads run cached queries on plain DBAPI connections
 (:class:`~porter_bundle.store.queries.Reader`) and return the stored message bytes (see
-:mod:`porter_bundle.store.models`).
+:mod:`porter_bundle.store.models`). Both translate database errors into domain errors
+(:mod:`porter_bundle.store.errors`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from porter_bundle.store import secrets
 from porter_bundle.store.crypto import Keyring
+from porter_bundle.store.errors import database_errors, dbapi_error, translate
 from porter_bundle.store.queries import QueryCache, Reader
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class Database:
             _configure_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(porter_write=True)
         self._queries = QueryCache(self.engine.dialect)
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         # SQLite reads keep one connection per thread that reads (the event loop's, the
         # workers'): checking a connection out of the pool and back in for every read cost more
         # than a small query itself. Reads run no transaction (each SELECT is autocommit), so
@@ -91,8 +95,9 @@ class Database:
         until then are encrypted once (:meth:`prepare_encryption`)."""
         from porter_bundle.store.migrate import ENCRYPTION_REVISION, current_revision, upgrade
 
-        before = current_revision(self.engine)
-        upgrade(self.engine)
+        with database_errors():
+            before = current_revision(self.engine)
+            upgrade(self.engine)
         if before is not None and before < ENCRYPTION_REVISION:
             found = self.prepare_encryption()
             if found:
@@ -105,11 +110,13 @@ class Database:
     def reencrypt(self, batch_size: int = 500, *, only_clear: bool = False) -> dict[str, int]:
         """Rewrites every secret value not sealed with the newest key (or, with ``only_clear``,
         every clear one) in transactions of ``batch_size`` rows. Returns the count per column."""
-        return secrets.reencrypt(self, batch_size, only_clear=only_clear)
+        with database_errors():
+            return secrets.reencrypt(self, batch_size, only_clear=only_clear)
 
     def key_usage(self) -> dict[str, dict[str, int]]:
         """Per secret column, how many values each key id sealed ("clear": not encrypted)."""
-        return secrets.key_usage(self)
+        with database_errors():
+            return secrets.key_usage(self)
 
     def close(self) -> None:
         """Closes every pooled connection (the SQLite read connections threads kept included)."""
@@ -126,6 +133,7 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A write transaction, committed on success and rolled back on error."""
         with (
+            database_errors(),
             Session(
                 self._write_engine, expire_on_commit=False, info={"keyring": self.keyring}
             ) as session,
@@ -137,20 +145,36 @@ class Database:
     def read(self) -> Iterator[Reader]:
         """A :class:`~porter_bundle.store.queries.Reader` on a pooled connection, for the read
         queries."""
-        if self.is_sqlite:
-            yield self._thread_reader()
-            return
-        raw = self.engine.raw_connection()
+        # translate() inline, not database_errors(): reads are the hot path, and each
+        # generator-based context manager costs a few microseconds (a small read: about 20).
         try:
-            yield Reader(raw, self._queries, self.keyring)
-        finally:
-            raw.close()  # back to the pool, which rolls back any implicit transaction
+            if self.is_sqlite:
+                yield self._thread_reader()
+                return
+            raw = self._raw_connection(self.engine)
+            try:
+                yield Reader(raw, self._queries, self.keyring)
+            finally:
+                raw.close()  # back to the pool, which rolls back any implicit transaction
+        except SQLAlchemyError as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def _raw_connection(self, engine: Engine) -> Any:
+        """A pooled DBAPI connection; the driver's exceptions come out as SQLAlchemy's (which
+        ``engine.connect()`` would raise, and ``raw_connection()`` does not)."""
+        try:
+            return engine.raw_connection()
+        except self._driver_error as exc:
+            raise dbapi_error(exc, None, engine.dialect) from exc
 
     def _thread_reader(self) -> Reader:
         reader: Reader | None = getattr(self._kept, "reader", None)
         if reader is None:
             assert self._read_engine is not None
-            raw = self._read_engine.raw_connection()
+            raw = self._raw_connection(self._read_engine)
             with self._kept_lock:
                 self._kept_all.append(raw)
             reader = self._kept.reader = Reader(raw, self._queries, self.keyring)

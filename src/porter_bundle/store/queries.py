@@ -17,6 +17,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from porter_bundle.store.crypto import Keyring
+from porter_bundle.store.errors import dbapi_error
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,15 @@ class QueryCache:
 
 
 class Reader:
-    """Runs cached read queries on one pooled DBAPI connection."""
+    """Runs cached read queries on one pooled DBAPI connection.
+
+    The driver's exceptions come out as SQLAlchemy's (see
+    :func:`~porter_bundle.store.errors.dbapi_error`), for the store's boundary to translate."""
 
     def __init__(self, raw: Any, queries: QueryCache, keyring: Keyring) -> None:
         self._raw = raw
         self._queries = queries
+        self._driver_error: type[Exception] = queries.dialect.loaded_dbapi.Error
         self.keyring = keyring
         """Decrypts the secret columns the read queries return."""
 
@@ -64,12 +69,15 @@ class Reader:
     ) -> list[Any]:
         """Every row of the query ``key`` (made by ``build``) with ``params``."""
         compiled = self._queries.get(key, build)
-        cursor = self._raw.cursor()
         try:
-            cursor.execute(compiled.sql, compiled.args(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+            cursor = self._raw.cursor()
+            try:
+                cursor.execute(compiled.sql, compiled.args(params))
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except self._driver_error as exc:
+            raise dbapi_error(exc, compiled.sql, self._queries.dialect) from exc
 
     def first(
         self, key: Hashable, build: Callable[[], ClauseElement], params: Mapping[str, Any]
