@@ -5,7 +5,7 @@ slow for a million runs. This module builds the very rows those calls would leav
 the same protobuf messages, ``canonical_json`` parameters, output digests and every
 denormalized column (``run_count``, the run pointers, ``installed``, ``state``, the
 installation's status, ``resource_counts``) — and inserts them with ``executemany``
-in a few large transactions on a database that :meth:`Store.migrate` created.
+in a few large transactions on a database that :meth:`Database.migrate` created.
 :mod:`bench.seedcheck` replays a small plan through the real services and asserts that
 this module's rows are identical, so drift in the services is caught.
 
@@ -62,8 +62,8 @@ from porter_bundle.store import (
     KIND_CREDENTIAL_SET,
     KIND_INSTALLATION,
     KIND_PARAMETER_SET,
+    Database,
     Keyring,
-    Store,
 )
 from porter_bundle.store.crypto import associated_data, create_key_file, read_key_file
 from porter_bundle.store.models import (
@@ -553,7 +553,7 @@ def seed_into(
     stats = SeedStats()
     key_file = Path(f"{path}{KEY_SUFFIX}")
     keyring = read_key_file(key_file) if key_file.exists() else create_key_file(key_file)
-    store = Store(sqlite_url(path), keyring=keyring)
+    store = Database(sqlite_url(path), keyring=keyring)
     store.migrate()
     store.close()
     stats.phases["migrate"] = time.perf_counter() - started

@@ -28,14 +28,13 @@ from porter.bundle.v1.run_pb2 import Output, Run
 from porter_bundle.config import sqlite_url
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.runs import RunService
-from porter_bundle.store import Store
+from porter_bundle.store import SECRET_COLUMNS, Database
 from porter_bundle.store.crypto import (
     associated_data,
     create_key_file,
     is_encrypted,
     read_key_file,
 )
-from porter_bundle.store.store import SECRET_COLUMNS
 
 CHECK_PLAN = Plan(installations=60, runs=400, namespaces=3, heavy_runs=40)
 """Small enough to replay through the services in about a second; hits every plan rule."""
@@ -54,7 +53,7 @@ def _fixed_clock() -> datetime:
 
 
 def _through_services(path: Path, plan: Plan) -> None:
-    store = Store(sqlite_url(path), keyring=create_key_file(Path(f"{path}{KEY_SUFFIX}")))
+    store = Database(sqlite_url(path), keyring=create_key_file(Path(f"{path}{KEY_SUFFIX}")))
     store.migrate()
     installations = InstallationService(store, clock=_fixed_clock)
     runs = RunService(store, clock=_fixed_clock)

@@ -27,7 +27,7 @@ from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
-from porter_bundle.store import Keyring, Store
+from porter_bundle.store import Database, Keyring
 from tests.registry_proxy import RegistryProxy
 
 
@@ -36,7 +36,7 @@ class ServerHandle:
     """A server running in its own event loop thread."""
 
     port: int
-    store: Store
+    store: Database
     services: Services
     loop: asyncio.AbstractEventLoop
     running: RunningServer
@@ -84,15 +84,15 @@ def keyring() -> Keyring:
 
 
 @pytest.fixture
-def store(database_url: str, keyring: Keyring) -> Iterator[Store]:
-    s = Store(database_url, keyring=keyring)
+def store(database_url: str, keyring: Keyring) -> Iterator[Database]:
+    s = Database(database_url, keyring=keyring)
     s.migrate()
     yield s
     s.close()
 
 
 @pytest.fixture
-def services(store: Store) -> Services:
+def services(store: Database) -> Services:
     return Services.create(store)
 
 
@@ -103,7 +103,9 @@ def server_settings() -> Settings:
 
 
 @pytest.fixture
-def server(store: Store, services: Services, server_settings: Settings) -> Iterator[ServerHandle]:
+def server(
+    store: Database, services: Services, server_settings: Settings
+) -> Iterator[ServerHandle]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-server-loop", daemon=True)
     thread.start()

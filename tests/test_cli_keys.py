@@ -14,8 +14,7 @@ from porter_bundle import config
 from porter_bundle.cli import main
 from porter_bundle.service import Services
 from porter_bundle.service.runs import NewRun, OutputValue
-from porter_bundle.store import Store
-from porter_bundle.store.crypto import read_key_file
+from porter_bundle.store import Database, read_key_file
 
 SECRET = "pw-Zr61-secret"
 
@@ -23,7 +22,7 @@ SECRET = "pw-Zr61-secret"
 def _seed(db: Path) -> Path:
     """A database with one encrypted run parameter and output; returns its default key file."""
     settings = config.Settings(database=config.sqlite_url(db))
-    store = Store(settings.database_url, keyring=config.open_keyring(settings))
+    store = Database(settings.database_url, keyring=config.open_keyring(settings))
     store.migrate()
     services = Services.create(store)
     services.installations.create(

@@ -51,7 +51,7 @@ async def _serve(settings: config.Settings) -> None:
     from porter_bundle.service import Services
     from porter_bundle.service.actions import ActionSettings
     from porter_bundle.service.sources import DirectorySecretStore
-    from porter_bundle.store import Store
+    from porter_bundle.store import Database
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
     stop = asyncio.Event()
@@ -61,7 +61,7 @@ async def _serve(settings: config.Settings) -> None:
     registry_auth = load_registry_auths(settings.registry_config)
     registry = RegistryClient(insecure_hosts=settings.insecure_registries, auths=registry_auth)
     keyring = config.open_keyring(settings)
-    store = Store(settings.database_url, keyring=keyring, pool_size=settings.workers + 2)
+    store = Database(settings.database_url, keyring=keyring, pool_size=settings.workers + 2)
     await asyncio.to_thread(store.migrate)
     services = Services.create(
         store,

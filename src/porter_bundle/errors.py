@@ -9,6 +9,7 @@ The tree::
     ├── FailedPrecondition     the resource is not in a state that allows the call
     ├── Aborted                a concurrency conflict (stale etag, active run)
     ├── Unavailable            a dependency (container engine, registry) cannot be reached
+    │   └── DatabaseUnavailable    the database cannot be reached or is busy
     ├── Unauthenticated        the caller (or a registry's credentials) could not be authenticated
     └── PermissionDenied       the caller (or a registry) is authenticated but not allowed
 
@@ -134,3 +135,11 @@ class PermissionDenied(PorterBundleError):
     """Valid credentials that do not allow the call (a missing role, a registry that refuses access)."""
 
     default_reason = "PERMISSION_DENIED"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached or cannot take the work now (down, locked, every pooled
+    connection busy); retrying later may work. ``metadata["incident"]`` names the server's log
+    line that holds the cause (see :mod:`porter_bundle.store.errors`)."""
+
+    default_reason = "DATABASE_UNAVAILABLE"

@@ -35,13 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Runs one ``keys`` action; 2 on a key or database problem."""
-    from porter_bundle.store import Store
-    from porter_bundle.store.crypto import (
-        CryptoError,
-        KeyFileError,
-        read_key_file,
-        rotate_key_file,
-    )
+    from porter_bundle import store
 
     try:
         settings = config.load_settings(config.flags_given(args), config_file=args.config_file)
@@ -52,35 +46,37 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "rotate":
             if settings.encryption_key:
-                raise KeyFileError(
+                raise store.KeyFileError(
                     f"the keys come from ${config.ENV_ENCRYPTION_KEY}: put a new key first there"
                 )
-            new = rotate_key_file(path)
-            keyring = read_key_file(path)
+            new = store.rotate_key_file(path)
+            keyring = store.read_key_file(path)
             print(f"{path}: new key {new} encrypts from the next server start")
             print(f"keys (newest first): {', '.join(keyring.key_ids)}")
             print("then run `porter-bundle keys reencrypt` to rewrite stored secrets with it")
             return 0
         # Never creates a key file: a new key would decrypt nothing.
-        keyring = config.open_keyring(settings) if settings.encryption_key else read_key_file(path)
-    except KeyFileError as exc:
+        keyring = (
+            config.open_keyring(settings) if settings.encryption_key else store.read_key_file(path)
+        )
+    except store.KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    store = Store(settings.database_url, keyring=keyring, pool_size=1)
+    db = store.Database(settings.database_url, keyring=keyring, pool_size=1)
     try:
-        store.migrate()
+        db.migrate()
         if args.action == "reencrypt":
-            done = store.reencrypt()
+            done = db.reencrypt()
             for column, count in done.items():
                 print(f"{column}: {count} values re-encrypted with key {keyring.primary_id}")
             return 0
         print(f"keys (newest first, the first encrypts): {', '.join(keyring.key_ids)}")
-        for column, counts in store.key_usage().items():
+        for column, counts in db.key_usage().items():
             listed = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "no values"
             print(f"{column}: {listed}")
         return 0
-    except CryptoError as exc:
+    except store.CryptoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        db.close()

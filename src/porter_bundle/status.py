@@ -19,7 +19,6 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import OperationalError
 
 from porter_bundle import errors
 
@@ -72,14 +71,6 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
                 )
             )
         return code, _status(code, exc.message, details)
-    if isinstance(exc, OperationalError):  # the store will translate these itself
-        return _incident(
-            grpc.StatusCode.UNAVAILABLE,
-            "DATABASE_UNAVAILABLE",
-            "the database is unavailable; retry later",
-            "database unavailable",
-            exc,
-        )
     return _incident(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error", "internal error", exc)
 
 

@@ -38,14 +38,13 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_SUCCEEDED,
 )
 from porter.v1alpha1 import porter_pb2_grpc
+from porter_bundle import store
 from porter_bundle.api.server import LEGACY_SERVICE_NAME, RunningServer, start_server
 from porter_bundle.config import Settings
 from porter_bundle.service.runs import NewRun, OutputValue
 from porter_bundle.status import ERROR_DOMAIN
-from porter_bundle.store import Store, store
-from porter_bundle.store.crypto import create_key_file
+from porter_bundle.store import Database, OutputRow, create_key_file
 from porter_bundle.store.migrate import alembic_config
-from porter_bundle.store.models import OutputRow
 from tests.helpers import failure
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +451,7 @@ def test_bad_output_requests_are_invalid_argument(legacy, request_fields, field)
 
 def test_a_late_writer_never_moves_a_latest_pointer_back(server, installed_then_failed_upgrade):
     install, _upgrade = installed_then_failed_upgrade
-    st: Store = server.store
+    st: Database = server.store
     with st.read() as conn:
         inst_id = store.get_installation_pointers(conn, NS, NAME)[0]
     with st.write() as s:
@@ -466,7 +465,7 @@ def test_a_late_writer_never_moves_a_latest_pointer_back(server, installed_then_
 
 
 def test_latest_outputs_query_reads_by_key(server, stub, legacy, installed_then_failed_upgrade):
-    st: Store = server.store
+    st: Database = server.store
     if not st.is_sqlite:
         pytest.skip("query plan check is for SQLite")
     assert latest(legacy)
@@ -731,7 +730,7 @@ def test_reveal_environment_variable_reaches_the_server(tmp_path, env_value, rev
     db = tmp_path / "db.sqlite"
     url = f"sqlite:///{db}"
     # The key file where the server looks by default, so it decrypts what this store wrote.
-    seeded = Store(url, keyring=create_key_file(Path(f"{db}.key")))
+    seeded = Database(url, keyring=create_key_file(Path(f"{db}.key")))
     seeded.migrate()
     from porter_bundle.service import Services
 

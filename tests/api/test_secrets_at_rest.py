@@ -45,7 +45,7 @@ from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.redact import LogRedactingFilter
 from porter_bundle.service.sources import DirectorySecretStore
-from porter_bundle.store import Store
+from porter_bundle.store import Database
 from tests.fake_executor import FakeExecutor
 
 NS, NAME, REF = "dev", "vault", "localhost:5000/vault:v1.0.0"
@@ -116,7 +116,7 @@ class EchoingExecutor(FakeExecutor):
 
 
 @pytest.fixture
-def services(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Services:
+def services(store: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Services:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "store-cred").write_text(SECRETS["secret-store credential"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from porter_bundle.store import store as queries
+from porter_bundle import store as queries
 
 DIGEST = "sha256:" + "ab" * 32
 CONTENT = '{"name":"hello","version":"0.1.0"}'

@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import ACTION_INSTALL, RUN_STATE_SUCCEEDED
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ValueSource
-from porter_bundle import config
+from porter_bundle import config, store
 from porter_bundle.service import Services
 from porter_bundle.service.runs import NewRun, OutputValue
-from porter_bundle.store import KeyFileError, Keyring, Store, UnknownKey, store
+from porter_bundle.store import SECRET_COLUMNS, Database, KeyFileError, Keyring, UnknownKey
 from porter_bundle.store.crypto import (
     create_key_file,
     is_encrypted,
@@ -31,7 +31,7 @@ from porter_bundle.store.crypto import (
     stored_key_id,
 )
 from porter_bundle.store.migrate import alembic_config, upgrade
-from porter_bundle.store.store import SECRET_COLUMNS
+from porter_bundle.store.secrets import reseal
 from tests.helpers import sensitive_bundle
 
 NS, NAME = "team", "app"
@@ -42,7 +42,7 @@ INSTALLATION_PARAMETER = "inst-Wq63-sensitive-installation-parameter"
 PUBLIC = "public-value-Kk09"
 
 
-def _scenario(s: Store) -> str:
+def _scenario(s: Database) -> str:
     """Writes one secret of each column through the services; returns the run ID."""
     services = Services.create(s)
     services.credential_sets.create(
@@ -84,7 +84,7 @@ def _scenario(s: Store) -> str:
     return run.id
 
 
-def _raw(s: Store) -> list[bytes | str]:
+def _raw(s: Database) -> list[bytes | str]:
     """The stored form of every secret column value."""
     found: list[bytes | str] = []
     with s.engine.connect() as conn:
@@ -98,7 +98,7 @@ def _raw(s: Store) -> list[bytes | str]:
     return found
 
 
-def _read_back(s: Store, run_id: str, *, installation: bool = True) -> None:
+def _read_back(s: Database, run_id: str, *, installation: bool = True) -> None:
     services = Services.create(s)
     full = services.credential_sets.get_full(NS, "creds")
     assert full is not None and full.credentials[0].source.value.string_value == CREDENTIAL
@@ -115,13 +115,13 @@ def _read_back(s: Store, run_id: str, *, installation: bool = True) -> None:
 
 
 @pytest.fixture
-def fresh(database_url: str) -> Iterator[Store]:
-    s = Store(database_url, keyring=Keyring.generate())
+def fresh(database_url: str) -> Iterator[Database]:
+    s = Database(database_url, keyring=Keyring.generate())
     yield s
     s.close()
 
 
-def test_secret_columns_are_encrypted_and_read_back_clear(store: Store, db_path: Path):
+def test_secret_columns_are_encrypted_and_read_back_clear(store: Database, db_path: Path):
     run_id = _scenario(store)
     raw = _raw(store)
     assert len(raw) == 4 and all(is_encrypted(v) for v in raw)
@@ -135,7 +135,7 @@ def test_secret_columns_are_encrypted_and_read_back_clear(store: Store, db_path:
         assert PUBLIC.encode() in data  # public values stay readable (and prove the grep works)
 
 
-def test_clear_values_from_before_encryption_are_read_and_encrypted_on_upgrade(fresh: Store):
+def test_clear_values_from_before_encryption_are_read_and_encrypted_on_upgrade(fresh: Database):
     upgrade(fresh.engine)
     run_id = _scenario(fresh)
     # Make the rows what a server before encryption wrote: clear values.
@@ -172,12 +172,12 @@ def test_clear_values_from_before_encryption_are_read_and_encrypted_on_upgrade(f
 def test_reencrypt_moves_every_value_to_the_newest_key(database_url: str):
     old_key = new_key()
     old = Keyring([old_key])
-    first = Store(database_url, keyring=old)
+    first = Database(database_url, keyring=old)
     first.migrate()
     run_id = _scenario(first)
     first.close()
     rotated = Keyring([new_key(), old_key])
-    s = Store(database_url, keyring=rotated)
+    s = Database(database_url, keyring=rotated)
     try:
         _read_back(s, run_id)  # old rows still decrypt
         assert s.key_usage()["value_sets.values"] == {old.primary_id: 1}
@@ -193,7 +193,7 @@ def test_reencrypt_moves_every_value_to_the_newest_key(database_url: str):
         _read_back(s, run_id)
     finally:
         s.close()
-    stale = Store(database_url, keyring=old)
+    stale = Database(database_url, keyring=old)
     try:
         with pytest.raises(UnknownKey):
             _read_back(stale, run_id)
@@ -282,19 +282,19 @@ def test_keys_from_the_environment_setting(tmp_path: Path):
     assert "secret-but-not-a-key" not in str(err.value)
 
 
-def test_reencrypt_leaves_a_row_that_changed_since_it_was_read(store: Store):
+def test_reencrypt_leaves_a_row_that_changed_since_it_was_read(store: Database):
     _scenario(store)
     [(set_id, stored)] = _rows(store, "value_sets", "id", "values")
     col = SECRET_COLUMNS[0]
     assert col.name == "value_sets.values"
     # A value read before a concurrent update: the rewrite must not bring it back.
     outdated = col.seal(store.keyring, [set_id], b"what the set held before")
-    assert store._reseal(col, [(set_id, outdated)]) == 0
+    assert reseal(store, col, [(set_id, outdated)]) == 0
     assert _rows(store, "value_sets", "id", "values") == [(set_id, stored)]
-    assert store._reseal(col, [(set_id, stored)]) == 1
+    assert reseal(store, col, [(set_id, stored)]) == 1
 
 
-def _rows(s: Store, table: str, *columns: str) -> list[tuple[object, ...]]:
+def _rows(s: Database, table: str, *columns: str) -> list[tuple[object, ...]]:
     quoted = ", ".join(f'"{c}"' for c in columns)
     with s.engine.connect() as conn:
         return [
@@ -303,7 +303,7 @@ def _rows(s: Store, table: str, *columns: str) -> list[tuple[object, ...]]:
         ]
 
 
-def test_sql_errors_never_show_bound_values(store: Store):
+def test_sql_errors_never_show_bound_values(store: Database):
     with pytest.raises(IntegrityError) as err, store.engine.begin() as conn:
         conn.execute(text("INSERT INTO runs (id) VALUES (:v)"), {"v": "secret-in-sql-Xy01"})
     # What SQLAlchemy adds to the driver's message: the statement, not its values.

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from porter_bundle.store import store as queries
+from porter_bundle import store as queries
 
 DIGEST = "sha256:" + "cd" * 32
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ValueSource
-from porter_bundle.store import store as queries
-from porter_bundle.store.store import ListFilter, PageSpec
+from porter_bundle import store as queries
+from porter_bundle.store import ListFilter, PageSpec
 from tests.auth.conftest import installation
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from porter_bundle.config.settings import DATA_DIR_KEY_FILE, Settings, default_data_dir, env_of
 
 if TYPE_CHECKING:
-    from porter_bundle.store.crypto import Keyring
+    from porter_bundle.store import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def open_keyring(settings: Settings) -> Keyring:
     """The keys that encrypt secrets: from ``encryption_key``, else the key file named, else
     the default key file, which is created (mode 0600) when missing. A named key file must
     exist. ``KeyFileError`` (a ValueError) when they cannot be used; never logs a key."""
-    from porter_bundle.store.crypto import (
+    from porter_bundle.store import (
         Keyring,
         create_key_file,
         parse_key,

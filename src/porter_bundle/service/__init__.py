@@ -20,7 +20,7 @@ from porter_bundle.service.runs import RunService
 from porter_bundle.service.sources import DirectorySecretStore, SecretStore, SourceResolver
 from porter_bundle.service.streams import StreamService
 from porter_bundle.service.value_sets import CREDENTIAL_SETS, PARAMETER_SETS, ValueSetService
-from porter_bundle.store import Store
+from porter_bundle.store import Database
 
 
 def _no_executor() -> Executor:
@@ -71,7 +71,7 @@ class Services:
     @classmethod
     def create(
         cls,
-        store: Store,
+        store: Database,
         *,
         executor: Callable[[], Executor] = _no_executor,
         action_settings: ActionSettings | None = None,

@@ -13,6 +13,7 @@ from porter.bundle.v1.bundle_pb2 import (
     Bundle,
     BundleSource,
 )
+from porter_bundle import store
 from porter_bundle.bundles.cnab import BundleDocument, parse_bundle
 from porter_bundle.bundles.registry import (
     PulledBundle,
@@ -30,8 +31,7 @@ from porter_bundle.errors import (
 )
 from porter_bundle.service.common import Clock, timestamp, utcnow
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
-from porter_bundle.store import DuplicateKey, Store, store
-from porter_bundle.store.models import BundleRefRow
+from porter_bundle.store import BundleRefRow, Database, DuplicateKey
 from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES, BundleRef, parse_reference
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ class BundleService:
     """Registers, removes and reads bundles."""
 
     def __init__(
-        self, store_: Store, *, clock: Clock = utcnow, registry: RegistryClient | None = None
+        self, db: Database, *, clock: Clock = utcnow, registry: RegistryClient | None = None
     ) -> None:
-        self._store = store_
+        self._store = db
         self._clock = clock
         self._registry = registry
 

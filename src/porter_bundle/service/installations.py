@@ -26,6 +26,7 @@ from porter.bundle.v1.installation_pb2 import (
     InstallationStatus,
 )
 from porter.bundle.v1.run_pb2 import ACTION_INSTALL, ACTION_UPGRADE, RUN_STATE_SUCCEEDED, Run
+from porter_bundle import store
 from porter_bundle.bundles import cnab
 from porter_bundle.errors import (
     AlreadyExists,
@@ -46,8 +47,7 @@ from porter_bundle.service.common import (
     utcnow,
 )
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
-from porter_bundle.store import DuplicateKey, ListFilter, Store, store
-from porter_bundle.store.models import InstallationRow
+from porter_bundle.store import Database, DuplicateKey, InstallationRow, ListFilter
 from porter_bundle.validation import (
     BundleRef,
     check_address,
@@ -113,13 +113,13 @@ class InstallationService:
 
     def __init__(
         self,
-        store_: Store,
+        db: Database,
         *,
         clock: Clock = utcnow,
         resolve_bundle: Callable[[BundleRef], ResolvedBundle] | None = None,
         find_bundle: Callable[[BundleRef], ResolvedBundle | None] | None = None,
     ) -> None:
-        self._store = store_
+        self._store = db
         self._clock = clock
         self._resolve_bundle = resolve_bundle
         """Resolves (pulls) a bundle reference before it is stored; None = stored unresolved."""

@@ -42,13 +42,14 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_SUCCEEDED,
     Output,
 )
+from porter_bundle import store
 from porter_bundle.errors import Violations
 from porter_bundle.service.installations import (
     check_list_filters,
     installation_not_found,
     list_filter,
 )
-from porter_bundle.store import PageSpec, Store, store
+from porter_bundle.store import Database, PageSpec
 from porter_bundle.validation import check_address
 
 SCHEMA_TYPE = "Installation"
@@ -140,8 +141,8 @@ def porter_text(value_json: str) -> str:
 class LegacyService:
     """Answers porter.v1alpha1.Porter's calls from the store."""
 
-    def __init__(self, store_: Store) -> None:
-        self._store = store_
+    def __init__(self, db: Database) -> None:
+        self._store = db
 
     def list_installations(
         self,

@@ -35,14 +35,14 @@ from porter.bundle.v1.run_pb2 import (
     Output,
     Run,
 )
+from porter_bundle import store
 from porter_bundle.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
 from porter_bundle.ids import is_id, new_id
 from porter_bundle.service.common import Clock, display_address, new_etag, timestamp, utcnow
 from porter_bundle.service.events import RunEvents
 from porter_bundle.service.installations import installation_not_found
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
-from porter_bundle.store import DuplicateKey, Store, store
-from porter_bundle.store.models import InstallationRow, OutputRow, RunRow
+from porter_bundle.store import Database, DuplicateKey, InstallationRow, OutputRow, RunRow
 from porter_bundle.validation import check_address
 
 LATEST = "latest"
@@ -106,9 +106,9 @@ class RunService:
     """Records runs and outputs and answers queries about them."""
 
     def __init__(
-        self, store_: Store, *, clock: Clock = utcnow, events: RunEvents | None = None
+        self, db: Database, *, clock: Clock = utcnow, events: RunEvents | None = None
     ) -> None:
-        self._store = store_
+        self._store = db
         self._clock = clock
         self.events = events or RunEvents()
         """Where committed state changes and log appends are published (for live streams)."""

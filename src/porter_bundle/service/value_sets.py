@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
+from porter_bundle import store
 from porter_bundle.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from porter_bundle.ids import new_id
 from porter_bundle.service.common import (
@@ -27,8 +28,13 @@ from porter_bundle.service.common import (
 )
 from porter_bundle.service.installations import check_list_filters, list_filter
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
-from porter_bundle.store import KIND_CREDENTIAL_SET, KIND_PARAMETER_SET, DuplicateKey, Store, store
-from porter_bundle.store.models import ValueSetRow
+from porter_bundle.store import (
+    KIND_CREDENTIAL_SET,
+    KIND_PARAMETER_SET,
+    Database,
+    DuplicateKey,
+    ValueSetRow,
+)
 from porter_bundle.validation import (
     MAX_SET_ENTRIES,
     MAX_VALUE_BYTES,
@@ -82,8 +88,8 @@ PARAMETER_SETS: SetKind[ParameterSet] = SetKind(
 class ValueSetService(Generic[SetMessage]):
     """Creates, changes, deletes and reads the sets of one kind."""
 
-    def __init__(self, store_: Store, kind: SetKind[SetMessage], *, clock: Clock = utcnow) -> None:
-        self._store = store_
+    def __init__(self, db: Database, kind: SetKind[SetMessage], *, clock: Clock = utcnow) -> None:
+        self._store = db
         self._kind: SetKind[SetMessage] = kind
         self._clock = clock
 

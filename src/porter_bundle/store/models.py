@@ -9,6 +9,7 @@ the public document leaves out.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import (
     Column,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -51,7 +53,7 @@ class InstallationRow(SQLModel, table=True):
     installed: bool = False
     run_count: int = 0
     # The values of the installation's sensitive parameters (its bundle marks them writeOnly),
-    # which ``doc`` leaves out: a JSON object, encrypted (see store.SECRET_COLUMNS). None: none.
+    # which ``doc`` leaves out: a JSON object, encrypted (see store.secrets). None: none.
     secret_parameters: bytes | None = Field(
         default=None, sa_column=Column(LargeBinary, nullable=True)
     )
@@ -165,7 +167,7 @@ class OutputRow(SQLModel, table=True):
 class LatestOutputRow(SQLModel, table=True):
     """Which run last produced each output name of an installation, whatever its result.
 
-    Kept by :func:`porter_bundle.store.store.add_outputs` in the transaction that records a
+    Kept by :func:`porter_bundle.store.add_outputs` in the transaction that records a
     run's outputs, so Porter's "latest outputs" (per name, the most recent value) costs one
     primary-key range read per call however many runs the installation has.
     """
@@ -232,3 +234,8 @@ class RunLogChunkRow(SQLModel, table=True):
     )
     offset: int = Field(primary_key=True)
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a model, for queries written in SQLAlchemy Core."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]

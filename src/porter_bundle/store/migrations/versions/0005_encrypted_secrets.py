@@ -3,7 +3,7 @@
 Secret columns (value_sets.values, runs.parameters, sensitive outputs.value) hold
 ciphertexts from this revision on (porter_bundle.store.crypto); their types do not
 change. The schema is untouched: this revision marks the change of content, and
-``Store.migrate`` encrypts the clear values of a database it upgrades past it.
+``Database.migrate`` encrypts the clear values of a database it upgrades past it.
 
 Revision ID: 0005
 Revises: 0004
