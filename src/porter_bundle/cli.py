@@ -227,8 +227,7 @@ async def _serve(settings: config.Settings) -> None:
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor.container import ContainerExecutor
-    from porter_bundle.service import Services
-    from porter_bundle.service.actions import ActionSettings
+    from porter_bundle.service import ActionSettings, Blocking, Services
     from porter_bundle.service.sources import DirectorySecretStore
     from porter_bundle.store import Store
 
@@ -240,8 +239,12 @@ async def _serve(settings: config.Settings) -> None:
     registry_auth = load_registry_auths(settings.registry_config)
     registry = RegistryClient(insecure_hosts=settings.insecure_registries, auths=registry_auth)
     keyring = config.open_keyring(settings)
-    store = Store(settings.database_url, keyring=keyring, pool_size=settings.workers + 2)
-    await asyncio.to_thread(store.migrate)
+    # The one pool of every blocking call (service.blocking); the RPC handlers use it too.
+    blocking = Blocking.with_workers(settings.workers)
+    # Pooled connections in use at once: one per thread that calls the store, i.e. the pool's
+    # workers, plus the event loop's thread, which runs reads inline on a local SQLite file.
+    store = Store(settings.database_url, keyring=keyring, pool_size=settings.workers + 1)
+    await blocking.run(store.migrate)
     services = Services.create(
         store,
         executor=lambda: ContainerExecutor(
@@ -258,8 +261,9 @@ async def _serve(settings: config.Settings) -> None:
         secrets=DirectorySecretStore(settings.secrets_path),
         schema_check=SchemaCheck.parse(settings.schema_check),
         registry=registry,
+        blocking=blocking,
     )
-    running = await start_server(settings, services)
+    running = await start_server(settings, services, blocking.pool)
     print(f"porter-bundle listening on port {running.port}", flush=True)
     recovery = asyncio.create_task(services.actions.recover(), name="recover-runs")
     await stop.wait()
@@ -267,6 +271,7 @@ async def _serve(settings: config.Settings) -> None:
     recovery.cancel()
     await running.stop(settings.grace_seconds)
     await services.actions.close()
+    blocking.close()
     store.close()
     registry.close()
     log.info("stopped")

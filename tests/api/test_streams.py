@@ -587,6 +587,7 @@ def another_server(store) -> Iterator[ServerHandle]:
                 stream_recheck_seconds=RECHECK,
             ),
             services,
+            services.blocking.pool,
         ),
         loop,
     ).result(30)

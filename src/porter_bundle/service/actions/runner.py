@@ -29,6 +29,7 @@ from porter_bundle.executor.base import (
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import find_set
 from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
 from porter_bundle.service.redact import Redactor, register, unregister
@@ -58,7 +59,7 @@ def inputs_redactor(inputs: ResolvedInputs) -> Redactor:
 
 
 class Runner:
-    """Runs, cancels, completes and recovers runs on the event loop (blocking calls in threads)."""
+    """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool)."""
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class Runner:
         resolver: SourceResolver,
         executor: Callable[[], Executor],
         settings: ActionSettings,
+        blocking: Blocking,
     ) -> None:
         self._runs = runs
         self._bundles = bundles
@@ -77,6 +79,7 @@ class Runner:
         self._executor_factory = executor
         self._executor_instance: Executor | None = None
         self._settings = settings
+        self._blocking = blocking
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
@@ -85,7 +88,7 @@ class Runner:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
         if self._executor_instance is None:
             try:
-                self._executor_instance = await asyncio.to_thread(self._executor_factory)
+                self._executor_instance = await self._blocking.run(self._executor_factory)
             except ExecutorUnavailable as exc:
                 raise Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE") from None
         return self._executor_instance
@@ -99,7 +102,7 @@ class Runner:
         the ended run when it was canceled before it started."""
         self._canceled.add(run.id)
         if run.state == RUN_STATE_PENDING:
-            ended = await asyncio.to_thread(
+            ended = await self._blocking.run(
                 self._runs.cancel_pending, run.id, "canceled before it started"
             )
             if ended is not None:
@@ -120,12 +123,12 @@ class Runner:
 
     async def recover(self) -> None:
         """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
-        active = await asyncio.to_thread(self._runs.active)
+        active = await self._blocking.run(self._runs.active)
         try:
             executor = await self.executor()
         except Unavailable as exc:
             for run in active:
-                await asyncio.to_thread(
+                await self._blocking.run(
                     self._finish_quietly,
                     run.id,
                     RUN_STATE_FAILED,
@@ -165,7 +168,7 @@ class Runner:
         register(run_id, redactor)
         try:
             async with self._slots:
-                started = await asyncio.to_thread(self._runs.start, run_id)
+                started = await self._blocking.run(self._runs.start, run_id)
                 if started is None:  # canceled while it waited for a slot
                     return
                 executor = await self.executor()
@@ -174,24 +177,24 @@ class Runner:
                 async def on_log(chunk: bytes) -> None:
                     safe = masked.feed(chunk)
                     if safe:
-                        await asyncio.to_thread(self._runs.append_log, run_id, safe)
+                        await self._blocking.run(self._runs.append_log, run_id, safe)
 
                 result = await executor.execute(prepared.spec, on_log)
                 if rest := masked.flush():
-                    await asyncio.to_thread(self._runs.append_log, run_id, rest)
+                    await self._blocking.run(self._runs.append_log, run_id, rest)
             await self._complete(run_id, prepared.bundle, prepared.action, result, redactor)
         except asyncio.CancelledError:
             raise  # server shutdown: the container goes on; recover() finishes the run later
         except Unavailable as exc:
             message = redactor.text(exc.message)
-            await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
+            await self._blocking.run(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
         except ExecutorUnavailable as exc:
             message = redactor.text(f"lost contact with the container engine: {exc}")
-            await asyncio.to_thread(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
+            await self._blocking.run(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)
-            await asyncio.to_thread(
+            await self._blocking.run(
                 self._finish_quietly,
                 run_id,
                 RUN_STATE_FAILED,
@@ -210,14 +213,14 @@ class Runner:
                     if run.state == RUN_STATE_PENDING
                     else "the run's container vanished while the server was down"
                 )
-                await asyncio.to_thread(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
+                await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
                 return
             # Its sensitive parameters are masked; its credentials are not known any more.
-            redactor = await asyncio.to_thread(self._stored_redactor, run)
+            redactor = await self._blocking.run(self._stored_redactor, run)
             if result.logs:
                 logs = redactor.data(result.logs)
-                await asyncio.to_thread(self._runs.replace_log, run.id, logs)
-            bundle = await asyncio.to_thread(self._bundles.document, run.bundle_digest) or {}
+                await self._blocking.run(self._runs.replace_log, run.id, logs)
+            bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
             await self._complete(run.id, bundle, action, result, redactor)
         except asyncio.CancelledError:
@@ -255,7 +258,7 @@ class Runner:
         produced = [render(v.value) for v in values if v.sensitive]
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
-            await asyncio.to_thread(self._mask_stored_log, run_id, redactor)
+            await self._blocking.run(self._mask_stored_log, run_id, redactor)
         if result.canceled or run_id in self._canceled:
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
@@ -275,7 +278,7 @@ class Runner:
         else:
             state, message = RUN_STATE_SUCCEEDED, ""
         message = redactor.text(message)
-        await asyncio.to_thread(self._finish_quietly, run_id, state, message, values)
+        await self._blocking.run(self._finish_quietly, run_id, state, message, values)
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
         logs = self._runs.stored_log(run_id)

@@ -9,7 +9,6 @@ finishes the run with its outputs (:mod:`.outputs`). After a crash,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from porter.bundle.v1.installation_pb2 import Installation
@@ -27,6 +26,7 @@ from porter_bundle.service.actions.planning import (
 )
 from porter_bundle.service.actions.runner import Prepared, Runner, inputs_redactor
 from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService
@@ -49,8 +49,10 @@ class ActionService:
         resolver: SourceResolver,
         executor: Callable[[], Executor],
         settings: ActionSettings,
+        blocking: Blocking,
     ) -> None:
         self._runs = runs
+        self._blocking = blocking
         self.settings = settings
         self._planner = Planner(
             installations=installations,
@@ -67,24 +69,25 @@ class ActionService:
             resolver=resolver,
             executor=executor,
             settings=settings,
+            blocking=blocking,
         )
 
     async def execute(self, request: ActionRequest) -> Run:
         """Checks and records a run, then starts it in the background; returns it PENDING."""
         check_request(request)
-        plan = await asyncio.to_thread(self._planner.plan, request)
+        plan = await self._blocking.run(self._planner.plan, request)
         if isinstance(plan, Run):  # an earlier call with the same request_id
             return plan
         # Before anything is recorded: no run waits on a missing engine.
         await self._runner.executor()
-        run, prepared = await asyncio.to_thread(self._record, plan)
+        run, prepared = await self._blocking.run(self._record, plan)
         if prepared is not None:
             self._runner.start(prepared)
         return run
 
     async def cancel(self, namespace: str, name: str, run_id: str) -> Run:
         """Cancels an active run and returns it once it has ended."""
-        run = await asyncio.to_thread(self._runs.find, namespace, name, run_id)
+        run = await self._blocking.run(self._runs.find, namespace, name, run_id)
         if run.state in FINAL_STATES:
             raise FailedPrecondition(
                 f"run {run.id} already ended", reason="RUN_FINISHED", metadata={"run_id": run.id}
@@ -92,7 +95,7 @@ class ActionService:
         ended = await self._runner.cancel(run)
         if ended is not None:
             return ended
-        return await asyncio.to_thread(self._runs.find, namespace, name, run.id)
+        return await self._blocking.run(self._runs.find, namespace, name, run.id)
 
     def logs(self, namespace: str, name: str, run_id: str) -> tuple[Run, bytes]:
         """A run and its stored log."""
