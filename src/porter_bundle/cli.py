@@ -252,12 +252,7 @@ async def _serve(settings: config.Settings) -> None:
             pull_insecure_registries=settings.insecure_registries,
             registry_auth=registry_auth,
         ),
-        action_settings=ActionSettings(
-            run_timeout_seconds=settings.run_timeout_seconds,
-            max_concurrent_runs=settings.max_concurrent_runs,
-            cancel_grace_seconds=settings.cancel_grace_seconds,
-            network=settings.container_network,
-        ),
+        action_settings=ActionSettings.from_settings(settings),
         secrets=DirectorySecretStore(settings.secrets_path),
         schema_check=SchemaCheck.parse(settings.schema_check),
         registry=registry,

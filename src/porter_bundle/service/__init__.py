@@ -8,6 +8,7 @@ from pathlib import Path
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.registry import RegistryClient
+from porter_bundle.config import Settings
 from porter_bundle.documents import SchemaCheck
 from porter_bundle.executor.base import Executor
 from porter_bundle.service.actions import (
@@ -93,7 +94,8 @@ class Services:
 
         With a ``registry`` client, bundle references unknown here are resolved in their OCI
         registry, when an installation is created or updated and for every action; without
-        one (most tests) nothing touches the network. Blocking calls run on ``blocking``'s
+        one (most tests) nothing touches the network. Without ``action_settings``, runs take
+        the defaults of the server's settings. Blocking calls run on ``blocking``'s
         pool; without one (tests, one-shot commands) on a pool shared by the process."""
         blocking = blocking or shared()
         bundles = BundleService(store, registry=registry)
@@ -114,7 +116,7 @@ class Services:
             parameter_sets=parameter_sets,
             resolver=resolver,
             executor=executor,
-            settings=action_settings or ActionSettings(),
+            settings=action_settings or ActionSettings.from_settings(Settings()),
             blocking=blocking,
         )
         return cls(
