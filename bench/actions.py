@@ -57,7 +57,7 @@ BATCH_POLL_SECONDS = 0.02
 """Between two looks at the oldest unfinished run of a batch."""
 RUN_DEADLINE_SECONDS = 120.0
 FINAL = (RUN_STATE_SUCCEEDED, RUN_STATE_FAILED, RUN_STATE_CANCELED)
-CLAIMS_VERSION = "1.0.0-DRAFT+b5ed2f3"  # as src/porter_bundle/service/actions.py
+CLAIMS_VERSION = "1.0.0-DRAFT+b5ed2f3"  # as src/porter_bundle/service/actions/contract.py
 FILE_TARGETS = {
     "bundle.json": "/cnab/bundle.json",
     "image-map.json": "/cnab/app/image-map.json",

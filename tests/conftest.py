@@ -110,7 +110,7 @@ def server(
     thread = threading.Thread(target=loop.run_forever, name="test-server-loop", daemon=True)
     thread.start()
     started: Future[RunningServer] = asyncio.run_coroutine_threadsafe(
-        start_server(server_settings, services), loop
+        start_server(server_settings, services, services.blocking.pool), loop
     )
     running = started.result(timeout=30)
     handle = ServerHandle(running.port, store, services, loop, running)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -12,6 +13,9 @@ from collections.abc import Sequence
 from porter_bundle import __version__, config
 
 log = logging.getLogger("porter_bundle")
+
+# How long shutdown waits for blocking calls still running before it exits anyway.
+DRAIN_SECONDS = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,8 +52,7 @@ async def _serve(settings: config.Settings) -> None:
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor import ContainerExecutor
-    from porter_bundle.service import Services
-    from porter_bundle.service.actions import ActionSettings
+    from porter_bundle.service import ActionSettings, Blocking, Services
     from porter_bundle.service.sources import DirectorySecretStore
     from porter_bundle.store import Database
 
@@ -61,8 +64,12 @@ async def _serve(settings: config.Settings) -> None:
     registry_auth = load_registry_auths(settings.registry_config)
     registry = RegistryClient(insecure_hosts=settings.insecure_registries, auths=registry_auth)
     keyring = config.open_keyring(settings)
-    store = Database(settings.database_url, keyring=keyring, pool_size=settings.workers + 2)
-    await asyncio.to_thread(store.migrate)
+    # The one pool of every blocking call (service.blocking); the RPC handlers use it too.
+    blocking = Blocking.with_workers(settings.workers)
+    # Pooled connections in use at once: one per thread that calls the store, i.e. the pool's
+    # workers, plus the event loop's thread, which runs reads inline on a local SQLite file.
+    store = Database(settings.database_url, keyring=keyring, pool_size=settings.workers + 1)
+    await blocking.run(store.migrate)
     services = Services.create(
         store,
         executor=lambda: ContainerExecutor(
@@ -70,25 +77,27 @@ async def _serve(settings: config.Settings) -> None:
             pull_insecure_registries=settings.insecure_registries,
             registry_auth=registry_auth,
         ),
-        action_settings=ActionSettings(
-            run_timeout_seconds=settings.run_timeout_seconds,
-            max_concurrent_runs=settings.max_concurrent_runs,
-            cancel_grace_seconds=settings.cancel_grace_seconds,
-            network=settings.container_network,
-        ),
+        action_settings=ActionSettings.from_settings(settings),
         secrets=DirectorySecretStore(settings.secrets_path),
         schema_check=SchemaCheck.parse(settings.schema_check),
         registry=registry,
+        blocking=blocking,
     )
-    running = await start_server(settings, services)
+    running = await start_server(settings, services, blocking.pool)
     print(f"porter-bundle listening on port {running.port}", flush=True)
     recovery = asyncio.create_task(services.actions.recover(), name="recover-runs")
     await stop.wait()
     log.info("shutting down (grace period %.1fs)", settings.grace_seconds)
     recovery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await recovery
     await running.stop(settings.grace_seconds)
     await services.actions.close()
-    store.close()
+    # The database is closed only once no worker uses it any more (recovery's reads included).
+    if await blocking.aclose(DRAIN_SECONDS):
+        store.close()
+    else:
+        log.warning("blocking calls still running %.0fs after shutdown; exiting", DRAIN_SECONDS)
     registry.close()
     log.info("stopped")
 

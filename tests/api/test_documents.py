@@ -49,7 +49,9 @@ def services(store, fake, tmp_path) -> Services:
     return Services.create(
         store,
         executor=lambda: fake,
-        action_settings=ActionSettings(max_concurrent_runs=2, run_timeout_seconds=30),
+        action_settings=ActionSettings(
+            run_timeout_seconds=30, max_concurrent_runs=2, cancel_grace_seconds=10, network=None
+        ),
         secrets=DirectorySecretStore(secrets),
     )
 

@@ -380,7 +380,7 @@ def revealing_target(server) -> Iterator[str]:
     """A second server over the same services, started with --legacy-reveal-sensitive."""
     settings = Settings(address="127.0.0.1:0", legacy_reveal_sensitive=True)
     running: RunningServer = asyncio.run_coroutine_threadsafe(
-        start_server(settings, server.services), server.loop
+        start_server(settings, server.services, server.services.blocking.pool), server.loop
     ).result(30)
     yield f"127.0.0.1:{running.port}"
     asyncio.run_coroutine_threadsafe(running.stop(0), server.loop).result(30)

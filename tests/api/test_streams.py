@@ -135,7 +135,9 @@ def services(store, scripted) -> Services:
     return Services.create(
         store,
         executor=lambda: scripted,
-        action_settings=ActionSettings(max_concurrent_runs=1, run_timeout_seconds=60),
+        action_settings=ActionSettings(
+            run_timeout_seconds=60, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+        ),
     )
 
 
@@ -587,6 +589,7 @@ def another_server(store) -> Iterator[ServerHandle]:
                 stream_recheck_seconds=RECHECK,
             ),
             services,
+            services.blocking.pool,
         ),
         loop,
     ).result(30)

@@ -45,7 +45,11 @@ def scripted() -> ScriptedExecutor:
 @pytest.fixture
 def services(store, scripted) -> Services:
     return Services.create(
-        store, executor=lambda: scripted, action_settings=ActionSettings(run_timeout_seconds=60)
+        store,
+        executor=lambda: scripted,
+        action_settings=ActionSettings(
+            run_timeout_seconds=60, max_concurrent_runs=4, cancel_grace_seconds=10, network=None
+        ),
     )
 
 

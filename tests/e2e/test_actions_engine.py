@@ -169,7 +169,10 @@ def services(store, podman_host, tmp_path) -> Services:
         store,
         executor=lambda: ContainerExecutor(podman_host),
         action_settings=ActionSettings(
-            run_timeout_seconds=RUN_TIMEOUT, cancel_grace_seconds=2, max_concurrent_runs=4
+            run_timeout_seconds=RUN_TIMEOUT,
+            max_concurrent_runs=4,
+            cancel_grace_seconds=2,
+            network=None,
         ),
         secrets=DirectorySecretStore(secrets),
     )

@@ -37,7 +37,9 @@ def services(store, podman_host) -> Services:
     return Services.create(
         store,
         executor=lambda: ContainerExecutor(podman_host),
-        action_settings=ActionSettings(run_timeout_seconds=60, cancel_grace_seconds=5),
+        action_settings=ActionSettings(
+            run_timeout_seconds=60, max_concurrent_runs=4, cancel_grace_seconds=5, network=None
+        ),
     )
 
 

@@ -11,7 +11,6 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import json_format
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1.installation_pb2 import (
@@ -32,7 +31,6 @@ from porter.bundle.v1.value_set_pb2 import (
     CredentialSet,
     NamedValueSource,
     ParameterSet,
-    ValueSource,
 )
 from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
@@ -40,58 +38,7 @@ from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
 from tests.fake_executor import FakeExecutor
 from tests.helpers import failure
-
-NS, NAME, REF = "dev", "app", "localhost:5000/app:v1.0.0"
-
-BUNDLE = {
-    "schemaVersion": "v1.0.0",
-    "name": "app",
-    "version": "1.0.0",
-    "invocationImages": [{"imageType": "docker", "image": "localhost/app-installer:v1"}],
-    "definitions": {
-        "level": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
-        "color": {"type": "string", "enum": ["red", "blue"]},
-        "name": {"type": "string", "pattern": "^[a-z]+$"},
-        "password": {"type": "string", "writeOnly": True},
-        "config": {"type": "object"},
-        "str": {"type": "string"},
-        "port": {"type": "integer"},
-        "secret-out": {"type": "string", "writeOnly": True},
-        "with-default": {"type": "string", "default": "fallback"},
-    },
-    "parameters": {
-        "level": {"definition": "level", "destination": {"env": "LEVEL"}},
-        "color": {"definition": "color", "destination": {"path": "/cnab/app/color.txt"}},
-        "name": {"definition": "name", "required": True, "destination": {}},
-        "password": {"definition": "password", "destination": {"env": "PASSWORD"}},
-        "config": {
-            "definition": "config",
-            "destination": {"env": "CONFIG"},
-            "applyTo": ["install"],
-        },
-    },
-    "credentials": {
-        "token": {"env": "TOKEN", "required": True},
-        "kubeconfig": {"path": "/home/nonroot/.kube/config", "applyTo": ["install", "upgrade"]},
-    },
-    "outputs": {
-        "conn": {"definition": "str", "path": "/cnab/app/outputs/conn"},
-        "port": {
-            "definition": "port",
-            "path": "/cnab/app/outputs/port",
-            "applyTo": ["install", "upgrade"],
-        },
-        "secret": {
-            "definition": "secret-out",
-            "path": "/cnab/app/outputs/secret",
-            "applyTo": ["install"],
-        },
-        "defaulted": {"definition": "with-default", "path": "/cnab/app/outputs/defaulted"},
-    },
-    "actions": {"status": {"stateless": True, "modifies": False}, "backup": {"modifies": False}},
-}
-
-GOOD_OUTPUTS = {"conn": b"postgres://db", "port": b"5432", "secret": b"out-secret-42"}
+from tests.service.action_bundle import BUNDLE, GOOD_OUTPUTS, NAME, NS, REF, src
 
 
 @pytest.fixture
@@ -109,17 +56,11 @@ def services(store, fake, tmp_path) -> Services:
     return Services.create(
         store,
         executor=lambda: fake,
-        action_settings=ActionSettings(max_concurrent_runs=1, run_timeout_seconds=30),
+        action_settings=ActionSettings(
+            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+        ),
         secrets=DirectorySecretStore(secrets),
     )
-
-
-def src(**kind) -> ValueSource:
-    if "value" in kind:
-        s = ValueSource()
-        json_format.ParseDict(kind["value"], s.value)
-        return s
-    return ValueSource(**kind)
 
 
 @pytest.fixture
@@ -492,125 +433,6 @@ def test_cancel_pending_run_waiting_for_a_slot(stub, store, app, fake):
     assert [s.run_id for s in fake.specs] == [
         blocker.id
     ]  # the canceled run never reached the engine
-
-
-def test_no_engine_is_unavailable(store, tmp_path):
-    import asyncio
-
-    from porter_bundle.errors import Unavailable
-    from porter_bundle.service.actions import ActionRequest
-
-    services = Services.create(store)
-    services.installations.create(
-        Installation(
-            namespace=NS,
-            name=NAME,
-            bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
-        )
-    )
-    services.bundles.create(REF, json.dumps({**BUNDLE, "parameters": {}, "credentials": {}}))
-
-    async def go() -> None:
-        await services.actions.execute(ActionRequest(NS, NAME, "install"))
-
-    with pytest.raises(Unavailable) as err:
-        asyncio.run(go())
-    assert err.value.reason == "CONTAINER_ENGINE_UNAVAILABLE"
-    # Nothing was recorded: no run waits for an engine that is not there.
-    assert services.runs.active() == []
-    assert services.installations.get(NS, NAME).status.run_id == ""
-
-
-def test_recovery_finishes_runs_left_active(store, fake, tmp_path):
-    import asyncio
-
-    from porter_bundle.service.runs import NewRun
-
-    services = Services.create(store, executor=lambda: fake)
-    services.bundles.create(REF, json.dumps(BUNDLE))
-    for name in ("a", "b", "c"):
-        services.installations.create(
-            Installation(
-                namespace=NS,
-                name=name,
-                bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
-            )
-        )
-    runs = services.runs
-    digest = services.bundles.get(REF).digest
-    alive, _ = runs.create(NS, "a", NewRun(action=1, bundle_digest=digest))
-    runs.start(alive.id)
-    vanished, _ = runs.create(NS, "b", NewRun(action=1, bundle_digest=digest))
-    runs.start(vanished.id)
-    never, _ = runs.create(NS, "c", NewRun(action=1, bundle_digest=digest))
-    fake.recoverable[alive.id] = ContainerResult(
-        exit_code=0, outputs=GOOD_OUTPUTS, logs=b"whole log\n"
-    )
-    fake.orphan_ids = ["01ARZ3NDEKTSV4RRFFQ69G5FAV"]
-
-    async def go() -> None:
-        await services.actions.recover()
-        await services.actions.wait_idle()
-
-    asyncio.run(go())
-    assert runs.get(NS, "a", alive.id).state == RUN_STATE_SUCCEEDED
-    assert runs.logs(NS, "a", alive.id)[1] == b"whole log\n"
-    b = runs.get(NS, "b", vanished.id)
-    assert b.state == RUN_STATE_FAILED and "vanished" in b.message
-    c = runs.get(NS, "c", never.id)
-    assert c.state == RUN_STATE_FAILED and "before this run's container started" in c.message
-    assert "01ARZ3NDEKTSV4RRFFQ69G5FAV" in fake.recovered
-    assert runs.active() == []
-
-
-def test_recovery_masks_the_run_secrets_in_its_log_and_message(store, fake):
-    import asyncio
-
-    from porter_bundle.service.runs import NewRun
-
-    services = Services.create(store, executor=lambda: fake)
-    services.bundles.create(REF, json.dumps(BUNDLE))
-    services.credential_sets.create(
-        CredentialSet(
-            namespace=NS,
-            name="creds",
-            credentials=[
-                NamedValueSource(name="token", source=src(value="tok-after-restart")),
-                NamedValueSource(name="kubeconfig", source=src(command="echo not-run")),
-            ],
-        )
-    )
-    services.installations.create(
-        Installation(
-            namespace=NS,
-            name=NAME,
-            bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
-        )
-    )
-    runs = services.runs
-    new = NewRun(
-        action=1,
-        bundle_digest=services.bundles.get(REF).digest,
-        parameters={"password": "pw-after-restart", "name": "web"},
-        sensitive_parameters=frozenset({"password"}),
-        credential_sets=["creds"],
-    )
-    alive, _ = runs.create(NS, NAME, new)
-    runs.start(alive.id)
-    fake.recoverable[alive.id] = ContainerResult(
-        exit_code=None,
-        logs=b"pw=pw-after-restart token=tok-after-restart name=web\n",
-        error="failed with tok-after-restart",
-    )
-
-    async def go() -> None:
-        await services.actions.recover()
-        await services.actions.wait_idle()
-
-    asyncio.run(go())
-    done = runs.get(NS, NAME, alive.id)
-    assert done.state == RUN_STATE_FAILED and done.message == "failed with ***"
-    assert runs.logs(NS, NAME, alive.id)[1] == b"pw=*** token=*** name=web\n"
 
 
 def test_engine_lost_mid_run_fails_the_run_with_a_message(stub, app, fake):

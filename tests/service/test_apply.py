@@ -89,7 +89,9 @@ def services(store, fake) -> Services:
     return Services.create(
         store,
         executor=lambda: fake,
-        action_settings=ActionSettings(max_concurrent_runs=1, run_timeout_seconds=30),
+        action_settings=ActionSettings(
+            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+        ),
     )
 
 

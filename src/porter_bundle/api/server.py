@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,6 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    executor: ThreadPoolExecutor
     events: RunEvents | None = None
     """The hub of live streams: closed first on stop, so they end UNAVAILABLE at once."""
 
@@ -76,7 +75,6 @@ class RunningServer:
         if self.events is not None:
             self.events.close()
         await self.server.stop(grace)
-        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _handlers(
@@ -128,13 +126,11 @@ def _interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
     ]
 
 
-async def start_server(settings: Settings, services: Services) -> RunningServer:
-    """Builds and starts the server on ``settings.address`` (port 0 picks one)."""
+async def start_server(settings: Settings, services: Services, executor: Executor) -> RunningServer:
+    """Builds and starts the server on ``settings.address`` (port 0 picks one). Handlers run
+    their blocking calls on ``executor``, the pool the services use (its owner shuts it down)."""
     interceptors = _interceptors(settings)  # first: a bad token file fails before anything starts
     audit = AuditLog(settings.audit_log)
-    executor = ThreadPoolExecutor(
-        max_workers=settings.workers, thread_name_prefix="porter-bundle-db"
-    )
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     backend = Backend(
         services,
@@ -175,4 +171,4 @@ async def start_server(settings: Settings, services: Services) -> RunningServer:
     for name in ("", SERVICE_NAME, LEGACY_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", SERVICE_NAME, port)
-    return RunningServer(server, port, health_servicer, executor, services.events)
+    return RunningServer(server, port, health_servicer, services.events)

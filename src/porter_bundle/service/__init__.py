@@ -8,9 +8,16 @@ from pathlib import Path
 
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.registry import RegistryClient
+from porter_bundle.config import Settings
 from porter_bundle.documents import SchemaCheck
 from porter_bundle.executor import Executor
-from porter_bundle.service.actions import ActionService, ActionSettings
+from porter_bundle.service.actions import (
+    ActionPreview,
+    ActionRequest,
+    ActionService,
+    ActionSettings,
+)
+from porter_bundle.service.blocking import Blocking, shared
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.documents import DocumentService
 from porter_bundle.service.events import RunEvents
@@ -41,6 +48,8 @@ class Services:
     actions: ActionService
     legacy: LegacyService
     """Porter's legacy API (porter.v1alpha1.Porter), over the same store."""
+    blocking: Blocking
+    """The one pool every blocking call runs on (see service.blocking)."""
     local_database: bool = False
     """True when the database is a local SQLite file (reads are then cheap and never block)."""
     schema_check: SchemaCheck = SchemaCheck.EXACT
@@ -55,6 +64,7 @@ class Services:
             parameter_sets=self.parameter_sets,
             actions=self.actions,
             bundles=self.bundles,
+            blocking=self.blocking,
             schema_check=self.schema_check,
         )
 
@@ -78,12 +88,16 @@ class Services:
         secrets: SecretStore | None = None,
         schema_check: SchemaCheck = SchemaCheck.EXACT,
         registry: RegistryClient | None = None,
+        blocking: Blocking | None = None,
     ) -> Services:
         """Builds the services over ``store``; ``executor`` is called once, when first needed.
 
         With a ``registry`` client, bundle references unknown here are resolved in their OCI
         registry, when an installation is created or updated and for every action; without
-        one (most tests) nothing touches the network."""
+        one (most tests) nothing touches the network. Without ``action_settings``, runs take
+        the defaults of the server's settings. Blocking calls run on ``blocking``'s
+        pool; without one (tests, one-shot commands) on a pool shared by the process."""
+        blocking = blocking or shared()
         bundles = BundleService(store, registry=registry)
         installations = InstallationService(
             store,
@@ -102,7 +116,8 @@ class Services:
             parameter_sets=parameter_sets,
             resolver=resolver,
             executor=executor,
-            settings=action_settings or ActionSettings(),
+            settings=action_settings or ActionSettings.from_settings(Settings()),
+            blocking=blocking,
         )
         return cls(
             installations,
@@ -112,6 +127,17 @@ class Services:
             bundles,
             actions,
             LegacyService(store),
+            blocking,
             store.is_sqlite,
             schema_check=schema_check,
         )
+
+
+__all__ = [
+    "ActionPreview",
+    "ActionRequest",
+    "ActionService",
+    "ActionSettings",
+    "Blocking",
+    "Services",
+]

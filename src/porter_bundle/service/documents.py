@@ -16,7 +16,6 @@ kept, as Porter keeps it: the desired state is recorded, and applying again retr
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from porter_bundle.documents import DocumentKind, SchemaCheck
 from porter_bundle.documents.validate import join
 from porter_bundle.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from porter_bundle.service.actions import ActionPreview, ActionRequest, ActionService
+from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import created_concurrently
 from porter_bundle.service.installations import (
@@ -105,6 +105,7 @@ class DocumentService:
         parameter_sets: ValueSetService[ParameterSet],
         actions: ActionService,
         bundles: BundleService,
+        blocking: Blocking,
         schema_check: SchemaCheck = SchemaCheck.EXACT,
     ) -> None:
         self._installations = installations
@@ -112,6 +113,7 @@ class DocumentService:
         self._parameter_sets = parameter_sets
         self._actions = actions
         self._bundles = bundles
+        self._blocking = blocking
         self.schema_check = schema_check
 
     # --- credential and parameter sets ---------------------------------------------------
@@ -182,11 +184,11 @@ class DocumentService:
         error; the stored document change is kept, and applying again retries.
         ``authorize_run(namespace)`` is called before a run starts (it raises to refuse).
         """
-        prepared = await asyncio.to_thread(self._prepare, raw)
+        prepared = await self._blocking.run(self._prepare, raw)
         stored = prepared.would_store
         if not dry_run:
-            stored = await asyncio.to_thread(self._store_installation, prepared)
-        decision = await asyncio.to_thread(self._decide, prepared, stored, force)
+            stored = await self._blocking.run(self._store_installation, prepared)
+        decision = await self._blocking.run(self._decide, prepared, stored, force)
         if dry_run:  # the document's state, as a write would store it
             before = () if prepared.current is None else prepared.current.sensitive_parameters
             stored = self._installations.withheld(stored, prepared.bundle, before)
@@ -199,7 +201,9 @@ class DocumentService:
                     stored.namespace, stored.name, decision.action, force=decision.force_action
                 )
             )
-            stored = await asyncio.to_thread(self._installations.get, stored.namespace, stored.name)
+            stored = await self._blocking.run(
+                self._installations.get, stored.namespace, stored.name
+            )
         return InstallationApplied(
             stored, prepared.outcome, prepared.changed, decision, run, prepared.validated.warnings
         )

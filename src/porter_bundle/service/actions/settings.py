@@ -1,0 +1,36 @@
+"""The limits and choices of running actions, as the server's settings give them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from porter_bundle.config import Settings
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    """Limits and choices for running actions (no defaults here: config declares them)."""
+
+    run_timeout_seconds: float
+    """A run still going after this long is stopped and FAILS."""
+    max_concurrent_runs: int
+    """Containers running at once across all installations; further runs wait PENDING."""
+    cancel_grace_seconds: float
+    """Between SIGTERM and SIGKILL when a run is canceled."""
+    network: str | None
+    """Network mode for invocation images; None = no network."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ActionSettings:
+        """The action settings of the server's ``settings``."""
+        return cls(
+            run_timeout_seconds=settings.run_timeout_seconds,
+            max_concurrent_runs=settings.max_concurrent_runs,
+            cancel_grace_seconds=settings.cancel_grace_seconds,
+            network=settings.container_network,
+        )
+
+
+__all__ = ["ActionSettings"]

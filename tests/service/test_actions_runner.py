@@ -1,0 +1,147 @@
+"""The runner without a server: no engine, recovery after a restart, and the settings runs take.
+
+Runs through the real server are in test_actions.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+
+from porter.bundle.v1.installation_pb2 import BundleReference, Installation
+from porter.bundle.v1.run_pb2 import RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
+from porter_bundle.config import Settings
+from porter_bundle.errors import Unavailable
+from porter_bundle.executor.base import ContainerResult
+from porter_bundle.service import ActionRequest, ActionSettings, Services
+from porter_bundle.service.runs import NewRun
+from tests.fake_executor import FakeExecutor
+from tests.service.action_bundle import BUNDLE, GOOD_OUTPUTS, NAME, NS, REF, src
+
+
+@pytest.fixture
+def fake() -> FakeExecutor:
+    return FakeExecutor()
+
+
+def add_installation(services: Services, name: str = NAME) -> None:
+    """An installation of the test bundle, by tag."""
+    services.installations.create(
+        Installation(
+            namespace=NS,
+            name=name,
+            bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
+        )
+    )
+
+
+def test_no_engine_is_unavailable(store, tmp_path):
+    services = Services.create(store)
+    add_installation(services)
+    services.bundles.create(REF, json.dumps({**BUNDLE, "parameters": {}, "credentials": {}}))
+
+    async def go() -> None:
+        await services.actions.execute(ActionRequest(NS, NAME, "install"))
+
+    with pytest.raises(Unavailable) as err:
+        asyncio.run(go())
+    assert err.value.reason == "CONTAINER_ENGINE_UNAVAILABLE"
+    # Nothing was recorded: no run waits for an engine that is not there.
+    assert services.runs.active() == []
+    assert services.installations.get(NS, NAME).status.run_id == ""
+
+
+def test_recovery_finishes_runs_left_active(store, fake, tmp_path):
+    services = Services.create(store, executor=lambda: fake)
+    services.bundles.create(REF, json.dumps(BUNDLE))
+    for name in ("a", "b", "c"):
+        add_installation(services, name)
+    runs = services.runs
+    digest = services.bundles.get(REF).digest
+    alive, _ = runs.create(NS, "a", NewRun(action=1, bundle_digest=digest))
+    runs.start(alive.id)
+    vanished, _ = runs.create(NS, "b", NewRun(action=1, bundle_digest=digest))
+    runs.start(vanished.id)
+    never, _ = runs.create(NS, "c", NewRun(action=1, bundle_digest=digest))
+    fake.recoverable[alive.id] = ContainerResult(
+        exit_code=0, outputs=GOOD_OUTPUTS, logs=b"whole log\n"
+    )
+    fake.orphan_ids = ["01ARZ3NDEKTSV4RRFFQ69G5FAV"]
+
+    async def go() -> None:
+        await services.actions.recover()
+        await services.actions.wait_idle()
+
+    asyncio.run(go())
+    assert runs.get(NS, "a", alive.id).state == RUN_STATE_SUCCEEDED
+    assert runs.logs(NS, "a", alive.id)[1] == b"whole log\n"
+    b = runs.get(NS, "b", vanished.id)
+    assert b.state == RUN_STATE_FAILED and "vanished" in b.message
+    c = runs.get(NS, "c", never.id)
+    assert c.state == RUN_STATE_FAILED and "before this run's container started" in c.message
+    assert "01ARZ3NDEKTSV4RRFFQ69G5FAV" in fake.recovered
+    assert runs.active() == []
+
+
+def test_recovery_masks_the_run_secrets_in_its_log_and_message(store, fake):
+    services = Services.create(store, executor=lambda: fake)
+    services.bundles.create(REF, json.dumps(BUNDLE))
+    services.credential_sets.create(
+        CredentialSet(
+            namespace=NS,
+            name="creds",
+            credentials=[
+                NamedValueSource(name="token", source=src(value="tok-after-restart")),
+                NamedValueSource(name="kubeconfig", source=src(command="echo not-run")),
+            ],
+        )
+    )
+    add_installation(services)
+    runs = services.runs
+    new = NewRun(
+        action=1,
+        bundle_digest=services.bundles.get(REF).digest,
+        parameters={"password": "pw-after-restart", "name": "web"},
+        sensitive_parameters=frozenset({"password"}),
+        credential_sets=["creds"],
+    )
+    alive, _ = runs.create(NS, NAME, new)
+    runs.start(alive.id)
+    fake.recoverable[alive.id] = ContainerResult(
+        exit_code=None,
+        logs=b"pw=pw-after-restart token=tok-after-restart name=web\n",
+        error="failed with tok-after-restart",
+    )
+
+    async def go() -> None:
+        await services.actions.recover()
+        await services.actions.wait_idle()
+
+    asyncio.run(go())
+    done = runs.get(NS, NAME, alive.id)
+    assert done.state == RUN_STATE_FAILED and done.message == "failed with ***"
+    assert runs.logs(NS, NAME, alive.id)[1] == b"pw=*** token=*** name=web\n"
+
+
+def test_action_settings_declare_no_defaults_of_their_own():
+    assert all(
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in dataclasses.fields(ActionSettings)
+    )
+    given = Settings(
+        run_timeout_seconds=12,
+        max_concurrent_runs=3,
+        cancel_grace_seconds=2,
+        container_network="bridge",
+    )
+    assert ActionSettings.from_settings(given) == ActionSettings(
+        run_timeout_seconds=12, max_concurrent_runs=3, cancel_grace_seconds=2, network="bridge"
+    )
+
+
+def test_services_without_action_settings_take_the_servers_defaults(store):
+    services = Services.create(store)
+    assert services.actions.settings == ActionSettings.from_settings(Settings())
