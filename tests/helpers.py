@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""Upstream files the tests read (CNAB spec, cnab-to-oci, Porter, the operator): see its README."""
 
 
 @dataclass
