@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -28,6 +27,7 @@ from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
 from porter_bundle.store import Keyring, Store
+from tests.helpers import wait_until
 from tests.registry_proxy import RegistryProxy
 
 
@@ -173,6 +173,13 @@ def test_image(podman_service: Engine) -> TestImage:
     return podman_service.image
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on ``127.0.0.1:port``."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def _registry(root: Path, extra_config: str = "") -> Iterator[str]:
     """Serves a CNCF distribution registry over plain HTTP on a free port: ``127.0.0.1:<port>``."""
@@ -194,15 +201,14 @@ def _registry(root: Path, extra_config: str = "") -> Iterator[str]:
             process = subprocess.Popen(
                 [program, "serve", str(config)], stdout=registry_log, stderr=subprocess.STDOUT
             )
-        up = False
-        deadline = time.monotonic() + ENGINE_START_SECONDS
-        while not up and process.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                up = True
-            if not up:
-                time.sleep(0.05)
+        with contextlib.suppress(AssertionError):  # not up in time: the next port, or fail
+            wait_until(
+                lambda process=process, port=port: process.poll() is not None or _listening(port),
+                "docker-registry to listen",
+                timeout=ENGINE_START_SECONDS,
+            )
         try:
-            if up:
+            if process.poll() is None and _listening(port):
                 yield f"127.0.0.1:{port}"
                 return
         finally:
