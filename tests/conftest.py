@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from bench.engine import Engine, podman_engine
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
 from porter_bundle.store import Keyring, Store
+from tests.engine import Engine, podman_engine
 from tests.helpers import wait_until
 from tests.registry_proxy import RegistryProxy
 
@@ -136,13 +136,13 @@ def stub(channel: grpc.Channel) -> porter_bundle_pb2_grpc.PorterBundleStub:
 # A real container engine and a real OCI registry, private to the test session.
 #
 # Podman serves the Docker Engine API from its own socket, config and store in a temp dir
-# (settings from docs/toolchain.md: each one is needed on these machines), so tests never
-# touch the system's containers or images. `make test` installs podman, runc, busybox-static
+# (tests/engine.py: each setting is needed on these machines), so tests never touch the
+# system's containers or images. `make test` installs podman, runc, busybox-static
 # and docker-registry (APT_PACKAGES).
 
 ENGINE_START_SECONDS = 60.0
 
-# The engine and images come from bench/engine.py, shared with the benchmarks.
+# The engine and images come from tests/engine.py, which the benchmarks use too.
 PodmanService = Engine
 
 
@@ -167,7 +167,7 @@ TestImage = Callable[..., str]
 
 @pytest.fixture(scope="session")
 def test_image(podman_service: Engine) -> TestImage:
-    """Builds busybox images into the session's Podman store (see bench.engine.Engine.image)."""
+    """Builds busybox images into the session's Podman store (see tests.engine.Engine.image)."""
     if shutil.which("busybox") is None:
         pytest.fail("busybox is not installed (`make test` installs busybox-static)")
     return podman_service.image

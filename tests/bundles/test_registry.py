@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.engine import Engine
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.registry import (
     RegistryBadContent,
@@ -20,6 +19,7 @@ from porter_bundle.bundles.registry import (
     Repository,
 )
 from tests.conftest import PushImage, RegistryLogin
+from tests.engine import Engine
 from tests.helpers import FIXTURES
 from tests.oci import bundle_doc, publish_doc
 from tests.registry_proxy import Fault, RegistryProxy
