@@ -49,6 +49,28 @@ class ServerHandle:
         asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=30)
 
 
+# Markers from the fixtures a test uses, however indirectly (declared in pyproject.toml).
+MARKER_OF_FIXTURE = {
+    "podman_service": "podman",
+    "oci_registry": "registry",
+    "oci_registry_with_auth": "registry",
+    "database_url": "postgres",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test ``podman``, ``registry`` or ``postgres`` when it needs that; the Podman
+    tests share one xdist group, so one worker starts the engine and builds the images."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for name, marker in MARKER_OF_FIXTURE.items():
+            if name in used:
+                item.add_marker(marker)
+        if "podman_service" in used:
+            item.add_marker(pytest.mark.xdist_group("podman"))
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "porter-bundle.db"
@@ -147,11 +169,14 @@ PodmanService = Engine
 
 
 @pytest.fixture(scope="session")
-def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def podman_service() -> Iterator[Engine]:
     """A private ``podman system service`` for the session (``.url``, ``.env``, ``.podman()``)."""
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (`make test` installs it with APT_PACKAGES)")
-    with podman_engine(tmp_path_factory.mktemp("podman")) as engine:
+    # In a short temp dir of its own, not the session's (longer under pytest-xdist): conmon's
+    # sockets in it must stay under the 108-byte limit of a Unix socket path, else Podman takes
+    # tens of seconds to see a container exit.
+    with podman_engine() as engine:
         yield engine
 
 

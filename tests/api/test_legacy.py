@@ -726,6 +726,7 @@ def test_cli_flag_parses():
     assert not _parser().parse_args(["serve"]).legacy_reveal_sensitive
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("env_value", "revealed"), [("true", True), ("", False)])
 def test_reveal_environment_variable_reaches_the_server(tmp_path, env_value, revealed):
     db = tmp_path / "db.sqlite"

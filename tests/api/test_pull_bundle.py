@@ -23,7 +23,6 @@ from tests.helpers import ended_run, failure
 from tests.oci import bundle_doc, publish_doc
 from tests.registry_proxy import Fault, RegistryProxy
 
-pytestmark = pytest.mark.slow
 NS = "dev"
 
 

@@ -24,8 +24,6 @@ from tests.helpers import FIXTURES
 from tests.oci import bundle_doc, publish_doc
 from tests.registry_proxy import Fault, RegistryProxy
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def repo() -> str:
@@ -206,6 +204,7 @@ def test_blob_redirects_do_not_carry_the_token(
     assert storage.authorization == ""
 
 
+@pytest.mark.slow
 def test_basic_auth_registry(oci_registry_with_auth: RegistryLogin, podman_service: Engine) -> None:
     """distribution's htpasswd auth answers a Basic challenge: configured credentials go there."""
     login = oci_registry_with_auth

@@ -190,6 +190,7 @@ def test_help_lists_apply(capsys):
     assert "--dry-run" in out and "--force" in out and "--server" in out
 
 
+@pytest.mark.slow
 def test_processes_schema_check_from_the_environment(tmp_path: Path):
     """A real `porter-bundle serve` process (schema check from its env) and `porter-bundle apply`."""
     import signal

@@ -38,12 +38,14 @@ from porter.bundle.v1.value_set_pb2 import (
     ParameterSet,
     ValueSource,
 )
+from porter_bundle.executor.base import LABEL_RUN_ID
 from porter_bundle.executor.container import ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
 from tests.helpers import FIXTURES, failure, wait_until
 
+pytestmark = pytest.mark.slow  # real containers: seconds each
 NS = "dev"
 RUN_TIMEOUT = 6.0
 
@@ -252,6 +254,18 @@ def outputs_of(stub, run_id: str, name: str = "app") -> dict:
     return {o.name: o for o in resp.outputs}
 
 
+def containers_of(podman_service, *run_ids: str) -> list[str]:
+    """The names of the engine's containers of these runs (other tests' are not counted)."""
+    listed = json.loads(podman_service.podman("ps", "-a", "--format", "json").stdout or "[]")
+    return [c["Names"] for c in listed if (c.get("Labels") or {}).get(LABEL_RUN_ID) in run_ids]
+
+
+def run_ids(stub, name: str = "app") -> list[str]:
+    """The IDs of every run of the installation."""
+    request = pb.ListInstallationRunsRequest(namespace=NS, name=name)
+    return [r.id for r in stub.ListInstallationRuns(request).runs]
+
+
 def logs_of(stub, run_id: str, name: str = "app") -> str:
     return stub.GetInstallationRunLogs(
         pb.GetInstallationRunLogsRequest(namespace=NS, name=name, run_id=run_id)
@@ -298,7 +312,7 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service):
     assert bye.state == RUN_STATE_SUCCEEDED
     inst = stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name="app")).installation
     assert inst.status.state == INSTALLATION_STATE_UNINSTALLED
-    assert podman_service.podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert containers_of(podman_service, *run_ids(stub)) == []
 
 
 def test_failures_timeouts_and_missing_outputs(stub, image):
@@ -321,7 +335,7 @@ def test_cancel_a_running_container(stub, image, podman_service):
     wait_until(lambda: "hanging" in logs_of(stub, run.id), "the container to start", timeout=30)
     canceled = stub.CancelRun(pb.CancelRunRequest(namespace=NS, name="app", run_id=run.id)).run
     assert canceled.state == RUN_STATE_CANCELED
-    assert podman_service.podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert containers_of(podman_service, run.id) == []
 
 
 def test_concurrent_actions_on_many_installations_and_idempotent_retry(stub, image):
@@ -519,4 +533,4 @@ echo "finished"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
-    assert podman_service.podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert containers_of(podman_service, survivor.id, vanished.id) == []

@@ -22,6 +22,7 @@ from porter_bundle.service.actions import ActionSettings
 from tests.api.test_streams import Stream
 from tests.helpers import wait_until_async
 
+pytestmark = pytest.mark.slow  # real containers: seconds each
 NS, NAME = "dev", "ticker"
 TICKS = 6
 RUN_SCRIPT = r"""#!/bin/sh

@@ -114,6 +114,11 @@ class LogWatch:
                 await self._changed.wait()
 
 
+async def own_orphans(executor: ContainerExecutor, run_id: str) -> list[str]:
+    """``executor.orphans()`` of this test's runs only (their IDs start with ``run_id``)."""
+    return [found for found in await executor.orphans() if found.startswith(run_id)]
+
+
 async def containers_of(api: docker.APIClient, run_id: str) -> list[dict[str, object]]:
     found: list[dict[str, object]] = await asyncio.to_thread(
         api.containers, all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"}
@@ -179,7 +184,7 @@ async def test_labels_and_name_while_running(
     assert labels[LABEL_RUN_ID] == run_id  # the executor's own labels win
     assert labels["sh.porter.bundle.installation"] == "dev/mysql"
     assert labels[LABEL_OUTPUTS_DIR] == "/cnab/app/outputs"
-    assert await executor.orphans() == [run_id]
+    assert await own_orphans(executor, run_id) == [run_id]
 
     assert await executor.cancel(run_id, 0.1)
     result = await task
@@ -230,7 +235,7 @@ async def test_exit_codes(executor: ContainerExecutor, test_image: TestImage, ru
         (code, f"exiting with {code}\n".encode(), "") for code in (0, 3, 255)
     ]
     assert not any(r.timed_out or r.canceled for r in results)
-    assert await executor.orphans() == []
+    assert await own_orphans(executor, run_id) == []
 
 
 async def test_outputs_are_collected_even_on_failure(
@@ -409,7 +414,7 @@ async def test_missing_image_that_cannot_be_pulled(
     assert result.exit_code is None
     assert f"pulling image {image} failed" in result.error
     assert "connection refused" in result.error
-    assert await executor.orphans() == []
+    assert await own_orphans(executor, run_id) == []
 
 
 async def test_pull_from_a_plain_http_registry(
@@ -438,7 +443,7 @@ async def test_pull_from_a_plain_http_registry(
     async with lenient:
         result = await lenient.execute(spec)
         assert (result.exit_code, result.logs, result.error) == (0, b"pulled and ran\n", "")
-        assert await lenient.orphans() == []
+        assert await own_orphans(lenient, run_id) == []
     await asyncio.to_thread(engine_api.remove_image, remote)
 
 
@@ -535,14 +540,14 @@ async def test_recover_a_container_left_running(
     engine_api: docker.APIClient,
 ) -> None:
     await start_like_a_previous_process(engine_api, test_image("finish-soon", FINISH_SOON), run_id)
-    assert await executor.orphans() == [run_id]
+    assert await own_orphans(executor, run_id) == [run_id]
     result = await executor.recover(run_id)
     assert result == ContainerResult(
         exit_code=4,
         logs=b"ready\ndone\n",
         outputs={"result": b"recovered value\n"},
     )
-    assert await executor.orphans() == []
+    assert await own_orphans(executor, run_id) == []
 
 
 async def test_recover_after_the_executing_task_was_cancelled(
@@ -565,7 +570,7 @@ async def test_recover_after_the_executing_task_was_cancelled(
 
     after_restart = await asyncio.to_thread(ContainerExecutor, podman_host)
     async with after_restart:
-        assert await after_restart.orphans() == [run_id]
+        assert await own_orphans(after_restart, run_id) == [run_id]
         result = await after_restart.recover(run_id)
     assert result is not None
     assert (result.exit_code, result.logs) == (4, b"ready\ndone\n")
