@@ -3,7 +3,7 @@
 #   make venv        create .venv and install the project with its dev tools
 #   make gen         regenerate gen/ from proto/ (buf generate)
 #   make check       everything CI runs: lint typecheck gen-check breaking test
-#   make test        pytest (PYTEST_ARGS=...)
+#   make test        pytest on every core (PYTEST_ARGS=..., PYTEST_WORKERS=0: one process)
 #   make run         start the server (RUN_ARGS=...)
 #   make bench       run the benchmarks (BENCH_ARGS=...)
 #
@@ -132,8 +132,11 @@ breaking: $(STAMP)
 api-snapshot: $(STAMP)
 	buf build -o $(API_SNAPSHOT)
 
+# pytest-xdist workers: one per core (`auto`); PYTEST_WORKERS=0 runs the tests in one process.
+# --dist loadgroup keeps the Podman tests on one worker (one engine, each image built once).
+PYTEST_WORKERS ?= auto
 test: $(STAMP) system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The store-backed tests again, on PostgreSQL: Debian's cluster, started if needed, reached over
 # its Unix socket with a superuser role named after the current user (peer authentication).

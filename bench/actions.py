@@ -1,6 +1,6 @@
 """The ``actions`` benchmark: running bundle actions in containers, against bare ``podman run``.
 
-Both sides use one private Podman engine (bench/engine.py) and the same busybox image, whose
+Both sides use one private Podman engine (tests/engine.py) and the same busybox image, whose
 ``/cnab/app/run`` exits at once:
 
 * porter-bundle (``serve --container-host`` that engine, a fresh SQLite file) runs a stateless
@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc
 
-from bench.engine import Engine, podman_engine
 from bench.procs import ServerProcess, start_porter_bundle
 from bench.report import Figure
 from porter.bundle.v1 import porter_bundle_pb2 as pb
@@ -41,6 +40,7 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_SUCCEEDED,
     Run,
 )
+from tests.engine import Engine, podman_engine
 
 TARGET_ACTION_RATIO = 1.3
 BATCH = 50

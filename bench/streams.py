@@ -32,7 +32,6 @@ from typing import IO, Any
 
 import grpc
 
-from bench.engine import Engine, podman_engine
 from bench.procs import REPO, ServerProcess, child_env, start_porter_bundle
 from bench.report import Figure
 from porter.bundle.v1 import porter_bundle_pb2 as pb
@@ -45,6 +44,7 @@ from porter.bundle.v1.run_pb2 import (
     Run,
 )
 from porter_bundle.executor import container_name
+from tests.engine import Engine, podman_engine
 
 NAMESPACE = "bench"
 INSTALLATION = "ticker"

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -22,12 +21,13 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from bench.engine import Engine, podman_engine
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.api.server import RunningServer, start_server
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
 from porter_bundle.store import Database, Keyring
+from tests.engine import Engine, podman_engine
+from tests.helpers import wait_until
 from tests.registry_proxy import RegistryProxy
 
 
@@ -47,6 +47,28 @@ class ServerHandle:
 
     def stop(self, grace: float | None = 0) -> None:
         asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=30)
+
+
+# Markers from the fixtures a test uses, however indirectly (declared in pyproject.toml).
+MARKER_OF_FIXTURE = {
+    "podman_service": "podman",
+    "oci_registry": "registry",
+    "oci_registry_with_auth": "registry",
+    "database_url": "postgres",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test ``podman``, ``registry`` or ``postgres`` when it needs that; the Podman
+    tests share one xdist group, so one worker starts the engine and builds the images."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for name, marker in MARKER_OF_FIXTURE.items():
+            if name in used:
+                item.add_marker(marker)
+        if "podman_service" in used:
+            item.add_marker(pytest.mark.xdist_group("podman"))
 
 
 @pytest.fixture
@@ -138,22 +160,25 @@ def stub(channel: grpc.Channel) -> porter_bundle_pb2_grpc.PorterBundleStub:
 # A real container engine and a real OCI registry, private to the test session.
 #
 # Podman serves the Docker Engine API from its own socket, config and store in a temp dir
-# (settings from docs/toolchain.md: each one is needed on these machines), so tests never
-# touch the system's containers or images. `make test` installs podman, runc, busybox-static
+# (tests/engine.py: each setting is needed on these machines), so tests never touch the
+# system's containers or images. `make test` installs podman, runc, busybox-static
 # and docker-registry (APT_PACKAGES).
 
 ENGINE_START_SECONDS = 60.0
 
-# The engine and images come from bench/engine.py, shared with the benchmarks.
+# The engine and images come from tests/engine.py, which the benchmarks use too.
 PodmanService = Engine
 
 
 @pytest.fixture(scope="session")
-def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def podman_service() -> Iterator[Engine]:
     """A private ``podman system service`` for the session (``.url``, ``.env``, ``.podman()``)."""
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (`make test` installs it with APT_PACKAGES)")
-    with podman_engine(tmp_path_factory.mktemp("podman")) as engine:
+    # In a short temp dir of its own, not the session's (longer under pytest-xdist): conmon's
+    # sockets in it must stay under the 108-byte limit of a Unix socket path, else Podman takes
+    # tens of seconds to see a container exit.
+    with podman_engine() as engine:
         yield engine
 
 
@@ -169,10 +194,17 @@ TestImage = Callable[..., str]
 
 @pytest.fixture(scope="session")
 def test_image(podman_service: Engine) -> TestImage:
-    """Builds busybox images into the session's Podman store (see bench.engine.Engine.image)."""
+    """Builds busybox images into the session's Podman store (see tests.engine.Engine.image)."""
     if shutil.which("busybox") is None:
         pytest.fail("busybox is not installed (`make test` installs busybox-static)")
     return podman_service.image
+
+
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on ``127.0.0.1:port``."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
 
 
 @contextlib.contextmanager
@@ -196,15 +228,14 @@ def _registry(root: Path, extra_config: str = "") -> Iterator[str]:
             process = subprocess.Popen(
                 [program, "serve", str(config)], stdout=registry_log, stderr=subprocess.STDOUT
             )
-        up = False
-        deadline = time.monotonic() + ENGINE_START_SECONDS
-        while not up and process.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                up = True
-            if not up:
-                time.sleep(0.05)
+        with contextlib.suppress(AssertionError):  # not up in time: the next port, or fail
+            wait_until(
+                lambda process=process, port=port: process.poll() is not None or _listening(port),
+                "docker-registry to listen",
+                timeout=ENGINE_START_SECONDS,
+            )
         try:
-            if up:
+            if process.poll() is None and _listening(port):
                 yield f"127.0.0.1:{port}"
                 return
         finally:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
+from tests.helpers import wait_until, wait_until_async
 
 
 class FakeExecutor:
@@ -31,8 +31,10 @@ class FakeExecutor:
         if on_log is not None:
             await on_log(f"running {spec.env.get('CNAB_ACTION')}\n".encode())
         # `hold` is released from the test's thread, so poll it rather than await an asyncio.Event.
-        while self.hold.is_set() and spec.run_id not in self.canceled:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: not self.hold.is_set() or spec.run_id in self.canceled,
+            f"the test to release run {spec.run_id}",
+        )
         if spec.run_id in self.canceled:
             return ContainerResult(exit_code=143, canceled=True)
         result = self.behaviour(spec)
@@ -92,8 +94,4 @@ class ScriptedExecutor(FakeExecutor):
 
     def wait_started(self, run_id: str, within: float = 15.0) -> None:
         """Blocks until the run's container has started (``within`` seconds at most)."""
-        deadline = time.monotonic() + within
-        while run_id not in self.queues:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the container of run {run_id} did not start")
-            time.sleep(0.01)
+        wait_until(lambda: run_id in self.queues, f"the container of run {run_id}", timeout=within)

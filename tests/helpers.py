@@ -1,15 +1,76 @@
-"""Test helpers: reading rich error details off a failed call."""
+"""Test helpers: the vendored fixtures, waiting for a condition with a deadline, waiting for a
+run to end, and reading rich error details off a failed call."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING, Run
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""Upstream files the tests read (CNAB spec, cnab-to-oci, Porter, the operator): see its README."""
+
+WAIT_SECONDS = 30.0
+"""How long a test waits for a condition by default before it fails."""
+WAIT_INTERVAL = 0.01
+"""How often a waiting test checks its condition by default."""
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    message: str = "the condition",
+    *,
+    timeout: float = WAIT_SECONDS,
+    interval: float = WAIT_INTERVAL,
+) -> T:
+    """Calls ``predicate`` every ``interval`` seconds until it returns a truthy value, and returns
+    that value; after ``timeout`` seconds fails with an AssertionError waiting for ``message``."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+        time.sleep(interval)
+    return result
+
+
+async def wait_until_async(
+    predicate: Callable[[], T],
+    message: str = "the condition",
+    *,
+    timeout: float = WAIT_SECONDS,  # noqa: ASYNC109 (the same arguments as wait_until)
+    interval: float = WAIT_INTERVAL,
+) -> T:
+    """:func:`wait_until` for a coroutine: the event loop runs on between the checks."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+        await asyncio.sleep(interval)
+    return result
+
+
+def ended_run(
+    stub: Any, namespace: str, name: str, run_id: str, *, timeout: float = WAIT_SECONDS
+) -> Run:
+    """Waits until the run is neither PENDING nor RUNNING (GetInstallationRun) and returns it."""
+    request = pb.GetInstallationRunRequest(namespace=namespace, name=name, run_id=run_id)
+
+    def ended() -> Run | None:
+        run: Run = stub.GetInstallationRun(request).run
+        return run if run.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING) else None
+
+    return wait_until(ended, f"run {run_id} of {namespace}/{name} to end", timeout=timeout)
 
 
 @dataclass
@@ -68,3 +129,9 @@ def sensitive_bundle(name: str = "vault") -> dict[str, Any]:
             "color": {"definition": "text", "destination": {"env": "COLOR"}, "required": False},
         },
     }
+
+
+async def own_orphans(executor: Any, run_id: str) -> list[str]:
+    """A container executor's ``orphans()`` of one test's runs only (their IDs start with
+    ``run_id``): other tests may run beside it on the same engine."""
+    return [found for found in await executor.orphans() if found.startswith(run_id)]

@@ -1,4 +1,4 @@
-"""Every Porter document among the shared fixtures, and what Porter does with it.
+"""Every Porter document among the vendored fixtures, and what Porter does with it.
 
 Porter's test data (tests/testdata, pkg/storage/testdata) and the Porter operator's
 resources (their ``spec`` is a Porter document). A test checks that this table names

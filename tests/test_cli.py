@@ -61,6 +61,7 @@ def start(
     return proc, int(match.group(1))
 
 
+@pytest.mark.slow
 def test_default_database_lives_in_data_dir_and_sigterm_stops_cleanly(tmp_path: Path):
     data = tmp_path / "data-dir"
     proc, port = start(
@@ -82,6 +83,7 @@ def test_default_database_lives_in_data_dir_and_sigterm_stops_cleanly(tmp_path: 
     assert "stopped" in err
 
 
+@pytest.mark.slow
 def test_database_flag_wins(tmp_path: Path):
     db = tmp_path / "explicit.db"
     proc, _ = start(tmp_path, {}, "--address", "127.0.0.1:0", "--database", f"sqlite:///{db}")

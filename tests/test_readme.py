@@ -23,6 +23,7 @@ def examples() -> str:
     return block.group(1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REPO / ".venv" / "bin" / "buf").exists(), reason="needs make venv (buf)")
 def test_readme_examples_run_against_a_server(server):
     script = examples().replace("127.0.0.1:3001", server.target)

@@ -2,34 +2,42 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
-from ulid import ULID
+from ulid import ULID, ULIDGenerator
 
+
+def _wall_ms() -> int:
+    """The system clock in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class _SteadyClock:
+    """Milliseconds since the epoch that never go back, even when the system clock is set back:
+    IDs minted then share the last millisecond (python-ulid increments their random part)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self) -> int:
+        self._last = max(self._last, _wall_ms())
+        return self._last
+
+
+# python-ulid's strict monotonic policy (its default): within one millisecond each ID is the
+# previous one plus one; it raises instead of ever minting a smaller ID (only if the 80 random
+# bits overflow within one millisecond).
+_generator = ULIDGenerator(clock=_SteadyClock())
+# The generator reads its clock outside its own lock; reading and minting under one lock keeps
+# IDs in the order their calls were made.
 _lock = threading.Lock()
-_last_ms = 0
-_last_rand = 0
-_RAND_MAX = (1 << 80) - 1
 
 
 def new_id() -> str:
     """Returns a new ULID string, greater than every ULID this process minted before."""
-    global _last_ms, _last_rand
     with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _last_ms:
-            ms = _last_ms
-            rand = _last_rand + 1
-            if rand > _RAND_MAX:  # 2**80 IDs in one millisecond: borrow the next one
-                ms += 1
-                rand = int.from_bytes(os.urandom(10), "big") >> 1
-        else:
-            # Leave headroom so increments within the millisecond cannot overflow.
-            rand = int.from_bytes(os.urandom(10), "big") >> 1
-        _last_ms, _last_rand = ms, rand
-    return str(ULID.from_bytes(ms.to_bytes(6, "big") + rand.to_bytes(10, "big")))
+        return str(_generator.generate())
 
 
 def is_id(text: str) -> bool:

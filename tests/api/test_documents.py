@@ -7,7 +7,6 @@ changes nothing; exporting an applied resource and applying the export changes n
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from porter_bundle.documents import DocumentKind, SchemaCheck
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.fake_executor import FakeExecutor
-from tests.helpers import failure
+from tests.helpers import failure, wait_until
 from tests.porter_documents import ACCEPTED, EXPECTED, REFUSED, prepare_fixture_world, rel
 
 CREATED, UPDATED, UNCHANGED = (
@@ -92,15 +91,15 @@ def resource_of(kind: DocumentKind, resp: Any) -> Any:
 
 
 def wait_idle(stub, namespace: str, name: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = stub.ListInstallationRuns(
-            pb.ListInstallationRunsRequest(namespace=namespace, name=name)
-        ).runs
-        if all(r.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING) for r in runs):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"runs of {namespace}/{name} did not finish")
+    request = pb.ListInstallationRunsRequest(namespace=namespace, name=name)
+    wait_until(
+        lambda: all(
+            r.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING)
+            for r in stub.ListInstallationRuns(request).runs
+        ),
+        f"the runs of {namespace}/{name} to end",
+        timeout=timeout,
+    )
 
 
 def everything(stub) -> tuple[Any, ...]:

@@ -631,6 +631,7 @@ def test_list_returns_full_messages(stub):
     assert listing(stub, namespace="dev").installations == [created]
 
 
+@pytest.mark.slow
 def test_page_size_defaults_to_100_and_is_clamped_to_500(server, stub):
     svc = server.services.installations
     for i in range(501):

@@ -1,8 +1,8 @@
 """Porter's legacy API (porter.v1alpha1.Porter), wire-compatible for the Porter operator.
 
-The contract table below is written from ../shared/docs/porter-facts.md ("The legacy wire
-contract"), not from our .proto files: it is compared with what the server serves through
-reflection, so any drift in a name, number, type, label or JSON name fails here.
+The contract table below is written from Porter's own wire contract (the project's Porter notes,
+"The legacy wire contract"), not from our .proto files: it is compared with what the server serves
+through reflection, so any drift in a name, number, type, label or JSON name fails here.
 """
 
 from __future__ import annotations
@@ -725,6 +725,7 @@ def test_cli_flag_parses():
     assert not _parser().parse_args(["serve"]).legacy_reveal_sensitive
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("env_value", "revealed"), [("true", True), ("", False)])
 def test_reveal_environment_variable_reaches_the_server(tmp_path, env_value, revealed):
     db = tmp_path / "db.sqlite"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -13,18 +12,17 @@ import pytest
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1.bundle_pb2 import BUNDLE_SOURCE_PULLED
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
-from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
 from tests.conftest import PushImage
 from tests.fake_executor import FakeExecutor
-from tests.helpers import failure
+from tests.helpers import ended_run, failure
 from tests.oci import bundle_doc, publish_doc
 from tests.registry_proxy import Fault, RegistryProxy
 
-pytestmark = pytest.mark.slow
 NS = "dev"
 
 
@@ -128,15 +126,7 @@ def test_a_moved_tag_is_noticed(stub, repository: str) -> None:
 
 
 def wait_final(stub, name: str, run_id: str):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name=name, run_id=run_id)
-        ).run
-        if run.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING):
-            return run
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not finish")
+    return ended_run(stub, NS, name, run_id)
 
 
 def create(stub, name: str, bundle: BundleReference) -> Installation:

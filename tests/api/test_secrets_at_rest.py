@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import (
     RUN_STATE_FAILED,
-    RUN_STATE_PENDING,
-    RUN_STATE_RUNNING,
     RUN_STATE_SUCCEEDED,
 )
 from porter.bundle.v1.value_set_pb2 import (
@@ -47,6 +44,7 @@ from porter_bundle.service.redact import LogRedactingFilter
 from porter_bundle.service.sources import DirectorySecretStore
 from porter_bundle.store import Database
 from tests.fake_executor import FakeExecutor
+from tests.helpers import ended_run
 
 NS, NAME, REF = "dev", "vault", "localhost:5000/vault:v1.0.0"
 
@@ -135,15 +133,7 @@ def services(store: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def _wait(stub: Any, run_id: str) -> Any:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run_id)
-        ).run
-        if run.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING):
-            return run
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not finish")
+    return ended_run(stub, NS, NAME, run_id)
 
 
 def test_no_secret_in_database_log_or_plain_responses(

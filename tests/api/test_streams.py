@@ -39,13 +39,13 @@ from porter_bundle.service.runs import RunService
 from porter_bundle.service.streams import MAX_LOG_MESSAGE_BYTES
 from tests.conftest import ServerHandle
 from tests.fake_executor import ScriptedExecutor
+from tests.helpers import wait_until_async
 
 NS, NAME = "dev", "app"
 BLOCKER = "blocker"
 """Another installation, whose run can hold the only run slot (max_concurrent_runs=1)."""
 HEARTBEAT = 0.3
 RECHECK = 0.3
-DEADLINE = 15.0
 
 BUNDLE = {
     "schemaVersion": "v1.0.0",
@@ -54,16 +54,6 @@ BUNDLE = {
     "invocationImages": [{"imageType": "docker", "image": "localhost/app-installer:v1"}],
     "actions": {"tick": {"stateless": True, "modifies": False}},
 }
-
-
-async def eventually(condition: Callable[[], Any], what: str, within: float = DEADLINE) -> Any:
-    """Waits until ``condition()`` is truthy (checked every 10 ms), at most ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 class Stream:
@@ -108,10 +98,10 @@ class Stream:
                 raise AssertionError(f"stream ended ({self.error}) before {what}")
             return False
 
-        await eventually(check, what)
+        await wait_until_async(check, what)
 
     async def finished(self) -> None:
-        await eventually(lambda: self.ended, "the end of the stream")
+        await wait_until_async(lambda: self.ended, "the end of the stream")
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
@@ -179,7 +169,7 @@ async def start_run(aio, scripted: ScriptedExecutor, name: str = NAME) -> str:
     run = (
         await aio.ExecuteAction(pb.ExecuteActionRequest(namespace=NS, name=name, action="tick"))
     ).run
-    await eventually(lambda: run.id in scripted.queues, "the run's container to start")
+    await wait_until_async(lambda: run.id in scripted.queues, "the run's container to start")
     return str(run.id)
 
 
@@ -230,7 +220,7 @@ async def test_followers_before_during_and_after_each_get_the_whole_log(
     await before.until(lambda s: s.runs(), "the first message")
     assert before.runs() == [(run_id, RUN_STATE_PENDING)]  # followed before it started
     scripted.exit(blocker, 0)
-    await eventually(lambda: run_id in scripted.queues, "the run's container to start")
+    await wait_until_async(lambda: run_id in scripted.queues, "the run's container to start")
     for line in LINES[:3]:
         scripted.write(run_id, line)
     await before.until(lambda s: s.log() == b"".join(LINES[:3]), "the first lines")
@@ -267,7 +257,7 @@ async def test_followers_before_during_and_after_each_get_the_whole_log(
         assert final.HasField("start_time") and final.HasField("complete_time")
     # A finished run streams the same from the store.
     assert after.runs() == [(run_id, RUN_STATE_SUCCEEDED)] == stored_only.runs()
-    await eventually(lambda: subscribers(server) == 0, "no subscribers")
+    await wait_until_async(lambda: subscribers(server) == 0, "no subscribers")
 
 
 async def test_resume_from_the_last_offset_gets_the_rest_without_gap_or_repeat(
@@ -331,7 +321,7 @@ async def test_a_run_canceled_while_followed_ends_the_stream_after_the_final_sta
     assert logs.error is None and states.error is None
     assert logs.messages[-1].run.state == RUN_STATE_CANCELED and logs.log() == b"working\n"
     assert states.runs() == [(run_id, RUN_STATE_RUNNING), (run_id, RUN_STATE_CANCELED)]
-    await eventually(lambda: subscribers(server) == 0, "no subscribers")
+    await wait_until_async(lambda: subscribers(server) == 0, "no subscribers")
 
 
 async def test_no_follow_on_an_active_run_sends_what_is_stored_and_ends(aio, app, scripted):
@@ -470,7 +460,7 @@ async def test_a_watcher_sees_every_state_transition_once(aio, app, scripted, se
     assert single.error is None and single.runs() == [(first, RUN_STATE_SUCCEEDED)]
     for stream in (watcher, late):
         stream.call.cancel()
-    await eventually(lambda: subscribers(server) == 0, "no subscribers")
+    await wait_until_async(lambda: subscribers(server) == 0, "no subscribers")
 
 
 async def test_heartbeats_keep_idle_streams_alive(aio, app, scripted):
@@ -537,7 +527,7 @@ async def test_client_cancel_leaves_no_subscription_task_or_thread(aio, app, scr
     async def cancel(streams: list[Stream]) -> None:
         for stream in streams:
             stream.call.cancel()
-        await eventually(lambda: subscribers(server) == 0, "every subscription to end")
+        await wait_until_async(lambda: subscribers(server) == 0, "every subscription to end")
 
     # A first round lets the worker pools (store reads off SQLite go there) reach their size.
     await cancel(await open_streams())
@@ -550,7 +540,7 @@ async def test_client_cancel_leaves_no_subscription_task_or_thread(aio, app, scr
     for stream in streams[:20]:
         await stream.until(lambda s: s.log() == b"fan out\n", "the line")
     await cancel(streams)
-    await eventually(lambda: server_tasks() == base_tasks, "every call's task to end")
+    await wait_until_async(lambda: server_tasks() == base_tasks, "every call's task to end")
     assert threading.active_count() == base_threads
     scripted.exit(run_id, 0)
 
@@ -569,7 +559,7 @@ async def test_server_shutdown_ends_streams_unavailable_at_once(aio, app, script
         assert reason_of(stream.error) == "SERVER_SHUTTING_DOWN"
     assert subscribers(server) == 0
     scripted.exit(run_id, 0)  # let the run's task end before the loop stops
-    await eventually(
+    await wait_until_async(
         lambda: server.services.runs.current(run_id).state == RUN_STATE_SUCCEEDED, "the run's end"
     )
 
@@ -650,7 +640,7 @@ async def test_publishing_from_threads_reaches_the_loop_and_close_ends_waits():
         await asyncio.to_thread(hub.log_appended, "r", 0, b"x")
         assert [e.data for e in await sub.wait(5)] == [b"x"]  # type: ignore[union-attr]
         waiting = asyncio.create_task(sub.wait(30))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop, not a delay: the task runs up to its wait
         hub.close()
         with pytest.raises(Exception, match="shutting down"):
             await waiting

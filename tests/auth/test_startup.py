@@ -97,6 +97,7 @@ def _stop(proc) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_any_address_with_token_file_from_environment(tmp_path, token_file):
     proc, port = _serve(
         tmp_path,
@@ -115,6 +116,7 @@ def test_any_address_with_token_file_from_environment(tmp_path, token_file):
     assert "WITHOUT AUTHENTICATION" not in err
 
 
+@pytest.mark.slow
 def test_any_address_insecure_starts_with_a_warning(tmp_path):
     proc, port = _serve(tmp_path, {"PORTER_BUNDLE_ADDRESS": "0.0.0.0:0"}, "--insecure")
     try:

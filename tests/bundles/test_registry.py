@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.engine import Engine
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.registry import (
     RegistryBadContent,
@@ -20,11 +19,10 @@ from porter_bundle.bundles.registry import (
     Repository,
 )
 from tests.conftest import PushImage, RegistryLogin
+from tests.engine import Engine
 from tests.helpers import FIXTURES
 from tests.oci import bundle_doc, publish_doc
 from tests.registry_proxy import Fault, RegistryProxy
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -206,6 +204,7 @@ def test_blob_redirects_do_not_carry_the_token(
     assert storage.authorization == ""
 
 
+@pytest.mark.slow
 def test_basic_auth_registry(oci_registry_with_auth: RegistryLogin, podman_service: Engine) -> None:
     """distribution's htpasswd auth answers a Basic challenge: configured credentials go there."""
     login = oci_registry_with_auth

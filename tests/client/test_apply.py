@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING
 from porter_bundle.cli import main
 from porter_bundle.service import Services
 from tests.fake_executor import FakeExecutor
+from tests.helpers import wait_until
 from tests.porter_documents import PORTER, prepare_fixture_world
 
 
@@ -34,18 +34,15 @@ def cli(capsys, server, *args: str) -> tuple[int, list[str]]:
 
 
 def settle(stub, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        installs = stub.ListInstallations(pb.ListInstallationsRequest(all_namespaces=True))
-        busy = [
-            i
-            for i in installs.installations
-            if i.status.run_state in (RUN_STATE_PENDING, RUN_STATE_RUNNING)
-        ]
-        if not busy:
-            return
-        time.sleep(0.02)
-    raise AssertionError("runs did not finish")
+    request = pb.ListInstallationsRequest(all_namespaces=True)
+    wait_until(
+        lambda: all(
+            i.status.run_state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING)
+            for i in stub.ListInstallations(request).installations
+        ),
+        "the runs to end",
+        timeout=timeout,
+    )
 
 
 def test_porter_testdata_directory(capsys, server, stub, world):
@@ -193,6 +190,7 @@ def test_help_lists_apply(capsys):
     assert "--dry-run" in out and "--force" in out and "--server" in out
 
 
+@pytest.mark.slow
 def test_processes_schema_check_from_the_environment(tmp_path: Path):
     """A real `porter-bundle serve` process (schema check from its env) and `porter-bundle apply`."""
     import signal

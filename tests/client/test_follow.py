@@ -124,6 +124,7 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, str]:
     return proc.returncode, out, err.decode()
 
 
+@pytest.mark.slow
 def test_logs_follow_prints_as_written_and_fails_with_the_run(command, stub, app, scripted):
     run_id = start_run(stub, scripted)
     proc = command("logs", run_id, "--follow", "-n", NS, "-i", NAME)
@@ -137,6 +138,7 @@ def test_logs_follow_prints_as_written_and_fails_with_the_run(command, stub, app
     assert code == 1 and f"run {run_id} FAILED" in err and "status 3" in err
 
 
+@pytest.mark.slow
 def test_logs_by_id_alone_and_resume_offset(command, stub, app, scripted):
     run_id = start_run(stub, scripted)
     scripted.write(run_id, b"hello\nworld\n")
@@ -149,6 +151,7 @@ def test_logs_by_id_alone_and_resume_offset(command, stub, app, scripted):
     assert (code, out) == (0, b"hello\nworld\n")
 
 
+@pytest.mark.slow
 def test_logs_errors_exit_3_and_bad_usage_2(command, app):
     code, out, err = finish(command("logs", "01JDZZZZZZZZZZZZZZZZZZZZZZ"))
     assert code == 3 and out == b"" and "NOT_FOUND" in err
@@ -158,6 +161,7 @@ def test_logs_errors_exit_3_and_bad_usage_2(command, app):
     assert code == 2
 
 
+@pytest.mark.slow
 def test_runs_watch_a_run_prints_each_state_and_exits_with_its_result(command, stub, app, scripted):
     run_id = start_run(stub, scripted)
     proc = command("runs", "watch", "-n", NS, "-i", NAME, run_id)
@@ -172,6 +176,7 @@ def test_runs_watch_a_run_prints_each_state_and_exits_with_its_result(command, s
     ]
 
 
+@pytest.mark.slow
 def test_runs_watch_an_installation_goes_on_until_interrupted(command, stub, app, scripted):
     proc = command("runs", "watch", "-n", NS, "-i", NAME)
     read_until(proc, b"watching dev/app: no run yet", stderr=True)  # subscribed
@@ -188,6 +193,7 @@ def test_runs_watch_an_installation_goes_on_until_interrupted(command, stub, app
     assert code == 130
 
 
+@pytest.mark.slow
 def test_logs_follow_calls_again_when_the_server_goes_away(command, server, stub, app, scripted):
     run_id = start_run(stub, scripted)
     scripted.write(run_id, b"before\n")

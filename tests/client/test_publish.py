@@ -7,15 +7,11 @@ import json
 import secrets
 from pathlib import Path
 
-import pytest
-
 from porter_bundle import cli
 from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.client import publish
 from tests.conftest import PushImage
 from tests.oci import bundle_doc
-
-pytestmark = pytest.mark.slow
 
 
 def _publish(*args: str) -> tuple[int, str]:

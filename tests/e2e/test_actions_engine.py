@@ -30,6 +30,7 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_PENDING,
     RUN_STATE_RUNNING,
     RUN_STATE_SUCCEEDED,
+    Run,
 )
 from porter.bundle.v1.value_set_pb2 import (
     CredentialSet,
@@ -37,12 +38,13 @@ from porter.bundle.v1.value_set_pb2 import (
     ParameterSet,
     ValueSource,
 )
-from porter_bundle.executor import ContainerExecutor
+from porter_bundle.executor import LABEL_RUN_ID, ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
-from tests.helpers import FIXTURES, failure
+from tests.helpers import FIXTURES, failure, wait_until
 
+pytestmark = pytest.mark.slow  # real containers: seconds each
 NS = "dev"
 RUN_TIMEOUT = 6.0
 
@@ -233,16 +235,18 @@ def wait_state(
     states=(RUN_STATE_SUCCEEDED, RUN_STATE_FAILED, RUN_STATE_CANCELED),
     timeout=60.0,
 ):
-    deadline = time.monotonic() + timeout
-    while True:
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name=name, run_id=run_id)
-        ).run
-        if run.state in states:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} stuck in state {run.state}: {run.message}")
-        time.sleep(0.05)
+    request = pb.GetInstallationRunRequest(namespace=NS, name=name, run_id=run_id)
+    last = Run()
+
+    def reached() -> Run | None:
+        nonlocal last
+        last = stub.GetInstallationRun(request).run
+        return last if last.state in states else None
+
+    try:
+        return wait_until(reached, f"run {run_id} to reach {states}", timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"run {run_id} stuck in state {last.state}: {last.message}") from None
 
 
 def outputs_of(stub, run_id: str, name: str = "app") -> dict:
@@ -250,6 +254,18 @@ def outputs_of(stub, run_id: str, name: str = "app") -> dict:
         pb.ListInstallationRunOutputsRequest(namespace=NS, name=name, run_id=run_id)
     )
     return {o.name: o for o in resp.outputs}
+
+
+def containers_of(podman_service, *run_ids: str) -> list[str]:
+    """The names of the engine's containers of these runs (other tests' are not counted)."""
+    listed = json.loads(podman_service.podman("ps", "-a", "--format", "json").stdout or "[]")
+    return [c["Names"] for c in listed if (c.get("Labels") or {}).get(LABEL_RUN_ID) in run_ids]
+
+
+def run_ids(stub, name: str = "app") -> list[str]:
+    """The IDs of every run of the installation."""
+    request = pb.ListInstallationRunsRequest(namespace=NS, name=name)
+    return [r.id for r in stub.ListInstallationRuns(request).runs]
 
 
 def logs_of(stub, run_id: str, name: str = "app") -> str:
@@ -298,7 +314,7 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service):
     assert bye.state == RUN_STATE_SUCCEEDED
     inst = stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name="app")).installation
     assert inst.status.state == INSTALLATION_STATE_UNINSTALLED
-    assert podman_service.podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert containers_of(podman_service, *run_ids(stub)) == []
 
 
 def test_failures_timeouts_and_missing_outputs(stub, image):
@@ -318,13 +334,10 @@ def test_cancel_a_running_container(stub, image, podman_service):
     setup_app(stub, image)
     run = execute(stub, "hang")
     wait_state(stub, run.id, states=(RUN_STATE_RUNNING,))
-    deadline = time.monotonic() + 30
-    while "hanging" not in logs_of(stub, run.id):
-        assert time.monotonic() < deadline, "the container never started"
-        time.sleep(0.05)
+    wait_until(lambda: "hanging" in logs_of(stub, run.id), "the container to start", timeout=30)
     canceled = stub.CancelRun(pb.CancelRunRequest(namespace=NS, name="app", run_id=run.id)).run
     assert canceled.state == RUN_STATE_CANCELED
-    assert podman_service.podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert containers_of(podman_service, run.id) == []
 
 
 def test_concurrent_actions_on_many_installations_and_idempotent_retry(stub, image):
@@ -490,10 +503,11 @@ echo "finished"
             vanished = execute(stub, "install", "vanished")
             for n, r in (("survivor", survivor), ("vanished", vanished)):
                 wait_state(stub, r.id, n, states=(RUN_STATE_RUNNING,), timeout=60)
-                deadline = time.monotonic() + 30
-                while "started" not in logs_of(stub, r.id, n):
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
+                wait_until(
+                    lambda r=r, n=n: "started" in logs_of(stub, r.id, n),
+                    f"the container of {n} to start",
+                    timeout=30,
+                )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -521,4 +535,4 @@ echo "finished"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
-    assert podman_service.podman("ps", "-a", "--format", "{{.Names}}").stdout.strip() == ""
+    assert containers_of(podman_service, survivor.id, vanished.id) == []

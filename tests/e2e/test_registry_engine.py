@@ -4,7 +4,6 @@ real podman push and pull, real server and SQLite)."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,11 +14,12 @@ from porter.bundle.v1.installation_pb2 import (
     BundleReference,
     Installation,
 )
-from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
 from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from tests.conftest import PushImage
+from tests.helpers import ended_run
 from tests.oci import bundle_doc, publish_doc
 
 pytestmark = pytest.mark.slow
@@ -54,13 +54,7 @@ def test_install_a_bundle_that_is_only_in_the_registry(
     started = stub.ExecuteAction(
         pb.ExecuteActionRequest(namespace=NS, name="hello", action="install")
     ).run
-    deadline = time.monotonic() + 120
-    run = started
-    while run.state in (RUN_STATE_PENDING, RUN_STATE_RUNNING) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name="hello", run_id=started.id)
-        ).run
+    run = ended_run(stub, NS, "hello", started.id, timeout=120)
     logs = stub.GetInstallationRunLogs(
         pb.GetInstallationRunLogsRequest(namespace=NS, name="hello", run_id=run.id)
     )

@@ -19,8 +19,10 @@ from porter_bundle.config import Settings
 from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
-from tests.api.test_streams import Stream, eventually
+from tests.api.test_streams import Stream
+from tests.helpers import wait_until_async
 
+pytestmark = pytest.mark.slow  # real containers: seconds each
 NS, NAME = "dev", "ticker"
 TICKS = 6
 RUN_SCRIPT = r"""#!/bin/sh
@@ -102,7 +104,7 @@ async def test_followers_of_a_real_container_get_its_whole_log(aio, server):
     await leaver.finished()
     resumed = follow(aio, run.id, offset=len(leaver.log()))
     for stream in (before, during, resumed, watcher):
-        await eventually(lambda s=stream: s.ended, "the end of the run", within=60)
+        await wait_until_async(lambda s=stream: s.ended, "the end of the run", timeout=60)
     after = follow(aio, run.id)
     await after.finished()
 
@@ -121,8 +123,8 @@ async def test_followers_of_a_real_container_get_its_whole_log(aio, server):
     assert leaver.log() + resumed.log(len(leaver.log())) == EXPECTED  # no gap, no repeat
     assert [state for _, state in watcher.runs()][-2:] == [RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED]
     assert len(set(watcher.runs())) == len(watcher.runs())  # each state once
-    await eventually(lambda: server.services.events.subscriber_count == 0, "no subscribers")
-    await eventually(lambda: not log_readers(), "no container log reader left")
+    await wait_until_async(lambda: server.services.events.subscriber_count == 0, "no subscribers")
+    await wait_until_async(lambda: not log_readers(), "no container log reader left")
 
 
 async def test_canceling_a_followed_container_ends_the_stream_with_its_last_words(aio, server):
@@ -136,8 +138,8 @@ async def test_canceling_a_followed_container_ends_the_stream_with_its_last_word
     )
     canceled = await aio.CancelRun(pb.CancelRunRequest(namespace=NS, name=NAME, run_id=run.id))
     assert canceled.run.state == RUN_STATE_CANCELED
-    await eventually(lambda: logs.ended, "the end of the stream", within=30)
+    await wait_until_async(lambda: logs.ended, "the end of the stream", timeout=30)
     assert logs.error is None
     assert logs.log() == b"hanging\ngot TERM\n"  # everything, before the final state
     assert logs.messages[-1].run.state == RUN_STATE_CANCELED
-    await eventually(lambda: not log_readers(), "no container log reader left")
+    await wait_until_async(lambda: not log_readers(), "no container log reader left")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import docker
 import pytest
 
-from porter_bundle.executor import LABEL_MANAGED, ContainerExecutor
+from porter_bundle.executor import LABEL_MANAGED, LABEL_RUN_ID, ContainerExecutor
 
 
 @pytest.fixture
@@ -24,15 +24,17 @@ def engine_api(podman_host: str) -> Iterator[docker.APIClient]:
 
 @pytest.fixture
 async def executor(
-    podman_host: str, engine_api: docker.APIClient
+    podman_host: str, engine_api: docker.APIClient, run_id: str
 ) -> AsyncIterator[ContainerExecutor]:
-    """An executor on the session's Podman; checks that no managed container outlived the test."""
+    """An executor on the session's Podman; checks that no container of the test's runs (their
+    IDs start with ``run_id``) outlived it."""
     executor = await asyncio.to_thread(ContainerExecutor, podman_host, stop_grace_seconds=0.5)
     yield executor
     await executor.aclose()
-    leftovers = await asyncio.to_thread(
+    managed = await asyncio.to_thread(
         engine_api.containers, all=True, filters={"label": f"{LABEL_MANAGED}=true"}
     )
+    leftovers = [c for c in managed if (c["Labels"] or {}).get(LABEL_RUN_ID, "").startswith(run_id)]
     for container in leftovers:  # so that one failure does not cascade into the next tests
         await asyncio.to_thread(engine_api.remove_container, container["Id"], force=True)
     assert not leftovers, f"containers left behind: {[c['Names'] for c in leftovers]}"

@@ -19,6 +19,7 @@ from porter_bundle.executor import (
 )
 from porter_bundle.executor.lifecycle import LABEL_OUTPUTS_DIR
 from tests.conftest import TestImage
+from tests.helpers import own_orphans
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +177,7 @@ async def test_labels_and_name_while_running(
     assert labels[LABEL_RUN_ID] == run_id  # the executor's own labels win
     assert labels["sh.porter.bundle.installation"] == "dev/mysql"
     assert labels[LABEL_OUTPUTS_DIR] == "/cnab/app/outputs"
-    assert await executor.orphans() == [run_id]
+    assert await own_orphans(executor, run_id) == [run_id]
 
     assert await executor.cancel(run_id, 0.1)
     result = await task
@@ -227,7 +228,7 @@ async def test_exit_codes(executor: ContainerExecutor, test_image: TestImage, ru
         (code, f"exiting with {code}\n".encode(), "") for code in (0, 3, 255)
     ]
     assert not any(r.timed_out or r.canceled for r in results)
-    assert await executor.orphans() == []
+    assert await own_orphans(executor, run_id) == []
 
 
 async def test_outputs_are_collected_even_on_failure(
@@ -441,14 +442,14 @@ async def test_recover_a_container_left_running(
     engine_api: docker.APIClient,
 ) -> None:
     await start_like_a_previous_process(engine_api, test_image("finish-soon", FINISH_SOON), run_id)
-    assert await executor.orphans() == [run_id]
+    assert await own_orphans(executor, run_id) == [run_id]
     result = await executor.recover(run_id)
     assert result == ContainerResult(
         exit_code=4,
         logs=b"ready\ndone\n",
         outputs={"result": b"recovered value\n"},
     )
-    assert await executor.orphans() == []
+    assert await own_orphans(executor, run_id) == []
 
 
 async def test_recover_after_the_executing_task_was_cancelled(
@@ -471,7 +472,7 @@ async def test_recover_after_the_executing_task_was_cancelled(
 
     after_restart = await asyncio.to_thread(ContainerExecutor, podman_host)
     async with after_restart:
-        assert await after_restart.orphans() == [run_id]
+        assert await own_orphans(after_restart, run_id) == [run_id]
         result = await after_restart.recover(run_id)
     assert result is not None
     assert (result.exit_code, result.logs) == (4, b"ready\ndone\n")

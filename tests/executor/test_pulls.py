@@ -10,6 +10,7 @@ import pytest
 
 from porter_bundle.executor import ContainerExecutor, ContainerSpec
 from tests.conftest import PodmanService, RegistryLogin, TestImage
+from tests.helpers import own_orphans
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ async def test_missing_image_that_cannot_be_pulled(
     assert result.exit_code is None
     assert f"pulling image {image} failed" in result.error
     assert "connection refused" in result.error
-    assert await executor.orphans() == []
+    assert await own_orphans(executor, run_id) == []
 
 
 async def test_pull_from_a_plain_http_registry(
@@ -52,7 +53,7 @@ async def test_pull_from_a_plain_http_registry(
     async with lenient:
         result = await lenient.execute(spec)
         assert (result.exit_code, result.logs, result.error) == (0, b"pulled and ran\n", "")
-        assert await lenient.orphans() == []
+        assert await own_orphans(lenient, run_id) == []
     await asyncio.to_thread(engine_api.remove_image, remote)
 
 

@@ -7,7 +7,6 @@ container executor has its own tests against Podman (tests/executor/).
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import pytest
@@ -24,7 +23,6 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_CANCELED,
     RUN_STATE_FAILED,
     RUN_STATE_PENDING,
-    RUN_STATE_RUNNING,
     RUN_STATE_SUCCEEDED,
 )
 from porter.bundle.v1.value_set_pb2 import (
@@ -37,7 +35,7 @@ from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
 from tests.fake_executor import FakeExecutor
-from tests.helpers import failure
+from tests.helpers import ended_run, failure
 from tests.service.action_bundle import BUNDLE, GOOD_OUTPUTS, NAME, NS, REF, src
 
 
@@ -111,15 +109,7 @@ def execute(stub, action, **kw):
 
 
 def wait_final(stub, run_id, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run_id)
-        ).run
-        if run.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING):
-            return run
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+    return ended_run(stub, NS, NAME, run_id, timeout=timeout)
 
 
 def test_install_runs_with_the_cnab_contract(stub, app, fake):
@@ -420,15 +410,7 @@ def test_cancel_pending_run_waiting_for_a_slot(stub, store, app, fake):
     cancelled = stub.CancelRun(pb.CancelRunRequest(namespace=NS, name=NAME, run_id=queued.id)).run
     assert cancelled.state == RUN_STATE_CANCELED and "before it started" in cancelled.message
     fake.hold.clear()
-    run = stub.GetInstallationRun(
-        pb.GetInstallationRunRequest(namespace=NS, name="other", run_id=blocker.id)
-    ).run
-    deadline = time.monotonic() + 10
-    while run.state != RUN_STATE_SUCCEEDED and time.monotonic() < deadline:
-        time.sleep(0.02)
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name="other", run_id=blocker.id)
-        ).run
+    run = ended_run(stub, NS, "other", blocker.id, timeout=10)
     assert run.state == RUN_STATE_SUCCEEDED
     assert [s.run_id for s in fake.specs] == [
         blocker.id

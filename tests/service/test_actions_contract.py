@@ -8,7 +8,7 @@ import json
 
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
-from porter_bundle.executor.base import LABEL_INSTALLATION
+from porter_bundle.executor import LABEL_INSTALLATION
 from porter_bundle.service import ActionSettings
 from porter_bundle.service.actions.contract import CLAIMS_VERSION, container_spec
 from porter_bundle.service.bundles import ResolvedBundle

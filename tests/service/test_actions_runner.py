@@ -15,7 +15,7 @@ from porter.bundle.v1.run_pb2 import RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.config import Settings
 from porter_bundle.errors import Unavailable
-from porter_bundle.executor.base import ContainerResult
+from porter_bundle.executor import ContainerResult
 from porter_bundle.service import ActionRequest, ActionSettings, Services
 from porter_bundle.service.runs import NewRun
 from tests.fake_executor import FakeExecutor

@@ -7,7 +7,6 @@ install, upgrade for each kind of drift, uninstall, nothing, dry run and force.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import grpc
@@ -38,7 +37,7 @@ from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.fake_executor import FakeExecutor
-from tests.helpers import failure
+from tests.helpers import failure, wait_until
 
 NS, NAME = "dev", "app"
 NONE, INSTALL, UPGRADE, UNINSTALL = (
@@ -163,14 +162,12 @@ def runs(stub) -> list[Any]:
 
 def settle(stub, timeout: float = 20.0) -> Any:
     """Waits for the installation's runs to finish; returns the installation."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(r.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING) for r in runs(stub)):
-            return stub.GetInstallation(
-                pb.GetInstallationRequest(namespace=NS, name=NAME)
-            ).installation
-        time.sleep(0.02)
-    raise AssertionError("runs did not finish")
+    wait_until(
+        lambda: all(r.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING) for r in runs(stub)),
+        "the runs to end",
+        timeout=timeout,
+    )
+    return stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name=NAME)).installation
 
 
 def changes(resp: pb.ApplyInstallationResponse) -> dict[str, tuple[Any, Any]]:

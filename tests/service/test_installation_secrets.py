@@ -5,7 +5,6 @@ comparison (issue 7). Through the real server over a real SQLite file, with a fa
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,12 @@ from google.protobuf.message import Message
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
-from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
 from porter_bundle.client.apply import _change_line
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.fake_executor import FakeExecutor
-from tests.helpers import sensitive_bundle
+from tests.helpers import ended_run, sensitive_bundle
 
 NS, NAME = "dev", "vault"
 SECRET, CHANGED = "inst-secret-Ru81Xk", "inst-secret-changed-Tz42Pq"
@@ -78,16 +77,8 @@ def _get(stub, *, reveal: bool = False) -> Installation:
 
 
 def _settle(stub, run_id: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        run = stub.GetInstallationRun(
-            pb.GetInstallationRunRequest(namespace=NS, name=NAME, run_id=run_id)
-        ).run
-        if run.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING):
-            assert run.state == RUN_STATE_SUCCEEDED, run.message
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not finish")
+    run = ended_run(stub, NS, NAME, run_id)
+    assert run.state == RUN_STATE_SUCCEEDED, run.message
 
 
 def _run(stub, action: str) -> None:

@@ -1,10 +1,11 @@
-"""A private Podman engine and busybox invocation images, for the benchmarks and the tests.
+"""A private Podman engine and busybox invocation images, for the tests and the benchmarks.
 
 The test fixtures ``podman_service`` and ``test_image`` (tests/conftest.py) build on this
-module too. Each setting below is needed on these machines (docs/toolchain.md): its own
-containers.conf and storage.conf in a temp dir, ``podman system service`` on a socket there,
-and the same two files in ``CONTAINERS_CONF`` / ``CONTAINERS_STORAGE_CONF`` for the podman
-commands that must see the same store (``podman import``, a bare ``podman run``).
+module, and so does ``make bench`` (bench/actions.py, bench/streams.py). Each setting below is
+needed on these machines (the reason is written beside it): its own containers.conf and
+storage.conf in a temp dir, ``podman system service`` on a socket there, and the same two files
+in ``CONTAINERS_CONF`` / ``CONTAINERS_STORAGE_CONF`` for the podman commands that must see the
+same store (``podman import``, a bare ``podman run``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import socket
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.helpers import wait_until
 
 START_SECONDS = 60.0
 
@@ -150,12 +152,17 @@ def podman_engine(root: Path | None = None) -> Iterator[Engine]:
             stderr=subprocess.STDOUT,
         )
     engine = Engine(f"unix://{sock}", env, root)
+
+    def started() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"podman system service failed: {log_path.read_text()[-2000:]}")
+        return _ping(sock)
+
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while not _ping(sock):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"podman system service failed: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+        try:
+            wait_until(started, "podman system service to answer", timeout=START_SECONDS)
+        except AssertionError as err:  # the log says why, and goes with the temp dir
+            raise RuntimeError(f"{err}: {log_path.read_text()[-2000:]}") from None
         yield engine
     finally:
         with contextlib.suppress(Exception):
