@@ -1,9 +1,10 @@
 """A small OCI distribution client: pulls and pushes bundles in the cnab-to-oci layout.
 
 Blocking (httpx's sync client): the service layer calls it from worker threads, never on
-the event loop. Every failure is one of the :class:`RegistryError` classes below, turned
-into a domain error by :func:`registry_error` and nowhere else. Messages name the registry
-host and repeat the registry's own words; they never contain a credential or token.
+the event loop. Every failure is one of the :class:`RegistryError` classes (in
+:mod:`~porter_bundle.bundles.registry_errors`, re-exported here), turned into a domain error
+by :func:`registry_error` and nowhere else. Messages name the registry host and repeat the
+registry's own words; they never contain a credential or token.
 """
 
 from __future__ import annotations
@@ -20,76 +21,42 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from porter_bundle.bundles import layout
-from porter_bundle.errors import (
-    FailedPrecondition,
-    NotFound,
-    PermissionDenied,
-    PorterBundleError,
-    Unauthenticated,
-    Unavailable,
+from porter_bundle.bundles.registry_errors import (
+    RegistryBadContent,
+    RegistryError,
+    RegistryForbidden,
+    RegistryNotFound,
+    RegistryRefused,
+    RegistryUnauthorized,
+    RegistryUnreachable,
+    describe_http_error,
+    raise_for,
+    read_body,
+    registry_error,
 )
 from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_ERROR_BYTES = 64 * 1024
 MAX_TOKEN_BYTES = 256 * 1024
 MAX_REDIRECTS = 5
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 
-
-# --- errors ---------------------------------------------------------------------------
-
-
-class RegistryError(Exception):
-    """A registry operation failed; ``host`` names the registry."""
-
-    def __init__(self, host: str, message: str) -> None:
-        super().__init__(message)
-        self.host = host
-        self.message = message
-
-
-class RegistryUnreachable(RegistryError):
-    """The registry cannot be reached, or answered 5xx / 429."""
-
-
-class RegistryNotFound(RegistryError):
-    """The repository, tag, manifest or blob does not exist."""
-
-
-class RegistryUnauthorized(RegistryError):
-    """The registry refused the credentials (or their absence): 401."""
-
-
-class RegistryForbidden(RegistryError):
-    """The registry knows who we are and refuses access: 403."""
-
-
-class RegistryBadContent(RegistryError):
-    """What the registry sent is wrong: a digest or size mismatch, too large, not a bundle."""
-
-
-class RegistryRefused(RegistryError):
-    """The registry refused a request for another reason (a 4xx, e.g. a push it rejects)."""
-
-
-def registry_error(exc: RegistryError, reference: str) -> PorterBundleError:
-    """The domain error of a registry failure (the only place making that choice)."""
-    meta = {"reference": reference, "registry": exc.host}
-    text = f"registry {exc.host}: {exc.message} ({reference})"
-    if isinstance(exc, RegistryUnreachable):
-        return Unavailable(text, reason="REGISTRY_UNAVAILABLE", metadata=meta)
-    if isinstance(exc, RegistryNotFound):
-        return NotFound(text, reason="BUNDLE_NOT_FOUND", metadata=meta)
-    if isinstance(exc, RegistryUnauthorized):
-        return Unauthenticated(text, reason="REGISTRY_UNAUTHENTICATED", metadata=meta)
-    if isinstance(exc, RegistryForbidden):
-        return PermissionDenied(text, reason="REGISTRY_PERMISSION_DENIED", metadata=meta)
-    if isinstance(exc, RegistryBadContent):
-        return FailedPrecondition(text, reason="REGISTRY_BAD_CONTENT", metadata=meta)
-    return FailedPrecondition(text, reason="REGISTRY_REFUSED", metadata=meta)
+__all__ = [
+    "DOCKER_HUB",
+    "PulledBundle",
+    "RegistryBadContent",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryForbidden",
+    "RegistryNotFound",
+    "RegistryRefused",
+    "RegistryUnauthorized",
+    "RegistryUnreachable",
+    "Repository",
+    "registry_error",
+]
 
 
 # --- references -------------------------------------------------------------------------
@@ -204,7 +171,7 @@ class RegistryClient:
     ) -> tuple[bytes, str, str]:
         """(bytes, digest, media type) of a manifest, its digest checked."""
         with self._send(repo, "GET", f"manifests/{reference}", _accept()) as response:
-            body = _read(repo.host, response, MAX_MANIFEST_BYTES, "manifest")
+            body = read_body(repo.host, response, MAX_MANIFEST_BYTES, "manifest")
             header = response.headers.get("Docker-Content-Digest", "")
             media_type = response.headers.get("Content-Type", "").partition(";")[0].strip()
         expected = reference if reference.startswith(("sha256:", "sha512:")) else header
@@ -219,7 +186,7 @@ class RegistryClient:
 
     def _blob(self, repo: Repository, digest: str, size: int) -> bytes:
         with self._send(repo, "GET", f"blobs/{digest}", {}) as response:
-            body = _read(repo.host, response, size, "blob")
+            body = read_body(repo.host, response, size, "blob")
         if len(body) != size or not layout.matches(body, digest):
             raise RegistryBadContent(repo.host, f"blob {digest} does not match its digest or size")
         return body
@@ -296,7 +263,7 @@ class RegistryClient:
                 url = urljoin(url, location)
                 response = self._open(repo.host, method, url, dict(headers), None)
             if response.status_code >= 400 and not (missing_ok and response.status_code == 404):
-                _raise_for(repo, response)
+                raise_for(repo, response)
             yield response
         finally:
             response.close()
@@ -354,11 +321,11 @@ class RegistryClient:
         try:
             with self._http.stream("GET", realm, params=query, headers=headers) as response:
                 if response.status_code >= 400:
-                    _raise_for(repo, response, token_service=True)
-                body = _read(repo.host, response, MAX_TOKEN_BYTES, "token")
+                    raise_for(repo, response, token_service=True)
+                body = read_body(repo.host, response, MAX_TOKEN_BYTES, "token")
         except httpx.HTTPError as exc:
             raise RegistryUnreachable(
-                repo.host, f"token service unreachable: {_what(exc)}"
+                repo.host, f"token service unreachable: {describe_http_error(exc)}"
             ) from None
         try:
             doc = json.loads(body)
@@ -381,7 +348,7 @@ class RegistryClient:
             request = self._http.build_request(method, url, headers=headers, content=content)
             return self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise RegistryUnreachable(host, f"unreachable: {_what(exc)}") from None
+            raise RegistryUnreachable(host, f"unreachable: {describe_http_error(exc)}") from None
 
 
 def _with_auth(
@@ -398,60 +365,3 @@ def _with_auth(
 
 def _accept() -> dict[str, str]:
     return {"Accept": layout.MANIFEST_ACCEPT}
-
-
-def _what(exc: httpx.HTTPError) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
-
-
-def _read(host: str, response: httpx.Response, limit: int, what: str) -> bytes:
-    """The body, at most ``limit`` bytes (RegistryBadContent beyond)."""
-    chunks, total = [], 0
-    try:
-        for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise RegistryBadContent(host, f"the {what} is larger than {limit} bytes")
-            chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise RegistryUnreachable(host, f"reading the {what} failed: {_what(exc)}") from None
-    return b"".join(chunks)
-
-
-def _words(host: str, response: httpx.Response) -> str:
-    """The registry's own explanation: its ``errors[].message`` (or the status line)."""
-    try:
-        body = (
-            _read(host, response, MAX_ERROR_BYTES, "error")
-            if response.request.method != "HEAD"
-            else b""
-        )
-    except RegistryError:
-        body = b""
-    words: list[str] = []
-    try:
-        doc = json.loads(body)
-        for err in doc.get("errors") or []:
-            code, message = err.get("code", ""), err.get("message", "")
-            words.append(f"{code}: {message}" if code and message else str(code or message))
-        if not words and isinstance(doc.get("details"), str):
-            words.append(doc["details"])
-    except (ValueError, AttributeError, TypeError):
-        pass
-    text = "; ".join(w for w in words if w) or f"{response.status_code} {response.reason_phrase}"
-    return text[:300]
-
-
-def _raise_for(repo: Repository, response: httpx.Response, *, token_service: bool = False) -> None:
-    status = response.status_code
-    words = _words(repo.host, response)
-    where = "token service" if token_service else repo.name
-    if status == 401:
-        raise RegistryUnauthorized(repo.host, f"authentication refused for {where}: {words}")
-    if status == 403:
-        raise RegistryForbidden(repo.host, f"access denied to {where}: {words}")
-    if status == 404 and not token_service:
-        raise RegistryNotFound(repo.host, f"not found: {words}")
-    if status >= 500 or status == 429:
-        raise RegistryUnreachable(repo.host, f"answered {status}: {words}")
-    raise RegistryRefused(repo.host, f"answered {status}: {words}")

@@ -7,6 +7,9 @@ type is named as such rather than as an unsupported version): the type of docume
 rules the schema cannot say (one source kind per entry, unique names, string-only values
 before ParameterSet 1.1.0). Every problem is a field violation with the JSON path of the
 field in the document; messages never quote values, which may be secrets.
+
+About 440 lines on purpose: one pass in Porter's order whose steps share the path and
+message helpers; split, each part would import the others' privates.
 """
 
 from __future__ import annotations
