@@ -118,7 +118,7 @@ def test_bad_config_file_exits_2_naming_it(tmp_path: Path):
     assert "workers (--workers / PORTER_BUNDLE_WORKERS)" in done.stderr
 
 
-# --- issue 4: the server pulls bundles with the registry settings it is given ------------------
+# --- the server pulls bundles with the registry settings it is given ---------------------------
 
 
 @pytest.mark.slow

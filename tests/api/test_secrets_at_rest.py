@@ -1,5 +1,5 @@
 """Secrets stay secret: not in the database file, the server's log lines, nor any response
-of a plain caller (issue 7).
+of a plain caller.
 
 A full scenario through the real server (a fake container engine that echoes every secret
 into its log, in small chunks, and fails with a secret in its error): credentials from a

@@ -141,8 +141,12 @@ def _backend(services):
     from porter_bundle.api.servicers import Backend, Calls
     from porter_bundle.auth.audit import AuditLog
     from porter_bundle.service.reveal import RevealService
+    from porter_bundle.service.streams import StreamTiming
 
-    return Backend(services, Calls(ThreadPoolExecutor(1)), RevealService(services, AuditLog()))
+    timing = StreamTiming(heartbeat_seconds=15.0, recheck_seconds=5.0)
+    return Backend(
+        services, Calls(ThreadPoolExecutor(1)), RevealService(services, AuditLog()), timing
+    )
 
 
 def test_servicers_implement_every_rpc_exactly_once(services):

@@ -425,7 +425,7 @@ env | sort
         env_dump = logs_of(stub, run.id, name)
         for c_name, c in (doc.get("credentials") or {}).items():
             if c.get("env"):
-                # The container got the credential; its stored log shows it masked (issue 7).
+                # The container got the credential; its stored log shows it masked.
                 assert f"{c['env']}=***\n" in env_dump
                 assert f"cred-{c_name}" not in env_dump
 

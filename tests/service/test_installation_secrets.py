@@ -1,6 +1,6 @@
 """An installation's sensitive parameters (its bundle marks them writeOnly): withheld from the
 stored message and every response, encrypted in the database, used by runs and by apply's
-comparison (issue 7). Through the real server over a real SQLite file, with a fake engine."""
+comparison. Through the real server over a real SQLite file, with a fake engine."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     workers: Annotated[
         int,
         Option("PORTER_BUNDLE_WORKERS", "--workers", SERVER, metavar="N"),
-        Field(ge=1, description="threads for database work"),
+        Field(ge=1, description="threads of the one pool for blocking work (database, files)"),
     ] = 8
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],

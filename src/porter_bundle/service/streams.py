@@ -40,8 +40,6 @@ from porter_bundle.service.runs import FINAL_STATES, RunService
 
 T = TypeVar("T")
 
-DEFAULT_HEARTBEAT_SECONDS = 15.0
-DEFAULT_RECHECK_SECONDS = 5.0
 MAX_LOG_MESSAGE_BYTES = 64 * 1024
 """Largest ``data`` of one log message; longer stored chunks are split."""
 READ_CHUNKS = 64
@@ -51,10 +49,11 @@ _REMEMBERED_RUNS = 64
 
 @dataclass(frozen=True)
 class StreamTiming:
-    """How often idle streams send heartbeats and re-check the store."""
+    """How often idle streams send heartbeats and re-check the store (the defaults are the
+    settings' ``stream_heartbeat_seconds`` and ``stream_recheck_seconds``)."""
 
-    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
-    recheck_seconds: float = DEFAULT_RECHECK_SECONDS
+    heartbeat_seconds: float
+    recheck_seconds: float
 
 
 @dataclass(frozen=True)
@@ -318,8 +317,6 @@ class _Batch:
 
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_SECONDS",
-    "DEFAULT_RECHECK_SECONDS",
     "Heartbeat",
     "LogData",
     "StreamService",

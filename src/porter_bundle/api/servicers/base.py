@@ -11,7 +11,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import grpc
@@ -61,7 +61,7 @@ class Backend:
     services: Services
     calls: Calls
     reveals: RevealService
-    stream_timing: StreamTiming = field(default_factory=StreamTiming)
+    stream_timing: StreamTiming
 
 
 class Servicer:
