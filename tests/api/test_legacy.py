@@ -39,7 +39,8 @@ from porter.bundle.v1.run_pb2 import (
 )
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle import store
-from porter_bundle.api.server import LEGACY_SERVICE_NAME, RunningServer, start_server
+from porter_bundle.api.server import RunningServer, start_server
+from porter_bundle.api.servicers import LEGACY_SERVICE
 from porter_bundle.config import Settings
 from porter_bundle.service.runs import NewRun, OutputValue
 from porter_bundle.status import ERROR_DOMAIN
@@ -207,7 +208,7 @@ def test_reflection_lists_and_health_covers_the_legacy_service(server, channel):
     [listing] = refl.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")])
     )
-    assert LEGACY_SERVICE_NAME in {s.name for s in listing.list_services_response.service}
+    assert LEGACY_SERVICE in {s.name for s in listing.list_services_response.service}
     health = health_pb2_grpc.HealthStub(channel)
     check = health_pb2.HealthCheckRequest(service="porter.v1alpha1.Porter")
     assert health.Check(check).status == health_pb2.HealthCheckResponse.SERVING

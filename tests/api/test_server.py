@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter_bundle import errors
-from porter_bundle.api.server import SERVICE_NAME
+from porter_bundle.api.servicers import SERVICE
 from porter_bundle.status import ERROR_DOMAIN, STATUS_CODES, status_code, to_status
 from tests.helpers import failure
 
@@ -63,7 +63,7 @@ def test_unexpected_fault_is_internal_without_internals(caplog):
 
 def test_health_overall_and_per_service(channel):
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", SERVICE_NAME):
+    for service in ("", SERVICE):
         resp = health.Check(health_pb2.HealthCheckRequest(service=service))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as err:
@@ -78,12 +78,12 @@ def test_reflection_lists_and_describes_the_api(channel):
     )
     names = {s.name for s in listing.list_services_response.service}
     assert {
-        SERVICE_NAME,
+        SERVICE,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names
     [found] = refl.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)])
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)])
     )
     files = [
         descriptor_pb2.FileDescriptorProto.FromString(raw)
@@ -122,7 +122,7 @@ def test_graceful_shutdown_flips_health_to_not_serving_first(server, channel):
         server.running.health.enter_graceful_shutdown(), server.loop
     ).result(10)
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", SERVICE_NAME):
+    for service in ("", SERVICE):
         resp = health.Check(health_pb2.HealthCheckRequest(service=service))
         assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
     # Calls in flight during the grace period are still answered.
@@ -150,8 +150,8 @@ def _backend(services):
 
 
 def test_servicers_implement_every_rpc_exactly_once(services):
-    from porter_bundle.api.server import SERVICE_DESCRIPTOR, _handlers
-    from porter_bundle.api.servicers import porter_bundle_servicers
+    from porter_bundle.api.server import _handlers
+    from porter_bundle.api.servicers import SERVICE_DESCRIPTOR, porter_bundle_servicers
 
     servicers = porter_bundle_servicers(_backend(services))
     names = [name for s in servicers for name in s.rpcs()]

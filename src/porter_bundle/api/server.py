@@ -14,9 +14,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from porter.bundle.v1 import porter_bundle_pb2
-from porter.v1alpha1 import porter_pb2 as legacy_porter_pb2
 from porter_bundle.api.servicers import (
+    LEGACY_SERVICE,
+    LEGACY_SERVICE_DESCRIPTOR,
+    SERVICE,
+    SERVICE_DESCRIPTOR,
     Backend,
     Behaviour,
     Calls,
@@ -37,11 +39,6 @@ from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
 
-SERVICE_DESCRIPTOR = porter_bundle_pb2.DESCRIPTOR.services_by_name["PorterBundle"]
-SERVICE_NAME = SERVICE_DESCRIPTOR.full_name
-# Porter's legacy API (porter.v1alpha1.Porter), for the Porter operator, on the same port.
-LEGACY_SERVICE_DESCRIPTOR = legacy_porter_pb2.DESCRIPTOR.services_by_name["Porter"]
-LEGACY_SERVICE_NAME = LEGACY_SERVICE_DESCRIPTOR.full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 # Keepalive fit for long-lived clients behind proxies: we ping idle connections every
@@ -149,8 +146,8 @@ async def start_server(settings: Settings, services: Services, executor: Executo
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
-            SERVICE_NAME,
-            LEGACY_SERVICE_NAME,
+            SERVICE,
+            LEGACY_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -168,7 +165,7 @@ async def start_server(settings: Settings, services: Services, executor: Executo
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
     await server.start()
-    for name in ("", SERVICE_NAME, LEGACY_SERVICE_NAME):
+    for name in ("", SERVICE, LEGACY_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on port %d", SERVICE_NAME, port)
+    log.info("serving %s on port %d", SERVICE, port)
     return RunningServer(server, port, health_servicer, services.events)

@@ -7,11 +7,22 @@ Each is only translation: request in, one service call, response out. Together
 
 from __future__ import annotations
 
-from porter_bundle.api.servicers.base import Backend, Behaviour, Calls, Servicer
+from porter_bundle.api.servicers.base import (
+    SERVICE,
+    SERVICE_DESCRIPTOR,
+    Backend,
+    Behaviour,
+    Calls,
+    Servicer,
+)
 from porter_bundle.api.servicers.bundles import BundleServicer
 from porter_bundle.api.servicers.documents import DocumentServicer
 from porter_bundle.api.servicers.installations import InstallationServicer
-from porter_bundle.api.servicers.legacy import LEGACY_SERVICE, PorterLegacyServicer
+from porter_bundle.api.servicers.legacy import (
+    LEGACY_SERVICE,
+    LEGACY_SERVICE_DESCRIPTOR,
+    PorterLegacyServicer,
+)
 from porter_bundle.api.servicers.runs import RunServicer
 from porter_bundle.api.servicers.value_sets import ValueSetServicer
 
@@ -30,6 +41,9 @@ def porter_bundle_servicers(backend: Backend) -> list[Servicer]:
 
 __all__ = [
     "LEGACY_SERVICE",
+    "LEGACY_SERVICE_DESCRIPTOR",
+    "SERVICE",
+    "SERVICE_DESCRIPTOR",
     "Backend",
     "Behaviour",
     "BundleServicer",

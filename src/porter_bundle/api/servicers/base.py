@@ -30,7 +30,8 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 Behaviour = Callable[[Any, Ctx], Any]
 """A servicer method as gRPC calls it: (request, context)."""
 
-SERVICE: str = porter_bundle_pb2.DESCRIPTOR.services_by_name["PorterBundle"].full_name
+SERVICE_DESCRIPTOR = porter_bundle_pb2.DESCRIPTOR.services_by_name["PorterBundle"]
+SERVICE: str = SERVICE_DESCRIPTOR.full_name
 
 
 class Calls:

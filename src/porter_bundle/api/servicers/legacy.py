@@ -17,7 +17,9 @@ from porter_bundle.api.errors import mapped
 from porter_bundle.api.servicers.base import Ctx, Servicer
 from porter_bundle.auth import authz
 
-LEGACY_SERVICE: str = porter_pb2.DESCRIPTOR.services_by_name["Porter"].full_name
+# Porter's legacy API (porter.v1alpha1.Porter), for the Porter operator, on the same port.
+LEGACY_SERVICE_DESCRIPTOR = porter_pb2.DESCRIPTOR.services_by_name["Porter"]
+LEGACY_SERVICE: str = LEGACY_SERVICE_DESCRIPTOR.full_name
 
 
 class PorterLegacyServicer(Servicer):
