@@ -71,7 +71,7 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
                 )
             )
         return code, _status(code, exc.message, details)
-    return _incident(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error", "internal error", exc)
+    return _internal(exc)
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
@@ -81,16 +81,15 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-def _incident(
-    code: grpc.StatusCode, reason: str, message: str, logged: str, exc: BaseException
-) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    """A fault the client may not see the details of: logged in full under an incident ID."""
+def _internal(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """A fault of ours: logged in full under an incident ID, the client sees only the ID."""
     incident = secrets.token_hex(6)
-    log.error("%s (incident %s)", logged, incident, exc_info=exc)
+    log.error("internal error (incident %s)", incident, exc_info=exc)
+    code = grpc.StatusCode.INTERNAL
     info = error_details_pb2.ErrorInfo(
-        reason=reason, domain=ERROR_DOMAIN, metadata={"incident": incident}
+        reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"incident": incident}
     )
-    return code, _status(code, f"{message} (incident {incident})", [info])
+    return code, _status(code, f"internal error (incident {incident})", [info])
 
 
 def _status(code: grpc.StatusCode, message: str, details: list[Message]) -> status_pb2.Status:
