@@ -86,3 +86,44 @@ def test_index_needs_a_pushed_invocation_image() -> None:
     del doc["invocationImages"][0]["contentDigest"]
     with pytest.raises(layout.LayoutError, match="contentDigest"):
         layout.build(doc)
+
+
+def test_relocation_map_of_a_pulled_bundle() -> None:
+    # cnab-to-oci's GenerateRelocationMap: every image bundle.json names -> the pulled
+    # repository at the digest the index lists (components by their name annotation).
+    doc = json.loads(_fixture("push_test.bundle.json"))
+    index = _fixture("push_test.index.json")
+    digests = {
+        m["annotations"].get(
+            "io.cnab.component.name", m["annotations"]["io.cnab.manifest.type"]
+        ): m["digest"]
+        for m in json.loads(index)["manifests"]
+    }
+    got = layout.relocation_map(index, doc, "localhost:5000/copy")
+    assert got == {
+        "my.registry/namespace/my-app-invoc": f"localhost:5000/copy@{digests['invocation']}",
+        "my.registry/namespace/another-image": f"localhost:5000/copy@{digests['another-image']}",
+        "my.registry/namespace/image-1": f"localhost:5000/copy@{digests['image-1']}",
+    }
+    # Docker Hub repositories are named as docker prints them.
+    hub = layout.relocation_map(
+        _fixture("e2e.index.json"), json.loads(_fixture("e2e.bundle.json")), "docker.io/library/app"
+    )
+    assert [v.partition("@")[0] for v in hub.values()] == ["app"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda m: m[1]["annotations"].clear(), "no io.cnab.manifest.type annotation"),
+        (lambda m: m[1].update(mediaType="text/plain"), "unsupported media type"),
+        (lambda m: m[2]["annotations"].update({"io.cnab.component.name": "nope"}), "'nope'"),
+        (lambda m: m[1]["annotations"].update({"io.cnab.manifest.type": "odd"}), "unknown type"),
+    ],
+)
+def test_relocation_map_of_an_index_that_does_not_fit_its_bundle(change, words: str) -> None:
+    doc = json.loads(_fixture("push_test.bundle.json"))
+    index = json.loads(_fixture("push_test.index.json"))
+    change(index["manifests"])
+    with pytest.raises(layout.LayoutError, match=re.escape(words)):
+        layout.relocation_map(json.dumps(index).encode(), doc, "localhost:5000/copy")

@@ -235,3 +235,54 @@ def config_blob_of(manifest: bytes) -> Descriptor:
             "not a CNAB bundle.json"
         )
     return config
+
+
+def relocation_map(index: bytes, doc: dict[str, Any], repository: str) -> dict[str, str]:
+    """cnab-to-oci's relocation map of a pulled bundle: every image bundle.json names -> that
+    image in ``repository`` by the digest the index lists (``GenerateRelocationMap``)."""
+    entries = _load(index, "manifest").get("manifests")
+    if not isinstance(entries, list):
+        raise LayoutError("the reference names no image index, so no CNAB bundle")
+    invocation = doc.get("invocationImages") or []
+    components = doc.get("images") or {}
+    out: dict[str, str] = {}
+    for entry in entries:
+        annotations = entry.get("annotations") if isinstance(entry, dict) else None
+        kind = annotations.get(MANIFEST_TYPE_ANNOTATION) if isinstance(annotations, dict) else None
+        if kind is None:
+            raise LayoutError(f"an image index entry has no {MANIFEST_TYPE_ANNOTATION} annotation")
+        if kind == "config":
+            continue
+        found = _parse_descriptor(entry, f"{kind} image entry")
+        if found.media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
+            raise LayoutError(
+                f"the image index lists {found.digest} with unsupported media type "
+                f"{found.media_type!r}"
+            )
+        relocated = f"{familiar(repository)}@{found.digest}"
+        assert isinstance(annotations, dict)
+        if kind == "invocation":
+            if not invocation or not isinstance(invocation[0], dict):
+                raise LayoutError(
+                    f"the image index lists an unknown invocation image {found.digest}"
+                )
+            out[str(invocation[0].get("image", ""))] = relocated
+        elif kind == "component":
+            name = annotations.get(COMPONENT_NAME_ANNOTATION)
+            image = components.get(name) if isinstance(name, str) else None
+            if not isinstance(image, dict):
+                raise LayoutError(f"the image index lists component {name!r}, not in bundle.json")
+            out[str(image.get("image", ""))] = relocated
+        else:
+            raise LayoutError(f"the image index has an entry of unknown type {kind!r}")
+    return out
+
+
+def familiar(repository: str) -> str:
+    """A repository as docker prints it: Docker Hub's host and ``library/`` left out."""
+    for hub in ("docker.io/", "index.docker.io/"):
+        if repository.startswith(hub):
+            repository = repository[len(hub) :]
+            rest = repository.removeprefix("library/")
+            return rest if "/" not in rest else repository
+    return repository

@@ -14,6 +14,7 @@ from typing import Any
 
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.cnab import parse_bundle
+from porter_bundle.bundles.images import split_image
 from porter_bundle.bundles.registry import RegistryClient, RegistryError, registry_error
 from porter_bundle.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from porter_bundle.validation import parse_reference
@@ -41,17 +42,21 @@ def publish(client: RegistryClient, bundle_json: bytes, reference: str) -> Publi
     try:
         _complete_invocation_image(client, doc, ref.repository)
         built = layout.build(doc)
-        client.push_blob(ref.repository, built.config)
-        config_digest = layout.digest_of(built.config_manifest)
-        client.push_manifest(
-            ref.repository, config_digest, built.config_manifest, layout.OCI_MANIFEST
-        )
-        digest = client.push_manifest(ref.repository, ref.tag, built.index, layout.OCI_INDEX)
+        digest = push_layout(client, ref.repository, ref.tag, built)
     except RegistryError as exc:
         raise registry_error(exc, reference) from None
     except layout.LayoutError as exc:
         raise FailedPrecondition(str(exc), reason="NOT_PUBLISHABLE") from None
     return Published(str(ref), digest, built.config)
+
+
+def push_layout(client: RegistryClient, repository: str, tag: str, built: layout.Layout) -> str:
+    """Pushes a built layout (config blob, config manifest, then the index under ``tag``);
+    returns the bundle digest. The images the index lists must be in ``repository``."""
+    client.push_blob(repository, built.config)
+    config_digest = layout.digest_of(built.config_manifest)
+    client.push_manifest(repository, config_digest, built.config_manifest, layout.OCI_MANIFEST)
+    return client.push_manifest(repository, tag, built.index, layout.OCI_INDEX)
 
 
 def _complete_invocation_image(
@@ -62,7 +67,8 @@ def _complete_invocation_image(
     if not images:
         raise FailedPrecondition("bundle.json has no invocation image", reason="NOT_PUBLISHABLE")
     image = str(images[0].get("image", ""))
-    name, tag_or_digest = _split_image(image)
+    named = split_image(image)
+    name, tag_or_digest = named.repository, named.digest or named.tag or "latest"
     if name != repository:
         raise FailedPrecondition(
             f"the invocation image {image} must be pushed to the bundle's repository "
@@ -80,14 +86,3 @@ def _complete_invocation_image(
     doc["invocationImages"] = images
     # Keep it a valid bundle after the change (and identical to what a pull validates).
     parse_bundle(json.dumps(doc).encode())
-
-
-def _split_image(image: str) -> tuple[str, str]:
-    """``repo:tag`` / ``repo@digest`` / ``repo`` (tag latest) -> (repo, tag or digest)."""
-    if "@" in image:
-        name, _, digest = image.partition("@")
-        return name.rpartition(":")[0] if ":" in name.rpartition("/")[2] else name, digest
-    head, sep, tail = image.rpartition(":")
-    if sep and "/" not in tail:
-        return head, tail
-    return image, "latest"

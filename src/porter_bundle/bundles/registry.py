@@ -97,6 +97,9 @@ class PulledBundle:
     index: bytes
     bundle_json: bytes
     bundle_json_digest: str
+    relocation_map: Mapping[str, str]
+    """Each image bundle.json names -> that image in the pulled repository, by the digest the
+    index lists (cnab-to-oci's relocation map)."""
 
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
@@ -164,7 +167,17 @@ class RegistryClient:
                 repo.host, f"bundle.json is larger than {MAX_BUNDLE_JSON_BYTES} bytes"
             )
         blob = self._blob(repo, config.digest, config.size)
-        return PulledBundle(digest, index, blob, config.digest)
+        try:
+            doc = json.loads(blob)
+        except ValueError:
+            doc = None  # not bundle.json at all: the caller's validation says so
+        try:
+            relocated = (
+                layout.relocation_map(index, doc, repository) if isinstance(doc, dict) else {}
+            )
+        except layout.LayoutError as exc:
+            raise RegistryBadContent(repo.host, str(exc)) from None
+        return PulledBundle(digest, index, blob, config.digest, relocated)
 
     def _manifest(
         self, repo: Repository, reference: str, size: int | None = None

@@ -9,6 +9,7 @@ run leaves behind).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -118,7 +119,6 @@ class Lifecycle:
     ) -> ContainerResult:
         """Pulls, creates, starts, follows and collects the run's container, then removes it;
         kept only when the calling task is cancelled after the start."""
-        api = self._engine.api
         try:
             archive = files_tar(spec.files) if spec.files else None
         except ValueError as exc:
@@ -126,6 +126,19 @@ class Lifecycle:
         error = await self._puller.ensure_image(self._engine, spec.image)
         if error:
             return ContainerResult(exit_code=None, error=error)
+        error, image_digest = await self._puller.verify_digest(
+            self._engine, spec.image, spec.image_digest
+        )
+        if error:
+            return ContainerResult(exit_code=None, error=error)
+        result = await self._run(spec, run, on_log, archive)
+        return dataclasses.replace(result, image_digest=image_digest)
+
+    async def _run(
+        self, spec: ContainerSpec, run: Run, on_log: LogSink | None, archive: bytes | None
+    ) -> ContainerResult:
+        """Creates, starts, follows and collects the container of an image the engine has."""
+        api = self._engine.api
         if run.canceled:
             return ContainerResult(exit_code=None, canceled=True)
 
