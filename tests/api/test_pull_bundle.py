@@ -302,3 +302,31 @@ def test_apply_resolves_through_the_registry_and_upgrades_a_moved_tag(
     again = stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document))
     assert again.decision == pb.APPLY_DECISION_UPGRADE, again.reason
     assert wait_final(stub, "applied", again.run.id).bundle_digest == second
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"), [("0.4.0+build.7", "v0.4.0_build.7"), ("0.3", "v0.3.0"), ("v1", "v1.0.0")]
+)
+def test_a_version_resolves_to_the_tag_porter_pulls(
+    stub, repository: str, version: str, tag: str
+) -> None:
+    digest, _ = publish(repository, tag, version=version)
+    inst = Installation(
+        namespace=NS, name="app", bundle=BundleReference(repository=repository, version=version)
+    )
+    stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+    run = stub.ExecuteAction(pb.ExecuteActionRequest(namespace=NS, name="app", action="install"))
+    assert run.run.bundle_reference == f"{repository}:{tag}"
+    assert run.run.bundle_digest == digest
+
+
+def test_a_tag_and_a_digest_the_digest_wins(stub, repository: str) -> None:
+    digest, _ = publish(repository, "v0.1.0")
+    publish(repository, "v0.2.0", version="0.2.0")
+    # The tag names another bundle: Porter pulls by the digest and ignores the tag.
+    bundle = pull(stub, f"{repository}:v0.2.0@{digest}").bundle
+    assert (bundle.reference, bundle.digest, bundle.version) == (
+        f"{repository}@{digest}",
+        digest,
+        "0.1.0",
+    )

@@ -34,9 +34,13 @@ class Published:
 def publish(client: RegistryClient, bundle_json: bytes, reference: str) -> Published:
     """Pushes ``bundle_json`` under ``reference`` (``repo:tag``); domain errors on failure."""
     ref = parse_reference(reference)
-    if not ref.tag:
+    if not ref.tag or ref.digest:
         raise InvalidArgument.from_violations(
-            [FieldViolation("reference", "publish needs a tag, e.g. example.com/app:v1.0.0")]
+            [
+                FieldViolation(
+                    "reference", "publish needs a tag and no digest, e.g. example.com/app:v1.0.0"
+                )
+            ]
         )
     doc = dict(parse_bundle(bundle_json).doc)
     try:

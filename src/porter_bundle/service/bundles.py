@@ -91,7 +91,13 @@ class BundleService:
             )
         now = self._clock()
         bundle = _message(
-            str(ref), ref.tag, parsed.digest, parsed, BUNDLE_SOURCE_REGISTERED, parsed.digest, now
+            str(ref),
+            "" if ref.digest else ref.tag,
+            parsed.digest,
+            parsed,
+            BUNDLE_SOURCE_REGISTERED,
+            parsed.digest,
+            now,
         )
         try:
             with self._store.write() as s:
