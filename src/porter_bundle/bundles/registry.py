@@ -143,9 +143,9 @@ class RegistryClient:
         try:
             with self._send(repo, "HEAD", f"manifests/{reference}", _accept()) as response:
                 digest = str(response.headers.get("Docker-Content-Digest", ""))
-        except (RegistryUnreachable, RegistryBadContent):
-            raise
-        except RegistryError:
+        except RegistryError as exc:
+            if exc.status is None:  # no answer, or a wrong one
+                raise
             digest = ""  # a HEAD answer has no body: GET it for the registry's own words
         if _DIGEST.fullmatch(digest):
             return digest
