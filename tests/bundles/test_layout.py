@@ -127,3 +127,40 @@ def test_relocation_map_of_an_index_that_does_not_fit_its_bundle(change, words: 
     change(index["manifests"])
     with pytest.raises(layout.LayoutError, match=re.escape(words)):
         layout.relocation_map(json.dumps(index).encode(), doc, "localhost:5000/copy")
+
+
+def test_empty_lists_and_no_description_as_cnab_go_marshals_them() -> None:
+    # cnab-go's Bundle: description is always written, keywords/maintainers/images... are
+    # omitempty; cnab-to-oci annotates a list that is there (not nil) even when empty.
+    raw = json.loads(_fixture("e2e.bundle.json"))
+    raw.pop("description", None)
+    doc = {
+        **raw,
+        "keywords": [],
+        "maintainers": [],
+        "images": {"db": {"imageType": "docker", "image": "db:1", "size": 0, "labels": {}}},
+        "custom": {},
+    }
+    built = layout.build(doc)
+    config = json.loads(built.config)
+    assert config["description"] == ""
+    assert not {"keywords", "maintainers", "custom"} & set(config)
+    assert config["images"] == {"db": {"description": "", "image": "db:1", "imageType": "docker"}}
+    assert b'"description":""' in built.config
+    annotations = json.loads(built.index)["annotations"]
+    assert annotations["io.cnab.keywords"] == "[]"
+    assert annotations["org.opencontainers.image.authors"] == "[]"
+    assert annotations["org.opencontainers.image.description"] == ""
+    # Absent lists are nil in Go: no annotation at all.
+    absent = layout.build({k: v for k, v in doc.items() if k not in ("keywords", "maintainers")})
+    assert not {"io.cnab.keywords", "org.opencontainers.image.authors"} & set(
+        json.loads(absent.index)["annotations"]
+    )
+
+
+def test_a_maintainer_keeps_its_name_even_when_empty() -> None:
+    doc = {**json.loads(_fixture("e2e.bundle.json")), "maintainers": [{"name": "", "url": "u"}]}
+    built = layout.build(doc)
+    assert json.loads(built.config)["maintainers"] == [{"name": "", "url": "u"}]
+    authors = json.loads(built.index)["annotations"]["org.opencontainers.image.authors"]
+    assert authors == '[{"name":"","url":"u"}]'

@@ -81,7 +81,69 @@ def go_json(value: Any) -> bytes:
 
 def canonical_bundle_json(doc: dict[str, Any]) -> bytes:
     """bundle.json in RFC 8785 canonical form: the config blob cnab-to-oci pushes."""
-    return rfc8785.dumps(doc)
+    return rfc8785.dumps(go_bundle(doc))
+
+
+# cnab-go's Bundle struct: fields always written, and ``omitempty`` ones (dropped when empty).
+_BUNDLE_ALWAYS = {"schemaVersion": "", "name": "", "version": "", "description": ""}
+_BUNDLE_OMITEMPTY = (
+    "keywords",
+    "maintainers",
+    "images",
+    "actions",
+    "parameters",
+    "credentials",
+    "outputs",
+    "definitions",
+    "license",
+    "requiredExtensions",
+    "custom",
+)
+_IMAGE_OMITEMPTY = ("contentDigest", "size", "labels", "mediaType")
+
+
+def _empty(value: Any) -> bool:
+    """What Go's ``omitempty`` leaves out: null, "", 0, false, an empty list or map."""
+    return value is None or value == "" or value == 0 or value == [] or value == {}
+
+
+def _base_image(image: Any, **always: Any) -> Any:
+    if not isinstance(image, dict):
+        return image
+    out = {"imageType": image.get("imageType") or "", "image": image.get("image") or "", **always}
+    for key in _IMAGE_OMITEMPTY:  # anything else is no field of cnab-go's: Go drops it
+        if not _empty(image.get(key)):
+            out[key] = image[key]
+    return out
+
+
+def go_bundle(doc: dict[str, Any]) -> dict[str, Any]:
+    """bundle.json as cnab-go marshals its Bundle (what cnab-to-oci pushes): ``description``
+    always present, empty ``omitempty`` fields (``keywords: []``, ``images: {}``, ...) left out,
+    maintainers with their ``name``, images with ``imageType`` and ``image`` (component images
+    with their ``description``). Deeper structures are kept as written."""
+    out: dict[str, Any] = {k: doc.get(k) or default for k, default in _BUNDLE_ALWAYS.items()}
+    out["invocationImages"] = [_base_image(i) for i in doc.get("invocationImages") or []]
+    for key in _BUNDLE_OMITEMPTY:
+        if not _empty(doc.get(key)):
+            out[key] = doc[key]
+    if "maintainers" in out:
+        out["maintainers"] = [_maintainer(m) for m in out["maintainers"]]
+    if "images" in out and isinstance(out["images"], dict):
+        out["images"] = {
+            name: _base_image(
+                image, description=image.get("description") or "" if isinstance(image, dict) else ""
+            )
+            for name, image in out["images"].items()
+        }
+    return out
+
+
+def _maintainer(m: Any) -> Any:
+    """cnab-go's Maintainer: ``name`` always, ``email`` and ``url`` when not empty."""
+    if not isinstance(m, dict):
+        return m
+    return {"name": m.get("name") or "", **{k: m[k] for k in ("email", "url") if m.get(k)}}
 
 
 def config_manifest(config: bytes) -> bytes:
@@ -107,18 +169,14 @@ def _annotations(doc: dict[str, Any]) -> dict[str, str]:
         "org.opencontainers.image.description": str(doc.get("description", "")),
         "org.opencontainers.artifactType": CNAB_ARTIFACT_TYPE,
     }
+    # cnab-to-oci writes these whenever the list is there (not nil), "[]" when it is empty.
     maintainers = doc.get("maintainers")
-    if maintainers:
-        # cnab-go's Maintainer struct: name, email, url (each omitted when empty).
+    if isinstance(maintainers, list):
         out["org.opencontainers.image.authors"] = go_json(
-            [
-                {k: m[k] for k in ("name", "email", "url") if m.get(k)}
-                for m in maintainers
-                if isinstance(m, dict)
-            ]
+            [_maintainer(m) for m in maintainers]
         ).decode()
     keywords = doc.get("keywords")
-    if keywords:
+    if isinstance(keywords, list):
         out["io.cnab.keywords"] = go_json(list(keywords)).decode()
     return dict(sorted(out.items()))
 
