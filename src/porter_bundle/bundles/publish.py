@@ -3,7 +3,10 @@
 The invocation image must already be in the bundle's repository (e.g. ``podman push`` it
 there): the index lists its manifest, which the registry checks exists. bundle.json is
 completed with that manifest's digest, size and media type, its image pointed at the
-repository by digest, then the config blob, the config manifest and the index are pushed.
+repository by digest; component images (``images``) are resolved where bundle.json names them
+and completed likewise (their ``image`` kept as written, as cnab-to-oci's fixup does), one in
+another repository of the same registry mounted into the bundle's. Then the config blob, the
+config manifest and the index are pushed. A failure about an image names it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,20 @@ from typing import Any
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.cnab import parse_bundle
 from porter_bundle.bundles.images import split_image
-from porter_bundle.bundles.registry import RegistryClient, RegistryError, registry_error
-from porter_bundle.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from porter_bundle.bundles.registry import (
+    RegistryBadContent,
+    RegistryClient,
+    RegistryError,
+    RegistryNotFound,
+    RegistryRefused,
+    registry_error,
+)
+from porter_bundle.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PorterBundleError,
+)
 from porter_bundle.validation import parse_reference
 
 
@@ -43,6 +58,7 @@ def publish(client: RegistryClient, bundle_json: bytes, reference: str) -> Publi
             ]
         )
     doc = dict(parse_bundle(bundle_json).doc)
+    _complete_component_images(client, doc, ref.repository)
     try:
         _complete_invocation_image(client, doc, ref.repository)
         built = layout.build(doc)
@@ -63,6 +79,39 @@ def push_layout(client: RegistryClient, repository: str, tag: str, built: layout
     return client.push_manifest(repository, tag, built.index, layout.OCI_INDEX)
 
 
+def _complete_component_images(
+    client: RegistryClient, doc: dict[str, Any], repository: str
+) -> None:
+    """Resolves each component image (``images``) where bundle.json names it, as cnab-to-oci's
+    fixup does: its digest, size and media type are recorded (``image`` stays as written) and
+    an image of another repository on the same registry is mounted into ``repository``, so
+    the index can list it. A failure names the image."""
+    images = doc.get("images") or {}
+    completed: dict[str, Any] = {}
+    for name, image in sorted(images.items()):
+        if not isinstance(image, dict):
+            completed[name] = image
+            continue
+        reference = str(image.get("image", ""))
+        named = split_image(reference)
+        try:
+            found = client.manifest_descriptor(
+                named.repository, named.digest or named.tag or "latest"
+            )
+            if named.repository != repository:
+                client.mount_image(named.repository, found, repository)
+        except RegistryError as exc:
+            raise _image_error(exc, f"component image {name!r} ({reference})", reference) from None
+        completed[name] = {
+            **image,
+            "contentDigest": found.digest,
+            "size": found.size,
+            "mediaType": found.media_type or layout.OCI_MANIFEST,
+        }
+    if completed:
+        doc["images"] = completed
+
+
 def _complete_invocation_image(
     client: RegistryClient, doc: dict[str, Any], repository: str
 ) -> None:
@@ -80,7 +129,10 @@ def _complete_invocation_image(
             "bundle.json)",
             reason="NOT_PUBLISHABLE",
         )
-    found = client.manifest_descriptor(repository, tag_or_digest)
+    try:
+        found = client.manifest_descriptor(repository, tag_or_digest)
+    except RegistryError as exc:
+        raise _image_error(exc, f"the invocation image {image}", image) from None
     images[0].update(
         image=f"{repository}@{found.digest}",
         contentDigest=found.digest,
@@ -90,3 +142,16 @@ def _complete_invocation_image(
     doc["invocationImages"] = images
     # Keep it a valid bundle after the change (and identical to what a pull validates).
     parse_bundle(json.dumps(doc).encode())
+
+
+def _image_error(exc: RegistryError, what: str, image: str) -> PorterBundleError:
+    """A registry failure about one of the bundle's images, naming it: an image that is not
+    there (or not usable) is a precondition of publishing; the registry's own state (down,
+    refusing the credentials) keeps the status :func:`registry_error` gives it."""
+    if isinstance(exc, RegistryNotFound | RegistryRefused | RegistryBadContent):
+        return FailedPrecondition(
+            f"{what}: registry {exc.host}: {exc.message}",
+            reason="NOT_PUBLISHABLE",
+            metadata={"image": image, "registry": exc.host},
+        )
+    return registry_error(type(exc)(exc.host, f"{what}: {exc.message}", exc.status), image)

@@ -5,6 +5,9 @@ the event loop. Every failure is one of the :class:`RegistryError` classes (in
 :mod:`~porter_bundle.bundles.registry_errors`, re-exported here), turned into a domain error
 by :func:`registry_error` and nowhere else. Messages name the registry host and repeat the
 registry's own words; they never contain a credential or token.
+
+Over 400 lines for a reason: one client class, whose pulls, pushes and image mounts share its
+connection pool, token cache and the one request path with the auth dance.
 """
 
 from __future__ import annotations
@@ -216,6 +219,46 @@ class RegistryClient:
             raise RegistryBadContent(repo.host, f"{repo.name}:{reference} is no manifest") from None
         return layout.Descriptor(str(declared or media_type), digest, len(body))
 
+    def mount_image(self, source: str, image: layout.Descriptor, target: str) -> None:
+        """Makes the manifest ``image`` of repository ``source`` exist in ``target`` on the
+        same registry (as cnab-to-oci's fixup copies images into the bundle's repository):
+        its blobs by cross-repository mounts, then the manifest by digest; an index with
+        each manifest it lists."""
+        src, dst = Repository.parse(source), Repository.parse(target)
+        if src.host != dst.host:
+            raise RegistryRefused(
+                dst.host, f"{source} is on another registry; push it to {dst.host} first"
+            )
+        body, digest, media_type = self._manifest(src, image.digest, image.size)
+        try:
+            doc = json.loads(body)
+            declared = str(doc.get("mediaType") or media_type or image.media_type)
+            if declared in layout.INDEX_TYPES:
+                children = [_descriptor(m) for m in doc["manifests"]]
+                for child in children:
+                    self.mount_image(source, child, target)
+            else:
+                blobs = [doc["config"], *(doc.get("layers") or [])]
+                for blob in blobs:
+                    self._mount_blob(src, dst, str(blob["digest"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise RegistryBadContent(src.host, f"{source}@{digest} is no image manifest") from None
+        self.push_manifest(target, digest, body, declared)
+
+    def _mount_blob(self, src: Repository, dst: Repository, digest: str) -> None:
+        with self._send(dst, "HEAD", f"blobs/{digest}", {}, push=True, missing_ok=True) as r:
+            if r.status_code == 200:
+                return
+        path = f"blobs/uploads/?mount={digest}&from={src.name}"
+        with self._send(dst, "POST", path, {}, push=True) as r:
+            if r.status_code == 201:
+                return
+        raise RegistryRefused(
+            dst.host,
+            f"the registry did not mount blob {digest} from {src.name} into {dst.name}; "
+            "push the image to the bundle's repository first",
+        )
+
     def push_blob(self, repository: str, data: bytes) -> str:
         """Uploads a blob unless the repository has it; returns its digest."""
         repo = Repository.parse(repository)
@@ -374,6 +417,15 @@ def _with_auth(
         pair = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         out["Authorization"] = f"Basic {pair}"
     return out
+
+
+def _descriptor(entry: object) -> layout.Descriptor:
+    """A manifest list entry (TypeError / KeyError / ValueError when it is none)."""
+    if not isinstance(entry, dict):
+        raise TypeError("not a descriptor")
+    return layout.Descriptor(
+        str(entry.get("mediaType", "")), str(entry["digest"]), int(entry["size"])
+    )
 
 
 def _accept() -> dict[str, str]:
