@@ -23,11 +23,11 @@ from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.publish import push_layout
 from porter_bundle.bundles.registry import RegistryClient
-from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from tests.conftest import TestImage
 from tests.engine import Engine
 from tests.helpers import ended_run, failure
+from tests.oci import engine_services
 
 pytestmark = pytest.mark.slow
 NS = "dev"
@@ -47,13 +47,7 @@ fi
 
 @pytest.fixture
 def services(store, podman_host: str, oci_registry: str) -> Iterator[Services]:
-    insecure = frozenset({oci_registry})
-    with RegistryClient(insecure_hosts=insecure) as client:
-        yield Services.create(
-            store,
-            executor=lambda: ContainerExecutor(podman_host, pull_insecure_registries=insecure),
-            registry=client,
-        )
+    yield from engine_services(store, podman_host, oci_registry)
 
 
 @pytest.fixture
