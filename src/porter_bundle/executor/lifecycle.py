@@ -123,22 +123,12 @@ class Lifecycle:
             archive = files_tar(spec.files) if spec.files else None
         except ValueError as exc:
             return ContainerResult(exit_code=None, error=str(exc))
-        error = await self._puller.ensure_image(self._engine, spec.image)
-        if error:
-            return ContainerResult(exit_code=None, error=error)
-        error, image_digest = await self._puller.verify_digest(
+        api = self._engine.api
+        error, image_digest = await self._puller.ensure_image(
             self._engine, spec.image, spec.image_digest
         )
         if error:
             return ContainerResult(exit_code=None, error=error)
-        result = await self._run(spec, run, on_log, archive)
-        return dataclasses.replace(result, image_digest=image_digest)
-
-    async def _run(
-        self, spec: ContainerSpec, run: Run, on_log: LogSink | None, archive: bytes | None
-    ) -> ContainerResult:
-        """Creates, starts, follows and collects the container of an image the engine has."""
-        api = self._engine.api
         if run.canceled:
             return ContainerResult(exit_code=None, canceled=True)
 
@@ -184,7 +174,7 @@ class Lifecycle:
                 stream.discard()
                 raise
             run.started = True
-            return await self.collect(
+            collected = await self.collect(
                 run,
                 container_id,
                 limit_seconds=spec.timeout_seconds,
@@ -192,6 +182,7 @@ class Lifecycle:
                 on_log=on_log,
                 stream=stream if attached else None,
             )
+            return dataclasses.replace(collected, image_digest=image_digest)
         except docker.errors.APIError as exc:
             return ContainerResult(
                 exit_code=None,

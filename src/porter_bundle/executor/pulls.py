@@ -40,7 +40,15 @@ class ImagePuller:
         self._auth = dict(registry_auth or {})
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def ensure_image(self, engine: Engine, image: str) -> str:
+    async def ensure_image(self, engine: Engine, image: str, digest: str = "") -> tuple[str, str]:
+        """Pulls the image unless the engine has it, then checks it has ``digest`` (see
+        :meth:`verify_digest`): (an error message or "", the image's registry digest)."""
+        error = await self._pull_if_missing(engine, image)
+        if error:
+            return error, ""
+        return await self.verify_digest(engine, image, digest)
+
+    async def _pull_if_missing(self, engine: Engine, image: str) -> str:
         """Pulls the image unless the engine has it; returns an error message or ""."""
         # One pull per image at a time: runs of the same bundle started together wait for
         # the first pull instead of each starting their own.
