@@ -164,3 +164,28 @@ def test_a_maintainer_keeps_its_name_even_when_empty() -> None:
     assert json.loads(built.config)["maintainers"] == [{"name": "", "url": "u"}]
     authors = json.loads(built.index)["annotations"]["org.opencontainers.image.authors"]
     assert authors == '[{"name":"","url":"u"}]'
+
+
+def test_empty_member_fields_are_dropped_as_go_does() -> None:
+    doc = {
+        **json.loads(_fixture("e2e.bundle.json")),
+        "parameters": {
+            "p": {
+                "definition": "d",
+                "destination": {"env": "P", "path": ""},
+                "required": False,
+                "applyTo": [],
+                "description": "",
+            }
+        },
+        "credentials": {"c": {"env": "C", "path": "", "required": True}},
+        "outputs": {"o": {"definition": "d", "path": "/cnab/app/outputs/o", "applyTo": []}},
+        "actions": {"status": {"modifies": False, "stateless": True, "description": ""}},
+        "definitions": {"d": {"type": "string", "enum": []}},
+    }
+    config = json.loads(layout.build(doc).config)
+    assert config["parameters"] == {"p": {"definition": "d", "destination": {"env": "P"}}}
+    assert config["credentials"] == {"c": {"env": "C", "required": True}}
+    assert config["outputs"] == {"o": {"definition": "d", "path": "/cnab/app/outputs/o"}}
+    assert config["actions"] == {"status": {"stateless": True}}
+    assert config["definitions"] == {"d": {"type": "string", "enum": []}}  # kept as written

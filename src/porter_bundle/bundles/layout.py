@@ -121,7 +121,9 @@ def go_bundle(doc: dict[str, Any]) -> dict[str, Any]:
     """bundle.json as cnab-go marshals its Bundle (what cnab-to-oci pushes): ``description``
     always present, empty ``omitempty`` fields (``keywords: []``, ``images: {}``, ...) left out,
     maintainers with their ``name``, images with ``imageType`` and ``image`` (component images
-    with their ``description``). Deeper structures are kept as written."""
+    with their ``description``), parameters, credentials, outputs and actions without their
+    empty omitempty fields (``required: false``, ``applyTo: []``, ...). Definitions (JSON
+    schemas) are kept as written."""
     out: dict[str, Any] = {k: doc.get(k) or default for k, default in _BUNDLE_ALWAYS.items()}
     out["invocationImages"] = [_base_image(i) for i in doc.get("invocationImages") or []]
     for key in _BUNDLE_OMITEMPTY:
@@ -129,6 +131,12 @@ def go_bundle(doc: dict[str, Any]) -> dict[str, Any]:
             out[key] = doc[key]
     if "maintainers" in out:
         out["maintainers"] = [_maintainer(m) for m in out["maintainers"]]
+    for key, omitempty in _MEMBER_OMITEMPTY.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _omit(m, omitempty) for name, m in out[key].items()}
+    for p in (out.get("parameters") or {}).values():
+        if isinstance(p, dict) and isinstance(p.get("destination"), dict):
+            p["destination"] = _omit(p["destination"], ("path", "env"))
     if "images" in out and isinstance(out["images"], dict):
         out["images"] = {
             name: _base_image(
@@ -137,6 +145,22 @@ def go_bundle(doc: dict[str, Any]) -> dict[str, Any]:
             for name, image in out["images"].items()
         }
     return out
+
+
+# cnab-go's Parameter, Credential (with its Location), Output and Action: omitempty fields.
+_MEMBER_OMITEMPTY = {
+    "parameters": ("applyTo", "description", "required"),
+    "credentials": ("path", "env", "description", "required", "applyTo"),
+    "outputs": ("applyTo", "description"),
+    "actions": ("modifies", "stateless", "description"),
+}
+
+
+def _omit(member: Any, omitempty: tuple[str, ...]) -> Any:
+    """A copy of ``member`` without its empty ``omitempty`` fields (``false`` included)."""
+    if not isinstance(member, dict):
+        return member
+    return {k: v for k, v in member.items() if not (k in omitempty and (_empty(v) or v is False))}
 
 
 def _maintainer(m: Any) -> Any:
