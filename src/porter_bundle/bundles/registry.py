@@ -182,6 +182,18 @@ class RegistryClient:
             raise RegistryBadContent(repo.host, str(exc)) from None
         return PulledBundle(digest, index, blob, config.digest, relocated)
 
+    def relocation_map(
+        self, repository: str, digest: str, doc: dict[str, object]
+    ) -> dict[str, str]:
+        """The relocation map of the bundle ``repository@digest`` whose bundle.json is ``doc``
+        (its index read again: for bundles stored before maps were recorded)."""
+        repo = Repository.parse(repository)
+        index, _, _ = self._manifest(repo, digest)
+        try:
+            return layout.relocation_map(index, doc, repository)
+        except layout.LayoutError as exc:
+            raise RegistryBadContent(repo.host, str(exc)) from None
+
     def _manifest(
         self, repo: Repository, reference: str, size: int | None = None
     ) -> tuple[bytes, str, str]:

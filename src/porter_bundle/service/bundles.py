@@ -121,7 +121,7 @@ class BundleService:
         if ref.digest:
             found = self._stored(ref.repository, digest=ref.digest)
             if found is not None:
-                return found
+                return self._with_relocations(ref.repository, found)
             if self._registry is None:
                 raise _unknown(str(ref), None)
             return self._pull(ref.repository, ref.digest, str(ref))
@@ -146,7 +146,40 @@ class BundleService:
             return self._pull(ref.repository, tag, reference)
         if stored is None or stored.digest != digest:  # the tag is new here, or moved
             self._store_pulled(ref.repository, tag, digest, pinned[1].encode(), None)
-        return _resolved(reference, Bundle.FromString(pinned[0]), pinned[1])
+        found = _resolved(reference, Bundle.FromString(pinned[0]), pinned[1])
+        return self._with_relocations(ref.repository, found)
+
+    def _with_relocations(self, repository: str, found: ResolvedBundle) -> ResolvedBundle:
+        """A bundle pulled before relocation maps were recorded has none: its index is read
+        again once and the map stored with its references. Without the registry it runs as
+        before (its contentDigest pins the image)."""
+        pinned = f"{repository}@{found.digest}"
+        with self._store.read() as conn:
+            row = store.get_bundle(conn, pinned)
+        stored = None if row is None else Bundle.FromString(row[0])
+        if (
+            self._registry is None
+            or stored is None
+            or stored.source != BUNDLE_SOURCE_PULLED
+            or stored.relocation_map
+        ):
+            return found
+        try:
+            mapping = self._registry.relocation_map(repository, found.digest, found.document)
+        except RegistryError:
+            return found
+        with self._store.write() as s:
+            for reference in dict.fromkeys([pinned, found.reference]):
+                ref_row = store.get_bundle_ref(s, reference)
+                if ref_row is None or ref_row.digest != found.digest:
+                    continue
+                doc = Bundle.FromString(ref_row.doc)
+                if doc.source == BUNDLE_SOURCE_PULLED and not doc.relocation_map:
+                    doc.relocation_map.update(mapping)
+                    store.replace_bundle_ref(
+                        s, ref_row, digest=found.digest, doc=doc.SerializeToString()
+                    )
+        return ResolvedBundle(found.reference, found.digest, found.content, mapping)
 
     def cached(self, ref: BundleRef) -> ResolvedBundle | None:
         """The bundle ``ref`` names when this server has it (registered, or pulled before),
