@@ -153,16 +153,13 @@ class BundleService:
         """A bundle pulled before relocation maps were recorded has none: its index is read
         again once and the map stored with its references. Without the registry it runs as
         before (its contentDigest pins the image)."""
+        if found.relocation_map or self._registry is None:
+            return found
         pinned = f"{repository}@{found.digest}"
         with self._store.read() as conn:
             row = store.get_bundle(conn, pinned)
         stored = None if row is None else Bundle.FromString(row[0])
-        if (
-            self._registry is None
-            or stored is None
-            or stored.source != BUNDLE_SOURCE_PULLED
-            or stored.relocation_map
-        ):
+        if stored is None or stored.source != BUNDLE_SOURCE_PULLED or stored.relocation_map:
             return found
         try:
             mapping = self._registry.relocation_map(repository, found.digest, found.document)
