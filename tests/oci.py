@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from porter_bundle.bundles.publish import Published, publish
 from porter_bundle.bundles.registry import RegistryClient
+from porter_bundle.executor import ContainerExecutor
+from porter_bundle.service import Services
+from porter_bundle.store import Database
 
 RUN_SCRIPT = """#!/bin/sh
 echo "action=$CNAB_ACTION installation=$CNAB_INSTALLATION_NAME greeting=$GREETING"
@@ -54,3 +58,15 @@ def publish_doc(
     finally:
         if own:
             client.close()
+
+
+def engine_services(store: Database, podman_host: str, registry: str) -> Iterator[Services]:
+    """Services running real containers on Podman, pulling bundles and images from the
+    plain-HTTP ``registry`` (for a ``services`` fixture: ``yield from``)."""
+    insecure = frozenset({registry})
+    with RegistryClient(insecure_hosts=insecure) as client:
+        yield Services.create(
+            store,
+            executor=lambda: ContainerExecutor(podman_host, pull_insecure_registries=insecure),
+            registry=client,
+        )

@@ -35,9 +35,13 @@ _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"(?:{_HOST}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+# A bundle version as Porter parses it (Masterminds/semver's NewVersion): minor and patch may
+# be left out ("0.3" is 0.3.0), a leading "v" is allowed, build metadata after "+".
+_PRERELEASE_ID = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
 _VERSION = re.compile(
-    r"v?(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
+    r"v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
+    rf"(?:-({_PRERELEASE_ID}(?:\.{_PRERELEASE_ID})*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 MAX_REPOSITORY_LENGTH = 255
 
@@ -129,9 +133,10 @@ class BundleRef:
 
     @property
     def effective_tag(self) -> str:
-        """The tag the reference resolves through when no digest pins it ("v" + version wins over tag)."""
+        """The tag the reference resolves through when no digest pins it (the version's tag
+        wins over ``tag``)."""
         if self.version:
-            return self.version if self.version.startswith("v") else f"v{self.version}"
+            return version_tag(self.version) or self.version
         return self.tag
 
     def __str__(self) -> str:
@@ -166,6 +171,20 @@ def check_tag(v: Violations, field: str, tag: str) -> None:
         )
 
 
+def version_tag(version: str) -> str:
+    """The tag Porter pulls for a bundle version ("" when it is no version): "v" + the
+    version completed to MAJOR.MINOR.PATCH, its "+" written "_" (tags have no "+"), e.g.
+    ``0.3`` -> ``v0.3.0``, ``0.4.0+build.7`` -> ``v0.4.0_build.7``."""
+    m = _VERSION.fullmatch(version)
+    if m is None:
+        return ""
+    major, minor, patch, pre, meta = m.groups()
+    text = f"{int(major)}.{int(minor or 0)}.{int(patch or 0)}"
+    text += f"-{pre}" if pre else ""
+    text += f"_{meta}" if meta else ""
+    return f"v{text}"
+
+
 def check_bundle_ref(v: Violations, field: str, ref: BundleRef) -> None:
     """A repository plus at least one of digest, version, tag (digest > version > tag)."""
     check_repository(v, f"{field}.repository", ref.repository)
@@ -173,15 +192,18 @@ def check_bundle_ref(v: Violations, field: str, ref: BundleRef) -> None:
         v.add(field, "one of digest, version or tag is required")
     if ref.digest:
         check_digest(v, f"{field}.digest", ref.digest)
-    if ref.version and not _VERSION.fullmatch(ref.version):
+    if ref.version and not version_tag(ref.version):
         v.add(f"{field}.version", "version must be a semantic version such as 1.2.3 or v1.2.3")
+    elif ref.version:
+        check_tag(v, f"{field}.version", version_tag(ref.version))
     if ref.tag:
         check_tag(v, f"{field}.tag", ref.tag)
 
 
 @dataclass(frozen=True)
 class ParsedReference:
-    """A full reference string split into repository and tag or digest."""
+    """A full reference string split into repository and tag or digest (both for
+    ``repo:tag@digest``, whose digest wins: it prints as ``repo@digest``)."""
 
     repository: str
     tag: str = ""
@@ -201,8 +223,13 @@ def parse_reference(text: str, field: str = "reference") -> ParsedReference:
         v.raise_if_any()
     repository, tag, digest = text, "", ""
     if "@" in text:
+        # repo@digest, or repo:tag@digest as Porter takes it: the digest wins.
         repository, _, digest = text.partition("@")
         check_digest(v, field, digest)
+        head, sep, tail = repository.rpartition(":")
+        if sep and "/" not in tail:
+            repository, tag = head, tail
+            check_tag(v, field, tag)
     else:
         head, sep, tail = text.rpartition(":")
         if sep and "/" not in tail:

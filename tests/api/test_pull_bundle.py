@@ -10,9 +10,10 @@ import grpc
 import pytest
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
-from porter.bundle.v1.bundle_pb2 import BUNDLE_SOURCE_PULLED
+from porter.bundle.v1.bundle_pb2 import BUNDLE_SOURCE_PULLED, Bundle
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
+from porter_bundle import store as db
 from porter_bundle.bundles import layout
 from porter_bundle.bundles.registry import RegistryClient
 from porter_bundle.executor import ContainerResult
@@ -302,3 +303,58 @@ def test_apply_resolves_through_the_registry_and_upgrades_a_moved_tag(
     again = stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document))
     assert again.decision == pb.APPLY_DECISION_UPGRADE, again.reason
     assert wait_final(stub, "applied", again.run.id).bundle_digest == second
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"), [("0.4.0+build.7", "v0.4.0_build.7"), ("0.3", "v0.3.0"), ("v1", "v1.0.0")]
+)
+def test_a_version_resolves_to_the_tag_porter_pulls(
+    stub, repository: str, version: str, tag: str
+) -> None:
+    digest, _ = publish(repository, tag, version=version)
+    inst = Installation(
+        namespace=NS, name="app", bundle=BundleReference(repository=repository, version=version)
+    )
+    stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+    run = stub.ExecuteAction(pb.ExecuteActionRequest(namespace=NS, name="app", action="install"))
+    assert run.run.bundle_reference == f"{repository}:{tag}"
+    assert run.run.bundle_digest == digest
+
+
+def test_a_tag_and_a_digest_the_digest_wins(stub, repository: str) -> None:
+    digest, _ = publish(repository, "v0.1.0")
+    publish(repository, "v0.2.0", version="0.2.0")
+    # The tag names another bundle: Porter pulls by the digest and ignores the tag.
+    bundle = pull(stub, f"{repository}:v0.2.0@{digest}").bundle
+    assert (bundle.reference, bundle.digest, bundle.version) == (
+        f"{repository}@{digest}",
+        digest,
+        "0.1.0",
+    )
+
+
+def test_a_bundle_pulled_before_relocation_maps_were_recorded_gets_its_map(
+    stub, store, repository: str, fake: FakeExecutor, registry_proxy: RegistryProxy
+) -> None:
+    digest, raw = publish(repository, "v0.1.0")
+    pull(stub, f"{repository}:v0.1.0")
+    references = (f"{repository}:v0.1.0", f"{repository}@{digest}")
+    with store.write() as s:  # as an older server stored it: no relocation map
+        for reference in references:
+            row = db.get_bundle_ref(s, reference)
+            doc = Bundle.FromString(row.doc)
+            doc.ClearField("relocation_map")
+            db.replace_bundle_ref(s, row, digest=digest, doc=doc.SerializeToString())
+
+    create(stub, "pinned", BundleReference(repository=repository, digest=digest))
+    assert run(stub, "pinned", "install").state == RUN_STATE_SUCCEEDED
+
+    image = json.loads(raw)["invocationImages"][0]
+    mapping = {image["image"]: f"{repository}@{image['contentDigest']}"}
+    assert json.loads(fake.specs[-1].files["/cnab/app/relocation-mapping.json"]) == mapping
+    for reference in references:
+        got = stub.GetBundle(pb.GetBundleRequest(reference=reference)).bundle
+        assert dict(got.relocation_map) == mapping
+    registry_proxy.reset()  # stored now: the next run needs no network
+    assert run(stub, "pinned", "upgrade").state == RUN_STATE_SUCCEEDED
+    assert registry_proxy.requests() == []

@@ -286,3 +286,26 @@ def test_docker_manifest_list_fallback(
     pushed = client.push_manifest(repository, "listed", listed, layout.DOCKER_MANIFEST_LIST)
     pulled = client.pull(repository, "listed")
     assert (pulled.digest, pulled.index, pulled.bundle_json) == (pushed, listed, raw)
+
+
+@pytest.mark.parametrize("method", ["pull", "resolve"])
+def test_a_proxy_page_is_quoted_bounded(
+    published: tuple[str, str, bytes],
+    client: RegistryClient,
+    registry_proxy: RegistryProxy,
+    method: str,
+) -> None:
+    # A load balancer in front of the registry answers with its own page, not registry JSON.
+    repository, _, _ = published
+    page = b"<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.</body></html>"
+    registry_proxy.faults.append(Fault(503, body=page))
+    with pytest.raises(RegistryUnreachable) as caught:
+        getattr(client, method)(repository, "v0.1.0")
+    assert "No server is available to handle this request." in caught.value.message
+    assert "<" not in caught.value.message
+
+    registry_proxy.faults[:] = [Fault(503, body=b"overloaded " * 10_000)]
+    with pytest.raises(RegistryUnreachable) as caught:
+        getattr(client, method)(repository, "v0.1.0")
+    assert "503 Service Unavailable: overloaded overloaded" in caught.value.message
+    assert len(caught.value.message) < 400 and caught.value.message.endswith("...")

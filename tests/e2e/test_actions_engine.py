@@ -278,6 +278,9 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service):
     setup_app(stub, image)
     run = wait_state(stub, execute(stub, "install").id)
     assert run.state == RUN_STATE_SUCCEEDED, (run.message, logs_of(stub, run.id))
+    # Nothing pinned: the image as named, and the digest the engine reported for it.
+    assert run.invocation_image == image
+    assert run.invocation_image_digest.startswith("sha256:")
     out = outputs_of(stub, run.id)
     assert (
         out["level"].value.number_value == 4 and out["level"].type == "integer"

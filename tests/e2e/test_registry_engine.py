@@ -15,12 +15,10 @@ from porter.bundle.v1.installation_pb2 import (
     Installation,
 )
 from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
-from porter_bundle.bundles.registry import RegistryClient
-from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from tests.conftest import PushImage
 from tests.helpers import ended_run
-from tests.oci import bundle_doc, publish_doc
+from tests.oci import bundle_doc, engine_services, publish_doc
 
 pytestmark = pytest.mark.slow
 NS = "dev"
@@ -28,13 +26,7 @@ NS = "dev"
 
 @pytest.fixture
 def services(store, podman_host: str, oci_registry: str) -> Iterator[Services]:
-    insecure = frozenset({oci_registry})
-    with RegistryClient(insecure_hosts=insecure) as client:
-        yield Services.create(
-            store,
-            executor=lambda: ContainerExecutor(podman_host, pull_insecure_registries=insecure),
-            registry=client,
-        )
+    yield from engine_services(store, podman_host, oci_registry)
 
 
 def test_install_a_bundle_that_is_only_in_the_registry(

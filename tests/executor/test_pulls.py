@@ -100,3 +100,50 @@ async def test_pull_with_registry_auth(
         result = await logged_in.execute(spec)
     assert (result.exit_code, result.logs, result.error) == (0, b"private\n", "")
     await asyncio.to_thread(engine_api.remove_image, remote)
+
+
+async def test_an_image_without_the_pinned_digest_never_runs(
+    executor: ContainerExecutor, test_image: TestImage, run_id: str
+) -> None:
+    # The engine's image has other digests than the pinned one: cnab-go's check refuses it.
+    image = test_image("unpinned", "#!/bin/sh\necho should not run\n")
+    pinned = "sha256:" + "1" * 64
+    result = await executor.execute(ContainerSpec(run_id=run_id, image=image, image_digest=pinned))
+    assert result.exit_code is None and result.logs == b""
+    assert "content digest mismatch" in result.error and pinned in result.error
+    assert await own_orphans(executor, run_id) == []
+
+    unpinned = await executor.execute(ContainerSpec(run_id=run_id, image=image))
+    # Podman reports a digest even for an image it never pulled: the one it would push.
+    assert unpinned.exit_code == 0 and unpinned.image_digest.startswith("sha256:")
+    assert unpinned.image_digest != pinned
+
+
+async def test_the_digest_that_ran_is_reported(
+    podman_host: str,
+    podman_service: PodmanService,
+    oci_registry: str,
+    test_image: TestImage,
+    run_id: str,
+    engine_api: docker.APIClient,
+) -> None:
+    local = test_image("digested", "#!/bin/sh\necho digested\n")
+    remote = f"{oci_registry}/{local.removeprefix('localhost/')}"
+    await asyncio.to_thread(podman_service.podman, "push", "--tls-verify=false", local, remote)
+    insecure = frozenset({oci_registry})
+    runner = await asyncio.to_thread(
+        ContainerExecutor, podman_host, pull_insecure_registries=insecure
+    )
+    async with runner:
+        by_tag = await runner.execute(ContainerSpec(run_id=run_id, image=remote))
+        assert by_tag.exit_code == 0 and by_tag.image_digest.startswith("sha256:")
+        digest = by_tag.image_digest
+        by_digest = await runner.execute(
+            ContainerSpec(
+                run_id=run_id,
+                image=f"{remote.rpartition(':')[0]}@{digest}",
+                image_digest=digest,
+            )
+        )
+        assert (by_digest.exit_code, by_digest.image_digest, by_digest.error) == (0, digest, "")
+    await asyncio.to_thread(engine_api.remove_image, remote)

@@ -8,6 +8,7 @@ import json
 
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
+from porter_bundle.bundles.images import pin_invocation_image
 from porter_bundle.executor import LABEL_INSTALLATION
 from porter_bundle.service import ActionSettings
 from porter_bundle.service.actions.contract import CLAIMS_VERSION, container_spec
@@ -23,8 +24,9 @@ SETTINGS = ActionSettings(
 def spec_for(action: str, bundle: dict[str, object], inputs: ResolvedInputs):
     inst = Installation(namespace=NS, name=NAME, id="inst-1")
     resolved = ResolvedBundle(REF, "sha256:" + "0" * 64, json.dumps(bundle))
+    image = pin_invocation_image(resolved.document, resolved.relocation_map)
     return container_spec(
-        inst, resolved, resolved.document, action, Run(id="run-1"), inputs, SETTINGS
+        inst, resolved, resolved.document, action, Run(id="run-1"), inputs, SETTINGS, image
     )
 
 
@@ -49,6 +51,8 @@ def test_environment_files_and_limits():
     assert spec.labels == {LABEL_INSTALLATION: f"{NS}/{NAME}"}
     assert spec.network == "bridge" and spec.timeout_seconds == 42
     assert spec.outputs_dir == "/cnab/app/outputs"
+    # Nothing pinned, nothing relocated: the image as named, no relocation-mapping.json.
+    assert spec.image_digest == "" and "/cnab/app/relocation-mapping.json" not in spec.files
 
 
 def test_no_outputs_directory_when_no_output_applies():

@@ -211,7 +211,7 @@ def test_bad_digest(stub, digest):
 
 
 @pytest.mark.parametrize(
-    "version", ["1.2", "1", "01.2.3", "1.2.3.4", "latest", "V1.2.3", "1.2.3-", "vv1.2.3"]
+    "version", ["1.x", "1.2.x", "01.2.3", "1.2.3.4", "latest", "V1.2.3", "1.2.3-", "vv1.2.3"]
 )
 def test_bad_version(stub, version):
     ref = BundleReference(repository="localhost:5000/mybuns", version=version)
@@ -247,6 +247,9 @@ def test_bad_repository(stub, repository):
     [
         BundleReference(repository="ghcr.io/getporter/examples/porter-hello", version="v0.2.0"),
         BundleReference(repository="localhost:5000/mybuns", version="1.2.3-rc.1+build.5"),
+        # Porter's semver is lenient: "0.3" is 0.3.0, "1" is 1.0.0.
+        BundleReference(repository="localhost:5000/mybuns", version="0.3"),
+        BundleReference(repository="localhost:5000/mybuns", version="1"),
         BundleReference(repository="porter-hello", tag="latest"),
         BundleReference(repository="example.com:443/team/app_x__y", tag="_a" + "b" * 126),
         BundleReference(repository="docker.io/library/x", digest=GOOD_DIGEST),
@@ -259,7 +262,7 @@ def test_good_bundle_references(stub, ref):
 
 
 def test_every_bad_bundle_field_is_reported_at_once(stub):
-    ref = BundleReference(repository="Bad Repo", digest="sha256:x", version="1", tag=".t")
+    ref = BundleReference(repository="Bad Repo", digest="sha256:x", version="1.x", tag=".t")
     err = create_failure(stub, bundle=ref)
     assert_invalid(
         err,

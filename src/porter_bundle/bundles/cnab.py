@@ -260,9 +260,3 @@ def custom_actions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Custom actions by name (``actions`` in bundle.json)."""
     actions = doc.get("actions") or {}
     return {k: dict(v) for k, v in actions.items() if isinstance(v, dict)}
-
-
-def invocation_image(doc: dict[str, Any]) -> str:
-    """The first invocation image's reference, as bundle.json names it."""
-    images = doc.get("invocationImages") or []
-    return str(images[0].get("image", "")) if images else ""

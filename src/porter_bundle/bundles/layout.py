@@ -81,7 +81,93 @@ def go_json(value: Any) -> bytes:
 
 def canonical_bundle_json(doc: dict[str, Any]) -> bytes:
     """bundle.json in RFC 8785 canonical form: the config blob cnab-to-oci pushes."""
-    return rfc8785.dumps(doc)
+    return rfc8785.dumps(go_bundle(doc))
+
+
+# cnab-go's Bundle struct: fields always written, and ``omitempty`` ones (dropped when empty).
+_BUNDLE_ALWAYS = {"schemaVersion": "", "name": "", "version": "", "description": ""}
+_BUNDLE_OMITEMPTY = (
+    "keywords",
+    "maintainers",
+    "images",
+    "actions",
+    "parameters",
+    "credentials",
+    "outputs",
+    "definitions",
+    "license",
+    "requiredExtensions",
+    "custom",
+)
+_IMAGE_OMITEMPTY = ("contentDigest", "size", "labels", "mediaType")
+
+
+def _empty(value: Any) -> bool:
+    """What Go's ``omitempty`` leaves out: null, "", 0, false, an empty list or map."""
+    return value is None or value == "" or value == 0 or value == [] or value == {}
+
+
+def _base_image(image: Any, **always: Any) -> Any:
+    if not isinstance(image, dict):
+        return image
+    out = {"imageType": image.get("imageType") or "", "image": image.get("image") or "", **always}
+    for key in _IMAGE_OMITEMPTY:  # anything else is no field of cnab-go's: Go drops it
+        if not _empty(image.get(key)):
+            out[key] = image[key]
+    return out
+
+
+def go_bundle(doc: dict[str, Any]) -> dict[str, Any]:
+    """bundle.json as cnab-go marshals its Bundle (what cnab-to-oci pushes): ``description``
+    always present, empty ``omitempty`` fields (``keywords: []``, ``images: {}``, ...) left out,
+    maintainers with their ``name``, images with ``imageType`` and ``image`` (component images
+    with their ``description``), parameters, credentials, outputs and actions without their
+    empty omitempty fields (``required: false``, ``applyTo: []``, ...). Definitions (JSON
+    schemas) are kept as written."""
+    out: dict[str, Any] = {k: doc.get(k) or default for k, default in _BUNDLE_ALWAYS.items()}
+    out["invocationImages"] = [_base_image(i) for i in doc.get("invocationImages") or []]
+    for key in _BUNDLE_OMITEMPTY:
+        if not _empty(doc.get(key)):
+            out[key] = doc[key]
+    if "maintainers" in out:
+        out["maintainers"] = [_maintainer(m) for m in out["maintainers"]]
+    for key, omitempty in _MEMBER_OMITEMPTY.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _omit(m, omitempty) for name, m in out[key].items()}
+    for p in (out.get("parameters") or {}).values():
+        if isinstance(p, dict) and isinstance(p.get("destination"), dict):
+            p["destination"] = _omit(p["destination"], ("path", "env"))
+    if "images" in out and isinstance(out["images"], dict):
+        out["images"] = {
+            name: _base_image(
+                image, description=image.get("description") or "" if isinstance(image, dict) else ""
+            )
+            for name, image in out["images"].items()
+        }
+    return out
+
+
+# cnab-go's Parameter, Credential (with its Location), Output and Action: omitempty fields.
+_MEMBER_OMITEMPTY = {
+    "parameters": ("applyTo", "description", "required"),
+    "credentials": ("path", "env", "description", "required", "applyTo"),
+    "outputs": ("applyTo", "description"),
+    "actions": ("modifies", "stateless", "description"),
+}
+
+
+def _omit(member: Any, omitempty: tuple[str, ...]) -> Any:
+    """A copy of ``member`` without its empty ``omitempty`` fields (``false`` included)."""
+    if not isinstance(member, dict):
+        return member
+    return {k: v for k, v in member.items() if not (k in omitempty and (_empty(v) or v is False))}
+
+
+def _maintainer(m: Any) -> Any:
+    """cnab-go's Maintainer: ``name`` always, ``email`` and ``url`` when not empty."""
+    if not isinstance(m, dict):
+        return m
+    return {"name": m.get("name") or "", **{k: m[k] for k in ("email", "url") if m.get(k)}}
 
 
 def config_manifest(config: bytes) -> bytes:
@@ -107,18 +193,14 @@ def _annotations(doc: dict[str, Any]) -> dict[str, str]:
         "org.opencontainers.image.description": str(doc.get("description", "")),
         "org.opencontainers.artifactType": CNAB_ARTIFACT_TYPE,
     }
+    # cnab-to-oci writes these whenever the list is there (not nil), "[]" when it is empty.
     maintainers = doc.get("maintainers")
-    if maintainers:
-        # cnab-go's Maintainer struct: name, email, url (each omitted when empty).
+    if isinstance(maintainers, list):
         out["org.opencontainers.image.authors"] = go_json(
-            [
-                {k: m[k] for k in ("name", "email", "url") if m.get(k)}
-                for m in maintainers
-                if isinstance(m, dict)
-            ]
+            [_maintainer(m) for m in maintainers]
         ).decode()
     keywords = doc.get("keywords")
-    if keywords:
+    if isinstance(keywords, list):
         out["io.cnab.keywords"] = go_json(list(keywords)).decode()
     return dict(sorted(out.items()))
 
@@ -235,3 +317,54 @@ def config_blob_of(manifest: bytes) -> Descriptor:
             "not a CNAB bundle.json"
         )
     return config
+
+
+def relocation_map(index: bytes, doc: dict[str, Any], repository: str) -> dict[str, str]:
+    """cnab-to-oci's relocation map of a pulled bundle: every image bundle.json names -> that
+    image in ``repository`` by the digest the index lists (``GenerateRelocationMap``)."""
+    entries = _load(index, "manifest").get("manifests")
+    if not isinstance(entries, list):
+        raise LayoutError("the reference names no image index, so no CNAB bundle")
+    invocation = doc.get("invocationImages") or []
+    components = doc.get("images") or {}
+    out: dict[str, str] = {}
+    for entry in entries:
+        annotations = entry.get("annotations") if isinstance(entry, dict) else None
+        kind = annotations.get(MANIFEST_TYPE_ANNOTATION) if isinstance(annotations, dict) else None
+        if kind is None:
+            raise LayoutError(f"an image index entry has no {MANIFEST_TYPE_ANNOTATION} annotation")
+        if kind == "config":
+            continue
+        found = _parse_descriptor(entry, f"{kind} image entry")
+        if found.media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
+            raise LayoutError(
+                f"the image index lists {found.digest} with unsupported media type "
+                f"{found.media_type!r}"
+            )
+        relocated = f"{familiar(repository)}@{found.digest}"
+        assert isinstance(annotations, dict)
+        if kind == "invocation":
+            if not invocation or not isinstance(invocation[0], dict):
+                raise LayoutError(
+                    f"the image index lists an unknown invocation image {found.digest}"
+                )
+            out[str(invocation[0].get("image", ""))] = relocated
+        elif kind == "component":
+            name = annotations.get(COMPONENT_NAME_ANNOTATION)
+            image = components.get(name) if isinstance(name, str) else None
+            if not isinstance(image, dict):
+                raise LayoutError(f"the image index lists component {name!r}, not in bundle.json")
+            out[str(image.get("image", ""))] = relocated
+        else:
+            raise LayoutError(f"the image index has an entry of unknown type {kind!r}")
+    return out
+
+
+def familiar(repository: str) -> str:
+    """A repository as docker prints it: Docker Hub's host and ``library/`` left out."""
+    for hub in ("docker.io/", "index.docker.io/"):
+        if repository.startswith(hub):
+            repository = repository[len(hub) :]
+            rest = repository.removeprefix("library/")
+            return rest if "/" not in rest else repository
+    return repository

@@ -5,6 +5,9 @@ the event loop. Every failure is one of the :class:`RegistryError` classes (in
 :mod:`~porter_bundle.bundles.registry_errors`, re-exported here), turned into a domain error
 by :func:`registry_error` and nowhere else. Messages name the registry host and repeat the
 registry's own words; they never contain a credential or token.
+
+Over 400 lines for a reason: one client class, whose pulls, pushes and image mounts share its
+connection pool, token cache and the one request path with the auth dance.
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ class PulledBundle:
     index: bytes
     bundle_json: bytes
     bundle_json_digest: str
+    relocation_map: Mapping[str, str]
+    """Each image bundle.json names -> that image in the pulled repository, by the digest the
+    index lists (cnab-to-oci's relocation map)."""
 
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
@@ -140,9 +146,9 @@ class RegistryClient:
         try:
             with self._send(repo, "HEAD", f"manifests/{reference}", _accept()) as response:
                 digest = str(response.headers.get("Docker-Content-Digest", ""))
-        except (RegistryUnreachable, RegistryBadContent):
-            raise
-        except RegistryError:
+        except RegistryError as exc:
+            if exc.status is None:  # no answer, or a wrong one
+                raise
             digest = ""  # a HEAD answer has no body: GET it for the registry's own words
         if _DIGEST.fullmatch(digest):
             return digest
@@ -164,7 +170,29 @@ class RegistryClient:
                 repo.host, f"bundle.json is larger than {MAX_BUNDLE_JSON_BYTES} bytes"
             )
         blob = self._blob(repo, config.digest, config.size)
-        return PulledBundle(digest, index, blob, config.digest)
+        try:
+            doc = json.loads(blob)
+        except ValueError:
+            doc = None  # not bundle.json at all: the caller's validation says so
+        try:
+            relocated = (
+                layout.relocation_map(index, doc, repository) if isinstance(doc, dict) else {}
+            )
+        except layout.LayoutError as exc:
+            raise RegistryBadContent(repo.host, str(exc)) from None
+        return PulledBundle(digest, index, blob, config.digest, relocated)
+
+    def relocation_map(
+        self, repository: str, digest: str, doc: dict[str, object]
+    ) -> dict[str, str]:
+        """The relocation map of the bundle ``repository@digest`` whose bundle.json is ``doc``
+        (its index read again: for bundles stored before maps were recorded)."""
+        repo = Repository.parse(repository)
+        index, _, _ = self._manifest(repo, digest)
+        try:
+            return layout.relocation_map(index, doc, repository)
+        except layout.LayoutError as exc:
+            raise RegistryBadContent(repo.host, str(exc)) from None
 
     def _manifest(
         self, repo: Repository, reference: str, size: int | None = None
@@ -202,6 +230,46 @@ class RegistryClient:
         except (ValueError, AttributeError):
             raise RegistryBadContent(repo.host, f"{repo.name}:{reference} is no manifest") from None
         return layout.Descriptor(str(declared or media_type), digest, len(body))
+
+    def mount_image(self, source: str, image: layout.Descriptor, target: str) -> None:
+        """Makes the manifest ``image`` of repository ``source`` exist in ``target`` on the
+        same registry (as cnab-to-oci's fixup copies images into the bundle's repository):
+        its blobs by cross-repository mounts, then the manifest by digest; an index with
+        each manifest it lists."""
+        src, dst = Repository.parse(source), Repository.parse(target)
+        if src.host != dst.host:
+            raise RegistryRefused(
+                dst.host, f"{source} is on another registry; push it to {dst.host} first"
+            )
+        body, digest, media_type = self._manifest(src, image.digest, image.size)
+        try:
+            doc = json.loads(body)
+            declared = str(doc.get("mediaType") or media_type or image.media_type)
+            if declared in layout.INDEX_TYPES:
+                children = [_descriptor(m) for m in doc["manifests"]]
+                for child in children:
+                    self.mount_image(source, child, target)
+            else:
+                blobs = [doc["config"], *(doc.get("layers") or [])]
+                for blob in blobs:
+                    self._mount_blob(src, dst, str(blob["digest"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise RegistryBadContent(src.host, f"{source}@{digest} is no image manifest") from None
+        self.push_manifest(target, digest, body, declared)
+
+    def _mount_blob(self, src: Repository, dst: Repository, digest: str) -> None:
+        with self._send(dst, "HEAD", f"blobs/{digest}", {}, push=True, missing_ok=True) as r:
+            if r.status_code == 200:
+                return
+        path = f"blobs/uploads/?mount={digest}&from={src.name}"
+        with self._send(dst, "POST", path, {}, push=True) as r:
+            if r.status_code == 201:
+                return
+        raise RegistryRefused(
+            dst.host,
+            f"the registry did not mount blob {digest} from {src.name} into {dst.name}; "
+            "push the image to the bundle's repository first",
+        )
 
     def push_blob(self, repository: str, data: bytes) -> str:
         """Uploads a blob unless the repository has it; returns its digest."""
@@ -361,6 +429,15 @@ def _with_auth(
         pair = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         out["Authorization"] = f"Basic {pair}"
     return out
+
+
+def _descriptor(entry: object) -> layout.Descriptor:
+    """A manifest list entry (TypeError / KeyError / ValueError when it is none)."""
+    if not isinstance(entry, dict):
+        raise TypeError("not a descriptor")
+    return layout.Descriptor(
+        str(entry.get("mediaType", "")), str(entry["digest"]), int(entry["size"])
+    )
 
 
 def _accept() -> dict[str, str]:

@@ -8,6 +8,7 @@ domain error in :func:`registry_error` and nowhere else.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import httpx
@@ -25,15 +26,20 @@ if TYPE_CHECKING:
     from porter_bundle.bundles.registry import Repository
 
 MAX_ERROR_BYTES = 64 * 1024
+MAX_WORDS = 300
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
 
 
 class RegistryError(Exception):
-    """A registry operation failed; ``host`` names the registry."""
+    """A registry operation failed; ``host`` names the registry, ``status`` the HTTP status
+    of its answer (None when there was no answer, or the answer itself was wrong)."""
 
-    def __init__(self, host: str, message: str) -> None:
+    def __init__(self, host: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.host = host
         self.message = message
+        self.status = status
 
 
 class RegistryUnreachable(RegistryError):
@@ -98,15 +104,10 @@ def read_body(host: str, response: httpx.Response, limit: int, what: str) -> byt
 
 
 def registry_words(host: str, response: httpx.Response) -> str:
-    """The registry's own explanation: its ``errors[].message`` (or the status line)."""
-    try:
-        body = (
-            read_body(host, response, MAX_ERROR_BYTES, "error")
-            if response.request.method != "HEAD"
-            else b""
-        )
-    except RegistryError:
-        body = b""
+    """The registry's own explanation: its ``errors[].message``, else the text of its body
+    (a proxy's plain or HTML page, tags and runs of spaces dropped), after the status line;
+    at most MAX_WORDS characters."""
+    body = _body_prefix(response, MAX_ERROR_BYTES) if response.request.method != "HEAD" else b""
     words: list[str] = []
     try:
         doc = json.loads(body)
@@ -117,8 +118,27 @@ def registry_words(host: str, response: httpx.Response) -> str:
             words.append(doc["details"])
     except (ValueError, AttributeError, TypeError):
         pass
-    text = "; ".join(w for w in words if w) or f"{response.status_code} {response.reason_phrase}"
-    return text[:300]
+    status_line = f"{response.status_code} {response.reason_phrase}"
+    text = "; ".join(w for w in words if w)
+    if not text:
+        page = _SPACE.sub(" ", _TAG.sub(" ", body.decode("utf-8", "replace"))).strip()
+        page = "".join(c if c.isprintable() else "?" for c in page)
+        text = f"{status_line}: {page}" if page and page != status_line else status_line
+    return text if len(text) <= MAX_WORDS else text[: MAX_WORDS - 3] + "..."
+
+
+def _body_prefix(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body (b"" when reading it fails): enough to explain."""
+    chunks, total = [], 0
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk[: limit - total])
+            total += len(chunks[-1])
+            if total >= limit:
+                break
+    except httpx.HTTPError:
+        return b""
+    return b"".join(chunks)
 
 
 def raise_for(repo: Repository, response: httpx.Response, *, token_service: bool = False) -> None:
@@ -126,11 +146,13 @@ def raise_for(repo: Repository, response: httpx.Response, *, token_service: bool
     words = registry_words(repo.host, response)
     where = "token service" if token_service else repo.name
     if status == 401:
-        raise RegistryUnauthorized(repo.host, f"authentication refused for {where}: {words}")
+        raise RegistryUnauthorized(
+            repo.host, f"authentication refused for {where}: {words}", status
+        )
     if status == 403:
-        raise RegistryForbidden(repo.host, f"access denied to {where}: {words}")
+        raise RegistryForbidden(repo.host, f"access denied to {where}: {words}", status)
     if status == 404 and not token_service:
-        raise RegistryNotFound(repo.host, f"not found: {words}")
+        raise RegistryNotFound(repo.host, f"not found: {words}", status)
     if status >= 500 or status == 429:
-        raise RegistryUnreachable(repo.host, f"answered {status}: {words}")
-    raise RegistryRefused(repo.host, f"answered {status}: {words}")
+        raise RegistryUnreachable(repo.host, f"answered {status}: {words}", status)
+    raise RegistryRefused(repo.host, f"answered {status}: {words}", status)

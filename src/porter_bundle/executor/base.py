@@ -29,6 +29,9 @@ class ContainerSpec:
     """The run this container executes; also the container's label and name suffix."""
     image: str
     """Image reference, e.g. ``localhost/hello:v1`` or ``example.com/app@sha256:...``."""
+    image_digest: str = ""
+    """The manifest digest the image must have (one of its registry digests); "" for none.
+    A mismatch fails the run before a container is created."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Environment variables."""
     files: Mapping[str, bytes] = field(default_factory=dict)
@@ -62,6 +65,9 @@ class ContainerResult:
     """:meth:`Executor.cancel` stopped it."""
     error: str = ""
     """Why the container could not be run (image missing, engine refused, ...). No secrets."""
+    image_digest: str = ""
+    """The repo (manifest) digest of the image that ran, as the engine reports it; "" when
+    it reports none or the run never got that far."""
 
 
 class ExecutorUnavailable(Exception):

@@ -9,6 +9,7 @@ run leaves behind).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -118,12 +119,14 @@ class Lifecycle:
     ) -> ContainerResult:
         """Pulls, creates, starts, follows and collects the run's container, then removes it;
         kept only when the calling task is cancelled after the start."""
-        api = self._engine.api
         try:
             archive = files_tar(spec.files) if spec.files else None
         except ValueError as exc:
             return ContainerResult(exit_code=None, error=str(exc))
-        error = await self._puller.ensure_image(self._engine, spec.image)
+        api = self._engine.api
+        error, image_digest = await self._puller.ensure_image(
+            self._engine, spec.image, spec.image_digest
+        )
         if error:
             return ContainerResult(exit_code=None, error=error)
         if run.canceled:
@@ -171,7 +174,7 @@ class Lifecycle:
                 stream.discard()
                 raise
             run.started = True
-            return await self.collect(
+            collected = await self.collect(
                 run,
                 container_id,
                 limit_seconds=spec.timeout_seconds,
@@ -179,6 +182,7 @@ class Lifecycle:
                 on_log=on_log,
                 stream=stream if attached else None,
             )
+            return dataclasses.replace(collected, image_digest=image_digest)
         except docker.errors.APIError as exc:
             return ContainerResult(
                 exit_code=None,

@@ -40,7 +40,15 @@ class ImagePuller:
         self._auth = dict(registry_auth or {})
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def ensure_image(self, engine: Engine, image: str) -> str:
+    async def ensure_image(self, engine: Engine, image: str, digest: str = "") -> tuple[str, str]:
+        """Pulls the image unless the engine has it, then checks it has ``digest`` (see
+        :meth:`verify_digest`): (an error message or "", the image's registry digest)."""
+        error = await self._pull_if_missing(engine, image)
+        if error:
+            return error, ""
+        return await self.verify_digest(engine, image, digest)
+
+    async def _pull_if_missing(self, engine: Engine, image: str) -> str:
         """Pulls the image unless the engine has it; returns an error message or ""."""
         # One pull per image at a time: runs of the same bundle started together wait for
         # the first pull instead of each starting their own.
@@ -57,6 +65,30 @@ class ImagePuller:
             if error:
                 return f"pulling image {image} failed: {self._scrub(error)}"
             return ""
+
+    async def verify_digest(self, engine: Engine, image: str, digest: str) -> tuple[str, str]:
+        """(error or "", the image's registry digest): the image must have ``digest`` among
+        its repo digests when one is given (cnab-go's check); without one, the digest of the
+        image's own repository, else any, else ""."""
+        try:
+            found = await self._calls.call(engine.api.inspect_image, image)
+        except docker.errors.APIError as exc:
+            return f"inspecting image {image} failed: {engine_words(exc)}", ""
+        repo_digests = [str(d) for d in found.get("RepoDigests") or []]
+        digests = [d.partition("@")[2] for d in repo_digests if "@" in d]
+        if digest:
+            if digest in digests:
+                return "", digest
+            have = ", ".join(sorted(set(digests))) or "none"
+            return (
+                f"content digest mismatch: the invocation image {image} should have digest "
+                f"{digest}, the engine's image has {have}"
+            ), ""
+        repository = image.partition("@")[0]
+        head, sep, tail = repository.rpartition(":")
+        repository = head if sep and "/" not in tail else repository
+        own = [d.partition("@")[2] for d in repo_digests if d.partition("@")[0] == repository]
+        return "", (own or digests or [""])[0]
 
     def _pull(self, engine: Engine, image: str) -> str:
         """Pulls in the calling thread; returns the engine's error message or ""."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ class ResolvedBundle:
     reference: str
     digest: str
     content: str
+    relocation_map: Mapping[str, str] = field(default_factory=dict)
+    """A pulled bundle's images in the repository it came from (see Bundle.relocation_map)."""
 
     @property
     def document(self) -> dict[str, Any]:
@@ -88,7 +91,13 @@ class BundleService:
             )
         now = self._clock()
         bundle = _message(
-            str(ref), ref.tag, parsed.digest, parsed, BUNDLE_SOURCE_REGISTERED, parsed.digest, now
+            str(ref),
+            "" if ref.digest else ref.tag,
+            parsed.digest,
+            parsed,
+            BUNDLE_SOURCE_REGISTERED,
+            parsed.digest,
+            now,
         )
         try:
             with self._store.write() as s:
@@ -112,7 +121,7 @@ class BundleService:
         if ref.digest:
             found = self._stored(ref.repository, digest=ref.digest)
             if found is not None:
-                return found
+                return self._with_relocations(ref.repository, found)
             if self._registry is None:
                 raise _unknown(str(ref), None)
             return self._pull(ref.repository, ref.digest, str(ref))
@@ -123,7 +132,7 @@ class BundleService:
         if row is not None:
             stored = Bundle.FromString(row[0])
             if self._registry is None or stored.source != BUNDLE_SOURCE_PULLED:
-                return ResolvedBundle(reference, stored.digest, row[1])
+                return _resolved(reference, stored, row[1])
         if self._registry is None:
             raise _unknown(reference, None)
         tag = ref.effective_tag
@@ -137,7 +146,37 @@ class BundleService:
             return self._pull(ref.repository, tag, reference)
         if stored is None or stored.digest != digest:  # the tag is new here, or moved
             self._store_pulled(ref.repository, tag, digest, pinned[1].encode(), None)
-        return ResolvedBundle(reference, digest, pinned[1])
+        found = _resolved(reference, Bundle.FromString(pinned[0]), pinned[1])
+        return self._with_relocations(ref.repository, found)
+
+    def _with_relocations(self, repository: str, found: ResolvedBundle) -> ResolvedBundle:
+        """A bundle pulled before relocation maps were recorded has none: its index is read
+        again once and the map stored with its references. Without the registry it runs as
+        before (its contentDigest pins the image)."""
+        if found.relocation_map or self._registry is None:
+            return found
+        pinned = f"{repository}@{found.digest}"
+        with self._store.read() as conn:
+            row = store.get_bundle(conn, pinned)
+        stored = None if row is None else Bundle.FromString(row[0])
+        if stored is None or stored.source != BUNDLE_SOURCE_PULLED or stored.relocation_map:
+            return found
+        try:
+            mapping = self._registry.relocation_map(repository, found.digest, found.document)
+        except RegistryError:
+            return found
+        with self._store.write() as s:
+            for reference in dict.fromkeys([pinned, found.reference]):
+                ref_row = store.get_bundle_ref(s, reference)
+                if ref_row is None or ref_row.digest != found.digest:
+                    continue
+                doc = Bundle.FromString(ref_row.doc)
+                if doc.source == BUNDLE_SOURCE_PULLED and not doc.relocation_map:
+                    doc.relocation_map.update(mapping)
+                    store.replace_bundle_ref(
+                        s, ref_row, digest=found.digest, doc=doc.SerializeToString()
+                    )
+        return ResolvedBundle(found.reference, found.digest, found.content, mapping)
 
     def cached(self, ref: BundleRef) -> ResolvedBundle | None:
         """The bundle ``ref`` names when this server has it (registered, or pulled before),
@@ -149,7 +188,7 @@ class BundleService:
             row = store.get_bundle(conn, reference)
         if row is None:
             return None
-        return ResolvedBundle(reference, Bundle.FromString(row[0]).digest, row[1])
+        return _resolved(reference, Bundle.FromString(row[0]), row[1])
 
     def pull(self, reference: str) -> Bundle:
         """PullBundle: resolves ``repo:tag`` or ``repo@digest`` in its registry and stores it."""
@@ -165,10 +204,10 @@ class BundleService:
     def _stored(self, repository: str, *, digest: str) -> ResolvedBundle | None:
         with self._store.read() as conn:
             found = store.find_bundle_ref(conn, repository, digest=digest)
-            content = None if found is None else store.get_bundle_document(conn, found[1])
-        if found is None or content is None:
+            row = None if found is None else store.get_bundle(conn, found[0])
+        if found is None or row is None:
             return None
-        return ResolvedBundle(found[0], found[1], content)
+        return _resolved(found[0], Bundle.FromString(row[0]), row[1])
 
     def _pull(self, repository: str, reference: str, display: str) -> ResolvedBundle:
         assert self._registry is not None
@@ -187,7 +226,7 @@ class BundleService:
         tag = "" if reference.startswith(("sha256:", "sha512:")) else reference
         self._store_pulled(repository, tag, pulled.digest, pulled.bundle_json, (pulled, parsed))
         name = f"{repository}:{tag}" if tag else f"{repository}@{pulled.digest}"
-        return ResolvedBundle(name, pulled.digest, text)
+        return ResolvedBundle(name, pulled.digest, text, dict(pulled.relocation_map))
 
     def _store_pulled(
         self,
@@ -299,9 +338,15 @@ def _pulled_message(
 ) -> Bundle:
     raw, parsed = pulled
     reference = f"{repository}:{tag}" if tag else f"{repository}@{digest}"
-    return _message(
+    bundle = _message(
         reference, tag, digest, parsed, BUNDLE_SOURCE_PULLED, raw.bundle_json_digest, now
     )
+    bundle.relocation_map.update(raw.relocation_map)
+    return bundle
+
+
+def _resolved(reference: str, stored: Bundle, content: str) -> ResolvedBundle:
+    return ResolvedBundle(reference, stored.digest, content, dict(stored.relocation_map))
 
 
 def _message(

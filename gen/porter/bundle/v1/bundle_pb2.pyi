@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -52,6 +54,26 @@ class Bundle(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RelocationMapEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REFERENCE_FIELD_NUMBER: _builtins.int
     REPOSITORY_FIELD_NUMBER: _builtins.int
     TAG_FIELD_NUMBER: _builtins.int
@@ -63,6 +85,7 @@ class Bundle(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     BUNDLE_JSON_DIGEST_FIELD_NUMBER: _builtins.int
+    RELOCATION_MAP_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """Full reference, e.g. "localhost:5000/mybuns:v0.1.2" or "example.com/app@sha256:..."."""
     repository: _builtins.str
@@ -93,6 +116,16 @@ class Bundle(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the reference was registered. Output only."""
 
+    @_builtins.property
+    def relocation_map(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """For a bundle pulled from an OCI registry: cnab-to-oci's relocation map (CNAB 103).
+        Each image bundle.json names (the invocation image and every component image in
+        `images`) -> that image in the repository the bundle was pulled from, by the digest
+        the bundle's image index lists, e.g. {"example.com/orig/app:v1":
+        "localhost:5000/mybuns@sha256:..."}. Runs execute the relocated invocation image and
+        get this map as /cnab/app/relocation-mapping.json. Empty for a registered bundle.
+        """
+
     def __init__(
         self,
         *,
@@ -107,10 +140,11 @@ class Bundle(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         source: Global___BundleSource.ValueType = ...,
         bundle_json_digest: _builtins.str = ...,
+        relocation_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "bundle_json_digest", b"bundle_json_digest", "create_time", b"create_time", "description", b"description", "digest", b"digest", "name", b"name", "reference", b"reference", "repository", b"repository", "source", b"source", "tag", b"tag", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "bundle_json_digest", b"bundle_json_digest", "create_time", b"create_time", "description", b"description", "digest", b"digest", "name", b"name", "reference", b"reference", "relocation_map", b"relocation_map", "repository", b"repository", "source", b"source", "tag", b"tag", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -114,6 +114,8 @@ class Run(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INVOCATION_IMAGE_FIELD_NUMBER: _builtins.int
+    INVOCATION_IMAGE_DIGEST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """ULID of the run (sorts by creation time). Output only."""
     installation_id: _builtins.str
@@ -138,6 +140,18 @@ class Run(_message.Message):
     """Human-readable detail about the state, e.g. why the run failed."""
     request_id: _builtins.str
     """Client-chosen idempotency key given when the run was requested, if any."""
+    invocation_image: _builtins.str
+    """The invocation image the run executes, as the container engine is asked for it: by
+    digest whenever the bundle pins one (bundle.json `contentDigest`, or the image index of
+    a pulled bundle), relocated to the repository a pulled bundle came from, e.g.
+    "localhost:5000/mybuns@sha256:...". A moved image tag never changes what runs.
+    """
+    invocation_image_digest: _builtins.str
+    """Manifest digest ("sha256:<hex>") of the invocation image that ran: the pinned digest,
+    which the engine's image was checked against; for a bundle that pins none, the
+    repo digest the engine reported for the image once it was there ("" when it reports
+    none, e.g. Docker for an image it never pulled or pushed).
+    """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
         """Parameter values the run used. Sensitive values are withheld, their names
@@ -193,10 +207,12 @@ class Run(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
+        invocation_image: _builtins.str = ...,
+        invocation_image_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "parameters", b"parameters", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bundle_digest", b"bundle_digest", "bundle_reference", b"bundle_reference", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "credential_sets", b"credential_sets", "custom_action", b"custom_action", "id", b"id", "installation", b"installation", "installation_id", b"installation_id", "message", b"message", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "request_id", b"request_id", "sensitive_parameters", b"sensitive_parameters", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bundle_digest", b"bundle_digest", "bundle_reference", b"bundle_reference", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "credential_sets", b"credential_sets", "custom_action", b"custom_action", "id", b"id", "installation", b"installation", "installation_id", b"installation_id", "invocation_image", b"invocation_image", "invocation_image_digest", b"invocation_image_digest", "message", b"message", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "request_id", b"request_id", "sensitive_parameters", b"sensitive_parameters", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,9 +2,10 @@
 
 ``/cnab/app/run`` is the image's own; the server gives it the ``CNAB_*`` and
 ``PORTER_INSTALLATION_*`` variables, the parameters and credentials at their destinations
-(``CNAB_P_<NAME>`` for a parameter without one), ``/cnab/bundle.json``, ``/cnab/claim.json``
-and ``/cnab/app/image-map.json``, the label naming its installation, the network mode and the
-run's time limit.
+(``CNAB_P_<NAME>`` for a parameter without one), ``/cnab/bundle.json``, ``/cnab/claim.json``,
+``/cnab/app/image-map.json`` and, for a relocated bundle, ``/cnab/app/relocation-mapping.json``,
+the label naming its installation, the network mode and the run's time limit. The image is
+the pinned one (:mod:`porter_bundle.bundles.images`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
 from porter_bundle.bundles import cnab
+from porter_bundle.bundles.images import PinnedImage
 from porter_bundle.executor import LABEL_INSTALLATION, ContainerSpec
 from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.bundles import ResolvedBundle
@@ -32,6 +34,7 @@ def container_spec(
     run: Run,
     inputs: ResolvedInputs,
     settings: ActionSettings,
+    image: PinnedImage,
 ) -> ContainerSpec:
     """The container that runs ``action`` of ``bundle`` for ``run`` with its checked inputs."""
     env = {
@@ -49,6 +52,7 @@ def container_spec(
         "/cnab/bundle.json": resolved.content.encode(),
         "/cnab/app/image-map.json": json.dumps(_image_map(bundle)).encode(),
         "/cnab/claim.json": json.dumps(_claim(inst, bundle, action, run, inputs)).encode(),
+        **image.mapping_file(),
     }
     for p in cnab.parameters(bundle):
         if p.name not in inputs.parameters:
@@ -69,7 +73,8 @@ def container_spec(
             files[c.path] = inputs.credentials[c.name].encode()
     return ContainerSpec(
         run_id=run.id,
-        image=cnab.invocation_image(bundle),
+        image=image.reference,
+        image_digest=image.digest,
         env=env,
         files=files,
         labels={LABEL_INSTALLATION: f"{inst.namespace}/{inst.name}"},

@@ -18,6 +18,7 @@ from porter.bundle.v1.run_pb2 import (
 )
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
 from porter_bundle.bundles import cnab
+from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
 from porter_bundle.errors import FailedPrecondition, Violations
 from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import display_address
@@ -67,6 +68,8 @@ class Plan:
     custom_action: str
     """The custom action's name; "" for a built-in one."""
     inputs: ResolvedInputs
+    image: PinnedImage
+    """The invocation image to run, pinned by digest when the bundle knows one."""
 
 
 class Planner:
@@ -103,6 +106,7 @@ class Planner:
         resolved = self._bundles.resolve(bundle_ref_of(inst))
         bundle = resolved.document
         kind, custom = _check_action(inst, bundle, request)
+        image = pin_invocation_image(bundle, resolved.relocation_map)
         inputs = resolve_inputs(
             bundle,
             request.action,
@@ -118,7 +122,7 @@ class Planner:
             ),
             resolver=self._resolver,
         )
-        return Plan(request, inst, resolved, bundle, kind, custom, inputs)
+        return Plan(request, inst, resolved, bundle, kind, custom, inputs, image)
 
 
 def check_request(request: ActionRequest) -> None:

@@ -278,7 +278,9 @@ class Runner:
         else:
             state, message = RUN_STATE_SUCCEEDED, ""
         message = redactor.text(message)
-        await self._blocking.run(self._finish_quietly, run_id, state, message, values)
+        await self._blocking.run(
+            self._finish_quietly, run_id, state, message, values, result.image_digest
+        )
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
         logs = self._runs.stored_log(run_id)
@@ -287,10 +289,15 @@ class Runner:
             self._runs.replace_log(run_id, masked)
 
     def _finish_quietly(
-        self, run_id: str, state: int, message: str, outputs: Sequence[OutputValue] = ()
+        self,
+        run_id: str,
+        state: int,
+        message: str,
+        outputs: Sequence[OutputValue] = (),
+        image_digest: str = "",
     ) -> None:
         try:
-            self._runs.finish(run_id, state, message, outputs)
+            self._runs.finish(run_id, state, message, outputs, image_digest=image_digest)
         except FailedPrecondition:
             log.info("run %s had already ended", run_id)
 
