@@ -7,13 +7,14 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from porter_bundle.api.decoding import decoder, refuse_malformed
 from porter_bundle.api.servicers import (
     LEGACY_SERVICE,
     LEGACY_SERVICE_DESCRIPTOR,
@@ -55,6 +56,22 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpcio's health service, with ``List`` (the snapshot of every service's status) that
+    its aio servicer lacks."""
+
+    async def List(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # typeshed's stubs predate List: its messages and the status map are not in them.
+        statuses: dict[str, Any] = cast(Any, self)._server_status
+        messages: Any = health_pb2
+        return messages.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in statuses.items()
+            }
+        )
+
+
 @dataclass
 class RunningServer:
     """A started server, the port it bound and what shutting it down needs."""
@@ -79,7 +96,7 @@ def _handlers(
 ) -> grpc.GenericRpcHandler:
     """Method handlers of one service, built from its descriptor over the RPCs the servicers
     implement (each RPC by exactly one; ValueError otherwise); list responses may be
-    pre-encoded bytes."""
+    pre-encoded bytes. A request that cannot be decoded ends INVALID_ARGUMENT (MALFORMED_REQUEST)."""
     from google.protobuf import symbol_database
 
     implemented: dict[str, Behaviour] = {}
@@ -105,8 +122,8 @@ def _handlers(
             else grpc.unary_unary_rpc_method_handler
         )
         methods[method.name] = make(
-            implemented[method.name],
-            request_deserializer=request_cls.FromString,
+            refuse_malformed(implemented[method.name]),
+            request_deserializer=decoder(request_cls),
             response_serializer=serialize,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
@@ -142,7 +159,7 @@ async def start_server(settings: Settings, services: Services, executor: Executo
     legacy = PorterLegacyServicer(backend)
     server.add_generic_rpc_handlers([_handlers([legacy], LEGACY_SERVICE_DESCRIPTOR)])
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
