@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import grpc
 import pytest
@@ -181,22 +182,9 @@ def test_bundle_definitions_must_be_json_schema(stub, definition):
 
 
 def test_a_stored_bad_definition_never_escapes_at_run_time():
-    from porter_bundle.service.inputs import resolve_inputs
-    from porter_bundle.service.sources import DirectorySecretStore, SourceResolver
-
     bundle = dict(BUNDLE, definitions={**BUNDLE["definitions"], "text": {"pattern": "(["}})
     with pytest.raises(errors.InvalidArgument) as err:
-        resolve_inputs(
-            bundle,
-            "install",
-            parameter_sets=[],
-            credential_sets=[],
-            installation_parameters={},
-            overrides={"p": "abc", "log_level": 1},
-            find_parameter_set=lambda name: None,
-            find_credential_set=lambda name: None,
-            resolver=SourceResolver(DirectorySecretStore.__new__(DirectorySecretStore)),
-        )
+        resolve(bundle, [], overrides={"p": "abc", "log_level": 1})
     fields = {v.field: v.description for v in err.value.violations}
     assert "JSON Schema" in fields["parameters.p"]
 
@@ -204,10 +192,28 @@ def test_a_stored_bad_definition_never_escapes_at_run_time():
 # --- credentials: every problem at once -----------------------------------------------------
 
 
-def test_credential_problems_are_reported_together():
+def resolve(
+    bundle: dict[str, Any], entries: list[NamedValueSource], overrides: dict[str, Any] | None = None
+) -> object:
+    """The service's input resolution for install, credentials from one set of ``entries``,
+    on a server whose environment is empty."""
     from porter_bundle.service.inputs import resolve_inputs
     from porter_bundle.service.sources import SourceResolver
 
+    return resolve_inputs(
+        bundle,
+        "install",
+        parameter_sets=[],
+        credential_sets=["creds"] if entries else [],
+        installation_parameters={},
+        overrides=overrides or {"log_level": 1},
+        find_parameter_set=lambda name: None,
+        find_credential_set=lambda name: entries,
+        resolver=SourceResolver(secrets=None, environ={}),  # type: ignore[arg-type]
+    )
+
+
+def test_credential_problems_are_reported_together():
     bundle = dict(
         BUNDLE,
         credentials={
@@ -221,42 +227,19 @@ def test_credential_problems_are_reported_together():
         NamedValueSource(name="d", source=ValueSource(env="FZ_UNSET_2")),
     ]
     with pytest.raises(errors.InvalidArgument) as err:
-        resolve_inputs(
-            bundle,
-            "install",
-            parameter_sets=[],
-            credential_sets=["creds"],
-            installation_parameters={},
-            overrides={"log_level": 1},
-            find_parameter_set=lambda name: None,
-            find_credential_set=lambda name: entries,
-            resolver=SourceResolver(secrets=None, environ={}),  # type: ignore[arg-type]
-        )
+        resolve(bundle, entries)
     fields = {v.field: v.description for v in err.value.violations}
     assert {"credentials.c", "credentials.d", "credentials.e"} <= set(fields)
     assert "FZ_UNSET_1" in fields["credentials.c"] and "FZ_UNSET_2" in fields["credentials.d"]
 
 
 def test_unresolved_sources_alone_are_one_failed_precondition():
-    from porter_bundle.service.inputs import resolve_inputs
-    from porter_bundle.service.sources import SourceResolver
-
     bundle = dict(BUNDLE, credentials={"c": {"env": "C"}, "d": {"env": "D"}})
     entries = [
         NamedValueSource(name=n, source=ValueSource(env=f"FZ_UNSET_{n}")) for n in ("c", "d")
     ]
     with pytest.raises(errors.FailedPrecondition) as err:
-        resolve_inputs(
-            bundle,
-            "install",
-            parameter_sets=[],
-            credential_sets=["creds"],
-            installation_parameters={},
-            overrides={"log_level": 1},
-            find_parameter_set=lambda name: None,
-            find_credential_set=lambda name: entries,
-            resolver=SourceResolver(secrets=None, environ={}),  # type: ignore[arg-type]
-        )
+        resolve(bundle, entries)
     assert err.value.reason == "SOURCE_UNRESOLVED"
     assert "FZ_UNSET_c" in err.value.message and "FZ_UNSET_d" in err.value.message
 
