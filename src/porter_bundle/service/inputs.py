@@ -88,8 +88,7 @@ def _raise_problems(v: Violations, unmet: Unmet) -> None:
         shown = "; ".join(exc.message for _, exc in unmet[:SUMMARY_VIOLATIONS])
         more = len(unmet) - SUMMARY_VIOLATIONS
         raise FailedPrecondition(
-            f"{len(unmet)} inputs cannot be resolved: {shown}"
-            + (f"; and {more} more" if more > 0 else ""),
+            shown + (f"; and {more} more" if more > 0 else ""),
             reason=first.reason,
             metadata={"problems": str(len(unmet)), **first.metadata},
         )
