@@ -67,13 +67,6 @@ def test_struct_nested_beyond_the_decoder_limit_is_malformed(channel):
     assert f.code == INVALID and f.reason == "MALFORMED_REQUEST", f
 
 
-def test_undecodable_request_with_auth_is_refused_after_authentication():
-    from porter_bundle.api.decoding import decoder
-
-    found = decoder(pb.GetInstallationRequest)(b"\xff")
-    assert isinstance(found, errors.MalformedRequest)
-
-
 def test_health_list_answers_every_service(channel):
     listed = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=10)
     assert {"", SERVICE, LEGACY_SERVICE} <= set(listed.statuses)
