@@ -1,7 +1,7 @@
 """A hostile client: a seeded, bounded, reflection-driven fuzzer of both gRPC services.
 
-Every method of porter.bundle.v1.PorterBundle and porter.v1alpha1.Porter is found from the
-service descriptors, and each case sends it one request over a real channel, as raw bytes:
+Every method of porter.bundle.v1.PorterBundle and porter.v1alpha1.Porter (and of the health
+service beside them) is found from the service descriptors, and each case sends it one request over a real channel, as raw bytes:
 random bytes, a generated message (strings with NUL or huge, JSON/YAML text with lone
 surrogates and NaN, tampered page tokens, Values that are NaN or nest deeply, extreme numbers)
 or such a message mutated on the wire (bytes flipped, cut short, invalid UTF-8 spliced in).
@@ -34,13 +34,18 @@ from google.protobuf import struct_pb2, symbol_database
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from porter_bundle.api.server import HEALTH_DESCRIPTOR
 from porter_bundle.api.servicers import LEGACY_SERVICE_DESCRIPTOR, SERVICE_DESCRIPTOR
 
-SERVICES: tuple[ServiceDescriptor, ...] = (SERVICE_DESCRIPTOR, LEGACY_SERVICE_DESCRIPTOR)
+SERVICES: tuple[ServiceDescriptor, ...] = (
+    SERVICE_DESCRIPTOR,
+    LEGACY_SERVICE_DESCRIPTOR,
+    HEALTH_DESCRIPTOR,
+)
 FAILING = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED}
 UNARY_DEADLINE = 10.0
 """Seconds a unary call may take before it counts as a hang."""
-STREAM_DEADLINE = 1.0
+STREAM_DEADLINE = 0.3
 """Seconds a stream is read: live streams (follow) legitimately outlast it."""
 MAX_STREAM_MESSAGES = 20
 

@@ -48,7 +48,7 @@ def test_undecodable_request_is_invalid_argument(channel, data):
     assert "GetInstallationRequest" in f.message and "class" not in f.message
 
 
-@pytest.mark.parametrize("method", methods(), ids=lambda m: m.path)
+@pytest.mark.parametrize("method", methods(), ids=lambda m: m.path)  # health too
 def test_every_method_of_both_services_refuses_undecodable_bytes(channel, method):
     f = raw(channel, method.path, b"\xff", streaming=method.streaming)
     assert f.code == INVALID and f.reason == "MALFORMED_REQUEST", f
@@ -64,6 +64,14 @@ def test_struct_nested_beyond_the_decoder_limit_is_malformed(channel):
     request.installation.namespace, request.installation.name = "fz", "app"
     request.installation.custom.fields["x"].CopyFrom(inner)
     f = raw(channel, f"/{SERVICE}/UpdateInstallation", request.SerializeToString())
+    assert f.code == INVALID and f.reason == "MALFORMED_REQUEST", f
+
+
+@pytest.mark.parametrize(
+    ("method", "streaming"), [("Check", False), ("Watch", True), ("List", False)]
+)
+def test_health_refuses_undecodable_bytes_too(channel, method, streaming):
+    f = raw(channel, f"/grpc.health.v1.Health/{method}", b"\xff", streaming=streaming)
     assert f.code == INVALID and f.reason == "MALFORMED_REQUEST", f
 
 

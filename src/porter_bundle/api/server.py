@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from porter_bundle.api.decoding import decoder, refuse_malformed
@@ -39,6 +39,8 @@ from porter_bundle.service.reveal import RevealService
 from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
+
+HEALTH_DESCRIPTOR = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -97,8 +99,6 @@ def _handlers(
     """Method handlers of one service, built from its descriptor over the RPCs the servicers
     implement (each RPC by exactly one; ValueError otherwise); list responses may be
     pre-encoded bytes. A request that cannot be decoded ends INVALID_ARGUMENT (MALFORMED_REQUEST)."""
-    from google.protobuf import symbol_database
-
     implemented: dict[str, Behaviour] = {}
     for servicer in servicers:
         for name, behaviour in servicer.rpcs().items():
@@ -112,6 +112,16 @@ def _handlers(
         raise ValueError(
             f"{descriptor.full_name}: servicers lack {missing} and implement unknown {unknown}"
         )
+    return _decoding_handlers(descriptor, implemented)
+
+
+def _decoding_handlers(
+    descriptor: ServiceDescriptor, implemented: dict[str, Behaviour]
+) -> grpc.GenericRpcHandler:
+    """Handlers of every (unary-request) method of ``descriptor``, each decoding its own
+    request: bytes that are no request end INVALID_ARGUMENT (see :mod:`api.decoding`)."""
+    from google.protobuf import symbol_database
+
     db = symbol_database.Default()
     methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
@@ -160,12 +170,14 @@ async def start_server(settings: Settings, services: Services, executor: Executo
     server.add_generic_rpc_handlers([_handlers([legacy], LEGACY_SERVICE_DESCRIPTOR)])
 
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Health through the same decoding handlers: an undecodable probe is INVALID_ARGUMENT too.
+    health_methods = {m.name: getattr(health_servicer, m.name) for m in HEALTH_DESCRIPTOR.methods}
+    server.add_generic_rpc_handlers([_decoding_handlers(HEALTH_DESCRIPTOR, health_methods)])
     reflection.enable_server_reflection(
         (
             SERVICE,
             LEGACY_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            HEALTH_DESCRIPTOR.full_name,
             reflection.SERVICE_NAME,
         ),
         server,
