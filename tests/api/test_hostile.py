@@ -234,6 +234,26 @@ def test_credential_problems_are_reported_together():
     assert "FZ_UNSET_1" in fields["credentials.c"] and "FZ_UNSET_2" in fields["credentials.d"]
 
 
+def test_execute_action_reports_every_credential_problem_at_once(seeded, stub):
+    """An unresolved env source no longer hides a missing required credential."""
+    bundle = dict(
+        BUNDLE,
+        credentials={"c": {"env": "C", "required": True}, "d": {"env": "D", "required": True}},
+    )
+    stub.CreateBundle(
+        pb.CreateBundleRequest(reference="localhost/fz2:v1.0.0", bundle_json=json.dumps(bundle))
+    )
+    inst = stub.GetInstallation(pb.GetInstallationRequest(namespace="fz", name="app")).installation
+    inst.name, inst.bundle.repository = "app2", "localhost/fz2"
+    stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+    f = failure(
+        stub.ExecuteAction, pb.ExecuteActionRequest(namespace="fz", name="app2", action="install")
+    )
+    assert f.code == INVALID and f.reason == "INVALID_INPUTS"
+    assert "FZ_UNSET_X" in f.violations["credentials.c"]  # the seeded set's unset variable
+    assert "none of the credential sets" in f.violations["credentials.d"]
+
+
 def test_unresolved_sources_alone_are_one_failed_precondition():
     bundle = dict(BUNDLE, credentials={"c": {"env": "C"}, "d": {"env": "D"}})
     entries = [
