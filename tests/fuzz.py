@@ -131,19 +131,20 @@ def document_text(rng: random.Random) -> str:
     )
 
 
-def plausible_document(rng: random.Random) -> str:
-    """A valid Porter document for the seeded resources."""
-    return rng.choice(
-        [
-            "schemaType: ParameterSet\nschemaVersion: 1.1.0\nnamespace: fz\nname: params\n"
-            "parameters:\n  - {name: log_level, source: {value: 4}}\n",
-            "schemaType: CredentialSet\nschemaVersion: 1.0.1\nnamespace: fz\nname: creds\n"
-            "credentials:\n  - {name: c, source: {env: HOME}}\n",
-            "schemaType: Installation\nschemaVersion: 1.0.2\nnamespace: fz\nname: app\n"
-            "bundle: {repository: localhost/fz, version: 1.0.0}\n"
-            "parameters: {log_level: 5}\ncredentialSets: [creds]\n",
-        ]
-    )
+def plausible_document(rng: random.Random, request: str) -> str:
+    """A valid Porter document for the seeded resources, mostly of the kind ``request``
+    (the request message's name, e.g. ApplyInstallationRequest) applies."""
+    documents = [
+        "schemaType: ParameterSet\nschemaVersion: 1.1.0\nnamespace: fz\nname: params\n"
+        "parameters:\n  - {name: log_level, source: {value: 4}}\n",
+        "schemaType: CredentialSet\nschemaVersion: 1.0.1\nnamespace: fz\nname: creds\n"
+        "credentials:\n  - {name: c, source: {env: HOME}}\n",
+        "schemaType: Installation\nschemaVersion: 1.0.2\nnamespace: fz\nname: app\n"
+        "bundle: {repository: localhost/fz, version: 1.0.0}\n"
+        "parameters: {log_level: 5}\ncredentialSets: [creds]\n",
+    ]
+    fitting = [d for d in documents if d.split("\n", 1)[0].removeprefix("schemaType: ") in request]
+    return rng.choice(fitting if fitting and rng.random() < 0.8 else documents)
 
 
 def page_token(rng: random.Random) -> str:
@@ -172,6 +173,9 @@ PLAUSIBLE = {
     "parameter_sets": ["params"],
     "paths": ["labels", "custom", "parameters", "credential_sets"],
     "env": ["HOME", "FZ_UNSET_X"],
+    "page_token": [""],
+    "schema_version": ["1.0.1", "1.1.0", "1.0.2"],
+    "labels": ["team", "app.kubernetes.io/name"],
 }
 
 
@@ -261,7 +265,7 @@ def fill(rng: random.Random, message: Message, depth: int = 0) -> Message:
         if rng.random() < 0.6 * rng_hostile(rng) or depth > 6:
             continue
         if f.type == f.TYPE_BYTES and rng.random() > rng_hostile(rng):
-            setattr(message, f.name, plausible_document(rng).encode())
+            setattr(message, f.name, plausible_document(rng, descriptor.name).encode())
             continue
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
             key_f, value_f = (
