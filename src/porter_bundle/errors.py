@@ -4,6 +4,7 @@ The tree::
 
     PorterBundleError
     ├── InvalidArgument        a request is malformed; carries field violations
+    │   └── MalformedRequest       the request bytes are not a message of the RPC's type
     ├── NotFound               the addressed resource does not exist
     ├── AlreadyExists          a create collides with an existing resource
     ├── FailedPrecondition     the resource is not in a state that allows the call
@@ -22,6 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+SUMMARY_VIOLATIONS = 8
+"""How many violations an error's message spells out (its BadRequest lists more)."""
+
+
+def quote(text: str, limit: int = 256) -> str:
+    """At most ``limit`` characters of ``text`` (cut short with "…"): how an error message
+    quotes what a client sent, so a huge input never makes a huge error."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,23 @@ class InvalidArgument(PorterBundleError):
     def from_violations(
         cls, violations: Iterable[FieldViolation], *, reason: str | None = None
     ) -> InvalidArgument:
-        """Builds one error whose message summarises every violation."""
+        """Builds one error whose message summarises the violations (the first
+        :data:`SUMMARY_VIOLATIONS`, each cut short, then how many more)."""
         items = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in items)
+        summary = "; ".join(
+            f"{quote(v.field, 300)}: {quote(v.description, 200)}"
+            for v in items[:SUMMARY_VIOLATIONS]
+        )
+        if len(items) > SUMMARY_VIOLATIONS:
+            summary += f"; and {len(items) - SUMMARY_VIOLATIONS} more"
         return cls(f"invalid request: {summary}", items, reason=reason)
+
+
+class MalformedRequest(InvalidArgument):
+    """The request bytes could not be decoded as the RPC's request message (corrupt wire
+    format, a string that is not UTF-8, nesting beyond the decoder's limit)."""
+
+    default_reason = "MALFORMED_REQUEST"
 
 
 class NotFound(PorterBundleError):

@@ -50,28 +50,71 @@ def status_code(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+# Bounds on what a status carries. grpcio clients refuse trailing metadata over 16 KiB and, more
+# and more often, over about 8 KiB (RESOURCE_EXHAUSTED instead of the status): the message
+# travels twice (grpc-message, percent-encoded, and in grpc-status-details-bin, base64), so what
+# a client sent is quoted only in part. The whole Status stays within MAX_STATUS_BYTES (about
+# 5.3 KiB as base64), the message within MAX_MESSAGE_BYTES (at most 2.3 KiB percent-encoded).
+MAX_MESSAGE_BYTES = 768
+MAX_METADATA_ENTRIES = 8
+MAX_METADATA_BYTES = 96
+MAX_VIOLATIONS = 20
+MAX_FIELD_BYTES = 320
+MAX_DESCRIPTION_BYTES = 320
+MAX_STATUS_BYTES = 4000
+
+
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    """The gRPC code and rich status for an exception raised while serving a call."""
+    """The gRPC code and rich status for an exception raised while serving a call. Never fails
+    on odd text (lone surrogates are escaped) and stays within grpcio's metadata limits
+    (long text is cut, at most :data:`MAX_VIOLATIONS` violations then "and K more")."""
     code = status_code(exc)
     if code is not None and isinstance(exc, errors.PorterBundleError):
         details: list[Message] = [
             error_details_pb2.ErrorInfo(
-                reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata
+                reason=bounded(exc.reason, MAX_METADATA_BYTES),
+                domain=ERROR_DOMAIN,
+                metadata={
+                    bounded(k, MAX_METADATA_BYTES): bounded(str(v), MAX_METADATA_BYTES)
+                    for k, v in list(exc.metadata.items())[:MAX_METADATA_ENTRIES]
+                },
             )
         ]
+        message = bounded(exc.message, MAX_MESSAGE_BYTES)
         if isinstance(exc, errors.InvalidArgument) and exc.violations:
-            details.append(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in exc.violations
-                    ]
-                )
-            )
-        return code, _status(code, exc.message, details)
+            room = MAX_STATUS_BYTES - len(message.encode()) - details[0].ByteSize() - 64
+            details.append(_bad_request(exc.violations, room))
+        return code, _status(code, message, details)
     return _internal(exc)
+
+
+def bounded(text: str, max_bytes: int) -> str:
+    """``text`` as valid UTF-8 of at most ``max_bytes`` bytes: lone surrogates escaped
+    (``\\ud800``), the end cut off at a character boundary and marked with "…"."""
+    raw = text.encode("utf-8", "backslashreplace")
+    if len(raw) <= max_bytes:
+        return raw.decode("utf-8") if len(raw) != len(text) else text
+    return raw[: max_bytes - 3].decode("utf-8", "ignore") + "…"
+
+
+def _bad_request(
+    violations: list[errors.FieldViolation], room: int
+) -> error_details_pb2.BadRequest:
+    """The first violations (at most :data:`MAX_VIOLATIONS`, within ``room`` bytes), each
+    bounded, and a last entry counting the rest."""
+    out = error_details_pb2.BadRequest()
+    size = 0
+    for v in violations[:MAX_VIOLATIONS]:
+        field = bounded(v.field, MAX_FIELD_BYTES)
+        description = bounded(v.description, MAX_DESCRIPTION_BYTES)
+        size += len(field.encode()) + len(description.encode()) + 8
+        if size > room:
+            break
+        out.field_violations.add(field=field, description=description)
+    rest = len(violations) - len(out.field_violations)
+    if rest:
+        out.field_violations.add(field="", description=f"and {rest} more violations")
+    return out
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
@@ -102,4 +145,4 @@ def _status(code: grpc.StatusCode, message: str, details: list[Message]) -> stat
     return status_pb2.Status(code=number, message=message, details=packed)
 
 
-__all__ = ["ERROR_DOMAIN", "STATUS_CODES", "abort", "status_code", "to_status"]
+__all__ = ["ERROR_DOMAIN", "STATUS_CODES", "abort", "bounded", "status_code", "to_status"]

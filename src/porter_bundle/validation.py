@@ -6,11 +6,13 @@ problems are reported together, each with the path of its field.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from porter_bundle.errors import InvalidArgument, Violations
+from porter_bundle.errors import InvalidArgument, Violations, quote
 
 MAX_NAME_LENGTH = 253
 MAX_NAMESPACE_LENGTH = 63
@@ -87,7 +89,7 @@ def check_labels(v: Violations, field: str, labels: Mapping[str, str]) -> None:
     if len(labels) > MAX_LABELS:
         v.add(field, f"at most {MAX_LABELS} labels are allowed")
     for key, value in labels.items():
-        path = f"{field}[{key!r}]"
+        path = f"{field}[{quote(key)!r}]"
         prefix, sep, name = key.rpartition("/")
         if not key:
             v.add(path, "label key must not be empty")
@@ -240,6 +242,39 @@ def parse_reference(text: str, field: str = "reference") -> ParsedReference:
     check_repository(v, field, repository)
     v.raise_if_any()
     return ParsedReference(repository, tag, digest)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (JSON's ``"\\ud800"``, YAML's too): text that
+    is not Unicode, which no UTF-8 encoder (database, protobuf, JSON client) accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unsafe_data(value: Any) -> tuple[str, str] | None:
+    """The first place in parsed JSON or YAML data that breaks later, as (path, problem): a
+    string or key with a lone surrogate, a number that is not finite (NaN, Infinity). The path
+    is relative (``.a.b[0]``, "" for the root). Iterative: no recursion limit."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if has_lone_surrogate(node):
+                return path, "text must be Unicode (a lone surrogate such as \\ud800 is not)"
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return path, "numbers must be finite (not NaN or Infinity)"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and has_lone_surrogate(key):
+                    return path, "keys must be Unicode (a lone surrogate such as \\ud800 is not)"
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+    return None
 
 
 def require(condition: bool, field: str, description: str) -> None:

@@ -90,3 +90,14 @@ def test_token_revoked_without_restart(server, stub, token_file):
     revoked = failure(stub.ListInstallations, req, metadata=creds("viewer-a"))
     assert (revoked.code, revoked.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_UNKNOWN")
     stub.ListInstallations(req, metadata=creds("editor-a"))
+
+
+def test_undecodable_bytes_are_refused_after_authentication(channel):
+    """Bytes that are no request: a caller without credentials learns only UNAUTHENTICATED; an
+    authenticated one gets INVALID_ARGUMENT (MALFORMED_REQUEST), never UNKNOWN."""
+    path = "/porter.bundle.v1.PorterBundle/GetInstallation"
+    unary = channel.unary_unary(path)
+    f = failure(unary, b"\x12\x02\xff\xfe", timeout=10)
+    assert f.code == grpc.StatusCode.UNAUTHENTICATED and f.reason == "TOKEN_MISSING"
+    f = failure(unary, b"\x12\x02\xff\xfe", metadata=creds("viewer-a"), timeout=10)
+    assert f.code == grpc.StatusCode.INVALID_ARGUMENT and f.reason == "MALFORMED_REQUEST"

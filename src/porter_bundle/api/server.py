@@ -7,13 +7,14 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
+from porter_bundle.api.decoding import decoder, refuse_malformed
 from porter_bundle.api.servicers import (
     LEGACY_SERVICE,
     LEGACY_SERVICE_DESCRIPTOR,
@@ -39,6 +40,8 @@ from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
 
+HEALTH_DESCRIPTOR = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
+
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 # Keepalive fit for long-lived clients behind proxies: we ping idle connections every
@@ -53,6 +56,22 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpcio's health service, with ``List`` (the snapshot of every service's status) that
+    its aio servicer lacks."""
+
+    async def List(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # typeshed's stubs predate List: its messages and the status map are not in them.
+        statuses: dict[str, Any] = cast(Any, self)._server_status
+        messages: Any = health_pb2
+        return messages.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in statuses.items()
+            }
+        )
 
 
 @dataclass
@@ -79,9 +98,7 @@ def _handlers(
 ) -> grpc.GenericRpcHandler:
     """Method handlers of one service, built from its descriptor over the RPCs the servicers
     implement (each RPC by exactly one; ValueError otherwise); list responses may be
-    pre-encoded bytes."""
-    from google.protobuf import symbol_database
-
+    pre-encoded bytes. A request that cannot be decoded ends INVALID_ARGUMENT (MALFORMED_REQUEST)."""
     implemented: dict[str, Behaviour] = {}
     for servicer in servicers:
         for name, behaviour in servicer.rpcs().items():
@@ -95,6 +112,16 @@ def _handlers(
         raise ValueError(
             f"{descriptor.full_name}: servicers lack {missing} and implement unknown {unknown}"
         )
+    return _decoding_handlers(descriptor, implemented)
+
+
+def _decoding_handlers(
+    descriptor: ServiceDescriptor, implemented: dict[str, Behaviour]
+) -> grpc.GenericRpcHandler:
+    """Handlers of every (unary-request) method of ``descriptor``, each decoding its own
+    request: bytes that are no request end INVALID_ARGUMENT (see :mod:`api.decoding`)."""
+    from google.protobuf import symbol_database
+
     db = symbol_database.Default()
     methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
@@ -105,8 +132,8 @@ def _handlers(
             else grpc.unary_unary_rpc_method_handler
         )
         methods[method.name] = make(
-            implemented[method.name],
-            request_deserializer=request_cls.FromString,
+            refuse_malformed(implemented[method.name]),
+            request_deserializer=decoder(request_cls),
             response_serializer=serialize,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
@@ -142,13 +169,15 @@ async def start_server(settings: Settings, services: Services, executor: Executo
     legacy = PorterLegacyServicer(backend)
     server.add_generic_rpc_handlers([_handlers([legacy], LEGACY_SERVICE_DESCRIPTOR)])
 
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer = HealthServicer()
+    # Health through the same decoding handlers: an undecodable probe is INVALID_ARGUMENT too.
+    health_methods = {m.name: getattr(health_servicer, m.name) for m in HEALTH_DESCRIPTOR.methods}
+    server.add_generic_rpc_handlers([_decoding_handlers(HEALTH_DESCRIPTOR, health_methods)])
     reflection.enable_server_reflection(
         (
             SERVICE,
             LEGACY_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            HEALTH_DESCRIPTOR.full_name,
             reflection.SERVICE_NAME,
         ),
         server,

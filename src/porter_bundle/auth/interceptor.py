@@ -129,6 +129,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def guarded(request: Any, context: Ctx) -> Any:
             try:
                 principal = self._principal(context)
+                if isinstance(request, PorterBundleError):  # undecodable (api.decoding)
+                    raise request
                 access = authz.authorize(rule, request, principal, method)
             except PorterBundleError as exc:
                 await abort(context, exc)

@@ -9,12 +9,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft7Validator, ValidationError
+from jsonschema import Draft7Validator, SchemaError, ValidationError
 from referencing import Registry
+from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT7
 
 from porter_bundle.errors import FieldViolation, InvalidArgument
-from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES
+from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES, unsafe_data
 
 _MAX_VIOLATIONS = 50
 # Real bundle.json files nest about ten levels; far deeper documents exhaust the validator.
@@ -97,6 +98,11 @@ def parse_bundle(raw: bytes, field: str = "bundle_json") -> BundleDocument:
         )
     if _depth(doc) > _MAX_DEPTH:
         raise too_deep
+    unsafe = unsafe_data(doc)
+    if unsafe is not None:
+        raise InvalidArgument.from_violations(
+            [FieldViolation(field + unsafe[0], unsafe[1])], reason="INVALID_BUNDLE"
+        )
     # Go (cnab-go, cnab-to-oci, so Porter) writes empty maps and lists as null: read them as absent.
     doc = {k: v for k, v in doc.items() if v is not None}
     try:
@@ -111,7 +117,55 @@ def parse_bundle(raw: bytes, field: str = "bundle_json") -> BundleDocument:
             for e in errors[:_MAX_VIOLATIONS]
         ]
         raise InvalidArgument.from_violations(violations, reason="INVALID_BUNDLE")
+    bad_definitions = [
+        FieldViolation(_json_path(field, ["definitions", name]), problem)
+        for name, schema in sorted((doc.get("definitions") or {}).items())
+        if (problem := schema_problem(schema))
+    ]
+    if bad_definitions:
+        raise InvalidArgument.from_violations(bad_definitions, reason="INVALID_BUNDLE")
     return BundleDocument(raw, digest_of(raw), doc)
+
+
+def schema_problem(schema: Any) -> str:
+    """Why a bundle definition cannot check values as a run will check them
+    (``Draft7Validator(definition)``), or "": not a draft-07 schema (a bad ``type``, a
+    ``pattern`` that is no regular expression), or a ``$ref`` that points nowhere (a definition
+    is its own root: ``#/...`` refers inside it; remote references are never fetched)."""
+    if not isinstance(schema, dict):
+        return "a definition must be a JSON Schema object"
+    try:
+        Draft7Validator.check_schema(schema)
+    except SchemaError as exc:
+        return f"not a valid JSON Schema: {exc.message[:200]}"
+    refs = _refs(schema)
+    if refs is None:  # nested $id: references resolve against other bases; a run reports them
+        return ""
+    resolver = Registry().resolver_with_root(DRAFT7.create_resource(schema))
+    for ref in sorted(refs):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {ref[:100]!r} points to nothing in the definition"
+    return ""
+
+
+def _refs(schema: dict[str, Any]) -> set[str] | None:
+    """Every ``$ref`` of a schema; None when a subschema sets its own ``$id``."""
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node is not schema and "$id" in node:
+                return None
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                found.add(ref)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def _depth(doc: Any) -> int:

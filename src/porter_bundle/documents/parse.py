@@ -21,8 +21,8 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
-from porter_bundle.errors import FieldViolation, InvalidArgument
-from porter_bundle.validation import MAX_DOCUMENT_BYTES
+from porter_bundle.errors import FieldViolation, InvalidArgument, quote
+from porter_bundle.validation import MAX_DOCUMENT_BYTES, has_lone_surrogate
 
 MAX_DEPTH = 32
 """Containers nested deeper than this are refused (Porter documents nest about five levels)."""
@@ -203,12 +203,16 @@ def _check_json(value: Any, several: bool, index: int) -> None:
             for key, child in node.items():
                 if not isinstance(key, str):
                     raise _fail(
-                        f"keys must be strings; {key!r} is a {_type_name(key)}",
+                        f"keys must be strings; {quote(repr(key))} is a {_type_name(key)}",
                         path or DOCUMENT_FIELD,
                     )
+                if has_lone_surrogate(key):
+                    raise _fail(_NOT_UNICODE, path or DOCUMENT_FIELD)
                 stack.append((child, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(node, list):
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node))
+        elif isinstance(node, str) and has_lone_surrogate(node):
+            raise _fail(_NOT_UNICODE, path or DOCUMENT_FIELD)
         elif isinstance(node, float) and not math.isfinite(node):
             raise _fail("numbers must be finite", path or DOCUMENT_FIELD)
         elif node is not None and not isinstance(node, str | int | float | bool):
@@ -216,6 +220,9 @@ def _check_json(value: Any, several: bool, index: int) -> None:
                 f"a {_type_name(node)} is not a JSON value (quote it to make it a string)",
                 path or DOCUMENT_FIELD,
             )
+
+
+_NOT_UNICODE = "text must be Unicode (a lone surrogate such as \\ud800 is not)"
 
 
 def _type_name(value: Any) -> str:

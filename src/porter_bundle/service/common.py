@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from porter_bundle.errors import Aborted, Violations
+from porter_bundle.errors import Aborted, Violations, quote
 from porter_bundle.validation import MAX_VALUE_BYTES
 
 Clock = Callable[[], datetime]
@@ -50,7 +50,7 @@ def check_etag(given: str, stored: str, what: str) -> None:
     """ABORTED when a non-empty etag does not match the stored one."""
     if given and given != stored:
         raise Aborted(
-            f"{what} was changed since it was read (etag {given!r} is stale); read it again and retry",
+            f"{what} was changed since it was read (etag {quote(given)!r} is stale); read it again and retry",
             reason="ETAG_MISMATCH",
             metadata={"etag": stored},
         )

@@ -19,7 +19,7 @@ from jsonschema import Draft7Validator
 
 from porter.bundle.v1.value_set_pb2 import NamedValueSource
 from porter_bundle.bundles import cnab
-from porter_bundle.errors import FailedPrecondition, Violations
+from porter_bundle.errors import SUMMARY_VIOLATIONS, FailedPrecondition, Violations
 from porter_bundle.service.sources import SourceResolver
 
 # Looks a set up by (kind title, name) in the installation's namespace then the global one.
@@ -47,8 +47,11 @@ def resolve_inputs(
     find_credential_set: SetLookup,
     resolver: SourceResolver,
 ) -> ResolvedInputs:
-    """Resolves and checks every input of ``action``; INVALID_ARGUMENT lists all violations."""
+    """Resolves and checks every input of ``action`` and reports every problem at once:
+    INVALID_ARGUMENT (INVALID_INPUTS) listing all violations, sources that did not resolve and
+    sets that do not exist among them; FAILED_PRECONDITION when those are the only problems."""
     v = Violations()
+    unmet: list[tuple[str, FailedPrecondition]] = []
     params = _parameters(
         bundle,
         action,
@@ -58,25 +61,65 @@ def resolve_inputs(
         find_parameter_set,
         resolver,
         v,
+        unmet,
     )
-    creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v)
-    v.raise_if_any(reason="INVALID_INPUTS")
+    creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v, unmet)
+    _raise_problems(v, unmet)
     defs = {p.name: p for p in cnab.parameters(bundle)}
     sensitive = frozenset(name for name in params if defs[name].sensitive)
     return ResolvedInputs(params, sensitive, creds)
 
 
-def _entries(kind: str, names: Sequence[str], find: SetLookup) -> dict[str, NamedValueSource]:
-    """Entries of the named sets, later sets winning."""
+Unmet = list[tuple[str, FailedPrecondition]]
+"""Problems that are no fault of the request's fields (a source that does not resolve, a set
+that does not exist), each with the field it concerns."""
+
+
+def _raise_problems(v: Violations, unmet: Unmet) -> None:
+    """Raises every problem found, in one error (see :func:`resolve_inputs`)."""
+    if v:
+        for field, exc in unmet:
+            v.add(field, exc.message)
+        v.raise_if_any(reason="INVALID_INPUTS")
+    if len(unmet) == 1:
+        raise unmet[0][1]
+    if unmet:
+        first = unmet[0][1]
+        shown = "; ".join(exc.message for _, exc in unmet[:SUMMARY_VIOLATIONS])
+        more = len(unmet) - SUMMARY_VIOLATIONS
+        raise FailedPrecondition(
+            shown + (f"; and {more} more" if more > 0 else ""),
+            reason=first.reason,
+            metadata={"problems": str(len(unmet)), **first.metadata},
+        )
+
+
+def _resolve(
+    resolver: SourceResolver, what: str, field: str, source: Any, unmet: Unmet
+) -> tuple[bool, Any]:
+    """(True, the value of ``source``), or (False, None) with the problem added to ``unmet``."""
+    try:
+        return True, resolver.resolve(what, source)
+    except FailedPrecondition as exc:
+        unmet.append((field, exc))
+        return False, None
+
+
+def _entries(
+    kind: str, field: str, names: Sequence[str], find: SetLookup, unmet: Unmet
+) -> dict[str, NamedValueSource]:
+    """Entries of the named sets, later sets winning; a missing set is added to ``unmet``."""
     merged: dict[str, NamedValueSource] = {}
-    for set_name in names:
+    for i, set_name in enumerate(names):
         entries = find(set_name)
         if entries is None:
-            raise FailedPrecondition(
+            exc = FailedPrecondition(
                 f"{kind} {set_name!r} does not exist in the installation's namespace or the global one",
                 reason=f"{kind.upper().replace(' ', '_')}_NOT_FOUND",
                 metadata={"name": set_name},
             )
+            unmet.append((f"{field}[{i}]", exc))
+            continue
         for entry in entries:
             merged[entry.name] = entry
     return merged
@@ -91,6 +134,7 @@ def _parameters(
     find: SetLookup,
     resolver: SourceResolver,
     v: Violations,
+    unmet: Unmet,
 ) -> dict[str, Any]:
     defs = {p.name: p for p in cnab.parameters(bundle)}
     for origin, given in (
@@ -100,7 +144,10 @@ def _parameters(
         for name in given:
             if name not in defs:
                 v.add(f"{origin}.{name}", f"the bundle has no parameter {name!r}")
-    from_sets = _entries("parameter set", set_names, find)
+    sets_missing = len(unmet)
+    from_sets = _entries("parameter set", "parameter_sets", set_names, find, unmet)
+    # A set that does not exist explains a value that is missing: it is not reported twice.
+    all_sets = len(unmet) == sets_missing
     values: dict[str, Any] = {}
     for name, d in defs.items():
         if not d.applies_to(action):
@@ -114,13 +161,15 @@ def _parameters(
                 True,
             )
         elif name in from_sets:
-            entry = from_sets[name]
-            value = resolver.resolve(f"parameter {name!r}", entry.source)
-            origin, typed = f"parameter_sets.{name}", not isinstance(value, str)
+            entry, origin = from_sets[name], f"parameter_sets.{name}"
+            ok, value = _resolve(resolver, f"parameter {name!r}", origin, entry.source, unmet)
+            if not ok:
+                continue
+            typed = not isinstance(value, str)
         elif "default" in d.schema:
             value, origin, typed = d.schema["default"], f"parameters.{name}", True
         else:
-            if d.required:
+            if d.required and all_sets:
                 v.add(f"parameters.{name}", f"required parameter {name!r} has no value")
             continue
         converted = _convert(value, d.type, typed)
@@ -142,22 +191,27 @@ def _credentials(
     find: SetLookup,
     resolver: SourceResolver,
     v: Violations,
+    unmet: Unmet,
 ) -> dict[str, str]:
-    from_sets = _entries("credential set", set_names, find)
+    sets_missing = len(unmet)
+    from_sets = _entries("credential set", "credential_sets", set_names, find, unmet)
+    all_sets = len(unmet) == sets_missing
     values: dict[str, str] = {}
     for d in cnab.credentials(bundle):
         if not d.applies_to(action):
             continue
         entry = from_sets.get(d.name)
         if entry is None:
-            if d.required:
+            if d.required and all_sets:
                 v.add(
                     f"credentials.{d.name}",
                     f"required credential {d.name!r} is in none of the credential sets",
                 )
             continue
-        value = resolver.resolve(f"credential {d.name!r}", entry.source)
-        values[d.name] = value if isinstance(value, str) else json.dumps(value)
+        field = f"credentials.{d.name}"
+        ok, value = _resolve(resolver, f"credential {d.name!r}", field, entry.source, unmet)
+        if ok:
+            values[d.name] = value if isinstance(value, str) else json.dumps(value)
     return values
 
 
@@ -168,7 +222,7 @@ def _convert(value: Any, type_: str, typed: bool) -> Any:
     """Text from a source becomes the definition's type; typed numbers lose a needless ``.0``."""
     if not typed and type_ and type_ != "string":
         try:
-            value = json.loads(value)
+            value = json.loads(value, parse_constant=_no_constant)  # NaN: no JSON number
         except ValueError:
             return _INVALID
     if type_ == "integer" and isinstance(value, float) and value.is_integer():
@@ -178,11 +232,19 @@ def _convert(value: Any, type_: str, typed: bool) -> Any:
     return value
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _check(value: Any, schema: dict[str, Any], sensitive: bool) -> str:
     """The first way ``value`` breaks its definition, or ""; sensitive values are never quoted."""
     if not schema:
         return ""
-    error = next(iter(Draft7Validator(schema).iter_errors(value)), None)
+    try:
+        error = next(iter(Draft7Validator(schema).iter_errors(value)), None)
+    except Exception:  # a bundle registered before its definitions were checked
+        problem = cnab.schema_problem(schema) or "it cannot be applied"
+        return f"the bundle's definition is not a usable JSON Schema: {problem}"
     if error is None:
         return ""
     if sensitive:

@@ -18,6 +18,7 @@ from typing import Any
 
 from porter_bundle.errors import InvalidArgument, Violations
 from porter_bundle.store import Page, PageSpec
+from porter_bundle.validation import unsafe_data
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
@@ -110,7 +111,7 @@ def _decode(token: str, key_length: int) -> tuple[str, tuple[str, ...], int | No
     fp, after, total = body.get("f"), body.get("a"), body.get("t")
     if not isinstance(fp, str) or not isinstance(after, list) or len(after) != key_length:
         return None
-    if not all(isinstance(k, str) for k in after):
+    if not all(isinstance(k, str) for k in after) or unsafe_data(body) is not None:
         return None
     if total is not None and (
         isinstance(total, bool) or not isinstance(total, int) or not 0 <= total < 2**63

@@ -86,6 +86,8 @@ class SourceResolver:
                 data = f.read(MAX_SOURCE_BYTES + 1)
         except OSError as exc:
             raise _unresolved(what, f"file {path} cannot be read ({exc.strerror})") from None
+        except ValueError:  # a NUL in the path (refused on write since; older sets may hold one)
+            raise _unresolved(what, "its file path holds a NUL character") from None
         if len(data) > MAX_SOURCE_BYTES:
             raise _unresolved(what, f"file {path} is larger than {MAX_SOURCE_BYTES} bytes")
         return data.decode(errors="replace")
@@ -103,6 +105,8 @@ class SourceResolver:
             raise _unresolved(
                 what, f"its command did not finish within {self.command_timeout:g}s"
             ) from None
+        except ValueError:  # a NUL in the command (refused on write since)
+            raise _unresolved(what, "its command holds a NUL character") from None
         if done.returncode != 0:
             # stderr is not repeated: it might echo the secret the command was meant to produce.
             raise _unresolved(what, f"its command exited with status {done.returncode}")

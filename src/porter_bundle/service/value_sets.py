@@ -365,6 +365,8 @@ class ValueSetService(Generic[SetMessage]):
             v.add(f"{path}.{which}", f"{which} must not be empty")
         elif len(text) > _MAX_SOURCE_TEXT:
             v.add(f"{path}.{which}", f"{which} is longer than {_MAX_SOURCE_TEXT} characters")
+        elif "\x00" in text:  # no file name, command line or variable name can hold one
+            v.add(f"{path}.{which}", f"{which} must not contain a NUL character")
         elif which == "env":
             check_env_name(v, f"{path}.env", text)
 
