@@ -49,6 +49,8 @@ class NewRun:
     credential_sets: Sequence[str] = ()
     parameter_sets: Sequence[str] = ()
     request_id: str = ""
+    invocation_image: str = ""
+    invocation_image_digest: str = ""
 
 
 @dataclass(frozen=True)

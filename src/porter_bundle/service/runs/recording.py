@@ -98,6 +98,8 @@ class RunRecorder:
                 parameter_sets=list(new.parameter_sets),
                 state=RUN_STATE_PENDING,
                 request_id=new.request_id,
+                invocation_image=new.invocation_image,
+                invocation_image_digest=new.invocation_image_digest,
             )
             public = {k: v for k, v in new.parameters.items() if k not in new.sensitive_parameters}
             run.parameters.CopyFrom(_struct(public))
@@ -171,8 +173,11 @@ class RunRecorder:
         outputs: Sequence[OutputValue] = (),
         *,
         only_if_state: int | None = None,
+        image_digest: str = "",
     ) -> Run:
-        """Ends an active run with its outputs and updates the installation, all in one transaction."""
+        """Ends an active run with its outputs and updates the installation, all in one
+        transaction. ``image_digest``: the digest of the image the engine ran, recorded
+        when the run pinned none."""
         if state not in FINAL_STATES:
             raise InvalidArgument(f"{state} is not a final run state", reason="RUN_STATE_NOT_FINAL")
         now = self._clock()
@@ -189,6 +194,8 @@ class RunRecorder:
                 )
             run.state = state  # type: ignore[assignment]
             run.message = message
+            if image_digest and not run.invocation_image_digest:
+                run.invocation_image_digest = image_digest
             run.complete_time.CopyFrom(timestamp(now))
             self._save(s, row, run)
             store.add_outputs(s, row.installation_id, [output_row(run, o, now) for o in outputs])
