@@ -53,6 +53,10 @@ def _validator() -> Draft7Validator:
         return loaded
 
     bundle, definitions = load("bundle.schema.json"), load("definitions.schema.json")
+    # An output's "path" is required by the schema but optional in cnab-go and Porter, which
+    # older Porter bundles rely on; it defaults to /cnab/app/outputs/<name> (see outputs()).
+    output = bundle["definitions"]["output"]
+    output["required"] = [r for r in output["required"] if r != "path"]
     registry: Registry[Any] = Registry().with_resources(
         [
             (bundle["$id"], DRAFT7.create_resource(bundle)),
