@@ -4,11 +4,12 @@ Order, as Porter's ``Validate`` methods go (type first here, so a document of th
 type is named as such rather than as an unsupported version): the type of document
 (``schemaType``, an operator resource's ``kind``, or what the fields show), then
 ``schemaVersion`` under the server's schema-check strategy, then the JSON schema and the
-rules the schema cannot say (one source kind per entry, unique names, string-only values
-before ParameterSet 1.1.0). Every problem is a field violation with the JSON path of the
+rules the schema cannot say (one source kind per entry, string-only values before
+ParameterSet 1.1.0; a name listed again keeps its last entry, with a warning, as Porter
+resolves sets in order). Every problem is a field violation with the JSON path of the
 field in the document; messages never quote values, which may be secrets.
 
-About 440 lines on purpose: one pass in Porter's order whose steps share the path and
+About 470 lines on purpose: one pass in Porter's order whose steps share the path and
 message helpers; split, each part would import the others' privates.
 """
 
