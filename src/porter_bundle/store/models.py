@@ -151,7 +151,9 @@ class RunRow(SQLModel, table=True):
 
 
 class OutputRow(SQLModel, table=True):
-    """One output value of a run. ``value`` is its JSON, sensitive ones included."""
+    """One output value of a run. ``value`` is its JSON, sensitive ones included; ``written``
+    the text the bundle wrote when that is not how ``value`` renders for Porter's legacy API
+    (``1.50``, ``42\n``, an object as written), else NULL. Both encrypted when sensitive."""
 
     __tablename__ = "outputs"
 
@@ -162,6 +164,7 @@ class OutputRow(SQLModel, table=True):
     sensitive: bool
     value: str = Field(sa_column=Column(Text, nullable=False))
     doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    written: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class LatestOutputRow(SQLModel, table=True):

@@ -37,7 +37,9 @@ def collect_outputs(
         if problem:
             problems.append(problem)
         else:
-            values.append(OutputValue(d.name, value, d.type, d.sensitive))
+            # Porter hands out the bytes the bundle wrote (a base64 output: its base64 text).
+            written = value if isinstance(value, str) else raw.decode()
+            values.append(OutputValue(d.name, value, d.type, d.sensitive, written))
     return values, problems
 
 
