@@ -99,6 +99,15 @@ def rel(path: Path) -> str:
     return path.relative_to(FIXTURES).as_posix()
 
 
+def apply(stub: Any, kind: DocumentKind, document: bytes, **kw: Any) -> Any:
+    """The Apply call of ``kind`` with ``document``."""
+    if kind is DocumentKind.INSTALLATION:
+        return stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document, **kw))
+    if kind is DocumentKind.CREDENTIAL_SET:
+        return stub.ApplyCredentialSet(pb.ApplyCredentialSetRequest(document=document, **kw))
+    return stub.ApplyParameterSet(pb.ApplyParameterSetRequest(document=document, **kw))
+
+
 ACCEPTED = [FIXTURES / name for name, e in EXPECTED.items() if e.accepted]
 REFUSED = [FIXTURES / name for name, e in EXPECTED.items() if not e.accepted]
 

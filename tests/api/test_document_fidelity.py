@@ -23,7 +23,7 @@ from porter_bundle.documents import DocumentKind
 from porter_bundle.service import Services
 from tests.fake_executor import FakeExecutor
 from tests.helpers import failure, wait_until
-from tests.porter_documents import OPERATOR, PORTER, bundle_json, prepare_fixture_world
+from tests.porter_documents import OPERATOR, PORTER, apply, bundle_json, prepare_fixture_world
 
 CREATED, UNCHANGED = pb.APPLY_OUTCOME_CREATED, pb.APPLY_OUTCOME_UNCHANGED
 SHOW = PORTER / "pkg" / "porter" / "testdata" / "show" / "expected-output.json"
@@ -40,14 +40,6 @@ def services(store) -> Services:
 def world(stub, monkeypatch):
     monkeypatch.setenv("USER", "porter-user")
     prepare_fixture_world(stub)
-
-
-def apply(stub, kind: DocumentKind, document: bytes, **kw: Any) -> Any:
-    if kind is DocumentKind.INSTALLATION:
-        return stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document, **kw))
-    if kind is DocumentKind.CREDENTIAL_SET:
-        return stub.ApplyCredentialSet(pb.ApplyCredentialSetRequest(document=document, **kw))
-    return stub.ApplyParameterSet(pb.ApplyParameterSetRequest(document=document, **kw))
 
 
 def settled(stub, namespace: str, name: str) -> Any:
@@ -224,6 +216,7 @@ def test_operator_written_empty_namespace_is_the_global_namespace(stub, world):
     )
     assert resp.outcome == CREATED
     assert (resp.installation.namespace, resp.installation.name) == ("", "mybuns")
+    settled(stub, "", "mybuns")
 
 
 # --- export -> apply without revealing ------------------------------------------------------

@@ -22,7 +22,14 @@ from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.fake_executor import FakeExecutor
 from tests.helpers import failure, wait_until
-from tests.porter_documents import ACCEPTED, EXPECTED, REFUSED, prepare_fixture_world, rel
+from tests.porter_documents import (
+    ACCEPTED,
+    EXPECTED,
+    REFUSED,
+    apply,
+    prepare_fixture_world,
+    rel,
+)
 
 CREATED, UPDATED, UNCHANGED = (
     pb.APPLY_OUTCOME_CREATED,
@@ -59,14 +66,6 @@ def services(store, fake, tmp_path) -> Services:
 def porter_world(stub, monkeypatch):
     monkeypatch.setenv("USER", "porter-user")
     prepare_fixture_world(stub)
-
-
-def apply(stub, kind: DocumentKind, document: bytes, **kw: Any) -> Any:
-    if kind is DocumentKind.INSTALLATION:
-        return stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document, **kw))
-    if kind is DocumentKind.CREDENTIAL_SET:
-        return stub.ApplyCredentialSet(pb.ApplyCredentialSetRequest(document=document, **kw))
-    return stub.ApplyParameterSet(pb.ApplyParameterSetRequest(document=document, **kw))
 
 
 def export(
