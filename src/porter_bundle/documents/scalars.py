@@ -7,7 +7,9 @@ reader refuses them, so only YAML documents get this. A ``source`` is read into 
 and each value formatted with Go's ``%v`` (pkg/secrets ``Source.UnmarshalRaw``), for YAML
 and JSON alike: ``value: 11`` is "11", ``value: 1.50`` is "1.5". That holds for every
 credential source and every parameter source except a ParameterSet 1.1.0 ``value``, which
-keeps its JSON type (this server resolves it against the parameter's type).
+keeps its JSON type (this server resolves it against the parameter's type). For the other
+source kinds (``env: 8080``) Porter's code formats its still empty hint, so the source names
+nothing; here they are their ``%v`` text too.
 
 Only scalars change: a mapping or list where a string belongs is still refused by the
 checks (:mod:`.validate`), with the document's own path.
