@@ -12,6 +12,8 @@ through the ActionService, and starts the run through ``ActionService.execute``.
 those checks refuse the action (bad or missing inputs, missing sets, another run active,
 no container engine), the call fails with their error and the stored document change is
 kept, as Porter keeps it: the desired state is recorded, and applying again retries.
+A parameter given as ``{redacted: true}`` (an export's withheld sensitive value) takes the
+value the server has for it.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ class DocumentService:
     def export_installation(
         self, namespace: str, name: str, fmt: docs.Format, *, reveal: bool = False
     ) -> InstallationExport:
-        """An installation's desired state as Porter's Installation document: without the values
-        of its sensitive parameters, or with ``reveal`` (an authorized, audited caller) with them."""
+        """An installation's desired state as Porter's Installation document: its sensitive
+        parameters as ``{redacted: true}`` (applying that keeps the stored value), or with
+        ``reveal`` (an authorized, audited caller) their values."""
         inst = self._installations.get(namespace, name, reveal=reveal)
         return InstallationExport(
             docs.render(docs.from_installation(inst), fmt), list(inst.sensitive_parameters)
