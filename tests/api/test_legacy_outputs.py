@@ -146,6 +146,10 @@ def test_a_3_mb_porter_state_is_skipped_and_the_response_fits_the_operator(world
     kind, _, value = got["tfstate"]
     assert kind == "file" and value is not None
     assert base64.b64decode(value) == MYBUNS_FILES["tfstate"]
+    # Recorded with the output: still skipped once the bundle is no longer stored.
+    world.stub.DeleteBundle(pb.DeleteBundleRequest(reference="localhost:5000/mybuns:v0.1.2"))
+    again = table(latest(legacy))
+    assert "porter-state" not in again and sorted(again) == sorted(got)
 
 
 def test_values_are_the_bytes_the_bundle_wrote(world, legacy):

@@ -202,11 +202,20 @@ class CredentialDef(_Scoped):
     required: bool
 
 
+PORTER_INTERNAL = "porter-internal"
+"""The ``$comment`` of the definitions Porter marks internal (pkg/cnab/extensions.go)."""
+
+
 @dataclass(frozen=True)
 class OutputDef(_Typed):
     """A bundle output: its definition and where the container writes it."""
 
     path: str
+
+    @property
+    def internal(self) -> bool:
+        """Porter marks it internal (``$comment: porter-internal``, e.g. ``porter-state``)."""
+        return self.schema.get("$comment") == PORTER_INTERNAL
 
 
 def _definition(doc: dict[str, Any], name: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ What Porter computes is followed as Porter does it (getporter/porter):
   (here: the bundle of the latest run that produced outputs, so an output a newer bundle
   version dropped is no longer listed), without those Porter marks internal (their
   definition's ``$comment`` is ``porter-internal``: ``porter-state``, in every Porter-built
-  bundle, is Terraform state and the like). Each value is the text the bundle wrote
+  bundle, is Terraform state and the like; recorded with the output, so it stays skipped
+  when the bundle is no longer stored). Each value is the text the bundle wrote
   (``1.50`` stays ``1.50``, ``42\n`` keeps its newline, an object as written), as Porter
   stores and hands out the bytes; rows stored before the written text was kept render from
   the JSON value (a string as it is, anything else as compact JSON). The type is the
@@ -151,8 +152,6 @@ def to_legacy(inst: Installation) -> legacy.Installation:
     return out
 
 
-PORTER_INTERNAL = "porter-internal"
-"""The ``$comment`` of the definitions of Porter's internal outputs (pkg/cnab/extensions.go)."""
 PORTER_EXTENSION = "sh.porter"
 FILE_PARAMETERS_EXTENSION = "sh.porter.file-parameters"
 MAX_OUTPUTS_RESPONSE_BYTES = 1024 * 1024
@@ -189,7 +188,7 @@ def _bundle_outputs(bundle: dict[str, Any]) -> _BundleOutputs:
     )
     listed, types = set(), {}
     for d in cnab.outputs(bundle):
-        if d.schema.get("$comment") == PORTER_INTERNAL:
+        if d.internal:
             continue
         listed.add(d.name)
         is_file = d.type == "string" and d.schema.get("contentEncoding") == "base64"
@@ -292,7 +291,7 @@ class LegacyService:
         values = []
         for row in rows:
             out = Output.FromString(row.doc)
-            if defined is not None and out.name not in defined.listed:
+            if row.internal or (defined is not None and out.name not in defined.listed):
                 continue
             kind = out.type if defined is None else defined.types[out.name]
             pv = legacy.PorterValue(name=out.name, type=kind, sensitive=out.sensitive)

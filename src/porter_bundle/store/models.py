@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ForeignKey,
     ForeignKeyConstraint,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlmodel import Field, SQLModel
@@ -165,6 +167,11 @@ class OutputRow(SQLModel, table=True):
     value: str = Field(sa_column=Column(Text, nullable=False))
     doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     written: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Porter marks the output internal (its definition's $comment is "porter-internal", e.g.
+    # porter-state): Porter's legacy API never lists it.
+    internal: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
 
 
 class LatestOutputRow(SQLModel, table=True):

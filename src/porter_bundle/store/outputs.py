@@ -32,6 +32,8 @@ class LatestOutput:
     value_json: str
     written: str | None
     """The text the bundle wrote, when it is not how ``value_json`` renders (see OutputRow)."""
+    internal: bool
+    """Porter marks the output internal (see OutputRow)."""
 
 
 _latest_outputs = table_of(LatestOutputRow)
@@ -90,7 +92,7 @@ def list_latest_outputs(reader: Reader, installation_id: str) -> list[LatestOutp
     def build() -> Select[Any]:
         lo, o = _latest_outputs, _outputs
         return (
-            select(o.c.doc, o.c.value, o.c.run_id, o.c.name, o.c.written)
+            select(o.c.doc, o.c.value, o.c.run_id, o.c.name, o.c.written, o.c.internal)
             .select_from(lo.join(o, (o.c.run_id == lo.c.run_id) & (o.c.name == lo.c.name)))
             .where(lo.c.installation_id == bindparam("inst"))
             .order_by(lo.c.name)
@@ -104,6 +106,7 @@ def list_latest_outputs(reader: Reader, installation_id: str) -> list[LatestOutp
             run_id=str(r[2]),
             value_json=OUTPUT_VALUE.open(kr, [r[2], r[3]], r[1]).decode(),
             written=None if r[4] is None else OUTPUT_WRITTEN.open(kr, [r[2], r[3]], r[4]).decode(),
+            internal=bool(r[5]),
         )
         for r in rows
     ]

@@ -62,6 +62,8 @@ class OutputValue:
     written: str | None = None
     """The text the bundle wrote (its file, decoded; base64 for a base64 output); None when
     the value is not from a file (a default)."""
+    internal: bool = False
+    """Porter marks the output internal (``porter-state``): its legacy API never lists it."""
 
 
 @dataclass(frozen=True)

@@ -292,4 +292,5 @@ def output_row(run: Run, out: OutputValue, now: Any) -> OutputRow:
         doc=msg.SerializeToString(),
         # Kept only when it is not what the value renders as (strings: the same text).
         written=None if written is None or written == rendered_text(text) else written,
+        internal=out.internal,
     )
