@@ -36,6 +36,8 @@ class Expect:
     reason: str = ""
     field: str = ""
     says: tuple[str, ...] = ()
+    warns: tuple[str, ...] = ()
+    """Accepted with exactly these warnings."""
 
     @property
     def accepted(self) -> bool:
@@ -73,9 +75,13 @@ EXPECTED: dict[str, Expect] = {
     "operator/api/v1/testdata/parameter-set.yaml": Expect(PARAMETER_SET),
     "operator/config/samples/_v1_credentialset.yaml": Expect(CREDENTIAL_SET),
     "operator/config/samples/porter-hello.yaml": Expect(INSTALLATION),
-    # Two entries named "test-secret": Porter would keep the last; here a set names each once.
+    # Two entries named "test-secret": the last one wins, as in Porter, with a warning.
     "operator/config/samples/_v1_parameterset.yaml": Expect(
-        PARAMETER_SET, "INVALID_DOCUMENT", "spec.parameters[1].name", ("listed twice",)
+        PARAMETER_SET,
+        warns=(
+            "spec.parameters[1]: 'test-secret' is also listed at spec.parameters[0]; "
+            "the last entry wins, as in Porter",
+        ),
     ),
     # The operator's CRD is a Kubernetes resource, not a Porter document.
     "operator/config/crd/bases/getporter.org_installationoutputs.yaml": Expect(
@@ -91,6 +97,15 @@ def fixture_files() -> list[Path]:
 
 def rel(path: Path) -> str:
     return path.relative_to(FIXTURES).as_posix()
+
+
+def apply(stub: Any, kind: DocumentKind, document: bytes, **kw: Any) -> Any:
+    """The Apply call of ``kind`` with ``document``."""
+    if kind is DocumentKind.INSTALLATION:
+        return stub.ApplyInstallation(pb.ApplyInstallationRequest(document=document, **kw))
+    if kind is DocumentKind.CREDENTIAL_SET:
+        return stub.ApplyCredentialSet(pb.ApplyCredentialSetRequest(document=document, **kw))
+    return stub.ApplyParameterSet(pb.ApplyParameterSetRequest(document=document, **kw))
 
 
 ACCEPTED = [FIXTURES / name for name, e in EXPECTED.items() if e.accepted]

@@ -148,6 +148,12 @@ class Unavailable(PorterBundleError):
     default_reason = "UNAVAILABLE"
 
 
+class ResourceExhausted(PorterBundleError):
+    """The answer would be larger than the caller can receive (e.g. gRPC's default 4 MiB)."""
+
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
 class Unauthenticated(PorterBundleError):
     """No valid credentials: a missing or unknown bearer token, or a registry that refused to log in."""
 

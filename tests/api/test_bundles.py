@@ -15,6 +15,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter_bundle.bundles import cnab
 from tests.helpers import FIXTURES, failure
 
 # --- fixtures and builders -------------------------------------------------------------
@@ -44,13 +45,15 @@ MUST_ACCEPT = {
     "cnab-to-oci/examples/helloworld-cnab/bundle.json": ("helloworld", "0.1.1"),
     "cnab-to-oci/examples/helloworld-cnab/complete.bundle.json": ("helloworld", "0.1.1"),
 }
-# Fixtures the CNAB schema itself rejects, and where.
-SCHEMA_INVALID = {
-    # Hand-written Porter test data: outputs without the required "path".
+# Fixtures the CNAB schema itself rejects only for outputs without "path" (hand-written
+# Porter test data, like older Porter bundles): cnab-go and Porter treat it as optional
+# (default /cnab/app/outputs/<name>), so the server accepts them.
+PATHLESS_OUTPUTS = {
     "porter/pkg/porter/testdata/bundle-with-param-sources.json": {
-        "bundle_json.outputs.bar.path",
-        "bundle_json.outputs.baz.path",
-        "bundle_json.outputs.connstr.path",
+        "bar": "/cnab/app/outputs/bar",
+        "baz": "/cnab/app/outputs/baz",
+        "connstr": "/cnab/app/outputs/connstr",
+        "foo": "/cnab/app/outputs/foo",
     },
 }
 
@@ -65,10 +68,13 @@ def go_nulls_absent(doc: Any) -> Any:
 
 
 @cache
-def upstream_validator() -> Draft7Validator:
-    """The CNAB spec's own schema (from the fixtures, not our copy): the oracle of validity."""
+def upstream_validator(*, path_optional: bool = True) -> Draft7Validator:
+    """The CNAB spec's own schema (from the fixtures, not our copy): the oracle of validity;
+    with ``path_optional`` as cnab-go reads it (an output's path may be left out)."""
     schemas = FIXTURES / "cnab-spec" / "schema"
     bundle = json.loads((schemas / "bundle.schema.json").read_text())
+    if path_optional:
+        bundle["definitions"]["output"]["required"].remove("path")
     definitions = json.loads((schemas / "definitions.schema.json").read_text())
     registry: Registry[Any] = Registry().with_resources(
         [
@@ -124,14 +130,18 @@ def listing(stub, **kw: Any) -> pb.ListBundlesResponse:
 
 def test_fixture_set_is_what_we_expect():
     found = {rel(p) for p in BUNDLE_FILES}
-    assert set(MUST_ACCEPT) | set(SCHEMA_INVALID) <= found
-    upstream_valid = {
-        rel(p)
-        for p in BUNDLE_FILES
-        if upstream_validator().is_valid(go_nulls_absent(json.loads(p.read_bytes())))
-    }
-    assert set(MUST_ACCEPT) <= upstream_valid
-    assert not set(SCHEMA_INVALID) & upstream_valid
+    assert set(MUST_ACCEPT) | set(PATHLESS_OUTPUTS) <= found
+
+    def valid(p: Path, strict: bool) -> bool:
+        validator = upstream_validator(path_optional=not strict)
+        return validator.is_valid(go_nulls_absent(json.loads(p.read_bytes())))
+
+    strictly_valid = {rel(p) for p in BUNDLE_FILES if valid(p, True)}
+    assert set(MUST_ACCEPT) <= strictly_valid
+    assert not set(PATHLESS_OUTPUTS) & strictly_valid
+    assert {rel(p) for p in BUNDLE_FILES if valid(p, False)} == strictly_valid | set(
+        PATHLESS_OUTPUTS
+    )
 
 
 @pytest.mark.parametrize("path", BUNDLE_FILES, ids=rel)
@@ -172,13 +182,25 @@ def test_porter_and_spec_bundles_register_under_a_tag(stub, name):
     assert created.create_time.seconds > 0
 
 
-@pytest.mark.parametrize("name", sorted(SCHEMA_INVALID))
-def test_schema_invalid_fixtures_are_refused_with_each_violation(stub, name):
-    err = create_failure(stub, "example.com/x:v1", (FIXTURES / name).read_text())
+@pytest.mark.parametrize("name", sorted(PATHLESS_OUTPUTS))
+def test_outputs_without_path_are_accepted_with_the_default_path(stub, name):
+    text = (FIXTURES / name).read_text()
+    created = create(stub, "example.com/x:v1", text)
+    doc = json.loads(text)
+    assert (created.name, created.version) == (doc["name"], doc["version"])
+    assert get(stub, "example.com/x:v1").bundle_json == text  # stored as written
+    paths = {o.name: o.path for o in cnab.outputs(json.loads(text))}
+    assert paths == PATHLESS_OUTPUTS[name]
 
+
+def test_an_output_path_outside_the_outputs_directory_is_still_refused(stub):
+    bad = minimal(
+        definitions={"s": {"type": "string"}},
+        outputs={"o": {"definition": "s", "path": "/etc/passwd"}},
+    )
+    err = create_failure(stub, "example.com/x:v1", json.dumps(bad))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.reason == "INVALID_BUNDLE"
-    assert set(err.violations) == SCHEMA_INVALID[name]
+    assert set(err.violations) == {"bundle_json.outputs.o.path"}
 
 
 # --- broken documents --------------------------------------------------------------------
@@ -213,7 +235,10 @@ def test_schema_invalid_fixtures_are_refused_with_each_violation(stub, name):
             minimal(credentials={"kubeconfig": {"path": 1}}),
             {"bundle_json.credentials.kubeconfig.path"},
         ),
-        (minimal(outputs={"port": {"definition": "port"}}), {"bundle_json.outputs.port.path"}),
+        (
+            minimal(outputs={"port": {"path": "/cnab/app/outputs/port"}}),
+            {"bundle_json.outputs.port.definition"},
+        ),
         (minimal(images=[]), {"bundle_json.images"}),
         (minimal(unknownTopLevel=True), {"bundle_json"}),
         (
@@ -233,7 +258,7 @@ def test_schema_invalid_fixtures_are_refused_with_each_violation(stub, name):
         "second-image-wrong-type",
         "parameter-definition",
         "credential-path-type",
-        "output-without-path",
+        "output-without-definition",
         "images-not-object",
         "unknown-property",
         "maintainer-without-name",

@@ -461,7 +461,7 @@ def test_a_late_writer_never_moves_a_latest_pointer_back(server, installed_then_
         )
         store.add_outputs(s, inst_id, [old])
     with st.read() as conn:
-        got = [json.loads(v) for _, v in store.list_latest_outputs(conn, inst_id)]
+        got = [json.loads(r.value_json) for r in store.list_latest_outputs(conn, inst_id)]
     assert "disk full on /data" in got and "old" not in got
 
 

@@ -83,7 +83,7 @@ def test_missing_required_properties_are_named_by_their_own_path():
 def test_nested_paths_use_dots_for_keys_and_brackets_for_indices():
     doc = minimal(
         invocationImages=[{"image": "ok"}, {"image": "ok", "size": "big"}],
-        outputs={"port": {"definition": "port"}},
+        outputs={"port": {"definition": "port", "path": "/tmp/port"}},
         parameters={"p": {"definition": "d", "destination": {"env": 1}}},
     )
     _, found = violations(raw(doc))

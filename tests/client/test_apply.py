@@ -11,7 +11,7 @@ from porter.bundle.v1.run_pb2 import RUN_STATE_PENDING, RUN_STATE_RUNNING
 from porter_bundle.cli import main
 from porter_bundle.service import Services
 from tests.fake_executor import FakeExecutor
-from tests.helpers import wait_until
+from tests.helpers import FIXTURES, wait_until
 from tests.porter_documents import PORTER, prepare_fixture_world
 
 
@@ -222,3 +222,36 @@ def test_processes_schema_check_from_the_environment(tmp_path: Path):
         [str(BIN), "serve", "--schema-check", "loose"], capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 2 and "invalid choice: 'loose'" in refused.stderr
+
+
+def test_namespace_flag_places_documents_without_one(capsys, server, stub, tmp_path: Path):
+    # Porter's own file (no namespace), as a user writes it: value unquoted, a name twice.
+    raw = (PORTER / "tests" / "testdata" / "params" / "mybuns.yaml").read_text()
+    assert "namespace" not in raw and 'value: "11"' in raw
+    doc = (
+        raw.replace('value: "11"', "value: 11")
+        + "  - name: log_level\n    source:\n      value: 12\n"
+    )
+    # The operator always writes namespace, possibly "": the document's own field wins.
+    operator = (
+        FIXTURES / "operator" / "api" / "v1" / "testdata" / "parameter-set.yaml"
+    ).read_text()
+    assert "namespace: dev\n" in operator
+    (tmp_path / "a.yaml").write_text(
+        doc + "---\n" + operator.replace("namespace: dev\n", 'namespace: ""\n')
+    )
+    code, lines = cli(capsys, server, "-n", "team-a", str(tmp_path / "a.yaml"))
+    assert code == 0, lines
+    assert lines == [
+        f"{tmp_path}/a.yaml#1: ParameterSet team-a/mybuns: created",
+        "    warning: parameters[1]: 'log_level' is also listed at parameters[0]; "
+        "the last entry wins, as in Porter",
+        f"{tmp_path}/a.yaml#2: ParameterSet porter-test-me (global namespace): created",
+    ]
+    got = stub.GetParameterSet(pb.GetParameterSetRequest(namespace="team-a", name="mybuns"))
+    [entry] = got.parameter_set.parameters
+    assert entry.source.value.string_value == "12"  # schemaVersion 1.0.1: the text, as Porter
+    assert stub.GetParameterSet(pb.GetParameterSetRequest(name="porter-test-me")).parameter_set
+    # Without -n: the global namespace, as before.
+    code, lines = cli(capsys, server, str(tmp_path / "a.yaml"))
+    assert lines[0] == f"{tmp_path}/a.yaml#1: ParameterSet mybuns (global namespace): created"

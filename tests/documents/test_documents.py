@@ -72,8 +72,8 @@ def test_fixture_accepted_or_refused_as_porter_would(name):
     if expect.accepted:
         [doc] = d.parse_stream(raw)
         assert d.detect_kind(doc.value) is expect.kind
-        validated = d.validate(doc.value, expect.kind, EXACT)
-        assert validated.warnings == ()
+        validated = d.validate(d.porter_value(doc), expect.kind, EXACT)
+        assert validated.warnings == expect.warns
         resource = d.to_resource(validated)
         # Export and read back: the same resource, in YAML and in JSON.
         exported = _export(resource)
@@ -393,8 +393,7 @@ def test_sources_need_exactly_one_kind():
         "credentials[2].source": "needs exactly one of value, env, path, command, secret; it has none",
         "credentials[3].source": "is required",
         "credentials[4].source.value": "must be a string, not a number",
-        "credentials[5].name": "'none' is listed twice (first at credentials[0])",
-    }
+    }  # credentials[5] repeats "none": the last entry wins (test_repeated_names_last_one_wins)
     assert "s3cret-value" not in err.message and "123456" not in err.message
 
 

@@ -120,7 +120,11 @@ def test_sensitive_installation_parameters_are_withheld_encrypted_and_used(
             stub.ExportInstallation,
             pb.ExportInstallationRequest(namespace=NS, name=NAME, format=fmt),
         )
-        assert yaml.safe_load(exported.document)["parameters"] == {"color": "red"}
+        assert yaml.safe_load(exported.document)["parameters"] == {
+            "color": "red",
+            "password": {"redacted": True},  # withheld: apply keeps the stored value
+        }
+        assert SECRET not in exported.document
         assert list(exported.sensitive_parameters) == ["password"]
 
     # A run gets the real value.

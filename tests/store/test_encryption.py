@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from google.protobuf.struct_pb2 import Value
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
@@ -38,6 +38,7 @@ NS, NAME = "team", "app"
 CREDENTIAL = "cred-Zx81-literal-credential"
 PARAMETER = "param-Qv27-sensitive-parameter"
 OUTPUT = "output-Lm55-sensitive-output"
+WRITTEN = "0.25000000000000000000007731"  # how the bundle wrote a sensitive number
 INSTALLATION_PARAMETER = "inst-Wq63-sensitive-installation-parameter"
 PUBLIC = "public-value-Kk09"
 
@@ -79,6 +80,7 @@ def _scenario(s: Database) -> str:
         [
             OutputValue("token", OUTPUT, "string", True),
             OutputValue("endpoint", PUBLIC, "string", False),
+            OutputValue("ratio", 0.25, "number", True, written=WRITTEN),
         ],
     )
     return run.id
@@ -89,12 +91,10 @@ def _raw(s: Database) -> list[bytes | str]:
     found: list[bytes | str] = []
     with s.engine.connect() as conn:
         for col in SECRET_COLUMNS:
-            stmt = f'SELECT "{col.column}" FROM {col.table.name}'
-            if col.table.name == "outputs":
-                stmt += " WHERE sensitive"
-            if col.table.name == "installations":
-                stmt += f' WHERE "{col.column}" IS NOT NULL'
-            found += [v if isinstance(v, str) else bytes(v) for (v,) in conn.execute(text(stmt))]
+            stmt = select(col.table.c[col.column])
+            if col.where is not None:
+                stmt = stmt.where(col.where())
+            found += [v if isinstance(v, str) else bytes(v) for (v,) in conn.execute(stmt)]
     return found
 
 
@@ -103,11 +103,19 @@ def _read_back(s: Database, run_id: str, *, installation: bool = True) -> None:
     full = services.credential_sets.get_full(NS, "creds")
     assert full is not None and full.credentials[0].source.value.string_value == CREDENTIAL
     assert services.runs.run_parameters(run_id) == {"password": PARAMETER, "size": PUBLIC}
-    latest = services.legacy.latest_outputs(NS, NAME, reveal_sensitive=True)
-    assert {v.name: v.value.string_value for v in latest}["token"] == OUTPUT
+    latest = {
+        v.name: v.value.string_value
+        for v in services.legacy.latest_outputs(NS, NAME, reveal_sensitive=True)
+    }
+    # Without the later columns (downgraded to before them), "ratio" renders from its value.
+    assert (latest["token"], latest["ratio"]) == (OUTPUT, WRITTEN if installation else "0.25")
     with s.read() as conn:
         values = store.list_output_values(conn, run_id)
-    assert values == [("endpoint", False, f'"{PUBLIC}"'), ("token", True, f'"{OUTPUT}"')]
+    assert values == [
+        ("endpoint", False, f'"{PUBLIC}"'),
+        ("ratio", True, "0.25"),
+        ("token", True, f'"{OUTPUT}"'),
+    ]
     if not installation:
         return
     inst = services.installations.get(NS, NAME, reveal=True)
@@ -124,13 +132,13 @@ def fresh(database_url: str) -> Iterator[Database]:
 def test_secret_columns_are_encrypted_and_read_back_clear(store: Database, db_path: Path):
     run_id = _scenario(store)
     raw = _raw(store)
-    assert len(raw) == 4 and all(is_encrypted(v) for v in raw)
+    assert len(raw) == 6 and all(is_encrypted(v) for v in raw)
     assert {stored_key_id(v) for v in raw} == {store.keyring.primary_id}
     _read_back(store, run_id)
     if store.is_sqlite:
         store.close()
         data = b"".join(p.read_bytes() for p in (db_path, Path(f"{db_path}-wal")) if p.exists())
-        for secret in (CREDENTIAL, PARAMETER, OUTPUT, INSTALLATION_PARAMETER):
+        for secret in (CREDENTIAL, PARAMETER, OUTPUT, WRITTEN, INSTALLATION_PARAMETER):
             assert secret.encode() not in data
         assert PUBLIC.encode() in data  # public values stay readable (and prove the grep works)
 
@@ -144,6 +152,8 @@ def test_clear_values_from_before_encryption_are_read_and_encrypted_on_upgrade(f
             keys = ", ".join(col.primary_key)
             rows = conn.execute(text(f'SELECT {keys}, "{col.column}" FROM {col.table.name}'))
             for *key, stored in rows.all():
+                if stored is None:
+                    continue
                 stored = stored if isinstance(stored, str) else bytes(stored)
                 if not is_encrypted(stored):
                     continue
@@ -185,7 +195,8 @@ def test_reencrypt_moves_every_value_to_the_newest_key(database_url: str):
         assert done == {
             "value_sets.values": 1,
             "runs.parameters": 1,
-            "outputs.value": 1,
+            "outputs.value": 2,
+            "outputs.written": 1,
             "installations.secret_parameters": 1,
         }
         assert {stored_key_id(v) for v in _raw(s)} == {rotated.primary_id}

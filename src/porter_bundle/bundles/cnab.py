@@ -54,6 +54,10 @@ def _validator() -> Draft7Validator:
         return loaded
 
     bundle, definitions = load("bundle.schema.json"), load("definitions.schema.json")
+    # An output's "path" is required by the schema but optional in cnab-go and Porter, which
+    # older Porter bundles rely on; it defaults to /cnab/app/outputs/<name> (see outputs()).
+    output = bundle["definitions"]["output"]
+    output["required"] = [r for r in output["required"] if r != "path"]
     registry: Registry[Any] = Registry().with_resources(
         [
             (bundle["$id"], DRAFT7.create_resource(bundle)),
@@ -252,11 +256,20 @@ class CredentialDef(_Scoped):
     required: bool
 
 
+PORTER_INTERNAL = "porter-internal"
+"""The ``$comment`` of the definitions Porter marks internal (pkg/cnab/extensions.go)."""
+
+
 @dataclass(frozen=True)
 class OutputDef(_Typed):
     """A bundle output: its definition and where the container writes it."""
 
     path: str
+
+    @property
+    def internal(self) -> bool:
+        """Porter marks it internal (``$comment: porter-internal``, e.g. ``porter-state``)."""
+        return self.schema.get("$comment") == PORTER_INTERNAL
 
 
 def _definition(doc: dict[str, Any], name: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@ directory (its ``*.yaml``, ``*.yml`` and ``*.json`` files, recursively, in name 
 Each document is an Installation, CredentialSet or ParameterSet (by its ``schemaType``, a
 Porter operator resource's ``kind``, or its fields). Credential and parameter sets go
 first, then installations, each in the order read, so an installation finds the sets it
-names. One line per document says what was decided; the exit status is 1 when any failed.
+names. One line per document says what was decided, and its warnings; the exit status is
+1 when any failed. ``-n/--namespace`` places the documents that name no namespace.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from grpc_status import rpc_status
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter_bundle.client import add_server_flag, connection
-from porter_bundle.documents import DocumentKind, detect_kind, parse_stream
+from porter_bundle.documents import DocumentKind, detect_kind, parse_stream, porter_value
 from porter_bundle.documents.validate import unwrap
 from porter_bundle.errors import InvalidArgument
 
@@ -69,6 +70,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="run an installation's action even when it is in sync",
     )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default="",
+        help=(
+            "namespace of the documents that do not name one (as Porter's -n; a document's "
+            'own namespace field wins, even when it is ""); default: the global namespace'
+        ),
+    )
     parser.set_defaults(func=run)
 
 
@@ -83,7 +93,7 @@ class _Item:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Applies every document named by ``args.files``; 0 when all succeeded, else 1."""
     out = out or sys.stdout
-    items = list(_read(args.files))
+    items = [in_namespace(i, getattr(args, "namespace", "") or "") for i in _read(args.files)]
     failed = False
     for item in items:
         if item.problem:
@@ -149,7 +159,21 @@ def _read(arguments: Sequence[str]) -> Iterator[_Item]:
                 )
                 yield _Item(name, problem=why)
             else:
-                yield _Item(name, kind, doc.value)
+                yield _Item(name, kind, porter_value(doc))
+
+
+def in_namespace(item: _Item, namespace: str) -> _Item:
+    """The item, its document in ``namespace`` when it names none (Porter's apply reads the
+    file's ``namespace`` field when present, else the ``-n`` flag)."""
+    if not namespace or item.problem:
+        return item
+    body, prefix, _, problem = unwrap(item.value)
+    if problem or "namespace" in body:
+        return item
+    value = {**body, "namespace": namespace}
+    if prefix:
+        value = {**item.value, prefix: value}
+    return _Item(item.label, item.kind, value)
 
 
 def _violations_text(exc: InvalidArgument) -> str:

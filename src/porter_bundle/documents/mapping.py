@@ -11,6 +11,11 @@ credential set writes such an entry as ``source: {redacted: true}``. Applying a 
 with that marker keeps the value the server has for that credential (the update path
 keeps a stored literal that comes back ``redacted``); where it has none, the entry is
 refused as having no source.
+
+An installation's sensitive parameters (its bundle marks them writeOnly) are exported the same
+way unless revealed: ``parameters: {password: {redacted: true}}``; applying that keeps the
+value the server has (:class:`porter_bundle.service.documents.DocumentService`), so applying
+an export changes nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ from porter_bundle.documents.validate import REDACTED, SOURCE_KINDS, DocumentKin
 Resource = Installation | CredentialSet | ParameterSet
 Format = Literal["yaml", "json"]
 _BUNDLE_KEYS = ("repository", "digest", "version", "tag")
+WITHHELD: Mapping[str, Any] = {REDACTED: True}
+"""An installation parameter's value in an export that withholds it (sensitive, not revealed);
+applying the export keeps the value the server has."""
+
+
+def is_withheld(value: Any) -> bool:
+    """Whether a document's parameter value is the :data:`WITHHELD` marker."""
+    return isinstance(value, dict) and value == WITHHELD
+
+
 _EXACT_FLOAT_INTS = 2**53
 
 
@@ -169,8 +184,11 @@ def from_installation(inst: Installation) -> dict[str, Any]:
     doc["bundle"] = {k: getattr(inst.bundle, k) for k in _BUNDLE_KEYS if getattr(inst.bundle, k)}
     if inst.uninstalled:
         doc["uninstalled"] = True
-    if inst.parameters.fields:
-        doc["parameters"] = plain_struct(inst.parameters)
+    parameters = plain_struct(inst.parameters)
+    for name in inst.sensitive_parameters:  # withheld: "keep the stored value" on apply
+        parameters.setdefault(name, dict(WITHHELD))
+    if parameters:
+        doc["parameters"] = parameters
     if inst.credential_sets:
         doc["credentialSets"] = list(inst.credential_sets)
     if inst.parameter_sets:

@@ -14,7 +14,8 @@ import contextlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -98,12 +99,23 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _float)
 
 
+Path = tuple[str | int, ...]
+"""Where a value is in a document: keys and list indexes from its root."""
+_TEXT_TAGS = frozenset(
+    {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
+)
+
+
 @dataclass(frozen=True)
 class ParsedDocument:
     """One document of a stream: its position (1-based) and its JSON value."""
 
     index: int
     value: Any
+    texts: Mapping[Path, str] = field(default_factory=dict)
+    """The text as written of each YAML number and boolean, by its path (none for JSON):
+    where Porter's Go types want a string, its YAML reader takes that text
+    (see :mod:`porter_bundle.documents.scalars`)."""
 
 
 def _fail(description: str, field: str = DOCUMENT_FIELD) -> InvalidArgument:
@@ -128,7 +140,9 @@ def parse_stream(raw: bytes, *, max_bytes: int | None = MAX_DOCUMENT_BYTES) -> l
         values = _load(text)
     except RecursionError:
         raise _fail(f"the document is nested deeper than {MAX_DEPTH} levels") from None
-    docs = [ParsedDocument(i, v) for i, v in enumerate(values, start=1) if v is not None]
+    docs = [
+        ParsedDocument(i, v, texts) for i, (v, texts) in enumerate(values, start=1) if v is not None
+    ]
     for doc in docs:
         _check_json(doc.value, len(docs) > 1, doc.index)
     return docs
@@ -136,6 +150,11 @@ def parse_stream(raw: bytes, *, max_bytes: int | None = MAX_DOCUMENT_BYTES) -> l
 
 def parse_one(raw: bytes) -> Any:
     """The single document of a request (YAML or JSON); INVALID_ARGUMENT for none or several."""
+    return parse_single(raw).value
+
+
+def parse_single(raw: bytes) -> ParsedDocument:
+    """:func:`parse_one`, with the written text of the document's YAML scalars."""
     docs = parse_stream(raw)
     if not docs:
         raise _fail("the document is empty")
@@ -144,31 +163,63 @@ def parse_one(raw: bytes) -> Any:
             f"the stream holds {len(docs)} documents; apply one per call "
             "(the porter-bundle apply command splits streams)"
         )
-    return docs[0].value
+    return docs[0]
 
 
-def _load(text: str) -> list[Any]:
+def _load(text: str) -> list[tuple[Any, dict[Path, str]]]:
     if text.lstrip()[:1] in ("{", "["):
         try:
-            return [json.loads(text, object_pairs_hook=_json_object, parse_constant=_no_constant)]
+            value = json.loads(text, object_pairs_hook=_json_object, parse_constant=_no_constant)
+            return [(value, {})]
         except json.JSONDecodeError as exc:
             json_error = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         except ValueError as exc:  # duplicate keys, NaN
             raise _fail(f"not valid JSON: {exc}") from None
         try:  # a YAML flow mapping also starts with "{"
-            return list(yaml.load_all(text, Loader=_Loader))
+            return _load_yaml(text)
         except RecursionError:
             raise
         except Exception:
             raise _fail(json_error) from None
     try:
-        return list(yaml.load_all(text, Loader=_Loader))
+        return _load_yaml(text)
     except RecursionError:
         raise
     except yaml.MarkedYAMLError as exc:
         raise _fail(f"not valid YAML or JSON: {_yaml_message(exc)}") from None
     except Exception as exc:  # explicit tags with bad values (!!bool maybe) end up here
         raise _fail(f"not valid YAML or JSON: {str(exc)[:300]}") from None
+
+
+def _load_yaml(text: str) -> list[tuple[Any, dict[Path, str]]]:
+    """Each document's value and the written text of its numbers and booleans."""
+    loader = _Loader(text)
+    try:
+        out = []
+        while loader.check_node():
+            node = loader.get_node()
+            out.append((loader.construct_document(node), _scalar_texts(node)))
+        return out
+    finally:
+        loader.dispose()
+
+
+def _scalar_texts(root: Any) -> dict[Path, str]:
+    texts: dict[Path, str] = {}
+    stack: list[tuple[Any, Path]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(
+                (v, (*path, k.value))
+                for k, v in node.value
+                if isinstance(k, yaml.ScalarNode) and len(path) < MAX_DEPTH
+            )
+        elif isinstance(node, yaml.SequenceNode) and len(path) < MAX_DEPTH:
+            stack.extend((v, (*path, i)) for i, v in enumerate(node.value))
+        elif isinstance(node, yaml.ScalarNode) and node.tag in _TEXT_TAGS:
+            texts[path] = node.value
+    return texts
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:

@@ -4,11 +4,12 @@ Order, as Porter's ``Validate`` methods go (type first here, so a document of th
 type is named as such rather than as an unsupported version): the type of document
 (``schemaType``, an operator resource's ``kind``, or what the fields show), then
 ``schemaVersion`` under the server's schema-check strategy, then the JSON schema and the
-rules the schema cannot say (one source kind per entry, unique names, string-only values
-before ParameterSet 1.1.0). Every problem is a field violation with the JSON path of the
+rules the schema cannot say (one source kind per entry, string-only values before
+ParameterSet 1.1.0; a name listed again keeps its last entry, with a warning, as Porter
+resolves sets in order). Every problem is a field violation with the JSON path of the
 field in the document; messages never quote values, which may be secrets.
 
-About 440 lines on purpose: one pass in Porter's order whose steps share the path and
+About 470 lines on purpose: one pass in Porter's order whose steps share the path and
 message helpers; split, each part would import the others' privates.
 """
 
@@ -200,7 +201,7 @@ _SEMVER = re.compile(
 )
 
 
-def _semver(text: str) -> tuple[tuple[int, int, int], bool] | None:
+def semver(text: str) -> tuple[tuple[int, int, int], bool] | None:
     """(MAJOR, MINOR, PATCH) and whether it is a prerelease, as Porter's semver library reads it."""
     m = _SEMVER.fullmatch(text)
     if m is None:
@@ -225,7 +226,7 @@ def check_schema_version(
         f"the schema version is {shown} but the supported {kind.value} schema version is "
         f"{names} (schema check {strategy.value!r})"
     )
-    parsed = _semver(found) if found else None
+    parsed = semver(found) if found else None
     if parsed is None:
         supported_text = f"the supported {kind.value} schema version is {names} (schema check {strategy.value!r})"
         problem = (
@@ -238,7 +239,7 @@ def check_schema_version(
         _raise(field, problem, "UNSUPPORTED_SCHEMA_VERSION")
     (major, minor, patch), prerelease = parsed
     stored = f"{major}.{minor}.{patch}"
-    versions = [_semver(v) for v in supported]
+    versions = [semver(v) for v in supported]
     exact = not prerelease and any(
         v is not None and v[0] == (major, minor, patch) for v in versions
     )
@@ -281,6 +282,12 @@ def _patch(kind: DocumentKind, schema: dict[str, Any]) -> dict[str, Any]:
     props = schema["properties"]
     props["status"] = {"description": "Server-owned status; ignored.", "type": "object"}
     if kind is DocumentKind.INSTALLATION:
+        # Read-only fields of `porter installations show -o json`: accepted and ignored.
+        props["id"] = {"description": "Porter's ID of the installation; ignored.", "type": "string"}
+        props["_calculated"] = {
+            "description": "What Porter calculated for display; ignored.",
+            "type": "object",
+        }
         props["uninstalled"] = {
             "description": "Whether the installation should be uninstalled.",
             "type": "boolean",
@@ -361,28 +368,24 @@ def _entries_key(kind: DocumentKind) -> str:
 
 def _set_rules(
     kind: DocumentKind, body: dict[str, Any], prefix: str, version: str, v: Violations
-) -> None:
+) -> dict[str, list[int]]:
+    """Adds the violations; returns the positions of each name listed more than once."""
     if "custom" in body:
         v.add(join(prefix, "custom"), f"custom is not kept for {kind.title}s; remove it")
     key = _entries_key(kind)
     entries = body.get(key)
     if not isinstance(entries, list):
-        return
-    typed = _semver(version) is not None and _semver(version)[0] >= TYPED_VALUES_SINCE  # type: ignore[index]
+        return {}
+    typed = semver(version) is not None and semver(version)[0] >= TYPED_VALUES_SINCE  # type: ignore[index]
     allowed = SOURCE_KINDS + ((REDACTED,) if kind is DocumentKind.CREDENTIAL_SET else ())
-    first: dict[str, int] = {}
+    seen: dict[str, list[int]] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             continue
         path = join(join(prefix, key), i)
         name = entry.get("name")
         if isinstance(name, str):
-            if name in first:
-                v.add(
-                    join(path, "name"), f"{name!r} is listed twice (first at {key}[{first[name]}])"
-                )
-            else:
-                first[name] = i
+            seen.setdefault(name, []).append(i)
         source = entry.get("source")
         if not isinstance(source, dict):
             continue
@@ -418,6 +421,7 @@ def _set_rules(
                 f"schemaVersion {version} takes string values only; "
                 f"ParameterSet 1.1.0 takes a {type_name(source['value'])}",
             )
+    return {name: at for name, at in seen.items() if len(at) > 1}
 
 
 # --- all together ---------------------------------------------------------------------------
@@ -438,8 +442,31 @@ def validate(value: Any, want: DocumentKind, strategy: SchemaCheck) -> Validated
     stored, warning = check_schema_version(want, found, strategy, join(prefix, "schemaVersion"))
     v = Violations()
     _schema_violations(want, body, prefix, v)
+    repeated: dict[str, list[int]] = {}
     if want is not DocumentKind.INSTALLATION:
-        _set_rules(want, body, prefix, stored, v)
+        repeated = _set_rules(want, body, prefix, stored, v)
     if v.items:
         raise InvalidArgument.from_violations(v.items[:MAX_VIOLATIONS], reason=REASON)
-    return Validated(want, body, prefix, stored, (warning,) if warning else ())
+    warnings = [warning] if warning else []
+    if repeated:
+        body, said = _last_entries_win(want, body, prefix, repeated)
+        warnings.extend(said)
+    return Validated(want, body, prefix, stored, tuple(warnings))
+
+
+def _last_entries_win(
+    kind: DocumentKind, body: dict[str, Any], prefix: str, repeated: Mapping[str, list[int]]
+) -> tuple[dict[str, Any], list[str]]:
+    """The set without the earlier entries of each name listed more than once, and a warning
+    for each: Porter resolves a set's entries in order, so its last entry of a name wins."""
+    key = _entries_key(kind)
+    path = join(prefix, key)
+    dropped = {i for at in repeated.values() for i in at[:-1]}
+    out = dict(body)
+    out[key] = [e for i, e in enumerate(body[key]) if i not in dropped]
+    said = [
+        f"{join(path, at[-1])}: {name!r} is also listed at "
+        f"{', '.join(join(path, i) for i in at[:-1])}; the last entry wins, as in Porter"
+        for name, at in sorted(repeated.items(), key=lambda item: item[1][-1])
+    ]
+    return out, said

@@ -12,6 +12,8 @@ through the ActionService, and starts the run through ``ActionService.execute``.
 those checks refuse the action (bad or missing inputs, missing sets, another run active,
 no container engine), the call fails with their error and the stored document change is
 kept, as Porter keeps it: the desired state is recorded, and applying again retries.
+A parameter given as ``{redacted: true}`` (an export's withheld sensitive value) takes the
+value the server has for it.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class DocumentService:
     def _apply_set(
         self, kind: DocumentKind, sets: ValueSetService[Any], raw: bytes, dry_run: bool
     ) -> SetApplied:
-        validated = docs.validate(docs.parse_one(raw), kind, self.schema_check)
+        validated = docs.validate(docs.read_one(raw), kind, self.schema_check)
         given = docs.to_resource(validated)
         resource_prefix = (
             "credential_set." if kind is DocumentKind.CREDENTIAL_SET else "parameter_set."
@@ -161,8 +163,9 @@ class DocumentService:
     def export_installation(
         self, namespace: str, name: str, fmt: docs.Format, *, reveal: bool = False
     ) -> InstallationExport:
-        """An installation's desired state as Porter's Installation document: without the values
-        of its sensitive parameters, or with ``reveal`` (an authorized, audited caller) with them."""
+        """An installation's desired state as Porter's Installation document: its sensitive
+        parameters as ``{redacted: true}`` (applying that keeps the stored value), or with
+        ``reveal`` (an authorized, audited caller) their values."""
         inst = self._installations.get(namespace, name, reveal=reveal)
         return InstallationExport(
             docs.render(docs.from_installation(inst), fmt), list(inst.sensitive_parameters)
@@ -209,12 +212,14 @@ class DocumentService:
         )
 
     def _prepare(self, raw: bytes) -> _Prepared:
-        validated = docs.validate(docs.parse_one(raw), DocumentKind.INSTALLATION, self.schema_check)
+        validated = docs.validate(docs.read_one(raw), DocumentKind.INSTALLATION, self.schema_check)
         desired = cast(Installation, docs.to_resource(validated))
         with document_paths(validated.prefix, "installation."):
             current = self._find(desired.namespace, desired.name)
             # Compared with every stored value, the withheld sensitive ones included.
             full = None if current is None else self._installations.revealed(current)
+        _keep_withheld(desired, full, validated.prefix)
+        with document_paths(validated.prefix, "installation."):
             would_store = self._installations.merged(full, desired)
         if full is None:
             outcome, changed = CREATED, [_document_name(f) for f in UPDATABLE_FIELDS]
@@ -264,6 +269,28 @@ class DocumentService:
     def _last_success(self, installation_id: str) -> LastRun | None:
         found = self._installations.last_successful_change(installation_id)
         return None if found is None else LastRun(*found)
+
+
+def _keep_withheld(desired: Installation, full: Installation | None, prefix: str) -> None:
+    """Puts the stored value in place of each ``{redacted: true}`` parameter (an export's
+    withheld sensitive value); INVALID_ARGUMENT where there is no stored sensitive value."""
+    kept = frozenset(full.sensitive_parameters) if full is not None else frozenset()
+    problems = []
+    for name, value in desired.parameters.fields.items():
+        if not docs.is_withheld(docs.plain(value)):
+            continue
+        if full is not None and name in kept and name in full.parameters.fields:
+            value.CopyFrom(full.parameters.fields[name])
+        else:
+            problems.append(
+                FieldViolation(
+                    join(join(prefix, "parameters"), name),
+                    "{redacted: true} keeps the stored value of a sensitive parameter, "
+                    "and the installation has none for it; give the value",
+                )
+            )
+    if problems:
+        raise InvalidArgument.from_violations(problems, reason="INVALID_DOCUMENT")
 
 
 def _installation_field(inst: Installation, name: str) -> Any:

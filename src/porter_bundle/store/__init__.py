@@ -77,6 +77,7 @@ from porter_bundle.store.models import (
     ValueSetRow,
 )
 from porter_bundle.store.outputs import (
+    LatestOutput,
     add_outputs,
     list_latest_outputs,
     list_output_docs,
@@ -135,6 +136,7 @@ __all__ = [
     "InstallationSetRefRow",
     "KeyFileError",
     "Keyring",
+    "LatestOutput",
     "LatestOutputRow",
     "ListFilter",
     "OutputRow",

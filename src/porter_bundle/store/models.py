@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ForeignKey,
     ForeignKeyConstraint,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlmodel import Field, SQLModel
@@ -151,7 +153,9 @@ class RunRow(SQLModel, table=True):
 
 
 class OutputRow(SQLModel, table=True):
-    """One output value of a run. ``value`` is its JSON, sensitive ones included."""
+    """One output value of a run. ``value`` is its JSON, sensitive ones included; ``written``
+    the text the bundle wrote when that is not how ``value`` renders for Porter's legacy API
+    (``1.50``, ``42\n``, an object as written), else NULL. Both encrypted when sensitive."""
 
     __tablename__ = "outputs"
 
@@ -162,6 +166,12 @@ class OutputRow(SQLModel, table=True):
     sensitive: bool
     value: str = Field(sa_column=Column(Text, nullable=False))
     doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    written: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Porter marks the output internal (its definition's $comment is "porter-internal", e.g.
+    # porter-state): Porter's legacy API never lists it.
+    internal: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
 
 
 class LatestOutputRow(SQLModel, table=True):

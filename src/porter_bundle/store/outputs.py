@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
@@ -11,9 +12,30 @@ from sqlmodel import Session
 from porter_bundle.store.listing import dialect_insert
 from porter_bundle.store.models import LatestOutputRow, OutputRow, table_of
 from porter_bundle.store.queries import Reader
-from porter_bundle.store.secrets import OUTPUT_VALUE, sealed_text, session_keyring
+from porter_bundle.store.secrets import (
+    OUTPUT_VALUE,
+    OUTPUT_WRITTEN,
+    sealed_text,
+    session_keyring,
+)
 
 _outputs = table_of(OutputRow)
+
+
+@dataclass(frozen=True)
+class LatestOutput:
+    """An output name's most recent value (see :func:`list_latest_outputs`)."""
+
+    doc: bytes
+    """The Output message."""
+    run_id: str
+    value_json: str
+    written: str | None
+    """The text the bundle wrote, when it is not how ``value_json`` renders (see OutputRow)."""
+    internal: bool
+    """Porter marks the output internal (see OutputRow)."""
+
+
 _latest_outputs = table_of(LatestOutputRow)
 
 
@@ -30,7 +52,10 @@ def add_outputs(session: Session, installation_id: str, rows: Sequence[OutputRow
     keyring = session_keyring(session)
     for r in rows:
         if r.sensitive:
-            r.value = sealed_text(OUTPUT_VALUE.seal(keyring, [r.run_id, r.name], r.value.encode()))
+            key = [r.run_id, r.name]
+            r.value = sealed_text(OUTPUT_VALUE.seal(keyring, key, r.value.encode()))
+            if r.written is not None:
+                r.written = sealed_text(OUTPUT_WRITTEN.seal(keyring, key, r.written.encode()))
     session.add_all(rows)
     session.flush()
     insert = dialect_insert(session)
@@ -60,14 +85,14 @@ def list_output_docs(reader: Reader, run_id: str) -> list[bytes]:
     return [bytes(r[0]) for r in reader.rows("outputs", build, {"run": run_id})]
 
 
-def list_latest_outputs(reader: Reader, installation_id: str) -> list[tuple[bytes, str]]:
-    """(Output message, value JSON incl. sensitive ones) of each output name's most recent
-    value across an installation's runs, whatever their result; sorted by name."""
+def list_latest_outputs(reader: Reader, installation_id: str) -> list[LatestOutput]:
+    """Each output name's most recent value across an installation's runs, whatever their
+    result (sensitive values in clear: for callers entitled to them); sorted by name."""
 
     def build() -> Select[Any]:
         lo, o = _latest_outputs, _outputs
         return (
-            select(o.c.doc, o.c.value, o.c.run_id, o.c.name)
+            select(o.c.doc, o.c.value, o.c.run_id, o.c.name, o.c.written, o.c.internal)
             .select_from(lo.join(o, (o.c.run_id == lo.c.run_id) & (o.c.name == lo.c.name)))
             .where(lo.c.installation_id == bindparam("inst"))
             .order_by(lo.c.name)
@@ -75,7 +100,16 @@ def list_latest_outputs(reader: Reader, installation_id: str) -> list[tuple[byte
 
     rows = reader.rows("outputs.latest", build, {"inst": installation_id})
     kr = reader.keyring
-    return [(bytes(r[0]), OUTPUT_VALUE.open(kr, [r[2], r[3]], r[1]).decode()) for r in rows]
+    return [
+        LatestOutput(
+            doc=bytes(r[0]),
+            run_id=str(r[2]),
+            value_json=OUTPUT_VALUE.open(kr, [r[2], r[3]], r[1]).decode(),
+            written=None if r[4] is None else OUTPUT_WRITTEN.open(kr, [r[2], r[3]], r[4]).decode(),
+            internal=bool(r[5]),
+        )
+        for r in rows
+    ]
 
 
 def list_output_values(reader: Reader, run_id: str) -> list[tuple[str, bool, str]]:

@@ -1,7 +1,7 @@
 """Secret columns: which stored values are encrypted, and their re-encryption.
 
-A set's full ``values``, a run's ``parameters``, a sensitive output's ``value`` and an
-installation's ``secret_parameters`` are encrypted by the query functions with the
+A set's full ``values``, a run's ``parameters``, a sensitive output's ``value`` (and
+``written`` text, when kept) and an installation's ``secret_parameters`` are encrypted by the query functions with the
 database's :class:`~porter_bundle.store.crypto.Keyring` (sessions and readers carry it):
 callers hand them clear values and get clear values back. :func:`reencrypt` rewrites them
 with the newest key; :func:`key_usage` tells which keys sealed them.
@@ -61,6 +61,12 @@ SECRET_COLUMNS: tuple[SecretColumn, ...] = (
     SecretColumn(table_of(RunRow), "parameters", ("id",)),
     SecretColumn(_outputs, "value", ("run_id", "name"), lambda: _outputs.c.sensitive.is_(True)),
     SecretColumn(
+        _outputs,
+        "written",
+        ("run_id", "name"),
+        lambda: _outputs.c.sensitive.is_(True) & _outputs.c.written.is_not(None),
+    ),
+    SecretColumn(
         _installations,
         "secret_parameters",
         ("id",),
@@ -69,7 +75,7 @@ SECRET_COLUMNS: tuple[SecretColumn, ...] = (
 )
 """Every encrypted column."""
 
-SET_VALUES, RUN_PARAMETERS, OUTPUT_VALUE, INSTALLATION_SECRETS = SECRET_COLUMNS
+SET_VALUES, RUN_PARAMETERS, OUTPUT_VALUE, OUTPUT_WRITTEN, INSTALLATION_SECRETS = SECRET_COLUMNS
 
 
 def sealed(token: bytes | str) -> bytes:

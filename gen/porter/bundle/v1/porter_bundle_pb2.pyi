@@ -2103,7 +2103,9 @@ class ApplyCredentialSetResponse(_message.Message):
 
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Warnings, e.g. about the schemaVersion."""
+        """Warnings, e.g. about the schemaVersion, or a name listed more than once
+        (the last entry wins).
+        """
 
     def __init__(
         self,
@@ -2169,7 +2171,9 @@ class ApplyParameterSetResponse(_message.Message):
 
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Warnings, e.g. about the schemaVersion."""
+        """Warnings, e.g. about the schemaVersion, or a name listed more than once
+        (the last entry wins).
+        """
 
     def __init__(
         self,
@@ -2238,8 +2242,9 @@ class ExportInstallationResponse(_message.Message):
     def sensitive_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of the installation's sensitive parameters (see
         Installation.sensitive_parameters), sorted. Without `reveal_sensitive` the
-        document leaves them out, so applying it would remove them: export with
-        `reveal_sensitive`, or add them back, before applying it.
+        document gives each as `{redacted: true}`: applying it keeps the stored
+        value (a `{redacted: true}` parameter without a stored sensitive value is
+        refused), so the export round-trips.
         """
 
     def __init__(

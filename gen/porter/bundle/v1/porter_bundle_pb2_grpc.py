@@ -514,7 +514,8 @@ class PorterBundleServicer:
     def ApplyCredentialSet(self, request, context):
         """Applies a CredentialSet document: creates or updates the set. An entry
         whose source is `{redacted: true}` (as exports write literal values) keeps
-        the value the server has for it.
+        the value the server has for it. A name listed more than once takes its
+        last entry, as in Porter, with a warning.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -522,7 +523,9 @@ class PorterBundleServicer:
 
     def ApplyParameterSet(self, request, context):
         """Applies a ParameterSet document: creates or updates the set. Schema
-        version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+        version 1.1.0 takes values of any JSON type, 1.0.1 strings only (a number
+        or boolean is taken as its text, as Porter does). A name listed more than
+        once takes its last entry, as in Porter, with a warning.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -530,9 +533,10 @@ class PorterBundleServicer:
 
     def ExportInstallation(self, request, context):
         """Returns an installation's desired state as Porter's Installation document.
-        Applying it changes nothing, except that the values of sensitive
-        parameters are left out unless `reveal_sensitive` is set (secret-reader
-        only, audited): the response names them.
+        Applying it changes nothing. Without `reveal_sensitive` (secret-reader
+        only, audited) each sensitive parameter is written as
+        `parameters: {<name>: {redacted: true}}`, which ApplyInstallation reads as
+        "keep the value the server has"; the response names them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -191,17 +191,21 @@ class PorterBundleStub:
     ApplyCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyCredentialSetRequest, _porter_bundle_pb2.ApplyCredentialSetResponse]
     """Applies a CredentialSet document: creates or updates the set. An entry
     whose source is `{redacted: true}` (as exports write literal values) keeps
-    the value the server has for it.
+    the value the server has for it. A name listed more than once takes its
+    last entry, as in Porter, with a warning.
     """
     ApplyParameterSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyParameterSetRequest, _porter_bundle_pb2.ApplyParameterSetResponse]
     """Applies a ParameterSet document: creates or updates the set. Schema
-    version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+    version 1.1.0 takes values of any JSON type, 1.0.1 strings only (a number
+    or boolean is taken as its text, as Porter does). A name listed more than
+    once takes its last entry, as in Porter, with a warning.
     """
     ExportInstallation: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportInstallationRequest, _porter_bundle_pb2.ExportInstallationResponse]
     """Returns an installation's desired state as Porter's Installation document.
-    Applying it changes nothing, except that the values of sensitive
-    parameters are left out unless `reveal_sensitive` is set (secret-reader
-    only, audited): the response names them.
+    Applying it changes nothing. Without `reveal_sensitive` (secret-reader
+    only, audited) each sensitive parameter is written as
+    `parameters: {<name>: {redacted: true}}`, which ApplyInstallation reads as
+    "keep the value the server has"; the response names them.
     """
     ExportCredentialSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportCredentialSetRequest, _porter_bundle_pb2.ExportCredentialSetResponse]
     """Returns a credential set as Porter's CredentialSet document. Literal values
@@ -376,17 +380,21 @@ class PorterBundleAsyncStub(PorterBundleStub):
     ApplyCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyCredentialSetRequest, _porter_bundle_pb2.ApplyCredentialSetResponse]  # type: ignore[assignment]
     """Applies a CredentialSet document: creates or updates the set. An entry
     whose source is `{redacted: true}` (as exports write literal values) keeps
-    the value the server has for it.
+    the value the server has for it. A name listed more than once takes its
+    last entry, as in Porter, with a warning.
     """
     ApplyParameterSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ApplyParameterSetRequest, _porter_bundle_pb2.ApplyParameterSetResponse]  # type: ignore[assignment]
     """Applies a ParameterSet document: creates or updates the set. Schema
-    version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+    version 1.1.0 takes values of any JSON type, 1.0.1 strings only (a number
+    or boolean is taken as its text, as Porter does). A name listed more than
+    once takes its last entry, as in Porter, with a warning.
     """
     ExportInstallation: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportInstallationRequest, _porter_bundle_pb2.ExportInstallationResponse]  # type: ignore[assignment]
     """Returns an installation's desired state as Porter's Installation document.
-    Applying it changes nothing, except that the values of sensitive
-    parameters are left out unless `reveal_sensitive` is set (secret-reader
-    only, audited): the response names them.
+    Applying it changes nothing. Without `reveal_sensitive` (secret-reader
+    only, audited) each sensitive parameter is written as
+    `parameters: {<name>: {redacted: true}}`, which ApplyInstallation reads as
+    "keep the value the server has"; the response names them.
     """
     ExportCredentialSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportCredentialSetRequest, _porter_bundle_pb2.ExportCredentialSetResponse]  # type: ignore[assignment]
     """Returns a credential set as Porter's CredentialSet document. Literal values
@@ -738,7 +746,8 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_porter_bundle_pb2.ApplyCredentialSetResponse, _abc.Awaitable[_porter_bundle_pb2.ApplyCredentialSetResponse]]:
         """Applies a CredentialSet document: creates or updates the set. An entry
         whose source is `{redacted: true}` (as exports write literal values) keeps
-        the value the server has for it.
+        the value the server has for it. A name listed more than once takes its
+        last entry, as in Porter, with a warning.
         """
 
     @_abc_1.abstractmethod
@@ -748,7 +757,9 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.ApplyParameterSetResponse, _abc.Awaitable[_porter_bundle_pb2.ApplyParameterSetResponse]]:
         """Applies a ParameterSet document: creates or updates the set. Schema
-        version 1.1.0 takes values of any JSON type, 1.0.1 strings only.
+        version 1.1.0 takes values of any JSON type, 1.0.1 strings only (a number
+        or boolean is taken as its text, as Porter does). A name listed more than
+        once takes its last entry, as in Porter, with a warning.
         """
 
     @_abc_1.abstractmethod
@@ -758,9 +769,10 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.ExportInstallationResponse, _abc.Awaitable[_porter_bundle_pb2.ExportInstallationResponse]]:
         """Returns an installation's desired state as Porter's Installation document.
-        Applying it changes nothing, except that the values of sensitive
-        parameters are left out unless `reveal_sensitive` is set (secret-reader
-        only, audited): the response names them.
+        Applying it changes nothing. Without `reveal_sensitive` (secret-reader
+        only, audited) each sensitive parameter is written as
+        `parameters: {<name>: {redacted: true}}`, which ApplyInstallation reads as
+        "keep the value the server has"; the response names them.
         """
 
     @_abc_1.abstractmethod

@@ -29,7 +29,10 @@ def collect_outputs(
         raw = files.get(d.path[len(prefix) :])
         if raw is None:
             if "default" in d.schema:
-                values.append(OutputValue(d.name, d.schema["default"], d.type, d.sensitive))
+                default = d.schema["default"]
+                values.append(
+                    OutputValue(d.name, default, d.type, d.sensitive, internal=d.internal)
+                )
             else:
                 problems.append(f"output {d.name!r} was not produced (expected at {d.path})")
             continue
@@ -37,7 +40,9 @@ def collect_outputs(
         if problem:
             problems.append(problem)
         else:
-            values.append(OutputValue(d.name, value, d.type, d.sensitive))
+            # Porter hands out the bytes the bundle wrote (a base64 output: its base64 text).
+            written = value if isinstance(value, str) else raw.decode()
+            values.append(OutputValue(d.name, value, d.type, d.sensitive, written, d.internal))
     return values, problems
 
 

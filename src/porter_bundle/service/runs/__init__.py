@@ -21,6 +21,7 @@ from porter_bundle.service.runs.model import (
     ResolvedOutputs,
     action_name,
     canonical_json,
+    rendered_text,
     run_id_not_found,
     run_not_found,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "action_name",
     "canonical_json",
     "output_row",
+    "rendered_text",
     "run_id_not_found",
     "run_not_found",
 ]

@@ -61,6 +61,11 @@ class OutputValue:
     value: Any
     type: str = ""
     sensitive: bool = False
+    written: str | None = None
+    """The text the bundle wrote (its file, decoded; base64 for a base64 output); None when
+    the value is not from a file (a default)."""
+    internal: bool = False
+    """Porter marks the output internal (``porter-state``): its legacy API never lists it."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,13 @@ def action_name(run: Run) -> str:
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: stable text for digests."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def rendered_text(value_json: str) -> str:
+    """A stored output value as text, when the text the bundle wrote is not kept: a string as
+    it is, anything else as its (canonical) JSON."""
+    value = json.loads(value_json)
+    return value if isinstance(value, str) else value_json
 
 
 def run_id_not_found(run_id: str) -> NotFound:

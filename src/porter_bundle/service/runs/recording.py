@@ -46,6 +46,7 @@ from porter_bundle.service.runs.model import (
     OutputValue,
     action_name,
     canonical_json,
+    rendered_text,
 )
 from porter_bundle.store import Database, DuplicateKey, InstallationRow, OutputRow, RunRow
 from porter_bundle.validation import check_address
@@ -289,10 +290,14 @@ def output_row(run: Run, out: OutputValue, now: Any) -> OutputRow:
         json_format.ParseDict(out.value, value)
         msg.value.CopyFrom(value)
     msg.create_time.CopyFrom(timestamp(now))
+    written = out.written
     return OutputRow(
         run_id=run.id,
         name=out.name,
         sensitive=out.sensitive,
         value=text,
         doc=msg.SerializeToString(),
+        # Kept only when it is not what the value renders as (strings: the same text).
+        written=None if written is None or written == rendered_text(text) else written,
+        internal=out.internal,
     )
