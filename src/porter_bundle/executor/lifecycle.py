@@ -299,8 +299,13 @@ class Lifecycle:
             if not state.get("Running"):
                 return int(state.get("ExitCode", -1))
             await asyncio.sleep(EXIT_SETTLE_SECONDS)
-        # The stream ended while the process still runs (a dropped connection): ask the engine.
-        return await self._calls.call(_wait_exit, self._engine.api, container_id)
+        # The stream ended while the process still runs (a dropped connection): ask the engine,
+        # in a daemon thread of its own (a wait has no timeout; see the bridge module).
+        return await in_thread(
+            asyncio.get_running_loop(),
+            f"porter-bundle-wait-{container_id[:12]}",
+            functools.partial(_wait_exit, self._engine.api, container_id),
+        )
 
     async def terminate(
         self, container_id: str, grace: float, exited: asyncio.Future[int] | None

@@ -39,6 +39,9 @@ from porter_bundle.service.value_sets import ValueSetService
 
 log = logging.getLogger(__name__)
 
+CLOSE_WAIT_SECONDS = 2.0
+"""At shutdown, how long the run tasks may take to end once cancelled."""
+
 
 @dataclass
 class Prepared:
@@ -56,6 +59,12 @@ def inputs_redactor(inputs: ResolvedInputs) -> Redactor:
     """Masks a run's credential values and sensitive parameter values."""
     sensitive = (render(inputs.parameters[n]) for n in inputs.sensitive)
     return Redactor([*inputs.credentials.values(), *sensitive])
+
+
+def engine_unavailable(exc: ExecutorUnavailable) -> Unavailable:
+    """The executor's failure to reach its engine as the domain error (the message names the
+    engine and says what failed; it never holds a secret)."""
+    return Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE")
 
 
 class Runner:
@@ -83,6 +92,7 @@ class Runner:
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
+        self._stopping: dict[str, asyncio.Task[None]] = {}
 
     async def executor(self) -> Executor:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
@@ -90,16 +100,25 @@ class Runner:
             try:
                 self._executor_instance = await self._blocking.run(self._executor_factory)
             except ExecutorUnavailable as exc:
-                raise Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE") from None
+                raise engine_unavailable(exc) from None
         return self._executor_instance
+
+    async def check_engine(self) -> None:
+        """The engine answers now (a short ping); Unavailable naming it when it does not."""
+        executor = await self.executor()
+        try:
+            await executor.ping()
+        except ExecutorUnavailable as exc:
+            raise engine_unavailable(exc) from None
 
     def start(self, prepared: Prepared) -> None:
         """Runs a recorded run in the background."""
         self._spawn(prepared.run.id, self._run(prepared))
 
     async def cancel(self, run: Run) -> Run | None:
-        """Cancels an active run and waits until it has ended (or the grace is well over);
-        the ended run when it was canceled before it started."""
+        """Cancels an active run and returns at once: the ended run when it had not started,
+        else the run marked ``canceling`` while its container is stopped in the background
+        (the run then ends CANCELED); None when it ended meanwhile."""
         self._canceled.add(run.id)
         if run.state == RUN_STATE_PENDING:
             ended = await self._blocking.run(
@@ -107,19 +126,44 @@ class Runner:
             )
             if ended is not None:
                 return ended
-        task = self._tasks.get(run.id)
-        executor = await self.executor()
+        executor = await self.executor()  # Unavailable now, rather than a cancel that never acts
+        marked = await self._blocking.run(self._runs.mark_canceling, run.id)
+        if marked is None:
+            return None
+        self._start_stopping(executor, run.id)
+        return marked
+
+    def _start_stopping(self, executor: Executor, run_id: str) -> None:
+        if run_id in self._stopping:
+            return
+        stopping = asyncio.get_running_loop().create_task(
+            self._stop(executor, run_id), name=f"cancel-{run_id}"
+        )
+        self._stopping[run_id] = stopping
+        stopping.add_done_callback(lambda _t: self._stopping.pop(run_id, None))
+
+    async def _stop(self, executor: Executor, run_id: str) -> None:
+        """Stops a canceled run's container: SIGTERM, SIGKILL after the grace. The run's own
+        task (or another process's) then ends it CANCELED."""
+        task = self._tasks.get(run_id)
         grace = self._settings.cancel_grace_seconds
-        deadline = asyncio.get_running_loop().time() + grace + 60
-        # The container may not exist yet (image pull): keep asking until it stops or the task ends.
-        while asyncio.get_running_loop().time() < deadline:
-            stopped = await executor.cancel(run.id, grace)
-            if task is None or task.done():
-                break
-            done, _ = await asyncio.wait({task}, timeout=None if stopped else 0.5)
-            if done:
-                break
-        return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace + 60
+        try:
+            # The container may not exist yet (image pull): ask until it stops or the task ends.
+            while loop.time() < deadline:
+                stopped = await executor.cancel(run_id, grace)
+                if task is None or task.done():
+                    break
+                done, _ = await asyncio.wait({task}, timeout=None if stopped else 0.5)
+                if done:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except ExecutorUnavailable as exc:
+            log.warning("could not stop the container of canceled run %s: %s", run_id, exc)
+        except Exception:
+            log.exception("could not stop the container of canceled run %s", run_id)
 
     async def recover(self) -> None:
         """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
@@ -137,6 +181,9 @@ class Runner:
             return
         for run in active:
             self._spawn(run.id, self._recover_run(executor, run))
+            if run.canceling:  # CancelRun was called before the restart: finish stopping it
+                self._canceled.add(run.id)
+                self._start_stopping(executor, run.id)
         active_ids = {r.id for r in active}
         for orphan in await executor.orphans():
             if orphan not in active_ids:
@@ -145,10 +192,12 @@ class Runner:
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._stopping.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task may be removing a container on an engine that does not answer.
+            await asyncio.wait(tasks, timeout=CLOSE_WAIT_SECONDS)
 
     async def wait_idle(self) -> None:
         """Waits until no run of this process is active (for tests and shutdown)."""
@@ -259,7 +308,9 @@ class Runner:
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
             await self._blocking.run(self._mask_stored_log, run_id, redactor)
-        if result.canceled or run_id in self._canceled:
+        stored = await self._blocking.run(self._runs.current, run_id)
+        # `canceling` stored: CancelRun reached this run through another process too.
+        if result.canceled or run_id in self._canceled or (stored is not None and stored.canceling):
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
             state, message = (

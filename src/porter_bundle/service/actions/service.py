@@ -78,15 +78,16 @@ class ActionService:
         plan = await self._blocking.run(self._planner.plan, request)
         if isinstance(plan, Run):  # an earlier call with the same request_id
             return plan
-        # Before anything is recorded: no run waits on a missing engine.
-        await self._runner.executor()
+        # Before anything is recorded: no run waits on a missing or wedged engine.
+        await self._runner.check_engine()
         run, prepared = await self._blocking.run(self._record, plan)
         if prepared is not None:
             self._runner.start(prepared)
         return run
 
     async def cancel(self, namespace: str, name: str, run_id: str) -> Run:
-        """Cancels an active run and returns it once it has ended."""
+        """Cancels an active run and returns it at once: CANCELED when it had not started,
+        else marked ``canceling`` while its container is stopped in the background."""
         run = await self._blocking.run(self._runs.find, namespace, name, run_id)
         if run.state in FINAL_STATES:
             raise FailedPrecondition(

@@ -150,6 +150,21 @@ class RunRecorder:
         except FailedPrecondition:
             return None
 
+    def mark_canceling(self, run_id: str) -> Run | None:
+        """Sets ``canceling`` on a RUNNING run (CancelRun answers with it while the container
+        is stopped); the run unchanged when it was set already; None when it is not running."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state != RUN_STATE_RUNNING:
+                return None
+            if run.canceling:
+                return run
+            run.canceling = True
+            self._save(s, row, run)
+        self.events.run_changed(run)
+        return run
+
     def append_log(self, run_id: str, chunk: bytes) -> int:
         """Appends container output to a run's log; returns the new log length."""
         with self._store.write() as s:
