@@ -19,7 +19,7 @@ from porter.bundle.v1.run_pb2 import (
     Run,
 )
 from porter.bundle.v1.value_set_pb2 import CredentialSet
-from porter_bundle.errors import FailedPrecondition, Unavailable
+from porter_bundle.errors import FailedPrecondition, PorterBundleError, Unavailable
 from porter_bundle.executor import (
     ContainerResult,
     ContainerSpec,
@@ -80,7 +80,11 @@ class Runner:
         executor: Callable[[], Executor],
         settings: ActionSettings,
         blocking: Blocking,
+        prepare_again: Callable[[Run], Prepared],
     ) -> None:
+        """``prepare_again`` (blocking) prepares a recorded run anew (its inputs resolved
+        again) for starting it after a restart; it raises a domain error when it cannot."""
+        self._prepare_again = prepare_again
         self._runs = runs
         self._bundles = bundles
         self._credential_sets = credential_sets
@@ -256,19 +260,22 @@ class Runner:
     async def _recover_run(self, executor: Executor, run: Run) -> None:
         try:
             result = await executor.recover(run.id)
+            if result is None and run.state == RUN_STATE_PENDING:
+                await self._start_again(run)
+                return
             if result is None:
-                why = (
-                    "the server stopped before this run's container started; run the action again"
-                    if run.state == RUN_STATE_PENDING
-                    else "the run's container vanished while the server was down"
-                )
+                why = "the run's container vanished while the server was down"
                 await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
                 return
-            # Its sensitive parameters are masked; its credentials are not known any more.
+            # Its sensitive parameters are masked; its credentials as far as they resolve now.
             redactor = await self._blocking.run(self._stored_redactor, run)
             if result.logs:
-                logs = redactor.data(result.logs)
-                await self._blocking.run(self._runs.replace_log, run.id, logs)
+                # The container's whole log: what the stored log lacks is what came after
+                # it. Masks keep lengths, so the stored length is the offset to go on from.
+                stored = await self._blocking.run(self._runs.log_length, run.id)
+                rest = redactor.data(result.logs)[stored:]
+                if rest:
+                    await self._blocking.run(self._runs.append_log, run.id, rest)
             bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
             await self._complete(run.id, bundle, action, result, redactor)
@@ -276,6 +283,18 @@ class Runner:
             raise
         except Exception:
             log.exception("could not recover run %s", run.id)
+
+    async def _start_again(self, run: Run) -> None:
+        """Starts a run the previous process accepted (PENDING) but never started: accepted
+        work is not lost, and a retry with its request_id returns it as it runs."""
+        try:
+            prepared = await self._blocking.run(self._prepare_again, run)
+        except PorterBundleError as exc:
+            message = f"the server restarted before this run started and could not start it: {exc.message}"
+            await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, message)
+            return
+        log.info("starting run %s, accepted before the restart", run.id)
+        await self._run(prepared)
 
     def _stored_redactor(self, run: Run) -> Redactor:
         """Masks what a run recorded before a restart used: its sensitive parameter values
@@ -332,10 +351,10 @@ class Runner:
         await self._blocking.run(self._finish_quietly, run_id, state, message, values)
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
-        logs = self._runs.stored_log(run_id)
-        masked = redactor.data(logs)
-        if masked != logs:
-            self._runs.replace_log(run_id, masked)
+        """Masks, in place and keeping every offset, values that became secret only when
+        the run ended (its sensitive outputs). A live follower may have seen them already:
+        nobody could know them as secrets before the image wrote them as outputs."""
+        self._runs.mask_log(run_id, redactor.data)
 
     def _finish_quietly(
         self, run_id: str, state: int, message: str, outputs: Sequence[OutputValue] = ()

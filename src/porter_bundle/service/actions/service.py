@@ -29,7 +29,7 @@ from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
-from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService
+from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 from porter_bundle.validation import check_address
@@ -70,7 +70,10 @@ class ActionService:
             executor=executor,
             settings=settings,
             blocking=blocking,
+            prepare_again=self._prepare_again,
         )
+        self._installations = installations
+        self._bundles = bundles
 
     async def execute(self, request: ActionRequest) -> Run:
         """Checks and records a run, then starts it in the background; returns it PENDING."""
@@ -123,6 +126,24 @@ class ActionService:
         check_request(request)
         plan = self._planner.plan_for(inst, request)
         return ActionPreview(plan.bundle, plan.document, plan.inputs)
+
+    def _prepare_again(self, run: Run) -> Prepared:
+        """A recorded run's container, prepared anew (after a restart, for a run that was
+        accepted and never started): the bundle it was accepted with, the parameter values
+        it recorded, its credentials resolved again from its credential sets."""
+        inst = self._installations.get(run.namespace, run.installation)
+        resolved = self._bundles.stored(run.bundle_digest, run.bundle_reference)
+        if resolved is None:
+            raise FailedPrecondition(
+                f"bundle {run.bundle_reference} ({run.bundle_digest}) is no longer stored",
+                reason="BUNDLE_NOT_FOUND",
+            )
+        action = action_name(run)
+        inputs = self._planner.inputs_of(
+            inst, resolved.document, action, self._runs.run_parameters(run.id), run.credential_sets
+        )
+        spec = container_spec(inst, resolved, resolved.document, action, run, inputs, self.settings)
+        return Prepared(run, spec, resolved.document, action, inputs_redactor(inputs))
 
     def _record(self, plan: Plan) -> tuple[Run, Prepared | None]:
         """Records the run; the prepared container too unless a concurrent retry recorded it first."""

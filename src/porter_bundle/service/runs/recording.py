@@ -9,7 +9,7 @@ installed, a successful uninstall marks it uninstalled, custom actions leave it 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -172,11 +172,23 @@ class RunRecorder:
         self.events.log_appended(run_id, end - len(chunk), chunk)
         return end
 
-    def replace_log(self, run_id: str, content: bytes) -> None:
-        """Replaces a run's stored log with the complete one (after re-attaching to its container)."""
+    def mask_log(self, run_id: str, mask: Callable[[bytes], bytes]) -> bool:
+        """Masks a run's stored log in place (secrets become as many ``*``); False when
+        nothing changed. The length never changes, so no offset a follower received moves:
+        a mask that would change it is refused (ValueError). Only the run's own runner
+        writes its log, and it has stopped appending by then, so the read and the rewrite
+        need no common transaction."""
+        with self._store.read() as conn:
+            logs = store.get_run_log(conn, run_id)
+        masked = mask(logs)
+        if len(masked) != len(logs):
+            raise ValueError("masking a run's log must keep its length")
+        if masked == logs:
+            return False
         with self._store.write() as s:
-            store.replace_run_log(s, run_id, content)
+            store.replace_run_log(s, run_id, masked)
         self.events.log_appended(run_id, 0, None)
+        return True
 
     def finish(
         self,
