@@ -114,23 +114,12 @@ def _docker_pull(
     else:
         header = docker.auth.get_config_header(engine.api, registry)
         headers = {"X-Registry-Auth": header} if header else {}
-    with engine.api.post(
+    return _streamed_pull(
+        engine,
         f"{engine.api.base_url}/v{engine.api.api_version}/images/create",
-        params={"fromImage": repository, "tag": tag or "latest"},
-        headers=headers,
-        stream=True,
-        timeout=_timeout(engine),
-    ) as response:
-        if response.status_code >= 400:
-            return _error_body(response)
-        # A failed pull still answers 200: the error is the stream's last message.
-        for line in response.iter_lines():
-            if not line:
-                continue
-            message = json.loads(line)
-            if isinstance(message, dict) and message.get("error"):
-                return str(message.get("errorDetail", {}).get("message") or message["error"])
-    return ""
+        {"fromImage": repository, "tag": tag or "latest"},
+        headers,
+    )
 
 
 def _error_body(response: Any) -> str:
@@ -146,19 +135,25 @@ def _libpod_pull(engine: Engine, image: str, auth_config: dict[str, str] | None)
     /images/create) takes ``tlsVerify=false`` for a registry over plain HTTP."""
     headers = {"X-Registry-Auth": docker.auth.encode_header(auth_config)} if auth_config else {}
     url = f"{engine.api.base_url}/v{engine.libpod_version}/libpod/images/pull"
+    return _streamed_pull(engine, url, {"reference": image, "tlsVerify": "false"}, headers)
+
+
+def _streamed_pull(
+    engine: Engine, url: str, params: Mapping[str, str], headers: Mapping[str, str | bytes]
+) -> str:
+    """POSTs a pull and reads its progress under the read timeout; the error or ""."""
     with engine.api.post(
-        url,
-        params={"reference": image, "tlsVerify": "false"},
-        headers=headers,
-        stream=True,
-        timeout=_timeout(engine),
+        url, params=params, headers=headers, stream=True, timeout=_timeout(engine)
     ) as response:
         if response.status_code >= 400:
             return _error_body(response)
+        # A failed pull still answers 200: the error is the stream's last message.
         for line in response.iter_lines():
             if not line:
                 continue
             message = json.loads(line)
             if isinstance(message, dict) and message.get("error"):
-                return str(message["error"])
+                detail = message.get("errorDetail")
+                text = detail.get("message") if isinstance(detail, dict) else None
+                return str(text or message["error"])
     return ""
