@@ -176,3 +176,37 @@ def test_action_settings_declare_no_defaults_of_their_own():
 def test_services_without_action_settings_take_the_servers_defaults(store):
     services = Services.create(store)
     assert services.actions.settings == ActionSettings.from_settings(Settings())
+
+
+def test_an_engine_that_stops_answering_fails_the_run_or_refuses_it(store, tmp_path):
+    """Answering /_ping only: the run is accepted and FAILS naming the engine once its first
+    real call times out; once /_ping goes unanswered too, ExecuteAction is UNAVAILABLE."""
+    from porter_bundle.executor import ContainerExecutor
+    from tests.engine import WedgedEngine
+
+    with WedgedEngine(tmp_path / "wedged.sock", ping=True) as wedged:
+        services = Services.create(
+            store,
+            executor=lambda: ContainerExecutor(
+                wedged.url, probe_timeout_seconds=1, request_timeout_seconds=1
+            ),
+        )
+        add_installation(services)
+        services.bundles.create(REF, json.dumps({**BUNDLE, "parameters": {}, "credentials": {}}))
+
+        async def go() -> None:
+            run = await services.actions.execute(ActionRequest(NS, NAME, "install"))
+            await asyncio.wait_for(services.actions.wait_idle(), 30)
+            failed = services.runs.get(NS, NAME, run.id)
+            assert failed.state == RUN_STATE_FAILED
+            assert wedged.url in failed.message and "did not answer in time" in failed.message
+            wedged.answers_ping = False
+            with pytest.raises(Unavailable) as err:
+                await asyncio.wait_for(
+                    services.actions.execute(ActionRequest(NS, NAME, "install", force=True)), 30
+                )
+            assert err.value.reason == "CONTAINER_ENGINE_UNAVAILABLE"
+            assert wedged.url in err.value.message
+            assert len(services.runs.active()) == 0
+
+        asyncio.run(go())
