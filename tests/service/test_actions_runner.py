@@ -11,7 +11,7 @@ import json
 import pytest
 
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
-from porter.bundle.v1.run_pb2 import RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.run_pb2 import RUN_STATE_CANCELED, RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.config import Settings
 from porter_bundle.errors import Unavailable
@@ -210,3 +210,26 @@ def test_an_engine_that_stops_answering_fails_the_run_or_refuses_it(store, tmp_p
             assert len(services.runs.active()) == 0
 
         asyncio.run(go())
+
+
+def test_a_run_canceling_at_a_restart_is_stopped_and_ends_canceled(store, fake):
+    services = Services.create(store, executor=lambda: fake)
+    services.bundles.create(REF, json.dumps(BUNDLE))
+    add_installation(services)
+    runs = services.runs
+    run, _ = runs.create(NS, NAME, NewRun(action=1, bundle_digest=services.bundles.get(REF).digest))
+    runs.start(run.id)
+    assert runs.mark_canceling(run.id).canceling  # CancelRun answered, then the crash
+    assert runs.mark_canceling(run.id).canceling  # again: unchanged
+    # The container ended by the SIGTERM of another process: no `canceled` in its result.
+    fake.recoverable[run.id] = ContainerResult(exit_code=143, logs=b"got TERM\n")
+
+    async def go() -> None:
+        await services.actions.recover()
+        await services.actions.wait_idle()
+
+    asyncio.run(go())
+    ended = runs.get(NS, NAME, run.id)
+    assert ended.state == RUN_STATE_CANCELED and ended.canceling and ended.message == "canceled"
+    assert run.id in fake.canceled  # the new process sent the stop again
+    assert runs.mark_canceling(run.id) is None  # ended: nothing to mark
