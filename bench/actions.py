@@ -30,7 +30,8 @@ from typing import Any
 import grpc
 
 from bench.procs import ServerProcess, start_porter_bundle
-from bench.report import Figure
+from bench.realistic import bench_realistic
+from bench.report import Figure, action_figures
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
@@ -251,12 +252,20 @@ def bench_actions(
     """Runs every part of the benchmark on a private engine; figures and raw details."""
     work.mkdir(parents=True, exist_ok=True)
     database = work / "actions.db"
-    for stale in work.glob("actions.db*"):
+    for stale in [*work.glob("actions.db*"), *work.glob("realistic.db*")]:
         stale.unlink()
     with podman_engine() as engine:
         image = engine.image("bench-noop", RUN_SCRIPT)
         b = _Bench(engine, image, _bundle(image), work, log)
         figures = _single(b, database, settings)
+        figures += bench_realistic(
+            engine,
+            work,
+            lambda label: _start_server(b, work / "realistic.db", 1, label),
+            settings.samples,
+            log,
+            b.details,
+        )
         figures += _batches(b, database, settings)
     return figures, b.details
 
@@ -292,9 +301,6 @@ def _single(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure]
                 )
     finally:
         server.stop()
-    real_ms, bare_ms = statistics.median(real) * 1000, statistics.median(bare) * 1000
-    queued = statistics.median(s["queued"] for s in stamped) * 1000
-    running = statistics.median(s["running"] for s in stamped) * 1000
     b.details["action_single"] = {
         "porter_bundle_seconds": real,
         "bare_podman_run_seconds": bare,
@@ -302,21 +308,15 @@ def _single(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure]
         "poll_seconds": POLL_SECONDS,
         "bare_command": ["podman", *argv],
     }
-    n = settings.samples
-    return [
-        Figure(
-            "Action: ExecuteAction to SUCCEEDED / bare podman run (median)",
-            real_ms / bare_ms,
-            "x",
-            TARGET_ACTION_RATIO,
-            "max",
-            f"script exits at once; {n} each, alternating; polled every {POLL_SECONDS * 1000:g} ms",
-        ),
-        Figure("  porter-bundle ExecuteAction to SUCCEEDED", real_ms, "ms"),
-        Figure("  podman run --rm, same env and files", bare_ms, "ms"),
-        Figure("  server stamps: created to started", queued, "ms", note="context: median"),
-        Figure("  server stamps: started to completed", running, "ms", note="context: median"),
-    ]
+    return action_figures(
+        "Action: ExecuteAction to SUCCEEDED / bare podman run (median)",
+        TARGET_ACTION_RATIO,
+        f"script exits at once; {settings.samples} each, alternating; "
+        f"polled every {POLL_SECONDS * 1000:g} ms",
+        real,
+        bare,
+        stamped,
+    )
 
 
 def _batches(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure]:

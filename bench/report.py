@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from statistics import median
 from typing import Any, Literal
 
 from bench.procs import REPO
@@ -49,6 +50,36 @@ class Figure:
     def result_text(self) -> str:
         """ "pass", "MISS" or "" (context)."""
         return {True: "pass", False: "MISS", None: ""}[self.passed]
+
+
+def action_figures(
+    name: str,
+    target: float,
+    note: str,
+    real: list[float],
+    bare: list[float],
+    stamps: list[dict[str, float]],
+) -> list[Figure]:
+    """The figures of an action against bare ``podman run``: the ratio of the medians (with
+    its target), both medians, and the server's own stamps (``queued``, ``running``)."""
+    real_ms, bare_ms = median(real) * 1000, median(bare) * 1000
+    return [
+        Figure(name, real_ms / bare_ms, "x", target, "max", note),
+        Figure("  porter-bundle ExecuteAction to SUCCEEDED", real_ms, "ms"),
+        Figure("  podman run --rm, same env and files", bare_ms, "ms"),
+        Figure(
+            "  server stamps: created to started",
+            median(s["queued"] for s in stamps) * 1000,
+            "ms",
+            note="context: median",
+        ),
+        Figure(
+            "  server stamps: started to completed",
+            median(s["running"] for s in stamps) * 1000,
+            "ms",
+            note="context: median",
+        ),
+    ]
 
 
 def _fmt(value: float) -> str:

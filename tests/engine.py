@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +175,67 @@ def podman_engine(root: Path | None = None) -> Iterator[Engine]:
             process.kill()
             process.wait(timeout=15)
         shutil.rmtree(root, ignore_errors=True)
+
+
+class WedgedEngine:
+    """A unix socket that accepts connections and reads requests but never answers them,
+    like an engine whose OCI runtime hangs. With ``ping=True`` it answers ``/_ping`` as
+    Podman does (so a client connects) and nothing else."""
+
+    PING_ANSWER = (
+        b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nLibpod-Api-Version: 4.3.1\r\n"
+        b"Content-Length: 2\r\n\r\nOK"
+    )
+
+    def __init__(self, path: Path, *, ping: bool = False) -> None:
+        self.path = path
+        self.url = f"unix://{path}"
+        self.requests: list[str] = []
+        self.answers_ping = ping
+        """Whether it answers /_ping now (a test may change it)."""
+        self._connections: list[socket.socket] = []
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(path))
+        self._listener.listen(64)
+        self._closed = False
+        threading.Thread(target=self._accept, name="wedged-engine", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            while b"\r\n\r\n" in buffer:
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                self.requests.append(line)
+                if self.answers_ping and " /_ping " in line:
+                    conn.sendall(self.PING_ANSWER)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for conn in self._connections:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def __enter__(self) -> WedgedEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

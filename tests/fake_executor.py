@@ -42,6 +42,9 @@ class FakeExecutor:
             await on_log(result.logs)
         return result
 
+    async def ping(self) -> None:
+        return None
+
     async def cancel(self, run_id: str, grace_seconds: float) -> bool:
         self.canceled.add(run_id)
         return True

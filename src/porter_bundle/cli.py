@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from porter_bundle import __version__, config
@@ -16,6 +19,9 @@ log = logging.getLogger("porter_bundle")
 
 # How long shutdown waits for blocking calls still running before it exits anyway.
 DRAIN_SECONDS = 5.0
+# How long the last threads (engine calls to a wedged engine, say) may take to end once the
+# server has stopped, before the process exits without them.
+LAST_THREADS_SECONDS = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(settings: config.Settings) -> None:
+async def _serve(settings: config.Settings) -> bool:
+    """Serves until SIGTERM or SIGINT; True when every blocking call had ended at the stop."""
     from porter_bundle.api.server import start_server
     from porter_bundle.bundles.registry import RegistryClient
     from porter_bundle.config import load_registry_auths
@@ -94,12 +101,39 @@ async def _serve(settings: config.Settings) -> None:
     await running.stop(settings.grace_seconds)
     await services.actions.close()
     # The database is closed only once no worker uses it any more (recovery's reads included).
-    if await blocking.aclose(DRAIN_SECONDS):
+    drained = await blocking.aclose(DRAIN_SECONDS)
+    if drained:
         store.close()
     else:
         log.warning("blocking calls still running %.0fs after shutdown; exiting", DRAIN_SECONDS)
     registry.close()
     log.info("stopped")
+    return drained
+
+
+def _exit_now_if_threads_linger() -> None:
+    """Exits at once when threads still run (a call blocked on a wedged engine, say) instead
+    of letting the interpreter wait for them: SIGTERM stops the server within its grace
+    period and a few seconds, whatever the engine does. Everything that matters is written
+    by then (each store write is its own committed transaction)."""
+    deadline = time.monotonic() + LAST_THREADS_SECONDS
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if lingering:
+        log.warning(
+            "exiting with %d threads still blocked (%s)",
+            len(lingering),
+            ", ".join(sorted(set(lingering)))[:500],
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.address, authenticated=settings.authenticates, insecure=settings.insecure
         )
         asyncio.run(_serve(settings))
+        _exit_now_if_threads_linger()
     except ValueError as exc:  # a setting that cannot be used, e.g. an unreadable registry config
         log.error("%s", exc)
         return 2

@@ -315,12 +315,22 @@ async def test_a_run_canceled_while_followed_ends_the_stream_after_the_final_sta
     scripted.write(run_id, b"working\n")
     await logs.until(lambda s: s.log() == b"working\n", "the first line")
     canceled = await aio.CancelRun(pb.CancelRunRequest(namespace=NS, name=NAME, run_id=run_id))
-    assert canceled.run.state == RUN_STATE_CANCELED
+    assert canceled.run.state == RUN_STATE_RUNNING and canceled.run.canceling
     await logs.finished()
     await states.finished()
     assert logs.error is None and states.error is None
     assert logs.messages[-1].run.state == RUN_STATE_CANCELED and logs.log() == b"working\n"
-    assert states.runs() == [(run_id, RUN_STATE_RUNNING), (run_id, RUN_STATE_CANCELED)]
+    # Each step once: running, canceling (still RUNNING), canceled.
+    assert states.runs() == [
+        (run_id, RUN_STATE_RUNNING),
+        (run_id, RUN_STATE_RUNNING),
+        (run_id, RUN_STATE_CANCELED),
+    ]
+    assert [m.run.canceling for m in states.messages if m.WhichOneof("event") == "run"] == [
+        False,
+        True,
+        True,
+    ]
     await wait_until_async(lambda: subscribers(server) == 0, "no subscribers")
 
 

@@ -23,6 +23,7 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_CANCELED,
     RUN_STATE_FAILED,
     RUN_STATE_PENDING,
+    RUN_STATE_RUNNING,
     RUN_STATE_SUCCEEDED,
 )
 from porter.bundle.v1.value_set_pb2 import (
@@ -385,8 +386,17 @@ def test_cancel_running_and_pending(stub, app, fake):
     fake.hold.set()
     running = execute(stub, "install")
     assert fake.started.wait(10)
+    watch = stub.WatchInstallationRuns(
+        pb.WatchInstallationRunsRequest(namespace=NS, name=NAME, run_id=running.id), timeout=30
+    )
+    first = next(watch).run
+    assert first.state == RUN_STATE_RUNNING and not first.canceling
+    # Answered at once, the run marked canceling; the stop goes on in the background.
     cancelled = stub.CancelRun(pb.CancelRunRequest(namespace=NS, name=NAME, run_id=running.id)).run
-    assert cancelled.state == RUN_STATE_CANCELED
+    assert cancelled.state == RUN_STATE_RUNNING and cancelled.canceling
+    seen = [m.run for m in watch if m.WhichOneof("event") == "run"]
+    assert seen[-1].state == RUN_STATE_CANCELED and seen[-1].canceling
+    assert any(r.state == RUN_STATE_RUNNING and r.canceling for r in seen)
     f = failure(stub.CancelRun, pb.CancelRunRequest(namespace=NS, name=NAME, run_id=running.id))
     assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.reason == "RUN_FINISHED"
 

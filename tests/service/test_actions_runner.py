@@ -11,7 +11,7 @@ import json
 import pytest
 
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
-from porter.bundle.v1.run_pb2 import RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.run_pb2 import RUN_STATE_CANCELED, RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.config import Settings
 from porter_bundle.errors import Unavailable
@@ -57,18 +57,37 @@ def test_no_engine_is_unavailable(store, tmp_path):
 def test_recovery_finishes_runs_left_active(store, fake, tmp_path):
     services = Services.create(store, executor=lambda: fake)
     services.bundles.create(REF, json.dumps(BUNDLE))
-    for name in ("a", "b", "c"):
+    services.credential_sets.create(
+        CredentialSet(
+            namespace=NS,
+            name="creds",
+            credentials=[NamedValueSource(name="token", source=src(value="tok-resolved-again"))],
+        )
+    )
+    for name in ("a", "b", "c", "d"):
         add_installation(services, name)
     runs = services.runs
     digest = services.bundles.get(REF).digest
     alive, _ = runs.create(NS, "a", NewRun(action=1, bundle_digest=digest))
     runs.start(alive.id)
+    runs.append_log(alive.id, b"whole ")  # stored live before the crash
     vanished, _ = runs.create(NS, "b", NewRun(action=1, bundle_digest=digest))
     runs.start(vanished.id)
-    never, _ = runs.create(NS, "c", NewRun(action=1, bundle_digest=digest))
+    accepted = NewRun(
+        action=1,
+        bundle_digest=digest,
+        bundle_reference=REF,
+        parameters={"name": "web", "password": "pw-kept", "level": 7},
+        sensitive_parameters=frozenset({"password"}),
+        credential_sets=["creds"],
+        request_id="req-accepted",
+    )
+    never, _ = runs.create(NS, "c", accepted)
+    unstartable, _ = runs.create(NS, "d", NewRun(action=1, bundle_digest=digest))
     fake.recoverable[alive.id] = ContainerResult(
         exit_code=0, outputs=GOOD_OUTPUTS, logs=b"whole log\n"
     )
+    fake.behaviour = lambda spec: ContainerResult(exit_code=0, outputs=GOOD_OUTPUTS)
     fake.orphan_ids = ["01ARZ3NDEKTSV4RRFFQ69G5FAV"]
 
     async def go() -> None:
@@ -77,11 +96,20 @@ def test_recovery_finishes_runs_left_active(store, fake, tmp_path):
 
     asyncio.run(go())
     assert runs.get(NS, "a", alive.id).state == RUN_STATE_SUCCEEDED
+    # Only what the stored log lacked was appended: its offsets stay.
     assert runs.logs(NS, "a", alive.id)[1] == b"whole log\n"
     b = runs.get(NS, "b", vanished.id)
     assert b.state == RUN_STATE_FAILED and "vanished" in b.message
+    # Accepted and never started: it starts now, with the values it was accepted with.
     c = runs.get(NS, "c", never.id)
-    assert c.state == RUN_STATE_FAILED and "before this run's container started" in c.message
+    assert c.state == RUN_STATE_SUCCEEDED, c.message
+    [spec] = [spec for spec in fake.specs if spec.run_id == never.id]
+    assert spec.env["TOKEN"] == "tok-resolved-again" and spec.env["PASSWORD"] == "pw-kept"
+    assert spec.env["LEVEL"] == "7" and spec.env["CNAB_REVISION"] == never.id
+    assert runs.by_request(NS, "c", "req-accepted").id == never.id  # what a retry gets
+    d = runs.get(NS, "d", unstartable.id)
+    assert d.state == RUN_STATE_FAILED and "could not start it" in d.message
+    assert "required parameter 'name'" in d.message
     assert "01ARZ3NDEKTSV4RRFFQ69G5FAV" in fake.recovered
     assert runs.active() == []
 
@@ -123,7 +151,10 @@ def test_recovery_masks_the_run_secrets_in_its_log_and_message(store, fake):
     asyncio.run(go())
     done = runs.get(NS, NAME, alive.id)
     assert done.state == RUN_STATE_FAILED and done.message == "failed with ***"
-    assert runs.logs(NS, NAME, alive.id)[1] == b"pw=*** token=*** name=web\n"
+    assert runs.logs(NS, NAME, alive.id)[1] == b"pw=%s token=%s name=web\n" % (
+        b"*" * len("pw-after-restart"),
+        b"*" * len("tok-after-restart"),
+    )
 
 
 def test_action_settings_declare_no_defaults_of_their_own():
@@ -145,3 +176,60 @@ def test_action_settings_declare_no_defaults_of_their_own():
 def test_services_without_action_settings_take_the_servers_defaults(store):
     services = Services.create(store)
     assert services.actions.settings == ActionSettings.from_settings(Settings())
+
+
+def test_an_engine_that_stops_answering_fails_the_run_or_refuses_it(store, tmp_path):
+    """Answering /_ping only: the run is accepted and FAILS naming the engine once its first
+    real call times out; once /_ping goes unanswered too, ExecuteAction is UNAVAILABLE."""
+    from porter_bundle.executor import ContainerExecutor
+    from tests.engine import WedgedEngine
+
+    with WedgedEngine(tmp_path / "wedged.sock", ping=True) as wedged:
+        services = Services.create(
+            store,
+            executor=lambda: ContainerExecutor(
+                wedged.url, probe_timeout_seconds=1, request_timeout_seconds=1
+            ),
+        )
+        add_installation(services)
+        services.bundles.create(REF, json.dumps({**BUNDLE, "parameters": {}, "credentials": {}}))
+
+        async def go() -> None:
+            run = await services.actions.execute(ActionRequest(NS, NAME, "install"))
+            await asyncio.wait_for(services.actions.wait_idle(), 30)
+            failed = services.runs.get(NS, NAME, run.id)
+            assert failed.state == RUN_STATE_FAILED
+            assert wedged.url in failed.message and "did not answer in time" in failed.message
+            wedged.answers_ping = False
+            with pytest.raises(Unavailable) as err:
+                await asyncio.wait_for(
+                    services.actions.execute(ActionRequest(NS, NAME, "install", force=True)), 30
+                )
+            assert err.value.reason == "CONTAINER_ENGINE_UNAVAILABLE"
+            assert wedged.url in err.value.message
+            assert len(services.runs.active()) == 0
+
+        asyncio.run(go())
+
+
+def test_a_run_canceling_at_a_restart_is_stopped_and_ends_canceled(store, fake):
+    services = Services.create(store, executor=lambda: fake)
+    services.bundles.create(REF, json.dumps(BUNDLE))
+    add_installation(services)
+    runs = services.runs
+    run, _ = runs.create(NS, NAME, NewRun(action=1, bundle_digest=services.bundles.get(REF).digest))
+    runs.start(run.id)
+    assert runs.mark_canceling(run.id).canceling  # CancelRun answered, then the crash
+    assert runs.mark_canceling(run.id).canceling  # again: unchanged
+    # The container ended by the SIGTERM of another process: no `canceled` in its result.
+    fake.recoverable[run.id] = ContainerResult(exit_code=143, logs=b"got TERM\n")
+
+    async def go() -> None:
+        await services.actions.recover()
+        await services.actions.wait_idle()
+
+    asyncio.run(go())
+    ended = runs.get(NS, NAME, run.id)
+    assert ended.state == RUN_STATE_CANCELED and ended.canceling and ended.message == "canceled"
+    assert run.id in fake.canceled  # the new process sent the stop again
+    assert runs.mark_canceling(run.id) is None  # ended: nothing to mark

@@ -86,6 +86,11 @@ class Executor(Protocol):
         """
         ...
 
+    async def ping(self) -> None:
+        """Returns when the engine answers (within a short timeout); ExecutorUnavailable,
+        naming the engine, when it does not."""
+        ...
+
     async def cancel(self, run_id: str, grace_seconds: float) -> bool:
         """SIGTERM to the run's container, SIGKILL after the grace period. False if none runs."""
         ...

@@ -156,6 +156,19 @@ class ContainerExecutor:
         finally:
             del self._runs[spec.run_id]
 
+    async def ping(self) -> None:
+        """The engine answers ``/_ping`` within the probe timeout, else ExecutorUnavailable."""
+        self._check_open()
+        # Bounded here too: with every pool thread stuck in calls to a wedged engine, the
+        # ping would otherwise queue behind them.
+        limit = self._engine.probe_timeout + 1
+        try:
+            await asyncio.wait_for(self._calls.call(self._engine.ping), limit)
+        except TimeoutError:
+            raise ExecutorUnavailable(
+                f"the container engine at {self.url} did not answer within {limit}s"
+            ) from None
+
     async def cancel(self, run_id: str, grace_seconds: float) -> bool:
         """SIGTERM to the run's container, SIGKILL after ``grace_seconds``.
 

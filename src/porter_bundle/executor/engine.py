@@ -2,7 +2,13 @@
 
 :func:`connect` tries each address in turn and returns the first :class:`Engine` that
 answers; an engine that stops answering later surfaces as ExecutorUnavailable through
-:func:`unreachable_as_unavailable`. :func:`engine_words` and :func:`describe` turn a
+:func:`unreachable_as_unavailable`.
+
+No engine call waits for ever: the probe has its own short timeout, every request the
+default one, a pull a read timeout between two of its progress messages
+(:data:`PULL_READ_TIMEOUT_SECONDS`). Only the two long waits of a running container (its log
+stream, its exit) have none: they end with the container, which the run's own time limit
+bounds, and they run in daemon threads that never hold up the process's exit. :func:`engine_words` and :func:`describe` turn a
 failure into the short text that goes into results and log lines.
 """
 
@@ -26,7 +32,9 @@ from porter_bundle.executor.base import ExecutorUnavailable
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
 """For every engine call that is not a stream, a pull or a wait."""
 DEFAULT_PROBE_TIMEOUT_SECONDS = 5
-"""For trying one engine address."""
+"""For trying one engine address, and for :meth:`Engine.ping` before a run is accepted."""
+PULL_READ_TIMEOUT_SECONDS = 300
+"""Longest silence of a pull (between two progress messages) before it counts as hung."""
 
 # How much of an engine's error message goes into a result.
 MAX_ERROR_CHARS = 1000
@@ -40,6 +48,21 @@ class Engine:
     url: str
     libpod_version: str | None
     """Podman's own API version when the engine is Podman (its native endpoints need it)."""
+    probe_timeout: int = DEFAULT_PROBE_TIMEOUT_SECONDS
+
+    def ping(self) -> None:
+        """Blocking: the engine answers ``/_ping`` within the probe timeout, else
+        ExecutorUnavailable naming it."""
+        url = f"{self.api.base_url}/_ping"
+        with (
+            unreachable_as_unavailable(self.url),
+            self.api.get(url, timeout=self.probe_timeout) as response,
+        ):
+            if response.status_code != 200:
+                raise ExecutorUnavailable(
+                    f"the container engine at {self.url} answered /_ping "
+                    f"with HTTP {response.status_code}"
+                )
 
 
 def default_hosts() -> list[str]:
@@ -91,7 +114,9 @@ def _probe(url: str, *, probe_timeout: int, request_timeout: int) -> Engine:
         docker.APIClient(
             version=DEFAULT_DOCKER_API_VERSION, timeout=probe_timeout, **kwargs
         ) as probe_api,
-        probe_api.get(f"{probe_api.base_url}/_ping") as response,
+        # Session.get, unlike the SDK's own calls, takes no default timeout: give it one, or an
+        # engine that accepts the connection and never answers holds the caller for ever.
+        probe_api.get(f"{probe_api.base_url}/_ping", timeout=probe_timeout) as response,
     ):
         if response.status_code != 200:
             raise ConnectionError(f"/_ping answered HTTP {response.status_code}")
@@ -107,6 +132,7 @@ def _probe(url: str, *, probe_timeout: int, request_timeout: int) -> Engine:
         ),
         url,
         libpod_version,
+        probe_timeout,
     )
 
 
@@ -125,9 +151,14 @@ def _common_api_version(server: str | None) -> str:
 
 @contextlib.contextmanager
 def unreachable_as_unavailable(url: str) -> Iterator[None]:
-    """An engine that stops answering mid-way is ExecutorUnavailable, as one never reached."""
+    """An engine that stops answering mid-way (a dropped connection, or a request it did not
+    answer in time) is ExecutorUnavailable, as one never reached."""
     try:
         yield
+    except requests.exceptions.Timeout as exc:
+        raise ExecutorUnavailable(
+            f"the container engine at {url} did not answer in time: {describe(exc)}"
+        ) from exc
     except requests.exceptions.ConnectionError as exc:
         raise ExecutorUnavailable(
             f"the container engine at {url} stopped answering: {describe(exc)}"

@@ -297,14 +297,15 @@ class Lifecycle:
         """The exit code once an attached stream has ended (the process's end closes it)."""
         await asyncio.shield(stream_ended)
         for _ in range(EXIT_SETTLE_POLLS):
-            state = (await self._calls.call(self._engine.api.inspect_container, container_id))[
-                "State"
-            ]
+            info = await self._calls.call(self._engine.api.inspect_container, container_id)
+            state = info["State"]
             if not state.get("Running"):
                 return int(state.get("ExitCode", -1))
             await asyncio.sleep(EXIT_SETTLE_SECONDS)
-        # The stream ended while the process still runs (a dropped connection): ask the engine.
-        return await self._calls.call(_wait_exit, self._engine.api, container_id)
+        # A dropped stream, the process still running: the untimed wait, in a daemon thread.
+        wait = functools.partial(_wait_exit, self._engine.api, container_id)
+        name = f"porter-bundle-wait-{container_id[:12]}"
+        return await in_thread(asyncio.get_running_loop(), name, wait)
 
     async def terminate(
         self, container_id: str, grace: float, exited: asyncio.Future[int] | None

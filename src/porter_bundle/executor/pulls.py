@@ -3,6 +3,8 @@
 Podman's Docker-compatible pull cannot be told to skip TLS, so a registry listed as insecure
 is pulled from through Podman's native endpoint; Docker decides that itself (its daemon's
 ``insecure-registries``). No password ever reaches a result: the engine's words are scrubbed.
+Both ways stream the engine's progress under a read timeout (the SDK's own ``pull`` has
+none), so a wedged engine or registry fails the pull instead of holding a thread for ever.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import docker.auth
 import docker.errors
 import docker.utils
 
 from porter_bundle.executor.bridge import CallPool
-from porter_bundle.executor.engine import Engine, engine_words
+from porter_bundle.executor.engine import PULL_READ_TIMEOUT_SECONDS, Engine, engine_words
 
 
 class ImagePuller:
@@ -107,11 +110,9 @@ class ImagePuller:
         try:
             if registry in self._insecure and engine.libpod_version is not None:
                 return _libpod_pull(engine, image, auth_config)
-            messages = engine.api.pull(image, stream=True, decode=True, auth_config=auth_config)
-            # A failed pull still answers 200: the error is the stream's last message.
-            for message in messages:
-                if isinstance(message, dict) and message.get("error"):
-                    return str(message.get("errorDetail", {}).get("message") or message["error"])
+            error = _docker_pull(engine, image, registry, auth_config)
+            if error:
+                return error
         except docker.errors.APIError as exc:
             return engine_words(exc)
         try:
@@ -128,28 +129,63 @@ class ImagePuller:
         return text
 
 
+def _timeout(engine: Engine) -> tuple[float, float]:
+    """(connect, read) timeouts of a pull's request."""
+    return (engine.probe_timeout, PULL_READ_TIMEOUT_SECONDS)
+
+
+def _docker_pull(
+    engine: Engine, image: str, registry: str, auth_config: dict[str, str] | None
+) -> str:
+    """Pulls through the Docker-compatible ``/images/create``, as the SDK's ``pull`` does
+    (same parameters and credentials: the given ones, else the docker config's), but under a
+    read timeout."""
+    repository, tag = docker.utils.parse_repository_tag(image)
+    if auth_config:
+        headers = {"X-Registry-Auth": docker.auth.encode_header(auth_config)}
+    else:
+        header = docker.auth.get_config_header(engine.api, registry)
+        headers = {"X-Registry-Auth": header} if header else {}
+    return _streamed_pull(
+        engine,
+        f"{engine.api.base_url}/v{engine.api.api_version}/images/create",
+        {"fromImage": repository, "tag": tag or "latest"},
+        headers,
+    )
+
+
+def _error_body(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return str(response.text or f"HTTP {response.status_code}")
+    return str(body.get("message") or body.get("cause") or body)
+
+
 def _libpod_pull(engine: Engine, image: str, auth_config: dict[str, str] | None) -> str:
     """Pulls through Podman's native endpoint, which (unlike its Docker-compatible
     /images/create) takes ``tlsVerify=false`` for a registry over plain HTTP."""
     headers = {"X-Registry-Auth": docker.auth.encode_header(auth_config)} if auth_config else {}
     url = f"{engine.api.base_url}/v{engine.libpod_version}/libpod/images/pull"
+    return _streamed_pull(engine, url, {"reference": image, "tlsVerify": "false"}, headers)
+
+
+def _streamed_pull(
+    engine: Engine, url: str, params: Mapping[str, str], headers: Mapping[str, str | bytes]
+) -> str:
+    """POSTs a pull and reads its progress under the read timeout; the error or ""."""
     with engine.api.post(
-        url,
-        params={"reference": image, "tlsVerify": "false"},
-        headers=headers,
-        stream=True,
-        timeout=None,
+        url, params=params, headers=headers, stream=True, timeout=_timeout(engine)
     ) as response:
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                return response.text or f"HTTP {response.status_code}"
-            return str(body.get("message") or body.get("cause") or body)
+            return _error_body(response)
+        # A failed pull still answers 200: the error is the stream's last message.
         for line in response.iter_lines():
             if not line:
                 continue
             message = json.loads(line)
             if isinstance(message, dict) and message.get("error"):
-                return str(message["error"])
+                detail = message.get("errorDetail")
+                text = detail.get("message") if isinstance(detail, dict) else None
+                return str(text or message["error"])
     return ""

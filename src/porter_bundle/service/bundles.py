@@ -275,9 +275,15 @@ class BundleService:
 
     def document(self, digest: str) -> dict[str, Any] | None:
         """A stored bundle.json by digest (for finishing runs after a restart)."""
+        stored = self.stored(digest)
+        return None if stored is None else stored.document
+
+    def stored(self, digest: str, reference: str = "") -> ResolvedBundle | None:
+        """A stored bundle.json by digest, as resolved from ``reference`` (for starting a run
+        accepted before a restart with the very bundle it was accepted with)."""
         with self._store.read() as conn:
             content = store.get_bundle_document(conn, digest)
-        return None if content is None else ResolvedBundle("", digest, content).document
+        return None if content is None else ResolvedBundle(reference, digest, content)
 
     def get(self, reference: str) -> Bundle:
         """A bundle with its bundle.json; NOT_FOUND when the reference is unknown."""

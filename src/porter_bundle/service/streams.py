@@ -5,8 +5,8 @@ first, then reads its starting point from the store, so nothing committed in bet
 lost; events then bring each change (a state, appended log bytes) without a read. The
 rules:
 
-* **States.** A run's states are ranked PENDING < RUNNING < final; a stream sends a run
-  only when its rank rises, so each state arrives once and in order, whether it came
+* **States.** A run's states are ranked PENDING < RUNNING < RUNNING and ``canceling``
+  (CancelRun was called) < final; a stream sends a run only when its rank rises, so each state arrives once and in order, whether it came
   from an event, the first read or a re-check.
 * **Logs.** The log is append-only and addressed by byte offset. A follower at offset
   ``pos`` sends an appended chunk straight from its event when the chunk starts at (or
@@ -75,12 +75,12 @@ Read = Callable[..., Awaitable[Any]]
 """``await read(fn, *args)``: runs a blocking store read (inline or on a worker pool)."""
 
 
-def _rank(state: int) -> int:
-    if state == RUN_STATE_PENDING:
+def _rank(run: Run) -> int:
+    if run.state == RUN_STATE_PENDING:
         return 1
-    if state == RUN_STATE_RUNNING:
-        return 2
-    return 3 if state in FINAL_STATES else 0
+    if run.state == RUN_STATE_RUNNING:
+        return 3 if run.canceling else 2
+    return 4 if run.state in FINAL_STATES else 0
 
 
 def _run_gone(run_id: str) -> NotFound:
@@ -161,7 +161,7 @@ class StreamService:
 
             async def deliver(run: Run) -> bool:
                 """Sends ``run`` if its state is news; True when the watch is over."""
-                rank = _rank(run.state)
+                rank = _rank(run)
                 if rank <= delivered.get(run.id, 0):
                     return False
                 delivered.pop(run.id, None)
@@ -232,7 +232,7 @@ class StreamService:
                 v.add("offset", f"is beyond the end of the log ({length} bytes)")
                 v.raise_if_any(reason="OFFSET_OUT_OF_RANGE")
             await pace.send(run)
-            rank = _rank(run.state)
+            rank = _rank(run)
             pos = await self._drain(run.id, offset, read, pace)
             if not follow or run.state in FINAL_STATES:
                 return
@@ -247,8 +247,8 @@ class StreamService:
                             stale = True  # a gap: the store fills it, in order
                         elif not stale and event.offset + len(event.data) > batch.end:
                             batch.add(event.data[batch.end - event.offset :])
-                    elif _rank(event.run.state) > rank:
-                        rank = _rank(event.run.state)
+                    elif _rank(event.run) > rank:
+                        rank = _rank(event.run)
                         if event.run.state in FINAL_STATES:
                             final = event.run
                         else:
@@ -261,8 +261,8 @@ class StreamService:
                     current = await read(self._runs.current, run.id)
                     if current is None:
                         raise _run_gone(run.id)
-                    if _rank(current.state) > rank:
-                        rank = _rank(current.state)
+                    if _rank(current) > rank:
+                        rank = _rank(current)
                         if current.state in FINAL_STATES:
                             final = current
                         else:

@@ -768,7 +768,10 @@ class CancelRunResponse(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def run(self) -> _run_pb2.Run:
-        """The run after cancellation (CANCELED)."""
+        """The run as cancellation left it, at once: CANCELED when it had not started yet,
+        else still RUNNING with `canceling` set while its container is stopped in the
+        background (follow it with WatchInstallationRuns or GetInstallationRun).
+        """
 
     def __init__(
         self,

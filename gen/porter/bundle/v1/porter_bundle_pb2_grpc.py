@@ -310,8 +310,11 @@ class PorterBundleServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelRun(self, request, context):
-        """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
-        period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+        """Cancels an active run and answers at once: a PENDING run ends CANCELED; a
+        RUNNING one is returned with `canceling` set while, in the background, its
+        container gets SIGTERM, SIGKILL after a grace period, and the run then ends
+        CANCELED. Calling it again while canceling returns the run as it is.
+        FAILED_PRECONDITION when it already ended.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -80,8 +80,11 @@ class PorterBundleStub:
     same run.
     """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.CancelRunRequest, _porter_bundle_pb2.CancelRunResponse]
-    """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
-    period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+    """Cancels an active run and answers at once: a PENDING run ends CANCELED; a
+    RUNNING one is returned with `canceling` set while, in the background, its
+    container gets SIGTERM, SIGKILL after a grace period, and the run then ends
+    CANCELED. Calling it again while canceling returns the run as it is.
+    FAILED_PRECONDITION when it already ended.
     """
     GetInstallationRunLogs: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationRunLogsRequest, _porter_bundle_pb2.GetInstallationRunLogsResponse]
     """Returns a run's combined stdout and stderr as stored so far."""
@@ -269,8 +272,11 @@ class PorterBundleAsyncStub(PorterBundleStub):
     same run.
     """
     CancelRun: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.CancelRunRequest, _porter_bundle_pb2.CancelRunResponse]  # type: ignore[assignment]
-    """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
-    period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+    """Cancels an active run and answers at once: a PENDING run ends CANCELED; a
+    RUNNING one is returned with `canceling` set while, in the background, its
+    container gets SIGTERM, SIGKILL after a grace period, and the run then ends
+    CANCELED. Calling it again while canceling returns the run as it is.
+    FAILED_PRECONDITION when it already ended.
     """
     GetInstallationRunLogs: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationRunLogsRequest, _porter_bundle_pb2.GetInstallationRunLogsResponse]  # type: ignore[assignment]
     """Returns a run's combined stdout and stderr as stored so far."""
@@ -515,8 +521,11 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         request: _porter_bundle_pb2.CancelRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.CancelRunResponse, _abc.Awaitable[_porter_bundle_pb2.CancelRunResponse]]:
-        """Cancels an active run: SIGTERM to its container, SIGKILL after a grace
-        period; the run ends CANCELED. FAILED_PRECONDITION when it already ended.
+        """Cancels an active run and answers at once: a PENDING run ends CANCELED; a
+        RUNNING one is returned with `canceling` set while, in the background, its
+        container gets SIGTERM, SIGKILL after a grace period, and the run then ends
+        CANCELED. Calling it again while canceling returns the run as it is.
+        FAILED_PRECONDITION when it already ended.
         """
 
     @_abc_1.abstractmethod

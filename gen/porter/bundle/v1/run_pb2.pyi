@@ -116,6 +116,7 @@ class Run(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     INVOCATION_IMAGE_FIELD_NUMBER: _builtins.int
     INVOCATION_IMAGE_DIGEST_FIELD_NUMBER: _builtins.int
+    CANCELING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """ULID of the run (sorts by creation time). Output only."""
     installation_id: _builtins.str
@@ -151,6 +152,12 @@ class Run(_message.Message):
     which the engine's image was checked against; for a bundle that pins none, the
     repo digest the engine reported for the image once it was there ("" when it reports
     none, e.g. Docker for an image it never pulled or pushed).
+    """
+    canceling: _builtins.bool
+    """True once CancelRun was called on the run while it was RUNNING: its container is
+    being stopped (SIGTERM, then SIGKILL after the server's cancel grace) and the run
+    ends CANCELED when it has (WatchInstallationRuns shows that end). Stays set in the
+    final state; never set on a run canceled while PENDING (that ends at once).
     """
     @_builtins.property
     def parameters(self) -> _struct_pb2.Struct:
@@ -209,10 +216,11 @@ class Run(_message.Message):
         request_id: _builtins.str = ...,
         invocation_image: _builtins.str = ...,
         invocation_image_digest: _builtins.str = ...,
+        canceling: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "parameters", b"parameters", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bundle_digest", b"bundle_digest", "bundle_reference", b"bundle_reference", "bundle_version", b"bundle_version", "complete_time", b"complete_time", "create_time", b"create_time", "credential_sets", b"credential_sets", "custom_action", b"custom_action", "id", b"id", "installation", b"installation", "installation_id", b"installation_id", "invocation_image", b"invocation_image", "invocation_image_digest", b"invocation_image_digest", "message", b"message", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "request_id", b"request_id", "sensitive_parameters", b"sensitive_parameters", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bundle_digest", b"bundle_digest", "bundle_reference", b"bundle_reference", "bundle_version", b"bundle_version", "canceling", b"canceling", "complete_time", b"complete_time", "create_time", b"create_time", "credential_sets", b"credential_sets", "custom_action", b"custom_action", "id", b"id", "installation", b"installation", "installation_id", b"installation_id", "invocation_image", b"invocation_image", "invocation_image_digest", b"invocation_image_digest", "message", b"message", "namespace", b"namespace", "parameter_sets", b"parameter_sets", "parameters", b"parameters", "request_id", b"request_id", "sensitive_parameters", b"sensitive_parameters", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -124,6 +124,30 @@ class Planner:
         )
         return Plan(request, inst, resolved, bundle, kind, custom, inputs, image)
 
+    def inputs_of(
+        self,
+        inst: Installation,
+        bundle: dict[str, Any],
+        action: str,
+        parameters: Mapping[str, Any],
+        credential_sets: Sequence[str],
+    ) -> ResolvedInputs:
+        """The inputs of a recorded run again: the parameter values it recorded (checked
+        again), its credentials resolved again from ``credential_sets``."""
+        return resolve_inputs(
+            bundle,
+            action,
+            parameter_sets=[],
+            credential_sets=credential_sets,
+            installation_parameters={},
+            overrides=parameters,
+            find_parameter_set=lambda n: None,
+            find_credential_set=lambda n: find_set(
+                self._credential_sets, inst.namespace, n, "credentials"
+            ),
+            resolver=self._resolver,
+        )
+
 
 def check_request(request: ActionRequest) -> None:
     """The request's own syntax: action, set names, request ID, address."""

@@ -19,7 +19,7 @@ from porter.bundle.v1.run_pb2 import (
     Run,
 )
 from porter.bundle.v1.value_set_pb2 import CredentialSet
-from porter_bundle.errors import FailedPrecondition, Unavailable
+from porter_bundle.errors import FailedPrecondition, PorterBundleError, Unavailable
 from porter_bundle.executor import (
     ContainerResult,
     ContainerSpec,
@@ -38,6 +38,9 @@ from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 
 log = logging.getLogger(__name__)
+
+CLOSE_WAIT_SECONDS = 2.0
+"""At shutdown, how long the run tasks may take to end once cancelled."""
 
 
 @dataclass
@@ -58,6 +61,12 @@ def inputs_redactor(inputs: ResolvedInputs) -> Redactor:
     return Redactor([*inputs.credentials.values(), *sensitive])
 
 
+def engine_unavailable(exc: ExecutorUnavailable) -> Unavailable:
+    """The executor's failure to reach its engine as the domain error (the message names the
+    engine and says what failed; it never holds a secret)."""
+    return Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE")
+
+
 class Runner:
     """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool)."""
 
@@ -71,7 +80,11 @@ class Runner:
         executor: Callable[[], Executor],
         settings: ActionSettings,
         blocking: Blocking,
+        prepare_again: Callable[[Run], Prepared],
     ) -> None:
+        """``prepare_again`` (blocking) prepares a recorded run anew (its inputs resolved
+        again) for starting it after a restart; it raises a domain error when it cannot."""
+        self._prepare_again = prepare_again
         self._runs = runs
         self._bundles = bundles
         self._credential_sets = credential_sets
@@ -83,6 +96,7 @@ class Runner:
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
+        self._stopping: dict[str, asyncio.Task[None]] = {}
 
     async def executor(self) -> Executor:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
@@ -90,16 +104,25 @@ class Runner:
             try:
                 self._executor_instance = await self._blocking.run(self._executor_factory)
             except ExecutorUnavailable as exc:
-                raise Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE") from None
+                raise engine_unavailable(exc) from None
         return self._executor_instance
+
+    async def check_engine(self) -> None:
+        """The engine answers now (a short ping); Unavailable naming it when it does not."""
+        executor = await self.executor()
+        try:
+            await executor.ping()
+        except ExecutorUnavailable as exc:
+            raise engine_unavailable(exc) from None
 
     def start(self, prepared: Prepared) -> None:
         """Runs a recorded run in the background."""
         self._spawn(prepared.run.id, self._run(prepared))
 
     async def cancel(self, run: Run) -> Run | None:
-        """Cancels an active run and waits until it has ended (or the grace is well over);
-        the ended run when it was canceled before it started."""
+        """Cancels an active run and returns at once: the ended run when it had not started,
+        else the run marked ``canceling`` while its container is stopped in the background
+        (the run then ends CANCELED); None when it ended meanwhile."""
         self._canceled.add(run.id)
         if run.state == RUN_STATE_PENDING:
             ended = await self._blocking.run(
@@ -107,19 +130,44 @@ class Runner:
             )
             if ended is not None:
                 return ended
-        task = self._tasks.get(run.id)
-        executor = await self.executor()
+        executor = await self.executor()  # Unavailable now, rather than a cancel that never acts
+        marked = await self._blocking.run(self._runs.mark_canceling, run.id)
+        if marked is None:
+            return None
+        self._start_stopping(executor, run.id)
+        return marked
+
+    def _start_stopping(self, executor: Executor, run_id: str) -> None:
+        if run_id in self._stopping:
+            return
+        stopping = asyncio.get_running_loop().create_task(
+            self._stop(executor, run_id), name=f"cancel-{run_id}"
+        )
+        self._stopping[run_id] = stopping
+        stopping.add_done_callback(lambda _t: self._stopping.pop(run_id, None))
+
+    async def _stop(self, executor: Executor, run_id: str) -> None:
+        """Stops a canceled run's container: SIGTERM, SIGKILL after the grace. The run's own
+        task (or another process's) then ends it CANCELED."""
+        task = self._tasks.get(run_id)
         grace = self._settings.cancel_grace_seconds
-        deadline = asyncio.get_running_loop().time() + grace + 60
-        # The container may not exist yet (image pull): keep asking until it stops or the task ends.
-        while asyncio.get_running_loop().time() < deadline:
-            stopped = await executor.cancel(run.id, grace)
-            if task is None or task.done():
-                break
-            done, _ = await asyncio.wait({task}, timeout=None if stopped else 0.5)
-            if done:
-                break
-        return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace + 60
+        try:
+            # The container may not exist yet (image pull): ask until it stops or the task ends.
+            while loop.time() < deadline:
+                stopped = await executor.cancel(run_id, grace)
+                if task is None or task.done():
+                    break
+                done, _ = await asyncio.wait({task}, timeout=None if stopped else 0.5)
+                if done:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except ExecutorUnavailable as exc:
+            log.warning("could not stop the container of canceled run %s: %s", run_id, exc)
+        except Exception:
+            log.exception("could not stop the container of canceled run %s", run_id)
 
     async def recover(self) -> None:
         """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
@@ -137,6 +185,9 @@ class Runner:
             return
         for run in active:
             self._spawn(run.id, self._recover_run(executor, run))
+            if run.canceling:  # CancelRun was called before the restart: finish stopping it
+                self._canceled.add(run.id)
+                self._start_stopping(executor, run.id)
         active_ids = {r.id for r in active}
         for orphan in await executor.orphans():
             if orphan not in active_ids:
@@ -145,10 +196,12 @@ class Runner:
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._stopping.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task may be removing a container on an engine that does not answer.
+            await asyncio.wait(tasks, timeout=CLOSE_WAIT_SECONDS)
 
     async def wait_idle(self) -> None:
         """Waits until no run of this process is active (for tests and shutdown)."""
@@ -207,19 +260,22 @@ class Runner:
     async def _recover_run(self, executor: Executor, run: Run) -> None:
         try:
             result = await executor.recover(run.id)
+            if result is None and run.state == RUN_STATE_PENDING:
+                await self._start_again(run)
+                return
             if result is None:
-                why = (
-                    "the server stopped before this run's container started; run the action again"
-                    if run.state == RUN_STATE_PENDING
-                    else "the run's container vanished while the server was down"
-                )
+                why = "the run's container vanished while the server was down"
                 await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
                 return
-            # Its sensitive parameters are masked; its credentials are not known any more.
+            # Its sensitive parameters are masked; its credentials as far as they resolve now.
             redactor = await self._blocking.run(self._stored_redactor, run)
             if result.logs:
-                logs = redactor.data(result.logs)
-                await self._blocking.run(self._runs.replace_log, run.id, logs)
+                # The container's whole log: what the stored log lacks is what came after
+                # it. Masks keep lengths, so the stored length is the offset to go on from.
+                stored = await self._blocking.run(self._runs.log_length, run.id)
+                rest = redactor.data(result.logs)[stored:]
+                if rest:
+                    await self._blocking.run(self._runs.append_log, run.id, rest)
             bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
             await self._complete(run.id, bundle, action, result, redactor)
@@ -227,6 +283,18 @@ class Runner:
             raise
         except Exception:
             log.exception("could not recover run %s", run.id)
+
+    async def _start_again(self, run: Run) -> None:
+        """Starts a run the previous process accepted (PENDING) but never started: accepted
+        work is not lost, and a retry with its request_id returns it as it runs."""
+        try:
+            prepared = await self._blocking.run(self._prepare_again, run)
+        except PorterBundleError as exc:
+            message = f"the server restarted before this run started and could not start it: {exc.message}"
+            await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, message)
+            return
+        log.info("starting run %s, accepted before the restart", run.id)
+        await self._run(prepared)
 
     def _stored_redactor(self, run: Run) -> Redactor:
         """Masks what a run recorded before a restart used: its sensitive parameter values
@@ -259,7 +327,9 @@ class Runner:
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
             await self._blocking.run(self._mask_stored_log, run_id, redactor)
-        if result.canceled or run_id in self._canceled:
+        stored = await self._blocking.run(self._runs.current, run_id)
+        # `canceling` stored: CancelRun reached this run through another process too.
+        if result.canceled or run_id in self._canceled or (stored is not None and stored.canceling):
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
             state, message = (
@@ -283,10 +353,10 @@ class Runner:
         )
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
-        logs = self._runs.stored_log(run_id)
-        masked = redactor.data(logs)
-        if masked != logs:
-            self._runs.replace_log(run_id, masked)
+        """Masks, in place and keeping every offset, values that became secret only when
+        the run ended (its sensitive outputs). A live follower may have seen them already:
+        nobody could know them as secrets before the image wrote them as outputs."""
+        self._runs.mask_log(run_id, redactor.data)
 
     def _finish_quietly(
         self,

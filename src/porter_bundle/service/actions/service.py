@@ -14,6 +14,7 @@ from collections.abc import Callable
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
+from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
 from porter_bundle.errors import FailedPrecondition
 from porter_bundle.executor import Executor
 from porter_bundle.service.actions.contract import container_spec
@@ -29,7 +30,7 @@ from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
-from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService
+from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 from porter_bundle.validation import check_address
@@ -70,7 +71,10 @@ class ActionService:
             executor=executor,
             settings=settings,
             blocking=blocking,
+            prepare_again=self._prepare_again,
         )
+        self._installations = installations
+        self._bundles = bundles
 
     async def execute(self, request: ActionRequest) -> Run:
         """Checks and records a run, then starts it in the background; returns it PENDING."""
@@ -78,15 +82,16 @@ class ActionService:
         plan = await self._blocking.run(self._planner.plan, request)
         if isinstance(plan, Run):  # an earlier call with the same request_id
             return plan
-        # Before anything is recorded: no run waits on a missing engine.
-        await self._runner.executor()
+        # Before anything is recorded: no run waits on a missing or wedged engine.
+        await self._runner.check_engine()
         run, prepared = await self._blocking.run(self._record, plan)
         if prepared is not None:
             self._runner.start(prepared)
         return run
 
     async def cancel(self, namespace: str, name: str, run_id: str) -> Run:
-        """Cancels an active run and returns it once it has ended."""
+        """Cancels an active run and returns it at once: CANCELED when it had not started,
+        else marked ``canceling`` while its container is stopped in the background."""
         run = await self._blocking.run(self._runs.find, namespace, name, run_id)
         if run.state in FINAL_STATES:
             raise FailedPrecondition(
@@ -122,6 +127,33 @@ class ActionService:
         check_request(request)
         plan = self._planner.plan_for(inst, request)
         return ActionPreview(plan.bundle, plan.document, plan.inputs)
+
+    def _prepare_again(self, run: Run) -> Prepared:
+        """A recorded run's container, prepared anew (after a restart, for a run that was
+        accepted and never started): the bundle it was accepted with, the parameter values
+        it recorded, its credentials resolved again from its credential sets."""
+        inst = self._installations.get(run.namespace, run.installation)
+        resolved = self._bundles.stored(run.bundle_digest, run.bundle_reference)
+        if resolved is None:
+            raise FailedPrecondition(
+                f"bundle {run.bundle_reference} ({run.bundle_digest}) is no longer stored",
+                reason="BUNDLE_NOT_FOUND",
+            )
+        action = action_name(run)
+        inputs = self._planner.inputs_of(
+            inst, resolved.document, action, self._runs.run_parameters(run.id), run.credential_sets
+        )
+        # The image it was accepted with (recorded pinned); runs recorded before images were
+        # recorded are pinned now, by the same rules.
+        image = (
+            PinnedImage(run.invocation_image, run.invocation_image_digest, resolved.relocation_map)
+            if run.invocation_image
+            else pin_invocation_image(resolved.document, resolved.relocation_map)
+        )
+        spec = container_spec(
+            inst, resolved, resolved.document, action, run, inputs, self.settings, image
+        )
+        return Prepared(run, spec, resolved.document, action, inputs_redactor(inputs))
 
     def _record(self, plan: Plan) -> tuple[Run, Prepared | None]:
         """Records the run; the prepared container too unless a concurrent retry recorded it first."""

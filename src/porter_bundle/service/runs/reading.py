@@ -149,11 +149,6 @@ class RunReader:
         with self._store.read() as conn:
             return store.get_run_log_length(conn, run_id)
 
-    def stored_log(self, run_id: str) -> bytes:
-        """A run's whole stored log."""
-        with self._store.read() as conn:
-            return store.get_run_log(conn, run_id)
-
     def log_from(self, run_id: str, start: int, max_chunks: int = 64) -> bytes:
         """A run's stored log from byte ``start`` (at most ``max_chunks`` stored chunks)."""
         with self._store.read() as conn:

@@ -9,7 +9,7 @@ installed, a successful uninstall marks it uninstalled, custom actions leave it 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -153,6 +153,21 @@ class RunRecorder:
         except FailedPrecondition:
             return None
 
+    def mark_canceling(self, run_id: str) -> Run | None:
+        """Sets ``canceling`` on a RUNNING run (CancelRun answers with it while the container
+        is stopped); the run unchanged when it was set already; None when it is not running."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state != RUN_STATE_RUNNING:
+                return None
+            if run.canceling:
+                return run
+            run.canceling = True
+            self._save(s, row, run)
+        self.events.run_changed(run)
+        return run
+
     def append_log(self, run_id: str, chunk: bytes) -> int:
         """Appends container output to a run's log; returns the new log length."""
         with self._store.write() as s:
@@ -160,11 +175,23 @@ class RunRecorder:
         self.events.log_appended(run_id, end - len(chunk), chunk)
         return end
 
-    def replace_log(self, run_id: str, content: bytes) -> None:
-        """Replaces a run's stored log with the complete one (after re-attaching to its container)."""
+    def mask_log(self, run_id: str, mask: Callable[[bytes], bytes]) -> bool:
+        """Masks a run's stored log in place (secrets become as many ``*``); False when
+        nothing changed. The length never changes, so no offset a follower received moves:
+        a mask that would change it is refused (ValueError). Only the run's own runner
+        writes its log, and it has stopped appending by then, so the read and the rewrite
+        need no common transaction."""
+        with self._store.read() as conn:
+            logs = store.get_run_log(conn, run_id)
+        masked = mask(logs)
+        if len(masked) != len(logs):
+            raise ValueError("masking a run's log must keep its length")
+        if masked == logs:
+            return False
         with self._store.write() as s:
-            store.replace_run_log(s, run_id, content)
+            store.replace_run_log(s, run_id, masked)
         self.events.log_appended(run_id, 0, None)
+        return True
 
     def finish(
         self,
