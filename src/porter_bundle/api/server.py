@@ -32,6 +32,7 @@ from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
 from porter_bundle.auth.tls import server_credentials
 from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.config import Settings
+from porter_bundle.observability import Observability
 from porter_bundle.service import Services
 from porter_bundle.service.events import RunEvents
 from porter_bundle.service.reveal import RevealService
@@ -64,6 +65,8 @@ class RunningServer:
     health: health.aio.HealthServicer
     events: RunEvents | None = None
     """The hub of live streams: closed first on stop, so they end UNAVAILABLE at once."""
+    observability: Observability | None = None
+    """Logs and metrics of this server: detached once it has stopped."""
 
     async def stop(self, grace: float | None) -> None:
         """Reports NOT_SERVING, ends live streams with UNAVAILABLE (clients resume on another
@@ -72,6 +75,8 @@ class RunningServer:
         if self.events is not None:
             self.events.close()
         await self.server.stop(grace)
+        if self.observability is not None:
+            self.observability.close()
 
 
 def _handlers(
@@ -164,8 +169,9 @@ async def start_server(settings: Settings, services: Services, executor: Executo
         port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
+    observability = Observability(settings, services)
     await server.start()
     for name in ("", SERVICE, LEGACY_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", SERVICE, port)
-    return RunningServer(server, port, health_servicer, services.events)
+    return RunningServer(server, port, health_servicer, services.events, observability)

@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         Option("PORTER_BUNDLE_LOG_LEVEL", "--log-level", SERVER),
         Field(description="the least severe level the server logs"),
     ] = "INFO"
+    log_format: Annotated[
+        Literal["text", "json"],
+        Option("PORTER_BUNDLE_LOG_FORMAT", "--log-format", SERVER, see="Observability"),
+        Field(
+            description=(
+                "text lines, or JSON lines with fixed fields (time, level, logger, message, and "
+                "a run's or a call's fields)"
+            )
+        ),
+    ] = "text"
 
     # --- store ---
     database: Annotated[
@@ -400,7 +410,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
         return value
 
-    @field_validator("schema_check", mode="before")
+    @field_validator("schema_check", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -32,6 +32,7 @@ from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
+from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.redact import Redactor, register, unregister
 from porter_bundle.service.runs import OutputValue, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
@@ -71,8 +72,10 @@ class Runner:
         executor: Callable[[], Executor],
         settings: ActionSettings,
         blocking: Blocking,
+        observers: Observers | None = None,
     ) -> None:
         self._runs = runs
+        self._observers = observers or Observers()
         self._bundles = bundles
         self._credential_sets = credential_sets
         self._resolver = resolver
@@ -106,6 +109,7 @@ class Runner:
                 self._runs.cancel_pending, run.id, "canceled before it started"
             )
             if ended is not None:
+                self._observers.emit(RunEvent(Kind.CANCELED, run.id, ended, ended.message))
                 return ended
         task = self._tasks.get(run.id)
         executor = await self.executor()
@@ -128,11 +132,11 @@ class Runner:
             executor = await self.executor()
         except Unavailable as exc:
             for run in active:
-                await self._blocking.run(
-                    self._finish_quietly,
+                await self._end(
                     run.id,
                     RUN_STATE_FAILED,
                     f"the server restarted and could not reach the container engine: {exc.message}",
+                    kind=Kind.RECOVERY_FAILED,
                 )
             return
         for run in active:
@@ -140,8 +144,8 @@ class Runner:
         active_ids = {r.id for r in active}
         for orphan in await executor.orphans():
             if orphan not in active_ids:
-                log.info("removing leftover container of run %s", orphan)
                 await executor.recover(orphan)
+                self._observers.emit(RunEvent(Kind.ORPHAN_REMOVED, orphan))
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
@@ -171,6 +175,7 @@ class Runner:
                 started = await self._blocking.run(self._runs.start, run_id)
                 if started is None:  # canceled while it waited for a slot
                     return
+                self._observers.emit(RunEvent(Kind.STARTED, run_id, started))
                 executor = await self.executor()
                 masked = redactor.stream()
 
@@ -186,20 +191,15 @@ class Runner:
         except asyncio.CancelledError:
             raise  # server shutdown: the container goes on; recover() finishes the run later
         except Unavailable as exc:
-            message = redactor.text(exc.message)
-            await self._blocking.run(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
+            await self._end(run_id, RUN_STATE_FAILED, redactor.text(exc.message))
         except ExecutorUnavailable as exc:
             message = redactor.text(f"lost contact with the container engine: {exc}")
-            await self._blocking.run(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
+            await self._end(run_id, RUN_STATE_FAILED, message)
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)
-            await self._blocking.run(
-                self._finish_quietly,
-                run_id,
-                RUN_STATE_FAILED,
-                f"internal error (incident {incident})",
-            )
+            message = f"internal error (incident {incident})"
+            await self._end(run_id, RUN_STATE_FAILED, message, incident=incident)
         finally:
             self._canceled.discard(run_id)
             unregister(run_id)
@@ -213,10 +213,12 @@ class Runner:
                     if run.state == RUN_STATE_PENDING
                     else "the run's container vanished while the server was down"
                 )
-                await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
+                await self._end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
                 return
             # Its sensitive parameters are masked; its credentials are not known any more.
             redactor = await self._blocking.run(self._stored_redactor, run)
+            register(run.id, redactor)  # log lines about it are masked too
+            self._observers.emit(RunEvent(Kind.RECOVERED, run.id, run))
             if result.logs:
                 logs = redactor.data(result.logs)
                 await self._blocking.run(self._runs.replace_log, run.id, logs)
@@ -227,6 +229,8 @@ class Runner:
             raise
         except Exception:
             log.exception("could not recover run %s", run.id)
+        finally:
+            unregister(run.id)
 
     def _stored_redactor(self, run: Run) -> Redactor:
         """Masks what a run recorded before a restart used: its sensitive parameter values
@@ -259,9 +263,11 @@ class Runner:
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
             await self._blocking.run(self._mask_stored_log, run_id, redactor)
+        kind = None
         if result.canceled or run_id in self._canceled:
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
+            kind = Kind.TIMED_OUT
             state, message = (
                 RUN_STATE_FAILED,
                 f"timed out after {self._settings.run_timeout_seconds:g}s",
@@ -277,8 +283,7 @@ class Runner:
             state, message = RUN_STATE_FAILED, "; ".join(missing)
         else:
             state, message = RUN_STATE_SUCCEEDED, ""
-        message = redactor.text(message)
-        await self._blocking.run(self._finish_quietly, run_id, state, message, values)
+        await self._end(run_id, state, redactor.text(message), values, kind=kind)
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
         logs = self._runs.stored_log(run_id)
@@ -286,13 +291,32 @@ class Runner:
         if masked != logs:
             self._runs.replace_log(run_id, masked)
 
+    async def _end(
+        self,
+        run_id: str,
+        state: int,
+        message: str,
+        outputs: Sequence[OutputValue] = (),
+        *,
+        kind: Kind | None = None,
+        incident: str = "",
+    ) -> None:
+        """Finishes the run and emits ``kind`` (by default: canceled or finished, by state)."""
+        run = await self._blocking.run(self._finish_quietly, run_id, state, message, outputs)
+        if run is None:
+            return
+        if kind is None:
+            kind = Kind.CANCELED if state == RUN_STATE_CANCELED else Kind.FINISHED
+        self._observers.emit(RunEvent(kind, run_id, run, message, incident))
+
     def _finish_quietly(
         self, run_id: str, state: int, message: str, outputs: Sequence[OutputValue] = ()
-    ) -> None:
+    ) -> Run | None:
         try:
-            self._runs.finish(run_id, state, message, outputs)
+            return self._runs.finish(run_id, state, message, outputs)
         except FailedPrecondition:
             log.info("run %s had already ended", run_id)
+            return None
 
 
 __all__ = ["Prepared", "Runner", "inputs_redactor"]

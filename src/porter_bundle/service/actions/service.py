@@ -29,6 +29,7 @@ from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
+from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
@@ -54,6 +55,8 @@ class ActionService:
         self._runs = runs
         self._blocking = blocking
         self.settings = settings
+        self.observers = Observers()
+        """Told of every step of every run (see service.observe): the logs and metrics."""
         self._planner = Planner(
             installations=installations,
             runs=runs,
@@ -70,6 +73,7 @@ class ActionService:
             executor=executor,
             settings=settings,
             blocking=blocking,
+            observers=self.observers,
         )
 
     async def execute(self, request: ActionRequest) -> Run:
@@ -82,6 +86,7 @@ class ActionService:
         await self._runner.executor()
         run, prepared = await self._blocking.run(self._record, plan)
         if prepared is not None:
+            self.observers.emit(RunEvent(Kind.ACCEPTED, run.id, run))
             self._runner.start(prepared)
         return run
 
@@ -92,6 +97,7 @@ class ActionService:
             raise FailedPrecondition(
                 f"run {run.id} already ended", reason="RUN_FINISHED", metadata={"run_id": run.id}
             )
+        self.observers.emit(RunEvent(Kind.CANCEL_REQUESTED, run.id, run))
         ended = await self._runner.cancel(run)
         if ended is not None:
             return ended
