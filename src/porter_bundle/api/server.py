@@ -4,7 +4,7 @@ API, health and reflection on one grpc.aio server."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -117,22 +117,44 @@ def _handlers(
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
-def _interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+def _interceptors(
+    settings: Settings, on_refused: Callable[[str], None] | None = None
+) -> list[grpc.aio.ServerInterceptor]:
     """The authentication interceptor when callers are authenticated; none otherwise."""
     if not settings.authenticates:
         return []
     tokens = TokenFile(settings.token_file) if settings.token_file else None
     authenticator = Authenticator(tokens, mtls=bool(settings.tls_client_ca))
     return [
-        AuthInterceptor(authenticator, reflection_requires_auth=settings.reflection_requires_auth)
+        AuthInterceptor(
+            authenticator,
+            reflection_requires_auth=settings.reflection_requires_auth,
+            on_refused=on_refused,
+        )
     ]
 
 
 async def start_server(settings: Settings, services: Services, executor: Executor) -> RunningServer:
     """Builds and starts the server on ``settings.address`` (port 0 picks one). Handlers run
     their blocking calls on ``executor``, the pool the services use (its owner shuts it down)."""
-    interceptors = _interceptors(settings)  # first: a bad token file fails before anything starts
-    audit = AuditLog(settings.audit_log)
+    _interceptors(settings)  # first: a bad token file fails before anything starts
+    observability = Observability(settings, services)
+    try:
+        return await _start(settings, services, executor, observability)
+    except BaseException:
+        observability.close()
+        raise
+
+
+async def _start(
+    settings: Settings, services: Services, executor: Executor, observability: Observability
+) -> RunningServer:
+    # The call metrics first: they count the calls authentication refuses too.
+    interceptors = [
+        *observability.interceptors(),
+        *_interceptors(settings, observability.on_refused),
+    ]
+    audit = AuditLog(settings.audit_log, on_reveal=observability.on_reveal)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     backend = Backend(
         services,
@@ -169,9 +191,11 @@ async def start_server(settings: Settings, services: Services, executor: Executo
         port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
-    observability = Observability(settings, services)
+    observability.start()
     await server.start()
     for name in ("", SERVICE, LEGACY_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", SERVICE, port)
+    if observability.metrics_port is not None:
+        log.info("serving Prometheus metrics on port %d", observability.metrics_port)
     return RunningServer(server, port, health_servicer, services.events, observability)

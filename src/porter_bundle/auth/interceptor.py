@@ -10,7 +10,7 @@ reflection is open unless ``reflection_requires_auth``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -84,8 +84,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         *,
         reflection_requires_auth: bool = False,
         rules: Mapping[str, Rule] = RULES,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._auth = authenticator
+        self._on_refused = on_refused
+        """Told the reason of each refused call (the metrics)."""
         self._reflection_requires_auth = reflection_requires_auth
         self._rules = rules
         self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -114,6 +117,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._guarded[method] = guarded
         return guarded
 
+    async def _refuse(self, context: Ctx, exc: PorterBundleError) -> NoReturn:
+        if self._on_refused is not None:
+            self._on_refused(exc.reason)
+        await abort(context, exc)
+
     def _principal(self, context: Ctx) -> Principal:
         common_name = peer_common_name(context) if self._auth.mtls else None
         return self._auth.authenticate(context.invocation_metadata(), common_name)
@@ -131,7 +139,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 principal = self._principal(context)
                 access = authz.authorize(rule, request, principal, method)
             except PorterBundleError as exc:
-                await abort(context, exc)
+                await self._refuse(context, exc)
             if behaviour is None:  # pragma: no cover - every RPC we serve is unary-request
                 await abort(context, authz.denied(principal, "", None, method))
             token = authz.activate(access)
@@ -161,7 +169,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             try:
                 self._principal(context)
             except PorterBundleError as exc:
-                await abort(context, exc)
+                await self._refuse(context, exc)
             async for response in inner(requests, context):
                 yield response
 

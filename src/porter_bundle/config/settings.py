@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -98,6 +98,23 @@ class Settings(BaseSettings):
             )
         ),
     ] = "text"
+    metrics_address: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_METRICS_ADDRESS",
+            "--metrics-address",
+            SERVER,
+            default_text="off",
+            metavar="HOST:PORT",
+            see="Observability",
+        ),
+        Field(
+            description=(
+                "host:port of a plain HTTP server of Prometheus metrics (/metrics); port 0 "
+                "picks a free port"
+            )
+        ),
+    ] = ""
 
     # --- store ---
     database: Annotated[
@@ -396,9 +413,11 @@ class Settings(BaseSettings):
 
     # --- validation -------------------------------------------------------------------------
 
-    @field_validator("address")
+    @field_validator("address", "metrics_address")
     @classmethod
-    def _check_address(cls, value: str) -> str:
+    def _check_address(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name == "metrics_address":
+            return value  # off
         match = _HOST_PORT.fullmatch(value)
         if not match or int(match["port"]) > 65535:
             raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:3001 or [::]:3001)")

@@ -26,6 +26,7 @@ from porter_bundle.service.runs import action_name
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RUNS_LOGGER = "porter_bundle.runs"
+ACCESS_LOGGER = "porter_bundle.access"
 
 EVENT_FIELDS = (
     "event",
@@ -134,4 +135,48 @@ class RunLifecycleLog:
         self._log.info("%s", text, extra=fields)
 
 
-__all__ = ["EVENT_FIELDS", "JsonFormatter", "LogFormat", "RunLifecycleLog", "configure", "handler"]
+class AccessLog:
+    """One DEBUG line per finished call on ``porter_bundle.access``: method, code, duration and
+    principal (never a request body). Given to the call interceptor as its ``finished``."""
+
+    def __init__(self, *, authenticates: bool, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger(ACCESS_LOGGER)
+        self._authenticates = authenticates
+
+    @property
+    def enabled(self) -> bool:
+        """Whether lines are written at all (the log level is DEBUG)."""
+        return self._log.isEnabledFor(logging.DEBUG)
+
+    def __call__(self, method: str, seconds: float, code: str, principal: str | None) -> None:
+        if not self._log.isEnabledFor(logging.DEBUG):
+            return
+        if principal is None:  # never authenticated: refused, or no authentication at all
+            principal = "" if self._authenticates else authz.current().principal.name
+        self._log.debug(
+            "%s %s %.3fs %s",
+            method,
+            code,
+            seconds,
+            principal or "(unauthenticated)",
+            extra={
+                "event": "call",
+                "method": method,
+                "code": code,
+                "duration_seconds": round(seconds, 6),
+                "principal": principal,
+            },
+        )
+
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "EVENT_FIELDS",
+    "RUNS_LOGGER",
+    "AccessLog",
+    "JsonFormatter",
+    "LogFormat",
+    "RunLifecycleLog",
+    "configure",
+    "handler",
+]
