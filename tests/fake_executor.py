@@ -53,6 +53,9 @@ class FakeExecutor:
     async def orphans(self) -> list[str]:
         return list(self.orphan_ids)
 
+    async def ping(self) -> None:
+        return None
+
 
 class ScriptedExecutor(FakeExecutor):
     """A run goes on until the test ends it: ``write`` appends output, ``exit`` finishes it."""

@@ -33,6 +33,7 @@ from porter_bundle.auth.tls import server_credentials
 from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.config import Settings
 from porter_bundle.observability import Observability
+from porter_bundle.observability.health import HealthProbe
 from porter_bundle.service import Services
 from porter_bundle.service.events import RunEvents
 from porter_bundle.service.reveal import RevealService
@@ -67,10 +68,14 @@ class RunningServer:
     """The hub of live streams: closed first on stop, so they end UNAVAILABLE at once."""
     observability: Observability | None = None
     """Logs and metrics of this server: detached once it has stopped."""
+    probe: HealthProbe | None = None
+    """Sets the health statuses from the dependencies: stopped first on stop."""
 
     async def stop(self, grace: float | None) -> None:
         """Reports NOT_SERVING, ends live streams with UNAVAILABLE (clients resume on another
         server), lets other in-flight calls finish for ``grace`` seconds, then stops."""
+        if self.probe is not None:
+            await self.probe.stop()
         await self.health.enter_graceful_shutdown()
         if self.events is not None:
             self.events.close()
@@ -191,11 +196,20 @@ async def _start(
         port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
+    probe = HealthProbe(
+        health_servicer,
+        database=lambda: services.blocking.run(services.runs.check_database),
+        engine=services.actions.check_engine,
+        database_services=("", LEGACY_SERVICE),
+        engine_services=(SERVICE,),
+        interval=settings.health_probe_seconds,
+        metrics=observability.metrics,
+    )
+    await probe.check()  # the first answer is already the truth
     observability.start()
     await server.start()
-    for name in ("", SERVICE, LEGACY_SERVICE):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    probe.start()
     log.info("serving %s on port %d", SERVICE, port)
     if observability.metrics_port is not None:
         log.info("serving Prometheus metrics on port %d", observability.metrics_port)
-    return RunningServer(server, port, health_servicer, services.events, observability)
+    return RunningServer(server, port, health_servicer, services.events, observability, probe)

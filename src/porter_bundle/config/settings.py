@@ -83,6 +83,23 @@ class Settings(BaseSettings):
         Option("PORTER_BUNDLE_WORKERS", "--workers", SERVER, metavar="N"),
         Field(ge=1, description="threads of the one pool for blocking work (database, files)"),
     ] = 8
+    health_probe_seconds: Annotated[
+        float,
+        Option(
+            "PORTER_BUNDLE_HEALTH_PROBE",
+            "--health-probe",
+            SERVER,
+            metavar="SECONDS",
+            see="Health and Kubernetes probes",
+        ),
+        Field(
+            gt=0,
+            description=(
+                "how often the database and the container engine are checked for the "
+                "grpc.health.v1 statuses"
+            ),
+        ),
+    ] = 5.0
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],
         Option("PORTER_BUNDLE_LOG_LEVEL", "--log-level", SERVER),

@@ -92,3 +92,7 @@ class Executor(Protocol):
     async def orphans(self) -> list[str]:
         """Run IDs of every container this service created that still exists."""
         ...
+
+    async def ping(self) -> None:
+        """Asks the engine whether it answers; ExecutorUnavailable when it does not (health)."""
+        ...

@@ -35,7 +35,9 @@ from porter_bundle.executor.bridge import DEFAULT_ENGINE_THREADS, CallPool
 from porter_bundle.executor.engine import (
     DEFAULT_PROBE_TIMEOUT_SECONDS,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    check_socket,
     connect,
+    describe,
     unreachable_as_unavailable,
 )
 from porter_bundle.executor.lifecycle import (
@@ -224,6 +226,18 @@ class ContainerExecutor:
                 del self._runs[run_id]
                 if not keep:
                     await asyncio.shield(lifecycle.remove(container_id))
+
+    async def ping(self) -> None:
+        """The engine's /_ping; ExecutorUnavailable when it does not answer."""
+        self._check_open()
+        try:
+            await self._calls.call(check_socket, self.url, DEFAULT_PROBE_TIMEOUT_SECONDS)
+        except OSError as exc:
+            raise ExecutorUnavailable(
+                f"the container engine at {self.url} does not answer: {describe(exc)}"
+            ) from None
+        with unreachable_as_unavailable(self.url):
+            await self._calls.call(self._engine.api.ping)
 
     async def orphans(self) -> list[str]:
         """Run IDs of all containers labelled as this service's, in any state."""

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
-from porter_bundle.errors import FailedPrecondition
-from porter_bundle.executor import Executor
+from porter_bundle.errors import FailedPrecondition, Unavailable
+from porter_bundle.executor import Executor, ExecutorUnavailable
 from porter_bundle.service.actions.contract import container_spec
 from porter_bundle.service.actions.planning import (
     ActionPreview,
@@ -107,6 +107,14 @@ class ActionService:
         """A run and its stored log."""
         check_address(namespace, name)
         return self._runs.logs(namespace, name, run_id)
+
+    async def check_engine(self) -> None:
+        """Whether the container engine answers now (health); Unavailable when it does not."""
+        executor = await self._runner.executor()
+        try:
+            await executor.ping()
+        except ExecutorUnavailable as exc:
+            raise Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE") from None
 
     async def recover(self) -> None:
         """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
