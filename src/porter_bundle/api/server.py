@@ -139,11 +139,14 @@ def _interceptors(
     ]
 
 
-async def start_server(settings: Settings, services: Services, executor: Executor) -> RunningServer:
+async def start_server(
+    settings: Settings, services: Services, executor: Executor, *, tracer_provider: Any = None
+) -> RunningServer:
     """Builds and starts the server on ``settings.address`` (port 0 picks one). Handlers run
-    their blocking calls on ``executor``, the pool the services use (its owner shuts it down)."""
+    their blocking calls on ``executor``, the pool the services use (its owner shuts it down).
+    ``tracer_provider`` (an OpenTelemetry SDK one, for tests) turns traces on."""
     _interceptors(settings)  # first: a bad token file fails before anything starts
-    observability = Observability(settings, services)
+    observability = Observability(settings, services, tracer_provider=tracer_provider)
     try:
         return await _start(settings, services, executor, observability)
     except BaseException:

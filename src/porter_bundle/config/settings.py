@@ -132,6 +132,23 @@ class Settings(BaseSettings):
             )
         ),
     ] = ""
+    otlp_endpoint: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_OTLP_ENDPOINT",
+            "--otlp-endpoint",
+            SERVER,
+            default_text="off (unless OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+            metavar="URL",
+            see="Observability",
+        ),
+        Field(
+            description=(
+                "OTLP/gRPC endpoint that receives OpenTelemetry traces (spans per call and per "
+                "run), e.g. http://collector:4317; needs the otel extra"
+            )
+        ),
+    ] = ""
 
     # --- store ---
     database: Annotated[

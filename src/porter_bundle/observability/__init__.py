@@ -10,6 +10,7 @@ factory (:mod:`porter_bundle.api.server`) wires it in with :class:`Observability
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -17,6 +18,7 @@ from porter_bundle.config import Settings
 from porter_bundle.observability.calls import GrpcMetricsInterceptor
 from porter_bundle.observability.logs import AccessLog, RunLifecycleLog
 from porter_bundle.observability.metrics import Metrics, MetricsServer
+from porter_bundle.observability.tracing import Tracing, wanted
 from porter_bundle.service import Services
 from porter_bundle.service.observe import RunObserver
 
@@ -27,7 +29,9 @@ class Observability:
     Metrics exist only with ``--metrics-address`` (else no registry, no interceptor unless
     the access log is on)."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
+    def __init__(
+        self, settings: Settings, services: Services, *, tracer_provider: Any = None
+    ) -> None:
         self._services = services
         self._address = settings.metrics_address
         self.metrics = Metrics() if settings.metrics_address else None
@@ -39,14 +43,24 @@ class Observability:
         self._observers: list[RunObserver] = [RunLifecycleLog()]
         if self.metrics is not None:
             self._observers.append(self.metrics.runs)
+        self.tracing: Tracing | None = None
+        """OpenTelemetry traces (None: off); ``tracer_provider`` turns them on (tests)."""
+        if tracer_provider is not None or wanted(settings.otlp_endpoint):
+            self.tracing = Tracing(settings.otlp_endpoint, tracer_provider)
+            self._observers.append(self.tracing)
+            services.actions.container_env = self.tracing.container_env
         for observer in self._observers:
             services.actions.observers.add(observer)
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """The call interceptor (first of all), when there are metrics or an access log."""
-        if self.metrics is None and not self._access.enabled:
-            return []
-        return [GrpcMetricsInterceptor(self.metrics, self._access)]
+        """The call interceptor (first of all) when there are metrics or an access log, then
+        the tracing one when traces are on."""
+        found: list[grpc.aio.ServerInterceptor] = []
+        if self.metrics is not None or self._access.enabled:
+            found.append(GrpcMetricsInterceptor(self.metrics, self._access))
+        if self.tracing is not None:
+            found.append(self.tracing.interceptor())
+        return found
 
     @property
     def on_refused(self) -> Callable[[str], None] | None:
@@ -71,6 +85,9 @@ class Observability:
             self._http = None
         for observer in self._observers:
             self._services.actions.observers.remove(observer)
+        if self.tracing is not None:
+            self._services.actions.container_env = None
+            self.tracing.close()
 
 
 __all__ = ["Metrics", "Observability"]

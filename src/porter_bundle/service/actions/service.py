@@ -9,7 +9,8 @@ finishes the run with its outputs (:mod:`.outputs`). After a crash,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
@@ -57,6 +58,9 @@ class ActionService:
         self.settings = settings
         self.observers = Observers()
         """Told of every step of every run (see service.observe): the logs and metrics."""
+        self.container_env: Callable[[], Mapping[str, str]] | None = None
+        """Extra environment for a new run's container, in the calling request's context
+        (tracing: TRACEPARENT); the bundle's own variables win."""
         self._planner = Planner(
             installations=installations,
             runs=runs,
@@ -161,6 +165,8 @@ class ActionService:
         spec = container_spec(
             inst, plan.bundle, plan.document, request.action, run, plan.inputs, self.settings
         )
+        if self.container_env is not None:
+            spec = dataclasses.replace(spec, env={**self.container_env(), **spec.env})
         return run, Prepared(run, spec, plan.document, request.action, inputs_redactor(plan.inputs))
 
 
