@@ -19,6 +19,7 @@ from porter_bundle.executor import ContainerExecutor
 from porter_bundle.observability.health import LIVENESS
 from porter_bundle.service import Services
 from tests.helpers import wait_until
+from tests.observability.test_metrics import scrape
 from tests.socket_proxy import UnixSocketProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -38,7 +39,7 @@ def engine_proxy(podman_service) -> Iterator[UnixSocketProxy]:
 
 @pytest.fixture
 def server_settings() -> Settings:
-    return Settings(address="127.0.0.1:0", health_probe_seconds=0.2)
+    return Settings(address="127.0.0.1:0", health_probe_seconds=0.2, metrics_address="127.0.0.1:0")
 
 
 @pytest.fixture
@@ -54,7 +55,16 @@ def statuses(channel) -> dict[str, int]:
     }
 
 
-def test_the_engine_going_away_and_coming_back(channel, engine_proxy, caplog):
+def health_gauge(server) -> dict[str, float]:
+    samples = scrape(server.running.observability.metrics_port)
+    return {
+        dict(labels)["service"]: v
+        for (name, labels), v in samples.items()
+        if name == "porter_bundle_health_status"
+    }
+
+
+def test_the_engine_going_away_and_coming_back(server, channel, engine_proxy, caplog):
     assert statuses(channel) == dict.fromkeys(("", SERVICE, LEGACY_SERVICE, LIVENESS), SERVING)
     seen: list[int] = []
     watch = health_pb2_grpc.HealthStub(channel).Watch(
@@ -79,6 +89,7 @@ def test_the_engine_going_away_and_coming_back(channel, engine_proxy, caplog):
         LEGACY_SERVICE: SERVING,
         LIVENESS: SERVING,
     }
+    assert health_gauge(server) == {"": 1, SERVICE: 0, LEGACY_SERVICE: 1, LIVENESS: 1}
     assert any(
         "NOT_SERVING" in r.getMessage() and "container engine" in r.getMessage()
         for r in caplog.records
@@ -87,5 +98,6 @@ def test_the_engine_going_away_and_coming_back(channel, engine_proxy, caplog):
     engine_proxy.start()
     wait_until(lambda: statuses(channel)[SERVICE] == SERVING, "PorterBundle to serve again")
     wait_until(lambda: seen == [SERVING, NOT_SERVING, SERVING], "the Watch to see both changes")
+    assert health_gauge(server) == {"": 1, SERVICE: 1, LEGACY_SERVICE: 1, LIVENESS: 1}
     watch.cancel()
     follower.join(timeout=10)
