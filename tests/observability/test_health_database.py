@@ -20,7 +20,7 @@ from porter_bundle.observability.health import LIVENESS
 from porter_bundle.service import Services
 from porter_bundle.store import Database, Keyring
 from tests.conftest import POSTGRES_ENV
-from tests.fake_executor import FakeExecutor
+from tests.fake_executor import FakeExecutor, services_with
 from tests.helpers import wait_until
 from tests.socket_proxy import UnixSocketProxy
 
@@ -61,8 +61,7 @@ def store(db_proxy: tuple[UnixSocketProxy, str]) -> Iterator[Database]:
 
 @pytest.fixture
 def services(store: Database) -> Services:
-    fake = FakeExecutor()
-    return Services.create(store, executor=lambda: fake)
+    return services_with(store, FakeExecutor())
 
 
 @pytest.fixture

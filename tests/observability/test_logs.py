@@ -20,10 +20,10 @@ from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.executor import ContainerResult
 from porter_bundle.observability.logs import RunLifecycleLog, handler
-from porter_bundle.service import ActionRequest, ActionSettings, Services
+from porter_bundle.service import ActionRequest, Services
 from porter_bundle.service.redact import MASK, Redactor, register, unregister
 from porter_bundle.service.runs import NewRun
-from tests.fake_executor import FakeExecutor
+from tests.fake_executor import FakeExecutor, services_with
 from tests.helpers import wait_until_async
 from tests.service.action_bundle import BUNDLE, NS, REF, src
 
@@ -89,13 +89,7 @@ def fake() -> FakeExecutor:
 
 @pytest.fixture
 def services(store, fake) -> Services:
-    made = Services.create(
-        store,
-        executor=lambda: fake,
-        action_settings=ActionSettings(
-            run_timeout_seconds=60, max_concurrent_runs=2, cancel_grace_seconds=1, network=None
-        ),
-    )
+    made = services_with(store, fake)
     made.bundles.create(REF, json.dumps(PLAIN))
     made.credential_sets.create(
         CredentialSet(

@@ -20,8 +20,8 @@ from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.config import Settings
 from porter_bundle.executor import ContainerResult
 from porter_bundle.observability import Metrics, Observability
-from porter_bundle.service import ActionSettings, Services
-from tests.fake_executor import FakeExecutor
+from porter_bundle.service import Services
+from tests.fake_executor import FakeExecutor, services_with
 from tests.helpers import ended_run, failure, wait_until
 from tests.service.action_bundle import BUNDLE, NS, REF, src
 
@@ -65,13 +65,7 @@ def fake() -> FakeExecutor:
 
 @pytest.fixture
 def services(store, fake) -> Services:
-    return Services.create(
-        store,
-        executor=lambda: fake,
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=2, cancel_grace_seconds=1, network=None
-        ),
-    )
+    return services_with(store, fake)
 
 
 def metrics_port(server) -> int:

@@ -25,8 +25,7 @@ from porter_bundle.api.server import start_server
 from porter_bundle.config import Settings
 from porter_bundle.executor import ContainerResult
 from porter_bundle.observability.tracing import Tracing, wanted
-from porter_bundle.service import ActionSettings, Services
-from tests.fake_executor import FakeExecutor
+from tests.fake_executor import FakeExecutor, services_with
 from tests.helpers import ended_run, wait_until
 from tests.service.action_bundle import BUNDLE, NS, REF
 
@@ -52,13 +51,7 @@ def traced(store, fake, exporter) -> Iterator[porter_bundle_pb2_grpc.PorterBundl
     """A server with traces on, in its own loop thread, and a stub."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    services = Services.create(
-        store,
-        executor=lambda: fake,
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=1, network=None
-        ),
-    )
+    services = services_with(store, fake, max_concurrent_runs=1)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import grpc
 from prometheus_client import Counter
 
+from porter_bundle.api.interception import Handler, WrappingInterceptor
 from porter_bundle.auth import authz
 from porter_bundle.auth.roles import Principal
 from porter_bundle.observability.metrics import Metrics
@@ -87,36 +88,17 @@ Finished = Callable[[str, float, str, str | None], None]
 authenticated) — the access log."""
 
 
-class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+class GrpcMetricsInterceptor(WrappingInterceptor):
     """Counts and times every call of the server's methods; put it first, so calls the
     authentication refuses are counted too."""
 
     def __init__(self, metrics: Metrics | None, finished: Finished | None = None) -> None:
+        super().__init__()
         self._m = metrics
         self._finished = finished
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method: str = handler_call_details.method
-        found = self._wrapped.get(method)
-        if found is not None:
-            return found
-        handler = await continuation(handler_call_details)
-        if handler is None:  # UNIMPLEMENTED: not counted (its name is the client's choice)
-            return None
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = wrapped
-        return wrapped
-
-    def _wrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` counted and timed (UNIMPLEMENTED methods never get here)."""
         service, _, name = method.lstrip("/").rpartition("/")
         grpc_type = _type(handler)
         call = _Call(self._m, grpc_type, service, name) if self._m is not None else None
