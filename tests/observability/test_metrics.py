@@ -192,6 +192,9 @@ def test_metrics_after_calls_actions_a_failure_and_a_cancel(server, stub, channe
         )
     assert value(samples, "porter_bundle_run_cancellations_total") == 1
     assert value(samples, "porter_bundle_runs_active") == 0
+    size = value(samples, "porter_bundle_database_pool_connections", state="size")
+    assert size == server.store.pool_usage()[1] >= 1
+    assert 0 <= value(samples, "porter_bundle_database_pool_connections", state="in_use") <= size
     assert value(samples, "porter_bundle_runs_pending") == 0
     # No label carries a run ID, and the credential appears nowhere.
     label_values = {v for (_, labels) in samples for _, v in labels}

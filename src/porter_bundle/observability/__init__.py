@@ -43,6 +43,8 @@ class Observability:
         self._observers: list[RunObserver] = [RunLifecycleLog()]
         if self.metrics is not None:
             self._observers.append(self.metrics.runs)
+            if services.store is not None:
+                self.metrics.watch_pool(services.store.pool_usage)
         self.tracing: Tracing | None = None
         """OpenTelemetry traces (None: off); ``tracer_provider`` turns them on (tests)."""
         if tracer_provider is not None or wanted(settings.otlp_endpoint):

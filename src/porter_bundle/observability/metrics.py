@@ -13,7 +13,8 @@ several servers in one process — tests — keep apart), served over plain HTTP
   (running), ``porter_bundle_run_cancellations_total``, ``porter_bundle_run_recoveries_total``
   (by ``outcome``).
 - ``porter_bundle_auth_refusals_total`` (by ``reason``), ``porter_bundle_reveals_total`` (by
-  ``method``), ``porter_bundle_health_status`` (by ``service``; 1 serving).
+  ``method``), ``porter_bundle_health_status`` (by ``service``; 1 serving),
+  ``porter_bundle_database_pool_connections`` (by ``state``: in_use, size).
 
 No label carries a run ID, a name chosen by a user or a secret: ``action`` is the CNAB action
 kind (install, upgrade, uninstall, or invoke for every custom action).
@@ -22,6 +23,7 @@ kind (install, upgrade, uninstall, or invoke for every custom action).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -123,6 +125,12 @@ class Metrics:
             ("service",),
             registry=r,
         )
+        self.database_pool = Gauge(
+            "porter_bundle_database_pool_connections",
+            "Pooled database connections: in_use (checked out) and size (of the pool).",
+            ("state",),
+            registry=r,
+        )
         self.runs = RunMetrics(self)
         pending = Gauge(
             "porter_bundle_runs_pending", "Runs waiting for a slot (PENDING).", registry=r
@@ -130,6 +138,11 @@ class Metrics:
         pending.set_function(lambda: self.runs.count("pending"))
         active = Gauge("porter_bundle_runs_active", "Runs running (RUNNING).", registry=r)
         active.set_function(lambda: self.runs.count("running"))
+
+    def watch_pool(self, usage: Callable[[], tuple[int, int]]) -> None:
+        """Reads the database pool's (in use, size) from ``usage`` at each scrape."""
+        self.database_pool.labels("in_use").set_function(lambda: usage()[0])
+        self.database_pool.labels("size").set_function(lambda: usage()[1])
 
     def auth_refused(self, reason: str) -> None:
         """Counts a refused call (``reason``: the error's reason, e.g. TOKEN_INVALID)."""

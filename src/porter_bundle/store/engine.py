@@ -130,6 +130,11 @@ class Database:
             self._read_engine.dispose()
         self.engine.dispose()
 
+    def pool_usage(self) -> tuple[int, int]:
+        """Pooled connections (in use, the pool's size): the metrics' database pool usage."""
+        pool: Any = self.engine.pool
+        return int(pool.checkedout()), int(pool.size())
+
     def ping(self) -> None:
         """One round trip to the database (health); DatabaseUnavailable, naming the cause
         and logging nothing (the health probe logs the change), when it fails."""
