@@ -182,7 +182,10 @@ def test_each_step_of_a_run_is_one_info_line(services, fake):
     assert ids["ok"] in finished["message"] and "succeeded" in finished["message"]
     bad = by_event[(ids["bad"], "run.finished")]
     assert bad["result"] == "failed" and "exited with status 3" in bad["detail"]
-    assert by_event[(ids["slow"], "run.timed_out")]["result"] == "failed"
+    assert bad["cause"] == "exit_code" and "cause" not in finished
+    assert crash[-1]["cause"] == "internal"
+    timed_out = by_event[(ids["slow"], "run.timed_out")]
+    assert (timed_out["result"], timed_out["cause"]) == ("failed", "timeout")
     assert by_event[(ids["stopped"], "run.canceled")]["result"] == "canceled"
 
 
@@ -212,6 +215,7 @@ def test_recovery_logs_each_run_it_finds(services, fake):
     assert log.events(orphan) == ["run.orphan_removed"]
     failed = next(line for line in log.lines if line.get("run_id") == vanished.id)
     assert failed["result"] == "failed" and "vanished" in failed["detail"]
+    assert failed["cause"] == "recovery"
 
 
 def test_text_lines_say_the_same(services, fake):

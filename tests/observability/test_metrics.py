@@ -191,6 +191,7 @@ def test_metrics_after_calls_actions_a_failure_and_a_cancel(server, stub, channe
             == 1
         )
     assert value(samples, "porter_bundle_run_cancellations_total") == 1
+    assert value(samples, "porter_bundle_run_failures_total", cause="exit_code") == 1
     assert value(samples, "porter_bundle_runs_active") == 0
     size = value(samples, "porter_bundle_database_pool_connections", state="size")
     assert size == server.store.pool_usage()[1] >= 1

@@ -4,7 +4,7 @@
 line is one object with a fixed field set: ``time`` (UTC, RFC 3339), ``level``, ``logger``,
 ``message``, and, when the line is about one, the fields of :data:`EVENT_FIELDS` (a run's
 ``run_id``, ``namespace``, ``installation``, ``action``, ``result``, ``duration_seconds``,
-``incident``, ``principal``, ``detail``; a call's ``method``, ``code``, ``duration_seconds``,
+``incident``, ``cause``, ``principal``, ``detail``; a call's ``method``, ``code``, ``duration_seconds``,
 ``principal``); ``exception`` holds a traceback. :class:`RunLifecycleLog` turns the service
 layer's run events (:mod:`porter_bundle.service.observe`) into such lines.
 """
@@ -37,6 +37,7 @@ EVENT_FIELDS = (
     "result",
     "duration_seconds",
     "incident",
+    "cause",
     "principal",
     "detail",
     "method",
@@ -132,6 +133,8 @@ class RunLifecycleLog:
             text += f": {event.message}"
         if event.incident:
             fields["incident"] = event.incident
+        if event.cause:
+            fields["cause"] = event.cause
         self._log.info("%s", text, extra=fields)
 
 

@@ -97,6 +97,13 @@ class Metrics:
             buckets=RUN_DURATION_BUCKETS,
             registry=r,
         )
+        self.run_failures = Counter(
+            "porter_bundle_run_failures",
+            "Runs that failed, by cause (exit_code, missing_outputs, container_error, timeout, "
+            "engine_unavailable, internal, recovery).",
+            ("cause",),
+            registry=r,
+        )
         self.cancellations = Counter(
             "porter_bundle_run_cancellations", "CancelRun calls for active runs.", registry=r
         )
@@ -198,6 +205,8 @@ class RunMetrics:
             m.runs_finished.labels(action, "failed").inc()
         elif kind is Kind.ORPHAN_REMOVED:
             m.recoveries.labels("orphan_removed").inc()
+        if event.cause:
+            m.run_failures.labels(event.cause).inc()
         if kind in _ENDINGS:
             result = _ENDINGS[kind] or event.result
             m.runs_finished.labels(action, result).inc()

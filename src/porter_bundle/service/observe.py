@@ -55,6 +55,19 @@ class Kind(enum.StrEnum):
     """After a restart: a container of no active run was removed."""
 
 
+CAUSES = (
+    "exit_code",
+    "missing_outputs",
+    "container_error",
+    "timeout",
+    "engine_unavailable",
+    "internal",
+    "recovery",
+)
+"""Why runs fail: the image exited non-zero, left outputs out, the engine refused the container
+(image missing, ...), the run timed out, the engine could not be reached, a fault of ours,
+or it could not be recovered after a restart."""
+
 RESULTS: dict[int, str] = {
     RUN_STATE_SUCCEEDED: "succeeded",
     RUN_STATE_FAILED: "failed",
@@ -75,6 +88,8 @@ class RunEvent:
     """Why (a failure or recovery message, already masked)."""
     incident: str = ""
     """The incident ID of an internal error, as the run's message shows it."""
+    cause: str = ""
+    """Why a run failed, as one of :data:`CAUSES` ("" otherwise)."""
 
     @property
     def result(self) -> str:
@@ -121,4 +136,4 @@ class Observers:
                 log.exception("run observer %r failed on %s", observer, event.kind)
 
 
-__all__ = ["RESULTS", "Kind", "Observers", "RunEvent", "RunObserver"]
+__all__ = ["CAUSES", "RESULTS", "Kind", "Observers", "RunEvent", "RunObserver"]

@@ -191,15 +191,16 @@ class Runner:
         except asyncio.CancelledError:
             raise  # server shutdown: the container goes on; recover() finishes the run later
         except Unavailable as exc:
-            await self._end(run_id, RUN_STATE_FAILED, redactor.text(exc.message))
+            message = redactor.text(exc.message)
+            await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
         except ExecutorUnavailable as exc:
             message = redactor.text(f"lost contact with the container engine: {exc}")
-            await self._end(run_id, RUN_STATE_FAILED, message)
+            await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)
             message = f"internal error (incident {incident})"
-            await self._end(run_id, RUN_STATE_FAILED, message, incident=incident)
+            await self._end(run_id, RUN_STATE_FAILED, message, incident=incident, cause="internal")
         finally:
             self._canceled.discard(run_id)
             unregister(run_id)
@@ -263,27 +264,28 @@ class Runner:
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
             await self._blocking.run(self._mask_stored_log, run_id, redactor)
-        kind = None
+        kind, cause = None, ""
         if result.canceled or run_id in self._canceled:
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
-            kind = Kind.TIMED_OUT
+            kind, cause = Kind.TIMED_OUT, "timeout"
             state, message = (
                 RUN_STATE_FAILED,
                 f"timed out after {self._settings.run_timeout_seconds:g}s",
             )
         elif result.error:
-            state, message = RUN_STATE_FAILED, result.error
+            state, message, cause = RUN_STATE_FAILED, result.error, "container_error"
         elif result.exit_code != 0:
+            cause = "exit_code"
             state, message = (
                 RUN_STATE_FAILED,
                 f"the invocation image exited with status {result.exit_code}",
             )
         elif missing:
-            state, message = RUN_STATE_FAILED, "; ".join(missing)
+            state, message, cause = RUN_STATE_FAILED, "; ".join(missing), "missing_outputs"
         else:
             state, message = RUN_STATE_SUCCEEDED, ""
-        await self._end(run_id, state, redactor.text(message), values, kind=kind)
+        await self._end(run_id, state, redactor.text(message), values, kind=kind, cause=cause)
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
         logs = self._runs.stored_log(run_id)
@@ -300,6 +302,7 @@ class Runner:
         *,
         kind: Kind | None = None,
         incident: str = "",
+        cause: str = "",
     ) -> None:
         """Finishes the run and emits ``kind`` (by default: canceled or finished, by state)."""
         run = await self._blocking.run(self._finish_quietly, run_id, state, message, outputs)
@@ -307,7 +310,9 @@ class Runner:
             return
         if kind is None:
             kind = Kind.CANCELED if state == RUN_STATE_CANCELED else Kind.FINISHED
-        self._observers.emit(RunEvent(kind, run_id, run, message, incident))
+        if kind is Kind.RECOVERY_FAILED:
+            cause = "recovery"
+        self._observers.emit(RunEvent(kind, run_id, run, message, incident, cause))
 
     def _finish_quietly(
         self, run_id: str, state: int, message: str, outputs: Sequence[OutputValue] = ()
