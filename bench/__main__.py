@@ -23,8 +23,8 @@ from bench.report import Figure, machine_facts, table, write_results
 from bench.seed import default_cache_dir, seeded_database
 from bench.seedcheck import check_seeder
 
-BENCHMARKS = ("list", "depth", "latest", "rss", "actions", "streams")
-SEEDED = ("list", "depth", "latest", "rss")
+BENCHMARKS = ("list", "depth", "latest", "rss", "metrics", "actions", "streams")
+SEEDED = ("list", "depth", "latest", "rss", "metrics")
 """The benchmarks on the seeded database (``actions`` has a fresh one and a container engine)."""
 FULL = Plan()
 QUICK = Plan(installations=5_000, runs=50_000)
@@ -137,6 +137,21 @@ def _seeded(
                 figures += _tagged("latest", suite.bench_latest(ctx))
             if selected == ("rss",):
                 suite.load_for_memory(ctx)
+        if "metrics" in selected:
+            _log("metrics: ListInstallations throughput with --metrics-address vs without")
+            # Two new servers, alike but for the flag (the suite's has served every benchmark).
+            off = start_porter_bundle(seeded.url, work / "porter-bundle-metrics-off.log")
+            on = start_porter_bundle(
+                seeded.url,
+                work / "porter-bundle-metrics-on.log",
+                "--metrics-address",
+                "127.0.0.1:0",
+            )
+            try:
+                figures += _tagged("metrics", suite.bench_metrics(ctx, off, on))
+            finally:
+                off.stop()
+                on.stop()
         if "rss" in selected:
             figures += _tagged("rss", [suite.rss_peak(ctx, sampler)])
     finally:

@@ -37,6 +37,7 @@ TARGET_LIST_10 = 0.6
 TARGET_DEPTH = 1.5
 TARGET_LATEST = 1.5
 TARGET_RSS_MB = 150.0
+TARGET_METRICS = 0.95
 
 
 @dataclass(frozen=True)
@@ -123,18 +124,10 @@ def bench_list(ctx: Context, page_size: int) -> list[Figure]:
     req = ctx.save(f"list{page_size}.req", raw_request)
     resp = ctx.save(f"list{page_size}.resp", response)
     bare = start_bare(LIST_INSTALLATIONS, resp, ctx.work / f"bare-list{page_size}.log")
-    rps: dict[str, list[float]] = {"porter-bundle": [], "bare": []}
     try:
-        for n in range(ctx.settings.rounds):
-            for side, server in (("porter-bundle", ctx.server), ("bare", bare)):
-                result = run_loadgen(
-                    _throughput_args(ctx, server.target, LIST_INSTALLATIONS, req, resp)
-                )
-                rps[side].append(result["rps"])
-                ctx.log(
-                    f"  list page_size={page_size} round {n + 1} {side:13s} "
-                    f"{result['rps']:8.0f} rps  p50 {result['latency_ms']['p50']:.2f} ms"
-                )
+        rps = _alternating(
+            ctx, {"porter-bundle": ctx.server, "bare": bare}, req, resp, f"page_size={page_size}"
+        )
     finally:
         bare.stop()
     real, base = statistics.median(rps["porter-bundle"]), statistics.median(rps["bare"])
@@ -156,6 +149,60 @@ def bench_list(ctx: Context, page_size: int) -> list[Figure]:
         ),
         Figure(f"  porter-bundle rps (page {page_size})", real, "rps"),
         Figure(f"  bare grpcio rps (page {page_size}, {len(response):,} B)", base, "rps"),
+    ]
+
+
+def _alternating(
+    ctx: Context, sides: dict[str, ServerProcess], req: Path, resp: Path, label: str
+) -> dict[str, list[float]]:
+    """ListInstallations throughput of each server, in alternating rounds (A/B/A/B)."""
+    rps: dict[str, list[float]] = {side: [] for side in sides}
+    for n in range(ctx.settings.rounds):
+        for side, server in sides.items():
+            result = run_loadgen(
+                _throughput_args(ctx, server.target, LIST_INSTALLATIONS, req, resp)
+            )
+            rps[side].append(result["rps"])
+            ctx.log(
+                f"  list {label} round {n + 1} {side:13s} "
+                f"{result['rps']:8.0f} rps  p50 {result['latency_ms']['p50']:.2f} ms"
+            )
+    return rps
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def bench_metrics(
+    ctx: Context, without: ServerProcess, with_metrics: ServerProcess, page_size: int = 10
+) -> list[Figure]:
+    """ListInstallations throughput of a server with --metrics-address over one without
+    (same database, both new): what the call interceptor and the run metrics cost."""
+    request = pb.ListInstallationsRequest(namespace=LIST_NAMESPACE, page_size=page_size)
+    raw_request = request.SerializeToString()
+    response = ctx.call(LIST_INSTALLATIONS, raw_request)
+    req = ctx.save(f"metrics{page_size}.req", raw_request)
+    resp = ctx.save(f"metrics{page_size}.resp", response)
+    for server in (without, with_metrics):  # warm alike
+        with grpc.insecure_channel(server.target) as channel:
+            for _ in range(50):
+                channel.unary_unary(LIST_INSTALLATIONS)(raw_request, timeout=60)
+    rps = _alternating(
+        ctx, {"metrics off": without, "metrics on": with_metrics}, req, resp, "metrics"
+    )
+    off, on = statistics.median(rps["metrics off"]), statistics.median(rps["metrics on"])
+    ctx.details["metrics"] = {"page_size": page_size, "rps_rounds": rps}
+    return [
+        Figure(
+            f"ListInstallations page {page_size}: rps with metrics on / off",
+            on / off,
+            "x",
+            TARGET_METRICS,
+            "min",
+            f"{ctx.settings.concurrency} callers, median of {ctx.settings.rounds} rounds each",
+        ),
+        Figure("  rps, metrics on", on, "rps"),
+        Figure("  rps, metrics off", off, "rps"),
     ]
 
 

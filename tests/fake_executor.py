@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 
 from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
+from porter_bundle.service import ActionSettings, Services
+from porter_bundle.store import Database
 from tests.helpers import wait_until, wait_until_async
 
 
@@ -98,3 +100,19 @@ class ScriptedExecutor(FakeExecutor):
     def wait_started(self, run_id: str, within: float = 15.0) -> None:
         """Blocks until the run's container has started (``within`` seconds at most)."""
         wait_until(lambda: run_id in self.queues, f"the container of run {run_id}", timeout=within)
+
+
+def services_with(
+    store: Database, fake: FakeExecutor, *, max_concurrent_runs: int = 2, cancel_grace: float = 1
+) -> Services:
+    """Services over ``store`` whose runs go to ``fake`` (no network, 30 s timeout)."""
+    return Services.create(
+        store,
+        executor=lambda: fake,
+        action_settings=ActionSettings(
+            run_timeout_seconds=30,
+            max_concurrent_runs=max_concurrent_runs,
+            cancel_grace_seconds=cancel_grace,
+            network=None,
+        ),
+    )

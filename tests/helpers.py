@@ -4,6 +4,10 @@ run to end, and reading rich error details off a failed call."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,3 +139,38 @@ async def own_orphans(executor: Any, run_id: str) -> list[str]:
     """A container executor's ``orphans()`` of one test's runs only (their IDs start with
     ``run_id``): other tests may run beside it on the same engine."""
     return [found for found in await executor.orphans() if found.startswith(run_id)]
+
+
+SERVER_BIN = Path(sys.executable).with_name("porter-bundle")
+
+
+def serve_process(
+    db: Path, podman_host: str, *flags: str, stderr: Any = subprocess.PIPE
+) -> tuple[subprocess.Popen[str], int]:
+    """``porter-bundle serve`` as a real process over the SQLite file ``db`` and the engine at
+    ``podman_host`` (runs time out after 120 s), plus ``flags``; returns it once it listens,
+    with its port. ``stderr`` is where its log goes (a file, for a test that reads it)."""
+    proc = subprocess.Popen(
+        [
+            str(SERVER_BIN),
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            "--database",
+            f"sqlite:///{db}",
+            "--container-host",
+            podman_host,
+            "--run-timeout",
+            "120",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"listening on port (\d+)", line)
+    assert match, f"server did not start: {line!r}"
+    return proc, int(match.group(1))

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -146,18 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = config.load_settings(config.flags_given(args), config_file=args.config_file)
         except config.SettingsError as exc:
             args.refuse(str(exc))  # exits 2, as for any bad flag
-    logging.basicConfig(
-        level=settings.log_level if settings else "WARNING",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     # The secrets of running actions never reach a log line (nor a traceback).
-    from porter_bundle.service.redact import LogRedactingFilter
+    from porter_bundle.observability.logs import configure
 
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(LogRedactingFilter())
-    # Alembic announces each of its plugins at INFO on every start; the migrations it runs stay.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    configure(
+        settings.log_level if settings else "WARNING", settings.log_format if settings else "text"
+    )
     if settings is None:
         code: int = args.func(args)
         return code

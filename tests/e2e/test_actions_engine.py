@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -42,7 +38,7 @@ from porter_bundle.executor import LABEL_RUN_ID, ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
-from tests.helpers import FIXTURES, failure, wait_until
+from tests.helpers import FIXTURES, failure, serve_process, wait_until
 
 pytestmark = pytest.mark.slow  # real containers: seconds each
 NS = "dev"
@@ -461,34 +457,6 @@ env | sort
 
 # --- kill -9 and restart -----------------------------------------------------------------------
 
-BIN = Path(sys.executable).with_name("porter-bundle")
-
-
-def start_server(db: Path, podman_host: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [
-            str(BIN),
-            "serve",
-            "--address",
-            "127.0.0.1:0",
-            "--database",
-            f"sqlite:///{db}",
-            "--container-host",
-            podman_host,
-            "--run-timeout",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on port (\d+)", line)
-    assert match, f"server did not start: {line!r}"
-    return proc, int(match.group(1))
-
 
 def test_kill_9_while_runs_are_in_flight(tmp_path, test_image, podman_service, podman_host):
     script = r"""#!/bin/sh
@@ -509,7 +477,7 @@ echo "finished"
         "outputs": {"level": {"definition": "level", "path": "/cnab/app/outputs/level"}},
     }
     db = tmp_path / "crash.db"
-    proc, port = start_server(db, podman_host)
+    proc, port = serve_process(db, podman_host)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)
@@ -543,7 +511,7 @@ echo "finished"
     # While the server is down, one container disappears.
     podman_service.podman("rm", "--force", f"porter-bundle-{vanished.id.lower()}")
 
-    proc, port = start_server(db, podman_host)
+    proc, port = serve_process(db, podman_host)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)

@@ -4,7 +4,7 @@ API, health and reflection on one grpc.aio server."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -33,6 +33,8 @@ from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
 from porter_bundle.auth.tls import server_credentials
 from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.config import Settings
+from porter_bundle.observability import Observability
+from porter_bundle.observability.health import HealthProbe
 from porter_bundle.service import Services
 from porter_bundle.service.events import RunEvents
 from porter_bundle.service.reveal import RevealService
@@ -83,14 +85,22 @@ class RunningServer:
     health: health.aio.HealthServicer
     events: RunEvents | None = None
     """The hub of live streams: closed first on stop, so they end UNAVAILABLE at once."""
+    observability: Observability | None = None
+    """Logs and metrics of this server: detached once it has stopped."""
+    probe: HealthProbe | None = None
+    """Sets the health statuses from the dependencies: stopped first on stop."""
 
     async def stop(self, grace: float | None) -> None:
         """Reports NOT_SERVING, ends live streams with UNAVAILABLE (clients resume on another
         server), lets other in-flight calls finish for ``grace`` seconds, then stops."""
+        if self.probe is not None:
+            await self.probe.stop()
         await self.health.enter_graceful_shutdown()
         if self.events is not None:
             self.events.close()
         await self.server.stop(grace)
+        if self.observability is not None:
+            self.observability.close()
 
 
 def _handlers(
@@ -139,22 +149,47 @@ def _decoding_handlers(
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
-def _interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+def _interceptors(
+    settings: Settings, on_refused: Callable[[str], None] | None = None
+) -> list[grpc.aio.ServerInterceptor]:
     """The authentication interceptor when callers are authenticated; none otherwise."""
     if not settings.authenticates:
         return []
     tokens = TokenFile(settings.token_file) if settings.token_file else None
     authenticator = Authenticator(tokens, mtls=bool(settings.tls_client_ca))
     return [
-        AuthInterceptor(authenticator, reflection_requires_auth=settings.reflection_requires_auth)
+        AuthInterceptor(
+            authenticator,
+            reflection_requires_auth=settings.reflection_requires_auth,
+            on_refused=on_refused,
+        )
     ]
 
 
-async def start_server(settings: Settings, services: Services, executor: Executor) -> RunningServer:
+async def start_server(
+    settings: Settings, services: Services, executor: Executor, *, tracer_provider: Any = None
+) -> RunningServer:
     """Builds and starts the server on ``settings.address`` (port 0 picks one). Handlers run
-    their blocking calls on ``executor``, the pool the services use (its owner shuts it down)."""
-    interceptors = _interceptors(settings)  # first: a bad token file fails before anything starts
-    audit = AuditLog(settings.audit_log)
+    their blocking calls on ``executor``, the pool the services use (its owner shuts it down).
+    ``tracer_provider`` (an OpenTelemetry SDK one, for tests) turns traces on."""
+    _interceptors(settings)  # first: a bad token file fails before anything starts
+    observability = Observability(settings, services, tracer_provider=tracer_provider)
+    try:
+        return await _start(settings, services, executor, observability)
+    except BaseException:
+        observability.close()
+        raise
+
+
+async def _start(
+    settings: Settings, services: Services, executor: Executor, observability: Observability
+) -> RunningServer:
+    # The call metrics first: they count the calls authentication refuses too.
+    interceptors = [
+        *observability.interceptors(),
+        *_interceptors(settings, observability.on_refused),
+    ]
+    audit = AuditLog(settings.audit_log, on_reveal=observability.on_reveal)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     backend = Backend(
         services,
@@ -193,8 +228,20 @@ async def start_server(settings: Settings, services: Services, executor: Executo
         port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
+    probe = HealthProbe(
+        health_servicer,
+        database=lambda: services.blocking.run(services.runs.check_database),
+        engine=services.actions.check_engine,
+        database_services=("", LEGACY_SERVICE),
+        engine_services=(SERVICE,),
+        interval=settings.health_probe_seconds,
+        metrics=observability.metrics,
+    )
+    await probe.check()  # the first answer is already the truth
+    observability.start()
     await server.start()
-    for name in ("", SERVICE, LEGACY_SERVICE):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    probe.start()
     log.info("serving %s on port %d", SERVICE, port)
-    return RunningServer(server, port, health_servicer, services.events)
+    if observability.metrics_port is not None:
+        log.info("serving Prometheus metrics on port %d", observability.metrics_port)
+    return RunningServer(server, port, health_servicer, services.events, observability, probe)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("porter_bundle.audit")
@@ -26,8 +27,12 @@ def resource_name(kind: str, namespace: str, name: str, *sub: str) -> str:
 class AuditLog:
     """Appends reveal records to a file (or the log when ``path`` is empty)."""
 
-    def __init__(self, path: str | Path = "") -> None:
+    def __init__(
+        self, path: str | Path = "", *, on_reveal: Callable[[str], None] | None = None
+    ) -> None:
         self.path = Path(path) if path else None
+        self._on_reveal = on_reveal
+        """Told the method of each reveal (the metrics)."""
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +49,8 @@ class AuditLog:
             "namespace": namespace,
         }
         line = json.dumps(record, sort_keys=True)
+        if self._on_reveal is not None:
+            self._on_reveal(method)
         if self.path is None:
             log.info("%s", line)
             return

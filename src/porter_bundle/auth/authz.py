@@ -56,8 +56,24 @@ def current() -> Access:
     return _CURRENT.get(_LOCAL_ACCESS)
 
 
+_WITNESS: contextvars.ContextVar[list[Principal] | None] = contextvars.ContextVar(
+    "porter_bundle_access_witness", default=None
+)
+
+
+def witness() -> list[Principal]:
+    """A list that the principal of the call being served is appended to once it is
+    authenticated: for the access log, whose interceptor runs before authentication."""
+    seen: list[Principal] = []
+    _WITNESS.set(seen)
+    return seen
+
+
 def activate(access: Access) -> contextvars.Token[Access]:
     """Makes ``access`` current for the calling task; undo with :func:`deactivate`."""
+    seen = _WITNESS.get()
+    if seen is not None:
+        seen.append(access.principal)
     return _CURRENT.set(access)
 
 

@@ -9,11 +9,12 @@ reflection is open unless ``reflection_requires_auth``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, NoReturn
 
 import grpc
 
+from porter_bundle.api.interception import Handler, WrappingInterceptor
 from porter_bundle.auth import authz
 from porter_bundle.auth.permissions import RULES, Rule
 from porter_bundle.auth.roles import LOCAL, Principal
@@ -75,7 +76,7 @@ def bearer_token(metadata: Iterable[Any] | None) -> str:
     return ""
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Authenticates and authorizes each call before the servicer sees it."""
 
     def __init__(
@@ -84,35 +85,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         *,
         reflection_requires_auth: bool = False,
         rules: Mapping[str, Rule] = RULES,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__()
         self._auth = authenticator
+        self._on_refused = on_refused
+        """Told the reason of each refused call (the metrics)."""
         self._reflection_requires_auth = reflection_requires_auth
         self._rules = rules
-        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-        """Guarded handlers by method: the server's handlers never change."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method: str = handler_call_details.method
-        found = self._guarded.get(method)
-        if found is not None:
-            return found
-        handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(HEALTH_PREFIX):
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """The guarded handler of ``method`` (health checks are never guarded)."""
+        if method.startswith(HEALTH_PREFIX):
             return handler
         if method.startswith(REFLECTION_PREFIXES):
             if not self._reflection_requires_auth:
                 return handler
-            guarded = self._guard_reflection(handler)
-        else:
-            guarded = self._guard(handler, method)
-        self._guarded[method] = guarded
-        return guarded
+            return self._guard_reflection(handler)
+        return self._guard(handler, method)
+
+    async def _refuse(self, context: Ctx, exc: PorterBundleError) -> NoReturn:
+        if self._on_refused is not None:
+            self._on_refused(exc.reason)
+        await abort(context, exc)
 
     def _principal(self, context: Ctx) -> Principal:
         common_name = peer_common_name(context) if self._auth.mtls else None
@@ -133,7 +128,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     raise request
                 access = authz.authorize(rule, request, principal, method)
             except PorterBundleError as exc:
-                await abort(context, exc)
+                await self._refuse(context, exc)
             if behaviour is None:  # pragma: no cover - every RPC we serve is unary-request
                 await abort(context, authz.denied(principal, "", None, method))
             token = authz.activate(access)
@@ -163,7 +158,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             try:
                 self._principal(context)
             except PorterBundleError as exc:
-                await abort(context, exc)
+                await self._refuse(context, exc)
             async for response in inner(requests, context):
                 yield response
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -83,11 +83,72 @@ class Settings(BaseSettings):
         Option("PORTER_BUNDLE_WORKERS", "--workers", SERVER, metavar="N"),
         Field(ge=1, description="threads of the one pool for blocking work (database, files)"),
     ] = 8
+    health_probe_seconds: Annotated[
+        float,
+        Option(
+            "PORTER_BUNDLE_HEALTH_PROBE",
+            "--health-probe",
+            SERVER,
+            metavar="SECONDS",
+            see="Health and Kubernetes probes",
+        ),
+        Field(
+            gt=0,
+            description=(
+                "how often the database and the container engine are checked for the "
+                "grpc.health.v1 statuses"
+            ),
+        ),
+    ] = 5.0
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],
         Option("PORTER_BUNDLE_LOG_LEVEL", "--log-level", SERVER),
         Field(description="the least severe level the server logs"),
     ] = "INFO"
+    log_format: Annotated[
+        Literal["text", "json"],
+        Option("PORTER_BUNDLE_LOG_FORMAT", "--log-format", SERVER, see="Observability"),
+        Field(
+            description=(
+                "text lines, or JSON lines with fixed fields (time, level, logger, message, and "
+                "a run's or a call's fields)"
+            )
+        ),
+    ] = "text"
+    metrics_address: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_METRICS_ADDRESS",
+            "--metrics-address",
+            SERVER,
+            default_text="off",
+            metavar="HOST:PORT",
+            see="Observability",
+        ),
+        Field(
+            description=(
+                "host:port of a plain HTTP server of Prometheus metrics (/metrics); port 0 "
+                "picks a free port"
+            )
+        ),
+    ] = ""
+    otlp_endpoint: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_OTLP_ENDPOINT",
+            "--otlp-endpoint",
+            SERVER,
+            default_text="off (unless OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+            metavar="URL",
+            see="Observability",
+        ),
+        Field(
+            description=(
+                "OTLP/gRPC endpoint that receives OpenTelemetry traces (spans per call and per "
+                "run), e.g. http://collector:4317; needs the otel extra"
+            )
+        ),
+    ] = ""
 
     # --- store ---
     database: Annotated[
@@ -386,9 +447,11 @@ class Settings(BaseSettings):
 
     # --- validation -------------------------------------------------------------------------
 
-    @field_validator("address")
+    @field_validator("address", "metrics_address")
     @classmethod
-    def _check_address(cls, value: str) -> str:
+    def _check_address(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name == "metrics_address":
+            return value  # off
         match = _HOST_PORT.fullmatch(value)
         if not match or int(match["port"]) > 65535:
             raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:3001 or [::]:3001)")
@@ -400,7 +463,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
         return value
 
-    @field_validator("schema_check", mode="before")
+    @field_validator("schema_check", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -54,6 +54,12 @@ class Engine:
         """Blocking: the engine answers ``/_ping`` within the probe timeout, else
         ExecutorUnavailable naming it."""
         url = f"{self.api.base_url}/_ping"
+        try:
+            check_socket(self.url, self.probe_timeout)  # the SDK leaks a refused socket
+        except OSError as exc:
+            raise ExecutorUnavailable(
+                f"the container engine at {self.url} does not answer: {describe(exc)}"
+            ) from None
         with (
             unreachable_as_unavailable(self.url),
             self.api.get(url, timeout=self.probe_timeout) as response,
@@ -92,16 +98,21 @@ def connect(host: str | None, *, probe_timeout: int, request_timeout: int) -> En
     raise ExecutorUnavailable("no container engine answered; tried: " + "; ".join(failures))
 
 
-def _probe(url: str, *, probe_timeout: int, request_timeout: int) -> Engine:
+def check_socket(url: str, timeout: float) -> None:
+    """For a ``unix://`` address, connects once (OSError when nobody listens). Checked before
+    the SDK is: it leaks the socket of a failed connect (ResourceWarning), and this names
+    the failure plainly."""
     if url.startswith("unix://"):
-        # Checked here first: the SDK leaks the socket of a failed connect (ResourceWarning),
-        # and this names the failure plainly.
         path = url.removeprefix("unix://")
         if not os.path.exists(path):
             raise FileNotFoundError("no such socket")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(probe_timeout)
+            probe.settimeout(timeout)
             probe.connect(path)
+
+
+def _probe(url: str, *, probe_timeout: int, request_timeout: int) -> Engine:
+    check_socket(url, probe_timeout)
     kwargs: dict[str, Any] = {}
     if url == os.environ.get("DOCKER_HOST"):
         # DOCKER_TLS_VERIFY / DOCKER_CERT_PATH go with DOCKER_HOST, as for the docker CLI.

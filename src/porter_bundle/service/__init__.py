@@ -54,6 +54,8 @@ class Services:
     """True when the database is a local SQLite file (reads are then cheap and never block)."""
     schema_check: SchemaCheck = SchemaCheck.EXACT
     """How strictly Porter documents' schemaVersion must match (the server's schema-check)."""
+    store: Database | None = None
+    """The store itself, for what operating it needs (its pool usage in the metrics)."""
 
     @property
     def documents(self) -> DocumentService:
@@ -130,6 +132,7 @@ class Services:
             blocking,
             store.is_sqlite,
             schema_check=schema_check,
+            store=store,
         )
 
 

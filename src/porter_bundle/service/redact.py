@@ -180,8 +180,15 @@ def unregister(owner: object) -> None:
         _active.pop(owner, None)
 
 
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
 class LogRedactingFilter(logging.Filter):
-    """A handler filter masking the secrets of active runs in messages and tracebacks."""
+    """A handler filter masking the secrets of active runs in messages, tracebacks and the
+    text fields a record carries besides (``extra=``: the structured log's event fields)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         with _lock:
@@ -191,11 +198,19 @@ class LogRedactingFilter(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
+        extras = {
+            k: v
+            for k, v in vars(record).items()
+            if k not in _RECORD_ATTRIBUTES and isinstance(v, str)
+        }
         for r in redactors:
             message = r.text(message)
             if record.exc_text:
                 record.exc_text = r.text(record.exc_text)
+            extras = {k: r.text(v) for k, v in extras.items()}
         record.msg, record.args = message, None
+        for key, value in extras.items():
+            setattr(record, key, value)
         return True
 
 

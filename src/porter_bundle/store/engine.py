@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
+from porter_bundle import errors
 from porter_bundle.store import secrets
 from porter_bundle.store.crypto import Keyring
 from porter_bundle.store.errors import database_errors, dbapi_error, translate
@@ -128,6 +129,22 @@ class Database:
         if self._read_engine is not None:
             self._read_engine.dispose()
         self.engine.dispose()
+
+    def pool_usage(self) -> tuple[int, int]:
+        """Pooled connections (in use, the pool's size): the metrics' database pool usage."""
+        pool: Any = self.engine.pool
+        return int(pool.checkedout()), int(pool.size())
+
+    def ping(self) -> None:
+        """One round trip to the database (health); DatabaseUnavailable, naming the cause
+        and logging nothing (the health probe logs the change), when it fails."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            raise errors.DatabaseUnavailable(
+                f"the database is unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}"
+            ) from exc
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -32,6 +32,7 @@ from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
+from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.redact import Redactor, register, unregister
 from porter_bundle.service.runs import OutputValue, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
@@ -81,11 +82,13 @@ class Runner:
         settings: ActionSettings,
         blocking: Blocking,
         prepare_again: Callable[[Run], Prepared],
+        observers: Observers | None = None,
     ) -> None:
         """``prepare_again`` (blocking) prepares a recorded run anew (its inputs resolved
         again) for starting it after a restart; it raises a domain error when it cannot."""
         self._prepare_again = prepare_again
         self._runs = runs
+        self._observers = observers or Observers()
         self._bundles = bundles
         self._credential_sets = credential_sets
         self._resolver = resolver
@@ -129,6 +132,7 @@ class Runner:
                 self._runs.cancel_pending, run.id, "canceled before it started"
             )
             if ended is not None:
+                self._observers.emit(RunEvent(Kind.CANCELED, run.id, ended, ended.message))
                 return ended
         executor = await self.executor()  # Unavailable now, rather than a cancel that never acts
         marked = await self._blocking.run(self._runs.mark_canceling, run.id)
@@ -176,11 +180,11 @@ class Runner:
             executor = await self.executor()
         except Unavailable as exc:
             for run in active:
-                await self._blocking.run(
-                    self._finish_quietly,
+                await self._end(
                     run.id,
                     RUN_STATE_FAILED,
                     f"the server restarted and could not reach the container engine: {exc.message}",
+                    kind=Kind.RECOVERY_FAILED,
                 )
             return
         for run in active:
@@ -191,8 +195,8 @@ class Runner:
         active_ids = {r.id for r in active}
         for orphan in await executor.orphans():
             if orphan not in active_ids:
-                log.info("removing leftover container of run %s", orphan)
                 await executor.recover(orphan)
+                self._observers.emit(RunEvent(Kind.ORPHAN_REMOVED, orphan))
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
@@ -224,6 +228,7 @@ class Runner:
                 started = await self._blocking.run(self._runs.start, run_id)
                 if started is None:  # canceled while it waited for a slot
                     return
+                self._observers.emit(RunEvent(Kind.STARTED, run_id, started))
                 executor = await self.executor()
                 masked = redactor.stream()
 
@@ -240,19 +245,15 @@ class Runner:
             raise  # server shutdown: the container goes on; recover() finishes the run later
         except Unavailable as exc:
             message = redactor.text(exc.message)
-            await self._blocking.run(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
+            await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
         except ExecutorUnavailable as exc:
             message = redactor.text(f"lost contact with the container engine: {exc}")
-            await self._blocking.run(self._finish_quietly, run_id, RUN_STATE_FAILED, message)
+            await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)
-            await self._blocking.run(
-                self._finish_quietly,
-                run_id,
-                RUN_STATE_FAILED,
-                f"internal error (incident {incident})",
-            )
+            message = f"internal error (incident {incident})"
+            await self._end(run_id, RUN_STATE_FAILED, message, incident=incident, cause="internal")
         finally:
             self._canceled.discard(run_id)
             unregister(run_id)
@@ -265,10 +266,12 @@ class Runner:
                 return
             if result is None:
                 why = "the run's container vanished while the server was down"
-                await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, why)
+                await self._end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
                 return
             # Its sensitive parameters are masked; its credentials as far as they resolve now.
             redactor = await self._blocking.run(self._stored_redactor, run)
+            register(run.id, redactor)  # log lines about it are masked too
+            self._observers.emit(RunEvent(Kind.RECOVERED, run.id, run))
             if result.logs:
                 # The container's whole log: what the stored log lacks is what came after
                 # it. Masks keep lengths, so the stored length is the offset to go on from.
@@ -283,6 +286,8 @@ class Runner:
             raise
         except Exception:
             log.exception("could not recover run %s", run.id)
+        finally:
+            unregister(run.id)
 
     async def _start_again(self, run: Run) -> None:
         """Starts a run the previous process accepted (PENDING) but never started: accepted
@@ -291,7 +296,7 @@ class Runner:
             prepared = await self._blocking.run(self._prepare_again, run)
         except PorterBundleError as exc:
             message = f"the server restarted before this run started and could not start it: {exc.message}"
-            await self._blocking.run(self._finish_quietly, run.id, RUN_STATE_FAILED, message)
+            await self._end(run.id, RUN_STATE_FAILED, message, kind=Kind.RECOVERY_FAILED)
             return
         log.info("starting run %s, accepted before the restart", run.id)
         await self._run(prepared)
@@ -327,29 +332,37 @@ class Runner:
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
             await self._blocking.run(self._mask_stored_log, run_id, redactor)
+        kind, cause = None, ""
         stored = await self._blocking.run(self._runs.current, run_id)
         # `canceling` stored: CancelRun reached this run through another process too.
         if result.canceled or run_id in self._canceled or (stored is not None and stored.canceling):
             state, message = RUN_STATE_CANCELED, "canceled"
         elif result.timed_out:
+            kind, cause = Kind.TIMED_OUT, "timeout"
             state, message = (
                 RUN_STATE_FAILED,
                 f"timed out after {self._settings.run_timeout_seconds:g}s",
             )
         elif result.error:
-            state, message = RUN_STATE_FAILED, result.error
+            state, message, cause = RUN_STATE_FAILED, result.error, "container_error"
         elif result.exit_code != 0:
+            cause = "exit_code"
             state, message = (
                 RUN_STATE_FAILED,
                 f"the invocation image exited with status {result.exit_code}",
             )
         elif missing:
-            state, message = RUN_STATE_FAILED, "; ".join(missing)
+            state, message, cause = RUN_STATE_FAILED, "; ".join(missing), "missing_outputs"
         else:
             state, message = RUN_STATE_SUCCEEDED, ""
-        message = redactor.text(message)
-        await self._blocking.run(
-            self._finish_quietly, run_id, state, message, values, result.image_digest
+        await self._end(
+            run_id,
+            state,
+            redactor.text(message),
+            values,
+            kind=kind,
+            cause=cause,
+            image_digest=result.image_digest,
         )
 
     def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
@@ -358,6 +371,30 @@ class Runner:
         nobody could know them as secrets before the image wrote them as outputs."""
         self._runs.mask_log(run_id, redactor.data)
 
+    async def _end(
+        self,
+        run_id: str,
+        state: int,
+        message: str,
+        outputs: Sequence[OutputValue] = (),
+        *,
+        kind: Kind | None = None,
+        incident: str = "",
+        cause: str = "",
+        image_digest: str = "",
+    ) -> None:
+        """Finishes the run and emits ``kind`` (by default: canceled or finished, by state)."""
+        run = await self._blocking.run(
+            self._finish_quietly, run_id, state, message, outputs, image_digest
+        )
+        if run is None:
+            return
+        if kind is None:
+            kind = Kind.CANCELED if state == RUN_STATE_CANCELED else Kind.FINISHED
+        if kind is Kind.RECOVERY_FAILED:
+            cause = "recovery"
+        self._observers.emit(RunEvent(kind, run_id, run, message, incident, cause))
+
     def _finish_quietly(
         self,
         run_id: str,
@@ -365,11 +402,12 @@ class Runner:
         message: str,
         outputs: Sequence[OutputValue] = (),
         image_digest: str = "",
-    ) -> None:
+    ) -> Run | None:
         try:
-            self._runs.finish(run_id, state, message, outputs, image_digest=image_digest)
+            return self._runs.finish(run_id, state, message, outputs, image_digest=image_digest)
         except FailedPrecondition:
             log.info("run %s had already ended", run_id)
+            return None
 
 
 __all__ = ["Prepared", "Runner", "inputs_redactor"]

@@ -9,14 +9,15 @@ finishes the run with its outputs (:mod:`.outputs`). After a crash,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
-from porter_bundle.errors import FailedPrecondition
-from porter_bundle.executor import Executor
+from porter_bundle.errors import FailedPrecondition, Unavailable
+from porter_bundle.executor import Executor, ExecutorUnavailable
 from porter_bundle.service.actions.contract import container_spec
 from porter_bundle.service.actions.planning import (
     ActionPreview,
@@ -30,6 +31,7 @@ from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.installations import InstallationService
+from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService, action_name
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
@@ -55,6 +57,11 @@ class ActionService:
         self._runs = runs
         self._blocking = blocking
         self.settings = settings
+        self.observers = Observers()
+        """Told of every step of every run (see service.observe): the logs and metrics."""
+        self.container_env: Callable[[], Mapping[str, str]] | None = None
+        """Extra environment for a new run's container, in the calling request's context
+        (tracing: TRACEPARENT); the bundle's own variables win."""
         self._planner = Planner(
             installations=installations,
             runs=runs,
@@ -72,6 +79,7 @@ class ActionService:
             settings=settings,
             blocking=blocking,
             prepare_again=self._prepare_again,
+            observers=self.observers,
         )
         self._installations = installations
         self._bundles = bundles
@@ -86,6 +94,7 @@ class ActionService:
         await self._runner.check_engine()
         run, prepared = await self._blocking.run(self._record, plan)
         if prepared is not None:
+            self.observers.emit(RunEvent(Kind.ACCEPTED, run.id, run))
             self._runner.start(prepared)
         return run
 
@@ -97,6 +106,7 @@ class ActionService:
             raise FailedPrecondition(
                 f"run {run.id} already ended", reason="RUN_FINISHED", metadata={"run_id": run.id}
             )
+        self.observers.emit(RunEvent(Kind.CANCEL_REQUESTED, run.id, run))
         ended = await self._runner.cancel(run)
         if ended is not None:
             return ended
@@ -106,6 +116,14 @@ class ActionService:
         """A run and its stored log."""
         check_address(namespace, name)
         return self._runs.logs(namespace, name, run_id)
+
+    async def check_engine(self) -> None:
+        """Whether the container engine answers now (health); Unavailable when it does not."""
+        executor = await self._runner.executor()
+        try:
+            await executor.ping()
+        except ExecutorUnavailable as exc:
+            raise Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE") from None
 
     async def recover(self) -> None:
         """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
@@ -188,6 +206,8 @@ class ActionService:
             self.settings,
             plan.image,
         )
+        if self.container_env is not None:
+            spec = dataclasses.replace(spec, env={**self.container_env(), **spec.env})
         return run, Prepared(run, spec, plan.document, request.action, inputs_redactor(plan.inputs))
 
 

@@ -76,6 +76,10 @@ class RunReader:
                 raise run_not_found(namespace, name, resolved)
             return ResolvedOutputs(resolved, state, store.list_output_docs(conn, resolved))
 
+    def check_database(self) -> None:
+        """One round trip to the database (health); DatabaseUnavailable when it fails."""
+        self._store.ping()
+
     # --- lookups (live streams, recovery, repeated requests) ---------------------------
 
     def active(self) -> builtins.list[Run]:
