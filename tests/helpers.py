@@ -135,3 +135,27 @@ async def own_orphans(executor: Any, run_id: str) -> list[str]:
     """A container executor's ``orphans()`` of one test's runs only (their IDs start with
     ``run_id``): other tests may run beside it on the same engine."""
     return [found for found in await executor.orphans() if found.startswith(run_id)]
+
+
+def cnab_validator(schema_file: str) -> Any:
+    """A draft-07 validator of the vendored CNAB spec's ``schema/<schema_file>``, which resolves
+    the spec's other schemas (a claim's ``bundle`` is a bundle.schema.json document)."""
+    import json
+
+    from jsonschema import Draft7Validator
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT7
+
+    folder = FIXTURES / "cnab-spec" / "schema"
+    schemas = [json.loads(p.read_text()) for p in sorted(folder.glob("*.schema.json"))]
+    registry: Registry[Any] = Registry().with_resources(
+        [(s["$id"], DRAFT7.create_resource(s)) for s in schemas]
+        + [
+            (
+                "http://json-schema.org/draft-07/schema",
+                DRAFT7.create_resource(Draft7Validator.META_SCHEMA),
+            )
+        ]
+    )
+    target = json.loads((folder / schema_file).read_text())
+    return Draft7Validator(target, registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)

@@ -162,6 +162,16 @@ CASES: dict[str, tuple[object, grpc.StatusCode]] = {
     _PB + "ExportInstallation": (pb.ExportInstallationRequest(namespace=NS, name="web"), NOT_FOUND),
     _PB + "ExportCredentialSet": (pb.ExportCredentialSetRequest(namespace=NS, name="c"), NOT_FOUND),
     _PB + "ExportParameterSet": (pb.ExportParameterSetRequest(namespace=NS, name="p"), NOT_FOUND),
+    _PB + "ListClaims": (pb.ListClaimsRequest(namespace=NS), OK),
+    _PB + "GetClaim": (pb.GetClaimRequest(namespace=NS, name="web", claim_id=RUN_ID), NOT_FOUND),
+    _PB + "ListClaimResults": (
+        pb.ListClaimResultsRequest(namespace=NS, name="web", claim_id=RUN_ID),
+        NOT_FOUND,
+    ),
+    _PB + "GetClaimResult": (
+        pb.GetClaimResultRequest(namespace=NS, name="web", claim_id=RUN_ID, result_id=RUN_ID),
+        NOT_FOUND,
+    ),
     _LEGACY + "ListInstallations": (ipb.ListInstallationsRequest(namespace=NS), OK),
     _LEGACY + "ListInstallationLatestOutputs": (
         ipb.ListInstallationLatestOutputRequest(namespace=NS, name="web"),

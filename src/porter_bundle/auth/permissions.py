@@ -107,6 +107,11 @@ RULES: Mapping[str, Rule] = {
     _PB + "ExportInstallation": _ns(VIEWER),
     _PB + "ExportCredentialSet": _ns(VIEWER),
     _PB + "ExportParameterSet": _ns(VIEWER),
+    _PB + "ListClaims": _LIST,
+    # A claim is a run: addressed by installation, or by its ID alone (checked once found).
+    _PB + "GetClaim": Rule(VIEWER, Scope.RUN),
+    _PB + "ListClaimResults": Rule(VIEWER, Scope.RUN),
+    _PB + "GetClaimResult": Rule(VIEWER, Scope.RUN),
     _LEGACY + "ListInstallations": Rule(VIEWER, Scope.LIST, all_field="allNamespaces"),
     _LEGACY + "ListInstallationLatestOutputs": _ns(VIEWER),
 }

@@ -19,6 +19,7 @@ from porter_bundle.service.actions import (
 )
 from porter_bundle.service.blocking import Blocking, shared
 from porter_bundle.service.bundles import BundleService
+from porter_bundle.service.claims import ClaimService
 from porter_bundle.service.documents import DocumentService
 from porter_bundle.service.events import RunEvents
 from porter_bundle.service.installations import InstallationService
@@ -48,6 +49,8 @@ class Services:
     actions: ActionService
     legacy: LegacyService
     """Porter's legacy API (porter.v1alpha1.Porter), over the same store."""
+    claims: ClaimService
+    """CNAB claims and claim results (see service.claims), over the same store."""
     blocking: Blocking
     """The one pool every blocking call runs on (see service.blocking)."""
     local_database: bool = False
@@ -127,6 +130,7 @@ class Services:
             bundles,
             actions,
             LegacyService(store),
+            ClaimService(store),
             blocking,
             store.is_sqlite,
             schema_check=schema_check,

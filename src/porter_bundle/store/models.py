@@ -150,6 +150,38 @@ class RunRow(SQLModel, table=True):
     created_at: datetime
 
 
+class ClaimRow(SQLModel, table=True):
+    """The CNAB claim of a run (one per run): its action name and revision for filters, and the
+    claim document as recorded when the run was created (claims are immutable).
+
+    ``doc`` is the claim JSON without sensitive parameter values; NULL for runs recorded before
+    claims were stored (their claim is then rebuilt from the run when read).
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (Index("ix_claims_action", "action", "run_id"),)
+
+    run_id: str = Field(
+        foreign_key="runs.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    action: str = Field(max_length=253)
+    revision: str = Field(max_length=ID_LENGTH)
+    doc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class ClaimResultRow(SQLModel, table=True):
+    """One CNAB claim result: a state a run reached (pending, running, then a final one)."""
+
+    __tablename__ = "claim_results"
+    __table_args__ = (Index("ix_claim_results_run", "run_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=ID_LENGTH)
+    run_id: str = Field(foreign_key="runs.id", ondelete="CASCADE", max_length=ID_LENGTH)
+    status: int
+    created_at: datetime
+    doc: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class OutputRow(SQLModel, table=True):
     """One output value of a run. ``value`` is its JSON, sensitive ones included."""
 

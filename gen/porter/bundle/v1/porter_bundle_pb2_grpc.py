@@ -217,6 +217,26 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.FromString,
                 _registered_method=True)
+        self.ListClaims = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ListClaims',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsResponse.FromString,
+                _registered_method=True)
+        self.GetClaim = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetClaim',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResponse.FromString,
+                _registered_method=True)
+        self.ListClaimResults = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ListClaimResults',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsResponse.FromString,
+                _registered_method=True)
+        self.GetClaimResult = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetClaimResult',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.FromString,
+                _registered_method=True)
 
 
 class PorterBundleServicer:
@@ -556,6 +576,38 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClaims(self, request, context):
+        """--- CNAB claims (spec section 400) ---
+        Lists claims (one per run) across installations, newest first, with
+        optional filters: namespace (or all namespaces), installation, action,
+        result and creation time range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClaim(self, request, context):
+        """Returns one claim by its ID (a run ID), with its document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClaimResults(self, request, context):
+        """Lists the results of a claim in the order they were recorded (pending,
+        running, then the final one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClaimResult(self, request, context):
+        """Returns one claim result by its ID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PorterBundleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -728,6 +780,26 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.ExportParameterSet,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.SerializeToString,
+            ),
+            'ListClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaims,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsResponse.SerializeToString,
+            ),
+            'GetClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaim,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResponse.SerializeToString,
+            ),
+            'ListClaimResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaimResults,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsResponse.SerializeToString,
+            ),
+            'GetClaimResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaimResult,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1661,6 +1733,114 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/ExportParameterSet',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ListClaims',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetClaim',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaimResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ListClaimResults',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaimResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetClaimResult',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -212,6 +212,20 @@ class PorterBundleStub:
     """
     ExportParameterSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]
     """Returns a parameter set as Porter's ParameterSet document."""
+    ListClaims: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimsRequest, _porter_bundle_pb2.ListClaimsResponse]
+    """--- CNAB claims (spec section 400) ---
+    Lists claims (one per run) across installations, newest first, with
+    optional filters: namespace (or all namespaces), installation, action,
+    result and creation time range.
+    """
+    GetClaim: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimRequest, _porter_bundle_pb2.GetClaimResponse]
+    """Returns one claim by its ID (a run ID), with its document."""
+    ListClaimResults: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimResultsRequest, _porter_bundle_pb2.ListClaimResultsResponse]
+    """Lists the results of a claim in the order they were recorded (pending,
+    running, then the final one).
+    """
+    GetClaimResult: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimResultRequest, _porter_bundle_pb2.GetClaimResultResponse]
+    """Returns one claim result by its ID."""
 
 @_typing.type_check_only
 class PorterBundleAsyncStub(PorterBundleStub):
@@ -397,6 +411,20 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     ExportParameterSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]  # type: ignore[assignment]
     """Returns a parameter set as Porter's ParameterSet document."""
+    ListClaims: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimsRequest, _porter_bundle_pb2.ListClaimsResponse]  # type: ignore[assignment]
+    """--- CNAB claims (spec section 400) ---
+    Lists claims (one per run) across installations, newest first, with
+    optional filters: namespace (or all namespaces), installation, action,
+    result and creation time range.
+    """
+    GetClaim: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimRequest, _porter_bundle_pb2.GetClaimResponse]  # type: ignore[assignment]
+    """Returns one claim by its ID (a run ID), with its document."""
+    ListClaimResults: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimResultsRequest, _porter_bundle_pb2.ListClaimResultsResponse]  # type: ignore[assignment]
+    """Lists the results of a claim in the order they were recorded (pending,
+    running, then the final one).
+    """
+    GetClaimResult: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimResultRequest, _porter_bundle_pb2.GetClaimResultResponse]  # type: ignore[assignment]
+    """Returns one claim result by its ID."""
 
 class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
     """PorterBundle manages Cloud Native Application Bundle installations the way
@@ -783,5 +811,43 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.ExportParameterSetResponse, _abc.Awaitable[_porter_bundle_pb2.ExportParameterSetResponse]]:
         """Returns a parameter set as Porter's ParameterSet document."""
+
+    @_abc_1.abstractmethod
+    def ListClaims(
+        self,
+        request: _porter_bundle_pb2.ListClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ListClaimsResponse, _abc.Awaitable[_porter_bundle_pb2.ListClaimsResponse]]:
+        """--- CNAB claims (spec section 400) ---
+        Lists claims (one per run) across installations, newest first, with
+        optional filters: namespace (or all namespaces), installation, action,
+        result and creation time range.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClaim(
+        self,
+        request: _porter_bundle_pb2.GetClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetClaimResponse, _abc.Awaitable[_porter_bundle_pb2.GetClaimResponse]]:
+        """Returns one claim by its ID (a run ID), with its document."""
+
+    @_abc_1.abstractmethod
+    def ListClaimResults(
+        self,
+        request: _porter_bundle_pb2.ListClaimResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ListClaimResultsResponse, _abc.Awaitable[_porter_bundle_pb2.ListClaimResultsResponse]]:
+        """Lists the results of a claim in the order they were recorded (pending,
+        running, then the final one).
+        """
+
+    @_abc_1.abstractmethod
+    def GetClaimResult(
+        self,
+        request: _porter_bundle_pb2.GetClaimResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetClaimResultResponse, _abc.Awaitable[_porter_bundle_pb2.GetClaimResultResponse]]:
+        """Returns one claim result by its ID."""
 
 def add_PorterBundleServicer_to_server(servicer: PorterBundleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -140,12 +140,20 @@ class ActionService:
                 credential_sets=[*inst.credential_sets, *request.credential_sets],
                 parameter_sets=[*inst.parameter_sets, *request.parameter_sets],
                 request_id=request.request_id,
+                bundle=plan.document,
             ),
         )
         if not created:
             return run, None
         spec = container_spec(
-            inst, plan.bundle, plan.document, request.action, run, plan.inputs, self.settings
+            inst,
+            plan.bundle,
+            plan.document,
+            request.action,
+            run,
+            plan.inputs,
+            self.settings,
+            claim=self._runs.stored_claim(run.id),
         )
         return run, Prepared(run, spec, plan.document, request.action, inputs_redactor(plan.inputs))
 

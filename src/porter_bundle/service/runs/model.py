@@ -49,6 +49,9 @@ class NewRun:
     credential_sets: Sequence[str] = ()
     parameter_sets: Sequence[str] = ()
     request_id: str = ""
+    bundle: Mapping[str, Any] | None = None
+    """The bundle.json the run uses, for its claim; None: the stored document of
+    ``bundle_digest`` (or, when that is unknown, what the run says of its bundle)."""
 
 
 @dataclass(frozen=True)

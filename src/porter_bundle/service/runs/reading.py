@@ -177,6 +177,15 @@ class RunReader:
             rows = store.list_output_values(conn, run_id)
         return {name: json.loads(text) for name, _, text in rows}
 
+    def stored_claim(self, run_id: str) -> dict[str, Any] | None:
+        """The CNAB claim recorded with a run (sensitive values withheld), or None."""
+        with self._store.read() as conn:
+            found = store.get_claim(conn, run_id)
+        if found is None or found.doc is None:
+            return None
+        claim: dict[str, Any] = json.loads(found.doc)
+        return claim
+
     # --- internals ---------------------------------------------------------------
 
     def _resolve(

@@ -1,0 +1,108 @@
+"""CNAB claims end to end: the claim a busybox invocation image reads from /cnab/claim.json,
+and the claim and results served afterwards, all valid against the CNAB spec's schemas."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1.installation_pb2 import BundleReference, Installation
+from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
+from porter_bundle.executor import ContainerExecutor
+from porter_bundle.service import Services
+from porter_bundle.service.actions import ActionSettings
+from tests.helpers import cnab_validator, ended_run
+
+pytestmark = pytest.mark.slow  # real containers: seconds each
+NS, NAME, REF = "dev", "claimer", "localhost:5000/claimer:v1"
+
+RUN_SCRIPT = r"""#!/bin/sh
+mkdir -p /cnab/app/outputs
+cp /cnab/claim.json /cnab/app/outputs/claim
+echo "revision $CNAB_REVISION"
+"""
+
+
+def bundle(image: str) -> dict:
+    return {
+        "schemaVersion": "v1.0.0",
+        "name": "claimer",
+        "version": "1.0.0",
+        "invocationImages": [{"imageType": "docker", "image": image}],
+        "definitions": {
+            "str": {"type": "string", "default": "blue"},
+            "secret": {"type": "string", "writeOnly": True},
+        },
+        "parameters": {
+            "color": {"definition": "str", "destination": {"env": "COLOR"}},
+            "password": {"definition": "secret", "destination": {"env": "PASSWORD"}},
+        },
+        "outputs": {"claim": {"definition": "secret", "path": "/cnab/app/outputs/claim"}},
+        "actions": {"status": {"stateless": True, "modifies": False}},
+    }
+
+
+@pytest.fixture
+def services(store, podman_host) -> Services:
+    return Services.create(
+        store,
+        executor=lambda: ContainerExecutor(podman_host),
+        action_settings=ActionSettings(
+            run_timeout_seconds=30, max_concurrent_runs=2, cancel_grace_seconds=2, network=None
+        ),
+    )
+
+
+def run_action(stub, action: str) -> str:
+    run = stub.ExecuteAction(pb.ExecuteActionRequest(namespace=NS, name=NAME, action=action)).run
+    done = ended_run(stub, NS, NAME, run.id, timeout=60)
+    assert done.state == RUN_STATE_SUCCEEDED, done.message
+    return done.id
+
+
+def test_container_claim_and_served_claims_follow_the_spec(stub, test_image):
+    image = test_image("claimer", RUN_SCRIPT)
+    stub.CreateBundle(pb.CreateBundleRequest(reference=REF, bundle_json=json.dumps(bundle(image))))
+    inst = Installation(
+        namespace=NS, name=NAME, bundle=BundleReference(repository=REF[:-3], tag="v1")
+    )
+    inst.parameters.update({"password": "pw-in-claim-7"})
+    stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+    claims, results = (
+        cnab_validator("claim.schema.json"),
+        cnab_validator("claim-result.schema.json"),
+    )
+
+    install, status = run_action(stub, "install"), run_action(stub, "status")
+    for run_id, revision in ((install, install), (status, install)):
+        outputs = stub.ListInstallationRunOutputs(
+            pb.ListInstallationRunOutputsRequest(
+                namespace=NS, name=NAME, run_id=run_id, reveal_sensitive=True
+            )
+        ).outputs
+        in_container = json.loads(outputs[0].value.string_value)
+        claims.validate(in_container)
+        assert in_container["id"] == run_id and in_container["revision"] == revision
+        assert in_container["parameters"] == {"color": "blue", "password": "pw-in-claim-7"}
+
+        served = stub.GetClaim(pb.GetClaimRequest(namespace=NS, name=NAME, claim_id=run_id)).claim
+        doc = json.loads(served.claim_json)
+        claims.validate(doc)
+        assert doc["parameters"] == {"color": "blue"} and "pw-in-claim-7" not in served.claim_json
+        assert doc["bundle"] == in_container["bundle"] and doc["revision"] == revision
+        history = stub.ListClaimResults(pb.ListClaimResultsRequest(claim_id=run_id)).results
+        for r in history:
+            results.validate(json.loads(r.result_json))
+        assert [json.loads(r.result_json)["status"] for r in history] == [
+            "pending",
+            "running",
+            "succeeded",
+        ]
+        final = json.loads(history[-1].result_json)
+        assert final["outputs"]["claim"]["contentDigest"] == outputs[0].digest
+
+    listed = stub.ListClaims(pb.ListClaimsRequest(namespace=NS, installation=NAME)).claims
+    assert [c.id for c in listed] == [status, install]
+    assert [c.action for c in listed] == ["status", "install"]
