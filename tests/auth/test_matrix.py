@@ -172,6 +172,10 @@ CASES: dict[str, tuple[object, grpc.StatusCode]] = {
         pb.GetClaimResultRequest(namespace=NS, name="web", claim_id=RUN_ID, result_id=RUN_ID),
         NOT_FOUND,
     ),
+    _PB + "GetInstallationStatus": (
+        pb.GetInstallationStatusRequest(namespace=NS, name="web"),
+        NOT_FOUND,
+    ),
     _LEGACY + "ListInstallations": (ipb.ListInstallationsRequest(namespace=NS), OK),
     _LEGACY + "ListInstallationLatestOutputs": (
         ipb.ListInstallationLatestOutputRequest(namespace=NS, name="web"),

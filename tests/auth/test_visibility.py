@@ -148,3 +148,17 @@ def test_claims_show_only_visible_namespaces(server, stub, world):
         assert (err.code, err.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
     got = stub.GetClaim(pb.GetClaimRequest(claim_id=shown.id), metadata=creds("viewer-a")).claim
     assert got.namespace == NS
+
+
+def test_refreshing_the_status_needs_the_operator_role(server, stub, world):
+    request = pb.GetInstallationStatusRequest(namespace=NS, name="web-0", refresh=True)
+    denied = failure(stub.GetInstallationStatus, request, metadata=creds("viewer-a"))
+    assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
+    assert denied.metadata["role"] == "operator"
+    # An operator gets past the check: this bundle has no status action.
+    allowed = failure(stub.GetInstallationStatus, request, metadata=creds("operator-a"))
+    assert allowed.reason == "STATUS_ACTION_UNDEFINED"
+    plain = stub.GetInstallationStatus(
+        pb.GetInstallationStatusRequest(namespace=NS, name="web-0"), metadata=creds("viewer-a")
+    ).status
+    assert plain.status == "Unknown"

@@ -1,5 +1,6 @@
-"""CNAB claims end to end: the claim a busybox invocation image reads from /cnab/claim.json,
-and the claim and results served afterwards, all valid against the CNAB spec's schemas."""
+"""CNAB claims and status end to end: the claim a busybox invocation image reads from
+/cnab/claim.json, the claim and results served afterwards, and the status document its
+io.cnab.status action writes, all valid against the CNAB spec's schemas."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import json
 import pytest
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1.claim_pb2 import CNAB_STATUS_SOURCE_STATUS_ACTION
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
 from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
-from tests.helpers import cnab_validator, ended_run
+from tests.helpers import FIXTURES, cnab_validator, ended_run
 
 pytestmark = pytest.mark.slow  # real containers: seconds each
 NS, NAME, REF = "dev", "claimer", "localhost:5000/claimer:v1"
@@ -106,3 +108,68 @@ def test_container_claim_and_served_claims_follow_the_spec(stub, test_image):
     listed = stub.ListClaims(pb.ListClaimsRequest(namespace=NS, installation=NAME)).claims
     assert [c.id for c in listed] == [status, install]
     assert [c.action for c in listed] == ["status", "install"]
+
+
+STATUS_SCRIPT = r"""#!/bin/sh
+mkdir -p /cnab/app/outputs
+case "$CNAB_ACTION" in
+  io.cnab.status) cp "/cnab/app/examples/$EXAMPLE-status.json" /cnab/app/outputs/status ;;
+  *) echo "$CNAB_ACTION" ;;
+esac
+"""
+
+
+def test_refresh_runs_the_status_action_and_reports_its_document(stub, test_image):
+    examples = FIXTURES / "cnab-spec" / "examples"
+    names = ("804.01", "804.02", "804.03")
+    image = test_image(
+        "status-app",
+        STATUS_SCRIPT,
+        {
+            f"/cnab/app/examples/{n}-status.json": (examples / f"{n}-status.json").read_text()
+            for n in names
+        },
+    )
+    doc = {
+        "schemaVersion": "v1.0.0",
+        "name": "status-app",
+        "version": "1.0.0",
+        "invocationImages": [{"imageType": "docker", "image": image}],
+        "definitions": {"str": {"type": "string"}, "status": {"type": "object"}},
+        "parameters": {"example": {"definition": "str", "destination": {"env": "EXAMPLE"}}},
+        "outputs": {
+            "status": {
+                "definition": "status",
+                "path": "/cnab/app/outputs/status",
+                "applyTo": ["io.cnab.status"],
+            }
+        },
+        "actions": {"io.cnab.status": {"stateless": False, "modifies": False}},
+    }
+    ref = "localhost:5000/status-app:v1"
+    stub.CreateBundle(pb.CreateBundleRequest(reference=ref, bundle_json=json.dumps(doc)))
+    validator = cnab_validator("status.schema.json")
+    for n in names:
+        name = "status-" + n.replace(".", "-")
+        inst = Installation(
+            namespace=NS, name=name, bundle=BundleReference(repository=ref[:-3], tag="v1")
+        )
+        inst.parameters.update({"example": n})
+        stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+        run = stub.ExecuteAction(
+            pb.ExecuteActionRequest(namespace=NS, name=name, action="install")
+        ).run
+        assert ended_run(stub, NS, name, run.id, timeout=60).state == RUN_STATE_SUCCEEDED
+
+        got = stub.GetInstallationStatus(
+            pb.GetInstallationStatusRequest(namespace=NS, name=name, refresh=True), timeout=90
+        ).status
+        expected = json.loads((examples / f"{n}-status.json").read_text())
+        assert got.source == CNAB_STATUS_SOURCE_STATUS_ACTION and got.claim_id != run.id
+        assert json.loads(got.status_json) == expected and got.status == expected["status"]
+        validator.validate(json.loads(got.status_json))
+        # Without refresh the same document comes from the recorded run, no container started.
+        again = stub.GetInstallationStatus(
+            pb.GetInstallationStatusRequest(namespace=NS, name=name)
+        ).status
+        assert (again.claim_id, again.status_json) == (got.claim_id, got.status_json)

@@ -112,6 +112,8 @@ RULES: Mapping[str, Rule] = {
     _PB + "GetClaim": Rule(VIEWER, Scope.RUN),
     _PB + "ListClaimResults": Rule(VIEWER, Scope.RUN),
     _PB + "GetClaimResult": Rule(VIEWER, Scope.RUN),
+    # `refresh` runs the status action: operator too (checked then).
+    _PB + "GetInstallationStatus": _ns(VIEWER),
     _LEGACY + "ListInstallations": Rule(VIEWER, Scope.LIST, all_field="allNamespaces"),
     _LEGACY + "ListInstallationLatestOutputs": _ns(VIEWER),
 }

@@ -22,6 +22,7 @@ from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.claims import ClaimService
 from porter_bundle.service.documents import DocumentService
 from porter_bundle.service.events import RunEvents
+from porter_bundle.service.installation_status import InstallationStatusService
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.legacy import LegacyService
 from porter_bundle.service.runs import RunService
@@ -69,6 +70,18 @@ class Services:
             bundles=self.bundles,
             blocking=self.blocking,
             schema_check=self.schema_check,
+        )
+
+    @property
+    def status(self) -> InstallationStatusService:
+        """Installations' CNAB status (see service.installation_status)."""
+        return InstallationStatusService(
+            installations=self.installations,
+            bundles=self.bundles,
+            runs=self.runs,
+            claims=self.claims,
+            actions=self.actions,
+            blocking=self.blocking,
         )
 
     @property

@@ -29,7 +29,7 @@ from porter_bundle.service.claim_documents import (
 )
 from porter_bundle.service.paging import fingerprint, finish_page, parse_page_request
 from porter_bundle.service.runs import action_name, run_id_not_found
-from porter_bundle.store import ClaimFilter, ClaimRecord, Database, Page
+from porter_bundle.store import ClaimFilter, ClaimRecord, Database, Page, PageSpec
 from porter_bundle.validation import check_address, check_namespace
 
 MAX_ACTION_LENGTH = 253
@@ -119,6 +119,34 @@ class ClaimService:
             if found.id == result_id.upper():
                 return found
         raise result_not_found(claim_id.upper(), result_id.upper())
+
+    def latest(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        action: str = "",
+        exclude_action: str = "",
+        state: int = 0,
+    ) -> tuple[Claim, ClaimResult] | None:
+        """The installation's most recent claim matching the filters and its latest result,
+        or None when it has none."""
+        check_address(namespace, name)
+        flt = ClaimFilter(
+            namespace=namespace,
+            installation=name,
+            action=action,
+            exclude_action=exclude_action,
+            state=state,
+        )
+        with self._store.read() as conn:
+            records, _ = store.list_claims(conn, flt, PageSpec(limit=1))
+            if not records:
+                return None
+            claim = _claim(conn, records[0])
+            docs = store.list_claim_results(conn, claim.id)
+            last = docs[-1] if docs else _rebuilt_result(conn, Run.FromString(records[0].run_doc))
+        return claim, claim_result(last)
 
     def _find(self, conn: Any, namespace: str, name: str, claim_id: str) -> ClaimRecord:
         v = Violations()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, false, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, false, func, or_, select
 from sqlmodel import Session
 from ulid import ULID
 
@@ -38,6 +38,8 @@ class ClaimFilter:
     visible: frozenset[str] | None = None
     installation: str = ""
     action: str = ""
+    exclude_action: str = ""
+    """Leave out claims of this action (e.g. the status action's own runs)."""
     state: int = 0
     min_id: str = ""
     """Only runs with an ID at or above this (created at or after its time)."""
@@ -90,6 +92,7 @@ def _shape(flt: ClaimFilter) -> tuple[Any, ...]:
         visible,
         bool(flt.installation),
         bool(flt.action),
+        bool(flt.exclude_action),
         bool(flt.state),
         bool(flt.min_id),
         bool(flt.max_id),
@@ -97,7 +100,7 @@ def _shape(flt: ClaimFilter) -> tuple[Any, ...]:
 
 
 def _where(shape: tuple[Any, ...]) -> list[ColumnElement[bool]]:
-    has_ns, n_visible, has_inst, has_action, has_state, has_min, has_max = shape
+    has_ns, n_visible, has_inst, has_action, has_exclude, has_state, has_min, has_max = shape
     i, r = _installations, _runs
     where: list[ColumnElement[bool]] = []
     if has_ns:
@@ -110,6 +113,11 @@ def _where(shape: tuple[Any, ...]) -> list[ColumnElement[bool]]:
         where.append(i.c.name == bindparam("inst_name"))
     if has_action:
         where.append(_claims.c.action == bindparam("action"))
+    if has_exclude:
+        # A run without a claim row (none since migration 0007) is never left out.
+        where.append(
+            or_(_claims.c.action.is_(None), _claims.c.action != bindparam("exclude_action"))
+        )
     if has_state:
         where.append(r.c.state == bindparam("state"))
     if has_min:
@@ -124,6 +132,7 @@ def _params(flt: ClaimFilter) -> dict[str, Any]:
         "ns": flt.namespace,
         "inst_name": flt.installation,
         "action": flt.action,
+        "exclude_action": flt.exclude_action,
         "state": flt.state,
         "min_id": flt.min_id,
         "max_id": flt.max_id,

@@ -26,15 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from porter.bundle.v1 import run_pb2 as porter_dot_bundle_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cporter/bundle/v1/claim.proto\x12\x10porter.bundle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aporter/bundle/v1/run.proto\"\xc8\x02\n\x05\x43laim\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\"\n\x0cinstallation\x18\x03 \x01(\tR\x0cinstallation\x12\x16\n\x06\x61\x63tion\x18\x04 \x01(\tR\x06\x61\x63tion\x12\x1a\n\x08revision\x18\x05 \x01(\tR\x08revision\x12)\n\x10\x62undle_reference\x18\x06 \x01(\tR\x0f\x62undleReference\x12\x32\n\x06result\x18\x07 \x01(\x0e\x32\x1a.porter.bundle.v1.RunStateR\x06result\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1d\n\nclaim_json\x18\t \x01(\tR\tclaimJson\"\xe4\x01\n\x0b\x43laimResult\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n\x08\x63laim_id\x18\x02 \x01(\tR\x07\x63laimId\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\x1a.porter.bundle.v1.RunStateR\x06status\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1f\n\x0bresult_json\x18\x06 \x01(\tR\nresultJsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cporter/bundle/v1/claim.proto\x12\x10porter.bundle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aporter/bundle/v1/run.proto\"\xc8\x02\n\x05\x43laim\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\"\n\x0cinstallation\x18\x03 \x01(\tR\x0cinstallation\x12\x16\n\x06\x61\x63tion\x18\x04 \x01(\tR\x06\x61\x63tion\x12\x1a\n\x08revision\x18\x05 \x01(\tR\x08revision\x12)\n\x10\x62undle_reference\x18\x06 \x01(\tR\x0f\x62undleReference\x12\x32\n\x06result\x18\x07 \x01(\x0e\x32\x1a.porter.bundle.v1.RunStateR\x06result\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1d\n\nclaim_json\x18\t \x01(\tR\tclaimJson\"\xe4\x01\n\x0b\x43laimResult\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n\x08\x63laim_id\x18\x02 \x01(\tR\x07\x63laimId\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\x1a.porter.bundle.v1.RunStateR\x06status\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1f\n\x0bresult_json\x18\x06 \x01(\tR\nresultJson\"\x9a\x02\n\nCnabStatus\x12\x16\n\x06status\x18\x01 \x01(\tR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x1f\n\x0bstatus_json\x18\x03 \x01(\tR\nstatusJson\x12:\n\x06source\x18\x04 \x01(\x0e\x32\".porter.bundle.v1.CnabStatusSourceR\x06source\x12\x19\n\x08\x63laim_id\x18\x05 \x01(\tR\x07\x63laimId\x12.\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x32\n\x15status_action_defined\x18\x07 \x01(\x08R\x13statusActionDefined*\x9e\x01\n\x10\x43nabStatusSource\x12\"\n\x1e\x43NAB_STATUS_SOURCE_UNSPECIFIED\x10\x00\x12$\n CNAB_STATUS_SOURCE_STATUS_ACTION\x10\x01\x12#\n\x1f\x43NAB_STATUS_SOURCE_CLAIM_RESULT\x10\x02\x12\x1b\n\x17\x43NAB_STATUS_SOURCE_NONE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'porter.bundle.v1.claim_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CNABSTATUSSOURCE']._serialized_start=959
+  _globals['_CNABSTATUSSOURCE']._serialized_end=1117
   _globals['_CLAIM']._serialized_start=112
   _globals['_CLAIM']._serialized_end=440
   _globals['_CLAIMRESULT']._serialized_start=443
   _globals['_CLAIMRESULT']._serialized_end=671
+  _globals['_CNABSTATUS']._serialized_start=674
+  _globals['_CNABSTATUS']._serialized_end=956
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from porter.bundle.v1 import run_pb2 as _run_pb2
 import builtins as _builtins
 import sys
@@ -17,6 +18,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CnabStatusSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CnabStatusSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CnabStatusSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CNAB_STATUS_SOURCE_UNSPECIFIED: _CnabStatusSource.ValueType  # 0
+    """Not set."""
+    CNAB_STATUS_SOURCE_STATUS_ACTION: _CnabStatusSource.ValueType  # 1
+    """The `status` output of the bundle's well-known `io.cnab.status` custom
+    action (CNAB spec section 804), from its latest successful run.
+    """
+    CNAB_STATUS_SOURCE_CLAIM_RESULT: _CnabStatusSource.ValueType  # 2
+    """The latest result of the installation's last claim (other than a run of
+    `io.cnab.status`): the bundle defines no status action, or it has not
+    succeeded yet.
+    """
+    CNAB_STATUS_SOURCE_NONE: _CnabStatusSource.ValueType  # 3
+    """Nothing to report yet: the installation has no claim."""
+
+class CnabStatusSource(_CnabStatusSource, metaclass=_CnabStatusSourceEnumTypeWrapper):
+    """Where GetInstallationStatus took an installation's status from."""
+
+CNAB_STATUS_SOURCE_UNSPECIFIED: CnabStatusSource.ValueType  # 0
+"""Not set."""
+CNAB_STATUS_SOURCE_STATUS_ACTION: CnabStatusSource.ValueType  # 1
+"""The `status` output of the bundle's well-known `io.cnab.status` custom
+action (CNAB spec section 804), from its latest successful run.
+"""
+CNAB_STATUS_SOURCE_CLAIM_RESULT: CnabStatusSource.ValueType  # 2
+"""The latest result of the installation's last claim (other than a run of
+`io.cnab.status`): the bundle defines no status action, or it has not
+succeeded yet.
+"""
+CNAB_STATUS_SOURCE_NONE: CnabStatusSource.ValueType  # 3
+"""Nothing to report yet: the installation has no claim."""
+Global___CnabStatusSource: _TypeAlias = CnabStatusSource  # noqa: Y015
 
 @_typing.final
 class Claim(_message.Message):
@@ -134,3 +173,58 @@ class ClaimResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimResult: _TypeAlias = ClaimResult  # noqa: Y015
+
+@_typing.final
+class CnabStatus(_message.Message):
+    """An installation's CNAB status (spec section 804): a document valid against
+    the spec's status.schema.json, e.g. {"status": "Ready", "components": {...}}.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STATUS_JSON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    STATUS_ACTION_DEFINED_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """The document's top-level `status`. Well-known values: "Ready", "Pending",
+    "Failed"; from a claim result also "Uninstalled" (a successful uninstall)
+    and "Unknown" (no claim yet).
+    """
+    message: _builtins.str
+    """The document's top-level `message`, if any."""
+    status_json: _builtins.str
+    """The status document, JSON: as the status action wrote it, or built from
+    the claim result ({"status": ..., "message": ...}).
+    """
+    source: Global___CnabStatusSource.ValueType
+    """Where the status comes from."""
+    claim_id: _builtins.str
+    """ID of the claim (run) the status comes from; "" with CNAB_STATUS_SOURCE_NONE."""
+    status_action_defined: _builtins.bool
+    """True when the installation's bundle defines the `io.cnab.status` action."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When that claim's result was recorded."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        message: _builtins.str = ...,
+        status_json: _builtins.str = ...,
+        source: Global___CnabStatusSource.ValueType = ...,
+        claim_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        status_action_defined: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "message", b"message", "source", b"source", "status", b"status", "status_action_defined", b"status_action_defined", "status_json", b"status_json", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CnabStatus: _TypeAlias = CnabStatus  # noqa: Y015

@@ -2632,3 +2632,61 @@ class GetClaimResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetClaimResultResponse: _TypeAlias = GetClaimResultResponse  # noqa: Y015
+
+@_typing.final
+class GetInstallationStatusRequest(_message.Message):
+    """Request of GetInstallationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REFRESH_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation ("" = global)."""
+    name: _builtins.str
+    """Name of the installation."""
+    refresh: _builtins.bool
+    """Run the bundle's `io.cnab.status` action now and report its output (the
+    operator role on the namespace; FAILED_PRECONDITION STATUS_ACTION_UNDEFINED
+    when the bundle has none, STATUS_ACTION_FAILED when the run does not
+    succeed). Otherwise the latest recorded status is reported.
+    """
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        refresh: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "refresh", b"refresh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstallationStatusRequest: _TypeAlias = GetInstallationStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetInstallationStatusResponse(_message.Message):
+    """Response of GetInstallationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _claim_pb2.CnabStatus:
+        """The installation's status."""
+
+    def __init__(
+        self,
+        *,
+        status: _claim_pb2.CnabStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstallationStatusResponse: _TypeAlias = GetInstallationStatusResponse  # noqa: Y015

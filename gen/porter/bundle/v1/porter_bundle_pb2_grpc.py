@@ -237,6 +237,11 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.FromString,
                 _registered_method=True)
+        self.GetInstallationStatus = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetInstallationStatus',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusResponse.FromString,
+                _registered_method=True)
 
 
 class PorterBundleServicer:
@@ -608,6 +613,17 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInstallationStatus(self, request, context):
+        """Returns an installation's CNAB status (spec section 804): the `status`
+        output of the bundle's `io.cnab.status` custom action when the bundle
+        defines it and it has succeeded, else a status built from the latest result
+        of the installation's last claim. With `refresh` the status action runs
+        first (needs the operator role; the call waits for the run to end).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PorterBundleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -800,6 +816,11 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.GetClaimResult,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.SerializeToString,
+            ),
+            'GetInstallationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstallationStatus,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1841,6 +1862,33 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/GetClaimResult',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstallationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetInstallationStatus',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

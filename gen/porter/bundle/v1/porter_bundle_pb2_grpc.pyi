@@ -226,6 +226,13 @@ class PorterBundleStub:
     """
     GetClaimResult: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimResultRequest, _porter_bundle_pb2.GetClaimResultResponse]
     """Returns one claim result by its ID."""
+    GetInstallationStatus: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationStatusRequest, _porter_bundle_pb2.GetInstallationStatusResponse]
+    """Returns an installation's CNAB status (spec section 804): the `status`
+    output of the bundle's `io.cnab.status` custom action when the bundle
+    defines it and it has succeeded, else a status built from the latest result
+    of the installation's last claim. With `refresh` the status action runs
+    first (needs the operator role; the call waits for the run to end).
+    """
 
 @_typing.type_check_only
 class PorterBundleAsyncStub(PorterBundleStub):
@@ -425,6 +432,13 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     GetClaimResult: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimResultRequest, _porter_bundle_pb2.GetClaimResultResponse]  # type: ignore[assignment]
     """Returns one claim result by its ID."""
+    GetInstallationStatus: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationStatusRequest, _porter_bundle_pb2.GetInstallationStatusResponse]  # type: ignore[assignment]
+    """Returns an installation's CNAB status (spec section 804): the `status`
+    output of the bundle's `io.cnab.status` custom action when the bundle
+    defines it and it has succeeded, else a status built from the latest result
+    of the installation's last claim. With `refresh` the status action runs
+    first (needs the operator role; the call waits for the run to end).
+    """
 
 class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
     """PorterBundle manages Cloud Native Application Bundle installations the way
@@ -849,5 +863,18 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.GetClaimResultResponse, _abc.Awaitable[_porter_bundle_pb2.GetClaimResultResponse]]:
         """Returns one claim result by its ID."""
+
+    @_abc_1.abstractmethod
+    def GetInstallationStatus(
+        self,
+        request: _porter_bundle_pb2.GetInstallationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetInstallationStatusResponse, _abc.Awaitable[_porter_bundle_pb2.GetInstallationStatusResponse]]:
+        """Returns an installation's CNAB status (spec section 804): the `status`
+        output of the bundle's `io.cnab.status` custom action when the bundle
+        defines it and it has succeeded, else a status built from the latest result
+        of the installation's last claim. With `refresh` the status action runs
+        first (needs the operator role; the call waits for the run to end).
+        """
 
 def add_PorterBundleServicer_to_server(servicer: PorterBundleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,4 +1,5 @@
-"""CNAB claims and claim results: ListClaims, GetClaim, ListClaimResults, GetClaimResult.
+"""CNAB claims and claim results (ListClaims, GetClaim, ListClaimResults, GetClaimResult) and
+an installation's CNAB status (GetInstallationStatus).
 
 A claim addressed by its ID alone is checked against the caller's namespaces once found
 (a claim is a run: :func:`~porter_bundle.service.visibility.check_run_by_id`).
@@ -14,6 +15,7 @@ from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter_bundle.api.errors import mapped
 from porter_bundle.api.servicers.base import Ctx, Servicer
 from porter_bundle.auth import authz
+from porter_bundle.auth.roles import OPERATOR
 from porter_bundle.service.claims import ClaimQuery
 from porter_bundle.service.visibility import check_run_by_id
 
@@ -81,6 +83,19 @@ class ClaimServicer(Servicer):
             request.result_id,
         )
         return pb.GetClaimResultResponse(result=result)
+
+    @mapped
+    async def GetInstallationStatus(
+        self, request: pb.GetInstallationStatusRequest, context: Ctx
+    ) -> pb.GetInstallationStatusResponse:
+        access = authz.current()
+        status = await self._s.status.get(
+            request.namespace,
+            request.name,
+            refresh=request.refresh,
+            authorize_run=lambda namespace: access.require(OPERATOR, namespace),
+        )
+        return pb.GetInstallationStatusResponse(status=status)
 
     async def _check(
         self,
