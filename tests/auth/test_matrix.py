@@ -118,6 +118,14 @@ CASES: dict[str, tuple[object, grpc.StatusCode]] = {
         pb.CreateBundleRequest(reference="localhost:5000/none:v1", bundle_json=b"{}"),
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
+    _PB + "UpdateBundle": (
+        pb.UpdateBundleRequest(
+            reference="localhost:5000/none:v1",
+            bundle_json='{"schemaVersion": "v1.0.0", "name": "none", "version": "1.0.0",'
+            ' "invocationImages": []}',
+        ),
+        NOT_FOUND,
+    ),
     _PB + "DeleteBundle": (pb.DeleteBundleRequest(reference="localhost:5000/none:v1"), NOT_FOUND),
     # The test server has no registry client: the call is let through, then refused as such.
     _PB + "PullBundle": (

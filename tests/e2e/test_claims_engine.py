@@ -173,3 +173,37 @@ def test_refresh_runs_the_status_action_and_reports_its_document(stub, test_imag
             pb.GetInstallationStatusRequest(namespace=NS, name=name)
         ).status
         assert (again.claim_id, again.status_json) == (got.claim_id, got.status_json)
+
+
+def test_runs_after_update_bundle_get_the_new_document(stub, test_image):
+    image = test_image("claimer", RUN_SCRIPT)
+    first = bundle(image)
+    created = stub.CreateBundle(
+        pb.CreateBundleRequest(reference=REF, bundle_json=json.dumps(first))
+    )
+    inst = Installation(
+        namespace=NS, name=NAME, bundle=BundleReference(repository=REF[:-3], tag="v1")
+    )
+    inst.parameters.update({"password": "pw"})
+    stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+    install = run_action(stub, "install")
+    second = {**first, "version": "1.0.1", "description": "updated"}
+    stub.UpdateBundle(
+        pb.UpdateBundleRequest(
+            reference=REF, bundle_json=json.dumps(second), etag=created.bundle.etag
+        )
+    )
+    upgrade = run_action(stub, "upgrade")
+
+    def container_claim(run_id: str) -> dict:
+        outputs = stub.ListInstallationRunOutputs(
+            pb.ListInstallationRunOutputsRequest(
+                namespace=NS, name=NAME, run_id=run_id, reveal_sensitive=True
+            )
+        ).outputs
+        return json.loads(outputs[0].value.string_value)
+
+    assert container_claim(upgrade)["bundle"] == second
+    assert container_claim(install)["bundle"] == first
+    served = stub.GetClaim(pb.GetClaimRequest(claim_id=install)).claim
+    assert json.loads(served.claim_json)["bundle"] == first

@@ -94,6 +94,7 @@ RULES: Mapping[str, Rule] = {
     _PB + "ListBundles": Rule(VIEWER, Scope.CATALOGUE_READ),
     _PB + "GetBundle": Rule(VIEWER, Scope.CATALOGUE_READ),
     _PB + "CreateBundle": Rule(EDITOR, Scope.CATALOGUE_WRITE),
+    _PB + "UpdateBundle": Rule(EDITOR, Scope.CATALOGUE_WRITE),
     _PB + "DeleteBundle": Rule(EDITOR, Scope.CATALOGUE_WRITE),
     # Pulling only caches what a reference names, as creating an installation with that
     # reference does, so an editor of any namespace may pull.

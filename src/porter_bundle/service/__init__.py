@@ -18,6 +18,7 @@ from porter_bundle.service.actions import (
     ActionSettings,
 )
 from porter_bundle.service.blocking import Blocking, shared
+from porter_bundle.service.bundle_updates import BundleUpdater
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.claims import ClaimService
 from porter_bundle.service.documents import DocumentService
@@ -52,6 +53,8 @@ class Services:
     """Porter's legacy API (porter.v1alpha1.Porter), over the same store."""
     claims: ClaimService
     """CNAB claims and claim results (see service.claims), over the same store."""
+    bundle_updates: BundleUpdater
+    """UpdateBundle (see service.bundle_updates), over the same store."""
     blocking: Blocking
     """The one pool every blocking call runs on (see service.blocking)."""
     local_database: bool = False
@@ -144,6 +147,7 @@ class Services:
             actions,
             LegacyService(store),
             ClaimService(store),
+            BundleUpdater(store),
             blocking,
             store.is_sqlite,
             schema_check=schema_check,

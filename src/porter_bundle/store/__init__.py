@@ -26,6 +26,7 @@ from porter_bundle.store.bundles import (
     list_bundles,
     put_bundle_document,
     replace_bundle_ref,
+    repoint_bundle_ref,
 )
 from porter_bundle.store.claims import (
     ClaimFilter,
@@ -107,6 +108,7 @@ from porter_bundle.store.run_logs import (
 from porter_bundle.store.runs import (
     active_run,
     active_run_docs,
+    active_run_rows,
     add_run,
     count_runs,
     get_last_succeeded_run,
@@ -168,6 +170,7 @@ __all__ = [
     "ValueSetRow",
     "active_run",
     "active_run_docs",
+    "active_run_rows",
     "add_bundle_ref",
     "add_claim",
     "add_claim_result",
@@ -226,6 +229,7 @@ __all__ = [
     "read_run_log",
     "replace_bundle_ref",
     "replace_run_log",
+    "repoint_bundle_ref",
     "rotate_key_file",
     "set_installation_children",
     "set_installation_secrets",

@@ -1666,6 +1666,60 @@ class DeleteBundleResponse(_message.Message):
 Global___DeleteBundleResponse: _TypeAlias = DeleteBundleResponse  # noqa: Y015
 
 @_typing.final
+class UpdateBundleRequest(_message.Message):
+    """Request of UpdateBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    BUNDLE_JSON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    """The registered reference whose bundle.json to replace."""
+    bundle_json: _builtins.str
+    """The new bundle.json document (JSON text, at most 4 MiB)."""
+    etag: _builtins.str
+    """The `etag` of the bundle as last read; "" replaces whatever is stored."""
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+        bundle_json: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "etag", b"etag", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBundleRequest: _TypeAlias = UpdateBundleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBundleResponse(_message.Message):
+    """Response of UpdateBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bundle(self) -> _bundle_pb2.Bundle:
+        """The bundle as now registered, with its new `etag` and bundle.json."""
+
+    def __init__(
+        self,
+        *,
+        bundle: _bundle_pb2.Bundle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBundleResponse: _TypeAlias = UpdateBundleResponse  # noqa: Y015
+
+@_typing.final
 class PullBundleRequest(_message.Message):
     """Request of PullBundle."""
 

@@ -172,6 +172,11 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
                 _registered_method=True)
+        self.UpdateBundle = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/UpdateBundle',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleResponse.FromString,
+                _registered_method=True)
         self.PullBundle = channel.unary_unary(
                 '/porter.bundle.v1.PorterBundle/PullBundle',
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleRequest.SerializeToString,
@@ -444,6 +449,20 @@ class PorterBundleServicer:
 
     def DeleteBundle(self, request, context):
         """Removes a bundle reference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBundle(self, request, context):
+        """Replaces the bundle.json registered under a reference (validated like
+        CreateBundle). Runs started later use the new document; runs already
+        recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+        ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+        (an active run uses the reference: wait for it or cancel it) or
+        BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+        INVALID_ARGUMENT (schema violations; for a digest reference, a document
+        of another digest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -751,6 +770,11 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.DeleteBundle,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.SerializeToString,
+            ),
+            'UpdateBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBundle,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleResponse.SerializeToString,
             ),
             'PullBundle': grpc.unary_unary_rpc_method_handler(
                     servicer.PullBundle,
@@ -1511,6 +1535,33 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/DeleteBundle',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/UpdateBundle',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

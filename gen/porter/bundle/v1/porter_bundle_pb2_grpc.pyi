@@ -117,6 +117,16 @@ class PorterBundleStub:
     """
     DeleteBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]
     """Removes a bundle reference."""
+    UpdateBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.UpdateBundleRequest, _porter_bundle_pb2.UpdateBundleResponse]
+    """Replaces the bundle.json registered under a reference (validated like
+    CreateBundle). Runs started later use the new document; runs already
+    recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+    ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+    (an active run uses the reference: wait for it or cancel it) or
+    BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+    INVALID_ARGUMENT (schema violations; for a digest reference, a document
+    of another digest).
+    """
     PullBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.PullBundleRequest, _porter_bundle_pb2.PullBundleResponse]
     """Resolves a bundle reference in its OCI registry now and stores the bundle
     (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
@@ -323,6 +333,16 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     DeleteBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]  # type: ignore[assignment]
     """Removes a bundle reference."""
+    UpdateBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.UpdateBundleRequest, _porter_bundle_pb2.UpdateBundleResponse]  # type: ignore[assignment]
+    """Replaces the bundle.json registered under a reference (validated like
+    CreateBundle). Runs started later use the new document; runs already
+    recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+    ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+    (an active run uses the reference: wait for it or cancel it) or
+    BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+    INVALID_ARGUMENT (schema violations; for a digest reference, a document
+    of another digest).
+    """
     PullBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.PullBundleRequest, _porter_bundle_pb2.PullBundleResponse]  # type: ignore[assignment]
     """Resolves a bundle reference in its OCI registry now and stores the bundle
     (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
@@ -676,6 +696,22 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.DeleteBundleResponse, _abc.Awaitable[_porter_bundle_pb2.DeleteBundleResponse]]:
         """Removes a bundle reference."""
+
+    @_abc_1.abstractmethod
+    def UpdateBundle(
+        self,
+        request: _porter_bundle_pb2.UpdateBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.UpdateBundleResponse, _abc.Awaitable[_porter_bundle_pb2.UpdateBundleResponse]]:
+        """Replaces the bundle.json registered under a reference (validated like
+        CreateBundle). Runs started later use the new document; runs already
+        recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+        ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+        (an active run uses the reference: wait for it or cancel it) or
+        BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+        INVALID_ARGUMENT (schema violations; for a digest reference, a document
+        of another digest).
+        """
 
     @_abc_1.abstractmethod
     def PullBundle(
