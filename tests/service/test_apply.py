@@ -386,3 +386,55 @@ def test_operator_resource_applies(stub, world):
     assert (resp.outcome, resp.decision) == (CREATED, INSTALL)
     assert (resp.installation.namespace, resp.installation.name) == (NS, NAME)
     settle(stub)
+
+
+def test_state_fed_back_by_a_parameter_source_never_looks_like_drift(stub, fake):
+    stateful = bundle("1.0.0")
+    stateful["definitions"]["state"] = {"type": "string"}
+    stateful["parameters"]["porter-state"] = {
+        "definition": "state",
+        "destination": {"path": "/porter/state"},
+    }
+    stateful["outputs"] = {
+        "porter-state": {"definition": "state", "path": "/cnab/app/outputs/porter-state"}
+    }
+    stateful["custom"] = {
+        "io.cnab.parameter-sources": {
+            "porter-state": {
+                "priority": ["output"],
+                "sources": {"output": {"name": "porter-state"}},
+            }
+        }
+    }
+    stub.CreateBundle(
+        pb.CreateBundleRequest(
+            reference="localhost:5000/stateful:v1.0.0", bundle_json=json.dumps(stateful)
+        )
+    )
+    stub.CreateCredentialSet(
+        pb.CreateCredentialSetRequest(
+            credential_set=CredentialSet(
+                namespace=NS,
+                name="creds",
+                credentials=[NamedValueSource(name="token", source=src(value="t"))],
+            )
+        )
+    )
+    count = iter(range(1, 100))
+    fake.behaviour = lambda spec: ContainerResult(
+        exit_code=0, outputs={"porter-state": f"state-{next(count)}".encode()}
+    )
+    doc = document(
+        bundle={"repository": "localhost:5000/stateful", "version": "1.0.0"}, parameterSets=None
+    )
+    assert apply(stub, doc).decision == INSTALL
+    installed = settle(stub)
+    assert installed.status.state == INSTALLATION_STATE_INSTALLED, runs(stub)[0].message
+    assert "/porter/state" not in fake.specs[-1].files  # nothing to feed back yet
+    # The install wrote state-1: the next run would get it, but that is no reason to upgrade.
+    same = apply(stub, doc)
+    assert (same.decision, list(same.changes)) == (NONE, [])
+    forced = apply(stub, doc, force=True)
+    assert forced.decision == UPGRADE
+    settle(stub)
+    assert fake.specs[-1].files["/porter/state"] == b"state-1"

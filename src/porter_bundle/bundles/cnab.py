@@ -266,3 +266,29 @@ def invocation_image(doc: dict[str, Any]) -> str:
     """The first invocation image's reference, as bundle.json names it."""
     images = doc.get("invocationImages") or []
     return str(images[0].get("image", "")) if images else ""
+
+
+PARAMETER_SOURCES = "io.cnab.parameter-sources"
+"""The well-known custom extension naming where a parameter's value may come from (CNAB 810)."""
+
+
+def parameter_sources(doc: dict[str, Any]) -> dict[str, str]:
+    """Parameter name -> the output of the same installation that sources it
+    (``custom["io.cnab.parameter-sources"]``; the first ``output`` source in ``priority``
+    order; source types this server does not know, such as Porter's
+    ``dependencies.output``, are skipped)."""
+    declared = (doc.get("custom") or {}).get(PARAMETER_SOURCES) or {}
+    found: dict[str, str] = {}
+    if not isinstance(declared, dict):
+        return found
+    for parameter, spec in declared.items():
+        if not isinstance(spec, dict):
+            continue
+        sources = spec.get("sources") or {}
+        priority = spec.get("priority") or list(sources)
+        for kind in priority:
+            source = sources.get(kind) if isinstance(sources, dict) else None
+            if kind == "output" and isinstance(source, dict) and source.get("name"):
+                found[str(parameter)] = str(source["name"])
+                break
+    return found

@@ -1,8 +1,10 @@
 """A run's parameters and credentials: gathered from every source, typed, checked.
 
-Parameter precedence, low to high (Porter's): the bundle's defaults, parameter sets
-in order (the installation's, then the request's), the installation's own
-parameters, the request's overrides. Values that come from sets are text and are
+Parameter precedence, low to high (Porter's): the bundle's defaults, parameter
+sources (CNAB 810 ``io.cnab.parameter-sources``: the latest value of an output of the
+same installation, e.g. Porter's ``porter-state``), parameter sets in order (the
+installation's, then the request's), the installation's own parameters, the request's
+overrides. Values that come from sets are text and are
 converted to the definition's type; every value is then checked against its
 definition (type, enum, minimum/maximum, pattern, ...). Every violation is reported
 at once, before any container starts. Sensitive values never enter a message.
@@ -33,6 +35,8 @@ class ResolvedInputs:
     parameters: dict[str, Any]
     sensitive: frozenset[str]
     credentials: dict[str, str]
+    sourced: frozenset[str] = frozenset()
+    """Parameters whose value came from a parameter source (an output): state, not desire."""
 
 
 def resolve_inputs(
@@ -46,9 +50,12 @@ def resolve_inputs(
     find_parameter_set: SetLookup,
     find_credential_set: SetLookup,
     resolver: SourceResolver,
+    outputs: Mapping[str, SourceOutput] | None = None,
 ) -> ResolvedInputs:
-    """Resolves and checks every input of ``action``; INVALID_ARGUMENT lists all violations."""
+    """Resolves and checks every input of ``action``; INVALID_ARGUMENT lists all violations.
+    ``outputs``: the installation's latest output values, for parameter sources."""
     v = Violations()
+    sourced = _sourced(bundle, outputs or {})
     params = _parameters(
         bundle,
         action,
@@ -58,12 +65,62 @@ def resolve_inputs(
         find_parameter_set,
         resolver,
         v,
+        sourced,
     )
     creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v)
     v.raise_if_any(reason="INVALID_INPUTS")
     defs = {p.name: p for p in cnab.parameters(bundle)}
-    sensitive = frozenset(name for name in params if defs[name].sensitive)
-    return ResolvedInputs(params, sensitive, creds)
+    # A value sourced from a sensitive output stays sensitive, whatever its parameter says.
+    sensitive = frozenset(
+        name
+        for name in params
+        if defs[name].sensitive or (name in sourced and sourced[name].sensitive)
+    )
+    origins = _origins(
+        params, sourced, overrides, installation_parameters, parameter_sets, find_parameter_set
+    )
+    return ResolvedInputs(params, sensitive, creds, origins)
+
+
+def _origins(
+    params: Mapping[str, Any],
+    sourced: Mapping[str, SourceOutput],
+    overrides: Mapping[str, Any],
+    installation_parameters: Mapping[str, Any],
+    set_names: Sequence[str],
+    find: SetLookup,
+) -> frozenset[str]:
+    """The parameters whose value is their parameter source's (nothing set them otherwise)."""
+    if not sourced:
+        return frozenset()
+    from_sets = _entries("parameter set", set_names, find)
+    return frozenset(
+        name
+        for name in sourced
+        if name in params
+        and name not in overrides
+        and name not in installation_parameters
+        and name not in from_sets
+    )
+
+
+@dataclass(frozen=True)
+class SourceOutput:
+    """The latest value of an installation's output (any JSON value), for parameter sources."""
+
+    value: Any
+    sensitive: bool = False
+
+
+def _sourced(
+    bundle: dict[str, Any], outputs: Mapping[str, SourceOutput]
+) -> dict[str, SourceOutput]:
+    """Parameter name -> the output value its parameter source names, when there is one."""
+    return {
+        parameter: outputs[output]
+        for parameter, output in cnab.parameter_sources(bundle).items()
+        if output in outputs
+    }
 
 
 def _entries(kind: str, names: Sequence[str], find: SetLookup) -> dict[str, NamedValueSource]:
@@ -91,6 +148,7 @@ def _parameters(
     find: SetLookup,
     resolver: SourceResolver,
     v: Violations,
+    sourced: Mapping[str, SourceOutput],
 ) -> dict[str, Any]:
     defs = {p.name: p for p in cnab.parameters(bundle)}
     for origin, given in (
@@ -117,6 +175,9 @@ def _parameters(
             entry = from_sets[name]
             value = resolver.resolve(f"parameter {name!r}", entry.source)
             origin, typed = f"parameter_sets.{name}", not isinstance(value, str)
+        elif name in sourced:
+            value = sourced[name].value
+            origin, typed = f"parameter_sources.{name}", not isinstance(value, str)
         elif "default" in d.schema:
             value, origin, typed = d.schema["default"], f"parameters.{name}", True
         else:
@@ -127,7 +188,8 @@ def _parameters(
         if converted is _INVALID:
             v.add(origin, f"must be of type {d.type}")
             continue
-        problem = _check(converted, d.schema, d.sensitive)
+        secret = d.sensitive or (origin == f"parameter_sources.{name}" and sourced[name].sensitive)
+        problem = _check(converted, d.schema, secret)
         if problem:
             v.add(origin, problem)
             continue

@@ -117,6 +117,9 @@ class Planner:
                 self._credential_sets, inst.namespace, n, "credentials"
             ),
             resolver=self._resolver,
+            outputs=self._runs.latest_output_values(inst.id)
+            if inst.id and cnab.parameter_sources(bundle)
+            else None,
         )
         return Plan(request, inst, resolved, bundle, kind, custom, inputs)
 
