@@ -108,6 +108,7 @@ class Services:
         schema_check: SchemaCheck = SchemaCheck.EXACT,
         registry: RegistryClient | None = None,
         blocking: Blocking | None = None,
+        output_retention_runs: int = 0,
     ) -> Services:
         """Builds the services over ``store``; ``executor`` is called once, when first needed.
 
@@ -115,7 +116,9 @@ class Services:
         registry, when an installation is created or updated and for every action; without
         one (most tests) nothing touches the network. Without ``action_settings``, runs take
         the defaults of the server's settings. Blocking calls run on ``blocking``'s
-        pool; without one (tests, one-shot commands) on a pool shared by the process."""
+        pool; without one (tests, one-shot commands) on a pool shared by the process.
+        ``output_retention_runs`` > 0 keeps output values of that many most recent runs per
+        installation only (see RunRecorder)."""
         blocking = blocking or shared()
         bundles = BundleService(store, registry=registry)
         installations = InstallationService(
@@ -123,7 +126,7 @@ class Services:
             resolve_bundle=bundles.resolve if registry is not None else None,
             find_bundle=bundles.cached,
         )
-        runs = RunService(store)
+        runs = RunService(store, output_retention_runs=output_retention_runs)
         credential_sets = ValueSetService(store, CREDENTIAL_SETS)
         parameter_sets = ValueSetService(store, PARAMETER_SETS)
         resolver = SourceResolver(secrets or DirectorySecretStore(Path("/nonexistent")))

@@ -93,6 +93,7 @@ from porter_bundle.store.models import (
 )
 from porter_bundle.store.outputs import (
     add_outputs,
+    expire_outputs,
     list_latest_outputs,
     list_output_docs,
     list_output_values,
@@ -189,6 +190,7 @@ __all__ = [
     "delete_bundle_ref",
     "delete_installation",
     "delete_value_set",
+    "expire_outputs",
     "find_bundle_ref",
     "get_bundle",
     "get_bundle_document",

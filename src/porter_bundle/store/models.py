@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlmodel import Field, SQLModel
@@ -183,7 +184,7 @@ class ClaimResultRow(SQLModel, table=True):
 
 
 class OutputRow(SQLModel, table=True):
-    """One output value of a run. ``value`` is its JSON, sensitive ones included."""
+    """One output value of a run. ``value`` is its JSON, sensitive ones included (encrypted)."""
 
     __tablename__ = "outputs"
 
@@ -194,6 +195,8 @@ class OutputRow(SQLModel, table=True):
     sensitive: bool
     value: str = Field(sa_column=Column(Text, nullable=False))
     doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # True once output retention removed the value ("" then; ``doc`` says expired too).
+    expired: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class LatestOutputRow(SQLModel, table=True):

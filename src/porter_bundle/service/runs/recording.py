@@ -72,10 +72,17 @@ class RunRecorder:
     """Writes runs, their logs and outputs, and keeps the installation's status in step."""
 
     def __init__(
-        self, db: Database, *, clock: Clock = utcnow, events: RunEvents | None = None
+        self,
+        db: Database,
+        *,
+        clock: Clock = utcnow,
+        events: RunEvents | None = None,
+        output_retention_runs: int = 0,
     ) -> None:
         self._store = db
         self._clock = clock
+        self.output_retention_runs = output_retention_runs
+        """Keep output values of this many most recent runs per installation; 0 keeps all."""
         self.events = events or RunEvents()
         """Where committed state changes and log appends are published (for live streams)."""
 
@@ -214,6 +221,12 @@ class RunRecorder:
             self._save(s, row, run)
             output_rows = [output_row(run, o, now) for o in outputs]
             store.add_outputs(s, row.installation_id, output_rows)
+            if self.output_retention_runs > 0:
+                # In the finishing transaction: readers see the values before or after, never
+                # half-expired, and the installation's only active run is this one.
+                store.expire_outputs(
+                    s, row.installation_id, self.output_retention_runs, _expired_output
+                )
             self._add_result(s, run, now, [Output.FromString(o.doc) for o in output_rows])
             inst_row = s.get(InstallationRow, row.installation_id)
             assert inst_row is not None  # runs are deleted with their installation
@@ -312,6 +325,14 @@ def _check_new_run(new: NewRun) -> None:
     if len(new.request_id) > 128:
         v.add("request_id", "is longer than 128 characters")
     v.raise_if_any()
+
+
+def _expired_output(doc: bytes) -> bytes:
+    """An Output message once its value expired: no value, ``expired`` set."""
+    out = Output.FromString(doc)
+    out.ClearField("value")
+    out.expired = True
+    return out.SerializeToString()
 
 
 def _struct(values: Mapping[str, Any]) -> Struct:
