@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from porter_bundle.bundles.cnab import digest_of, parameter_sources, parse_bundle
+from porter_bundle.bundles.cnab import (
+    ParameterSource,
+    digest_of,
+    parameter_sources,
+    parse_bundle,
+)
 from porter_bundle.errors import InvalidArgument
 from tests.helpers import FIXTURES, cnab_validator
 
@@ -176,15 +181,19 @@ def test_parameter_sources_of_the_spec_example_and_porters_bundle():
     )
     cnab_validator("parameter-sources.schema.json").validate(example)
     assert parameter_sources({"custom": {"io.cnab.parameter-sources": example}}) == {
-        "tfstate": "tfstate"
+        "tfstate": [ParameterSource("tfstate")]
     }
     porter = json.loads(
         (FIXTURES / "porter/pkg/porter/testdata/bundle-with-param-sources.json").read_text()
     )
-    # connstr: "output" comes first in its priority; Porter's dependencies.output is not ours.
-    assert parameter_sources(porter) == {"foo": "foo", "bar": "bar", "connstr": "connstr"}
+    # connstr: its own output first, then the mysql dependency's (Porter's dependencies.output).
+    assert parameter_sources(porter) == {
+        "foo": [ParameterSource("foo")],
+        "bar": [ParameterSource("bar")],
+        "connstr": [ParameterSource("connstr"), ParameterSource("connstr", "mysql")],
+    }
     only_dependency = {
-        "x": {"priority": ["dependencies.output"], "sources": {"dependencies.output": {}}}
+        "x": {"priority": ["dependencies.output", "elsewhere"], "sources": {"elsewhere": {}}}
     }
     assert parameter_sources({"custom": {"io.cnab.parameter-sources": only_dependency}}) == {}
     assert parameter_sources({"custom": {"io.cnab.parameter-sources": "nonsense"}}) == {}

@@ -272,23 +272,38 @@ PARAMETER_SOURCES = "io.cnab.parameter-sources"
 """The well-known custom extension naming where a parameter's value may come from (CNAB 810)."""
 
 
-def parameter_sources(doc: dict[str, Any]) -> dict[str, str]:
-    """Parameter name -> the output of the same installation that sources it
-    (``custom["io.cnab.parameter-sources"]``; the first ``output`` source in ``priority``
-    order; source types this server does not know, such as Porter's
-    ``dependencies.output``, are skipped)."""
+@dataclass(frozen=True)
+class ParameterSource:
+    """Where a parameter's value may come from: an output of the same installation
+    (``dependency`` "": CNAB 810's ``output``) or of one of its dependencies (Porter's
+    ``dependencies.output``)."""
+
+    output: str
+    dependency: str = ""
+
+
+def parameter_sources(doc: dict[str, Any]) -> dict[str, list[ParameterSource]]:
+    """Parameter name -> its sources in ``priority`` order
+    (``custom["io.cnab.parameter-sources"]``); source types this server does not know are
+    skipped, and so are parameters left without a source."""
     declared = (doc.get("custom") or {}).get(PARAMETER_SOURCES) or {}
-    found: dict[str, str] = {}
+    found: dict[str, list[ParameterSource]] = {}
     if not isinstance(declared, dict):
         return found
     for parameter, spec in declared.items():
-        if not isinstance(spec, dict):
+        if not isinstance(spec, dict) or not isinstance(spec.get("sources"), dict):
             continue
-        sources = spec.get("sources") or {}
+        sources = spec["sources"]
         priority = spec.get("priority") or list(sources)
-        for kind in priority:
-            source = sources.get(kind) if isinstance(sources, dict) else None
-            if kind == "output" and isinstance(source, dict) and source.get("name"):
-                found[str(parameter)] = str(source["name"])
-                break
+        chosen = []
+        for kind in priority if isinstance(priority, list) else []:
+            source = sources.get(kind)
+            if not isinstance(source, dict) or not source.get("name"):
+                continue
+            if kind == "output":
+                chosen.append(ParameterSource(str(source["name"])))
+            elif kind == "dependencies.output" and source.get("dependency"):
+                chosen.append(ParameterSource(str(source["name"]), str(source["dependency"])))
+        if chosen:
+            found[str(parameter)] = chosen
     return found

@@ -2,7 +2,7 @@
 
 Parameter precedence, low to high (Porter's): the bundle's defaults, parameter
 sources (CNAB 810 ``io.cnab.parameter-sources``: the latest value of an output of the
-same installation, e.g. Porter's ``porter-state``), parameter sets in order (the
+same installation, e.g. Porter's ``porter-state``, or of a dependency), parameter sets in order (the
 installation's, then the request's), the installation's own parameters, the request's
 overrides. Values that come from sets are text and are
 converted to the definition's type; every value is then checked against its
@@ -51,11 +51,15 @@ def resolve_inputs(
     find_credential_set: SetLookup,
     resolver: SourceResolver,
     outputs: Mapping[str, SourceOutput] | None = None,
+    dependency_outputs: Mapping[str, Mapping[str, SourceOutput]] | None = None,
+    deferred: frozenset[str] = frozenset(),
 ) -> ResolvedInputs:
     """Resolves and checks every input of ``action``; INVALID_ARGUMENT lists all violations.
-    ``outputs``: the installation's latest output values, for parameter sources."""
+    ``outputs``: the installation's latest output values, ``dependency_outputs`` those of its
+    dependencies by alias, for parameter sources. A required parameter in ``deferred`` may
+    stay without a value (its dependency has not run yet: a check before it runs)."""
     v = Violations()
-    sourced = _sourced(bundle, outputs or {})
+    sourced = _sourced(bundle, outputs or {}, dependency_outputs or {})
     params = _parameters(
         bundle,
         action,
@@ -66,6 +70,7 @@ def resolve_inputs(
         resolver,
         v,
         sourced,
+        deferred,
     )
     creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v)
     v.raise_if_any(reason="INVALID_INPUTS")
@@ -113,14 +118,19 @@ class SourceOutput:
 
 
 def _sourced(
-    bundle: dict[str, Any], outputs: Mapping[str, SourceOutput]
+    bundle: dict[str, Any],
+    outputs: Mapping[str, SourceOutput],
+    dependency_outputs: Mapping[str, Mapping[str, SourceOutput]],
 ) -> dict[str, SourceOutput]:
-    """Parameter name -> the output value its parameter source names, when there is one."""
-    return {
-        parameter: outputs[output]
-        for parameter, output in cnab.parameter_sources(bundle).items()
-        if output in outputs
-    }
+    """Parameter name -> the value of its first source (in priority order) that has one."""
+    found: dict[str, SourceOutput] = {}
+    for parameter, sources in cnab.parameter_sources(bundle).items():
+        for source in sources:
+            pool = dependency_outputs.get(source.dependency, {}) if source.dependency else outputs
+            if source.output in pool:
+                found[parameter] = pool[source.output]
+                break
+    return found
 
 
 def _entries(kind: str, names: Sequence[str], find: SetLookup) -> dict[str, NamedValueSource]:
@@ -149,6 +159,7 @@ def _parameters(
     resolver: SourceResolver,
     v: Violations,
     sourced: Mapping[str, SourceOutput],
+    deferred: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     defs = {p.name: p for p in cnab.parameters(bundle)}
     for origin, given in (
@@ -181,7 +192,7 @@ def _parameters(
         elif "default" in d.schema:
             value, origin, typed = d.schema["default"], f"parameters.{name}", True
         else:
-            if d.required:
+            if d.required and name not in deferred:
                 v.add(f"parameters.{name}", f"required parameter {name!r} has no value")
             continue
         converted = _convert(value, d.type, typed)

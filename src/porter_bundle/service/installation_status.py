@@ -10,7 +10,6 @@ running are "Pending", failed and canceled "Failed".
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -30,25 +29,21 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_RUNNING,
     RUN_STATE_SUCCEEDED,
     Output,
-    Run,
 )
 from porter_bundle.bundles import cnab
-from porter_bundle.errors import FailedPrecondition, NotFound, Unavailable
+from porter_bundle.errors import FailedPrecondition
 from porter_bundle.service.actions import ActionRequest, ActionService
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.claims import ClaimService
 from porter_bundle.service.common import display_address
-from porter_bundle.service.events import run_key
 from porter_bundle.service.installations import InstallationService, bundle_ref_of
-from porter_bundle.service.runs import FINAL_STATES, RunService
+from porter_bundle.service.runs import RunService
 
 STATUS_ACTION = "io.cnab.status"
 """The well-known custom action that reports a bundle's status (CNAB 804)."""
 STATUS_OUTPUT = "status"
 """The output the status action writes its status document to (CNAB 804)."""
-RECHECK_SECONDS = 5.0
-"""How often a wait for the status run re-reads the store besides waiting for its events."""
 
 _STATUS_OF_STATE = {
     RUN_STATE_SUCCEEDED: "Ready",
@@ -102,7 +97,7 @@ class InstallationStatusService:
                     metadata={"namespace": namespace, "name": name},
                 )
             run = await self._actions.execute(ActionRequest(namespace, name, STATUS_ACTION))
-            ended = await self._wait_final(run.id)
+            ended = await self._actions.wait_ended(run.id)
             if ended.state != RUN_STATE_SUCCEEDED:
                 raise FailedPrecondition(
                     f"the {STATUS_ACTION} run {ended.id} did not succeed: {ended.message}",
@@ -166,27 +161,6 @@ class InstallationStatusService:
                     raise _bad_output(run_id, f"its {STATUS_OUTPUT} output is not JSON") from None
             return _checked_document(run_id, value)
         raise _bad_output(run_id, f"it wrote no {STATUS_OUTPUT} output")
-
-    async def _wait_final(self, run_id: str) -> Run:
-        """The run once it has ended (its events wake the wait; the store is re-read too)."""
-        limit = self._actions.settings.run_timeout_seconds + 60.0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        with self._runs.events.subscribe(run_key(run_id)) as sub:
-            while True:
-                run = await self._blocking.run(self._runs.current, run_id)
-                if run is None:
-                    raise NotFound(f"run {run_id} is gone", reason="RUN_NOT_FOUND")
-                if run.state in FINAL_STATES:
-                    return run
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise Unavailable(
-                        f"the {STATUS_ACTION} run {run_id} did not end in {limit:.0f} s",
-                        reason="STATUS_ACTION_TIMEOUT",
-                        metadata={"run_id": run_id},
-                    )
-                await sub.wait(min(remaining, RECHECK_SECONDS))
 
 
 def _checked_document(run_id: str, value: Any) -> dict[str, Any]:

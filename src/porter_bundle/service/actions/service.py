@@ -9,14 +9,16 @@ finishes the run with its outputs (:mod:`.outputs`). After a crash,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
-from porter_bundle.errors import FailedPrecondition
+from porter_bundle.errors import FailedPrecondition, Unavailable
 from porter_bundle.executor import Executor
 from porter_bundle.service.actions.contract import container_spec
+from porter_bundle.service.actions.dependencies import DependencyRunner
 from porter_bundle.service.actions.planning import (
     ActionPreview,
     ActionRequest,
@@ -28,11 +30,15 @@ from porter_bundle.service.actions.runner import Prepared, Runner, inputs_redact
 from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
+from porter_bundle.service.events import run_key
 from porter_bundle.service.installations import InstallationService
-from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService
+from porter_bundle.service.runs import FINAL_STATES, RunService, run_id_not_found
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 from porter_bundle.validation import check_address
+
+_RECHECK_SECONDS = 5.0
+"""How often a wait for a run re-reads the store besides waiting for its events."""
 
 
 class ActionService:
@@ -62,6 +68,13 @@ class ActionService:
             parameter_sets=parameter_sets,
             resolver=resolver,
         )
+        self._dependencies = DependencyRunner(
+            installations=installations,
+            bundles=bundles,
+            runs=runs,
+            planner=self._planner,
+            blocking=blocking,
+        )
         self._runner = Runner(
             runs=runs,
             bundles=bundles,
@@ -73,8 +86,46 @@ class ActionService:
         )
 
     async def execute(self, request: ActionRequest) -> Run:
-        """Checks and records a run, then starts it in the background; returns it PENDING."""
+        """Checks and records a run, then starts it in the background; returns it PENDING.
+
+        When the installation's bundle has dependencies (install, upgrade, uninstall), they
+        run too, in order, before this returns (see :mod:`.dependencies`)."""
         check_request(request)
+        resolved = await self._blocking.run(self._dependencies.dependencies_of, request)
+        if resolved is not None:
+            return await self._dependencies.execute(
+                request,
+                resolved,
+                execute=self.execute,
+                execute_plain=self._execute_plain,
+                wait_ended=self.wait_ended,
+                ready=self._runner.executor,
+            )
+        return await self._execute_plain(request)
+
+    async def wait_ended(self, run_id: str) -> Run:
+        """The run once it has reached a final state (waits on its events, re-reading the
+        store every few seconds); UNAVAILABLE after the run time limit and a minute."""
+        limit = self.settings.run_timeout_seconds + 60.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        with self._runs.events.subscribe(run_key(run_id)) as sub:
+            while True:
+                run = await self._blocking.run(self._runs.current, run_id)
+                if run is None:
+                    raise run_id_not_found(run_id)
+                if run.state in FINAL_STATES:
+                    return run
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"run {run_id} did not end within {limit:.0f} s",
+                        reason="RUN_WAIT_TIMEOUT",
+                        metadata={"run_id": run_id},
+                    )
+                await sub.wait(min(remaining, _RECHECK_SECONDS))
+
+    async def _execute_plain(self, request: ActionRequest) -> Run:
         plan = await self._blocking.run(self._planner.plan, request)
         if isinstance(plan, Run):  # an earlier call with the same request_id
             return plan
@@ -126,23 +177,7 @@ class ActionService:
     def _record(self, plan: Plan) -> tuple[Run, Prepared | None]:
         """Records the run; the prepared container too unless a concurrent retry recorded it first."""
         request, inst = plan.request, plan.installation
-        run, created = self._runs.create(
-            request.namespace,
-            request.name,
-            NewRun(
-                action=plan.kind,
-                custom_action=plan.custom_action,
-                bundle_reference=plan.bundle.reference,
-                bundle_digest=plan.bundle.digest,
-                bundle_version=str(plan.document.get("version", "")),
-                parameters=plan.inputs.parameters,
-                sensitive_parameters=plan.inputs.sensitive,
-                credential_sets=[*inst.credential_sets, *request.credential_sets],
-                parameter_sets=[*inst.parameter_sets, *request.parameter_sets],
-                request_id=request.request_id,
-                bundle=plan.document,
-            ),
-        )
+        run, created = self._runs.create(request.namespace, request.name, plan.new_run())
         if not created:
             return run, None
         spec = container_spec(
