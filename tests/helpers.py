@@ -159,3 +159,24 @@ def cnab_validator(schema_file: str) -> Any:
     )
     target = json.loads((folder / schema_file).read_text())
     return Draft7Validator(target, registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
+
+
+def engine_services(store: Any, podman_host: str, **settings: Any) -> Any:
+    """Services over ``store`` running actions on the test session's Podman (short limits,
+    no network; ``settings`` override the ActionSettings)."""
+    from porter_bundle.executor import ContainerExecutor
+    from porter_bundle.service import Services
+    from porter_bundle.service.actions import ActionSettings
+
+    limits: dict[str, Any] = {
+        "run_timeout_seconds": 30,
+        "max_concurrent_runs": 2,
+        "cancel_grace_seconds": 2,
+        "network": None,
+        **settings,
+    }
+    return Services.create(
+        store,
+        executor=lambda: ContainerExecutor(podman_host),
+        action_settings=ActionSettings(**limits),
+    )

@@ -12,10 +12,8 @@ from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1.claim_pb2 import CNAB_STATUS_SOURCE_STATUS_ACTION
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED
-from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
-from tests.helpers import FIXTURES, cnab_validator, ended_run
+from tests.helpers import FIXTURES, cnab_validator, ended_run, engine_services
 
 pytestmark = pytest.mark.slow  # real containers: seconds each
 NS, NAME, REF = "dev", "claimer", "localhost:5000/claimer:v1"
@@ -48,13 +46,7 @@ def bundle(image: str) -> dict:
 
 @pytest.fixture
 def services(store, podman_host) -> Services:
-    return Services.create(
-        store,
-        executor=lambda: ContainerExecutor(podman_host),
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=2, cancel_grace_seconds=2, network=None
-        ),
-    )
+    return engine_services(store, podman_host)
 
 
 def run_action(stub, action: str) -> str:

@@ -24,10 +24,8 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_FAILED,
     RUN_STATE_SUCCEEDED,
 )
-from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
-from tests.helpers import ended_run
+from tests.helpers import ended_run, engine_services
 
 pytestmark = pytest.mark.slow  # real containers: seconds each
 NS, REG = "dev", "localhost:5000"
@@ -102,13 +100,7 @@ def shop(image: str, version: str, cache_range: str) -> dict:
 
 @pytest.fixture
 def services(store, podman_host) -> Services:
-    return Services.create(
-        store,
-        executor=lambda: ContainerExecutor(podman_host),
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=2, cancel_grace_seconds=2, network=None
-        ),
-    )
+    return engine_services(store, podman_host)
 
 
 @pytest.fixture

@@ -48,8 +48,19 @@ MAX_DEPTH = 10
 """Dependencies of dependencies this deep at most (a longer chain is taken for a cycle)."""
 _ORCHESTRATED = ("install", "upgrade", "uninstall")
 
-Execute = Callable[[ActionRequest], Awaitable[Run]]
-WaitEnded = Callable[[str], Awaitable[Run]]
+
+@dataclass(frozen=True)
+class Actions:
+    """What the dependency runner drives, from the action service."""
+
+    execute: Callable[[ActionRequest], Awaitable[Run]]
+    """Runs an action with its own dependencies (for a dependency's installation)."""
+    execute_plain: Callable[[ActionRequest], Awaitable[Run]]
+    """Runs an action on one installation only (for the parent)."""
+    wait_ended: Callable[[str], Awaitable[Run]]
+    """Waits until a run is final."""
+    ready: Callable[[], Awaitable[Any]]
+    """Checks the container engine can be reached (before anything is recorded)."""
 
 
 @dataclass(frozen=True)
@@ -95,25 +106,17 @@ class DependencyRunner:
         return [self._resolve(d, chain, resolved.reference) for d in declared]
 
     async def execute(
-        self,
-        request: ActionRequest,
-        resolved: list[Resolved],
-        *,
-        execute: Execute,
-        execute_plain: Execute,
-        wait_ended: WaitEnded,
-        ready: Callable[[], Awaitable[Any]],
+        self, request: ActionRequest, resolved: list[Resolved], actions: Actions
     ) -> Run:
-        """Runs ``request`` with its dependencies; returns the parent's run. ``ready`` checks
-        the container engine can be reached, after the parent's own checks and before
-        anything is recorded."""
+        """Runs ``request`` with its dependencies; returns the parent's run. The parent's own
+        checks come first, then the engine check, before anything is recorded."""
         if request.action == "uninstall":
-            await ready()
-            return await self._uninstall(request, resolved, execute, execute_plain, wait_ended)
+            await actions.ready()
+            return await self._uninstall(request, resolved, actions)
         plan = await self._blocking.run(self._planner.plan, request, before_dependencies=True)
         if isinstance(plan, Run):  # an earlier call with the same request_id
             return plan
-        await ready()
+        await actions.ready()
         parent = plan.installation
         for item in resolved:
             alias = item.dependency.alias
@@ -131,31 +134,26 @@ class DependencyRunner:
             )
             where = f"dependency {alias} ({display_address(parent.namespace, name)})"
             try:
-                run = await execute(child)
+                run = await actions.execute(child)
             except PorterBundleError as exc:
                 return await self._blocking.run(
                     self._failed, plan, f"{where} could not {action}: {exc.message}"
                 )
-            ended = await wait_ended(run.id)
+            ended = await actions.wait_ended(run.id)
             if ended.state != RUN_STATE_SUCCEEDED:
                 why = ended.message or "it did not succeed"
                 return await self._blocking.run(
                     self._failed, plan, f"{where} failed to {action} (run {ended.id}): {why}"
                 )
-        return await execute_plain(request)
+        return await actions.execute_plain(request)
 
     # --- internals ---------------------------------------------------------------
 
     async def _uninstall(
-        self,
-        request: ActionRequest,
-        resolved: list[Resolved],
-        execute: Execute,
-        execute_plain: Execute,
-        wait_ended: WaitEnded,
+        self, request: ActionRequest, resolved: list[Resolved], actions: Actions
     ) -> Run:
-        run = await execute_plain(request)
-        ended = await wait_ended(run.id)
+        run = await actions.execute_plain(request)
+        ended = await actions.wait_ended(run.id)
         if ended.state != RUN_STATE_SUCCEEDED:
             return ended
         for item in reversed(resolved):
@@ -167,8 +165,8 @@ class DependencyRunner:
             if dep.status.state != INSTALLATION_STATE_INSTALLED:
                 continue
             # A dependency that fails to uninstall keeps its own failed run; the others go on.
-            child = await execute(ActionRequest(request.namespace, name, "uninstall"))
-            await wait_ended(child.id)
+            child = await actions.execute(ActionRequest(request.namespace, name, "uninstall"))
+            await actions.wait_ended(child.id)
         return ended
 
     def _resolve(self, dep: Dependency, chain: list[str], parent: str) -> Resolved:
@@ -258,4 +256,4 @@ def _document(bundle: Bundle) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["DependencyRunner", "Resolved"]
+__all__ = ["Actions", "DependencyRunner", "Resolved"]

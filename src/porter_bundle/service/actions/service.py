@@ -18,7 +18,7 @@ from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.errors import FailedPrecondition, Unavailable
 from porter_bundle.executor import Executor
 from porter_bundle.service.actions.contract import container_spec
-from porter_bundle.service.actions.dependencies import DependencyRunner
+from porter_bundle.service.actions.dependencies import Actions, DependencyRunner
 from porter_bundle.service.actions.planning import (
     ActionPreview,
     ActionRequest,
@@ -93,14 +93,13 @@ class ActionService:
         check_request(request)
         resolved = await self._blocking.run(self._dependencies.dependencies_of, request)
         if resolved is not None:
-            return await self._dependencies.execute(
-                request,
-                resolved,
+            actions = Actions(
                 execute=self.execute,
                 execute_plain=self._execute_plain,
                 wait_ended=self.wait_ended,
                 ready=self._runner.executor,
             )
+            return await self._dependencies.execute(request, resolved, actions)
         return await self._execute_plain(request)
 
     async def wait_ended(self, run_id: str) -> Run:
