@@ -167,10 +167,12 @@ class ActionService:
     def preview(self, inst: Installation, action: str, *, force: bool = False) -> ActionPreview:
         """What running ``action`` on ``inst`` would use, after every check ``execute`` makes
         before recording a run (bundle, action, parameters, credentials); nothing written.
-        ``inst`` need not be stored yet (desired-state apply previews the document's state)."""
+        ``inst`` need not be stored yet (desired-state apply previews the document's state).
+        Like ``execute``'s check, a parameter its bundle's dependencies will source may still
+        lack a value (they run first)."""
         request = ActionRequest(inst.namespace, inst.name, action, force=force)
         check_request(request)
-        plan = self._planner.plan_for(inst, request)
+        plan = self._planner.plan_for(inst, request, before_dependencies=True)
         return ActionPreview(plan.bundle, plan.document, plan.inputs)
 
     def _record(self, plan: Plan) -> tuple[Run, Prepared | None]:
