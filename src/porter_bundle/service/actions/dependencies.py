@@ -13,6 +13,7 @@ without a record. So for such a bundle ExecuteAction returns once the dependenci
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -127,10 +128,7 @@ class DependencyRunner:
                 continue  # installed already (e.g. by an earlier attempt): left as it is
             action = "upgrade" if installed else "install"
             child = ActionRequest(
-                parent.namespace,
-                name,
-                action,
-                request_id=f"{request.request_id}/{alias}" if request.request_id else "",
+                parent.namespace, name, action, request_id=_child_request_id(request, alias)
             )
             where = f"dependency {alias} ({display_address(parent.namespace, name)})"
             try:
@@ -233,6 +231,15 @@ class DependencyRunner:
         """Records the parent's run FAILED (no container ran) with ``message``."""
         run, _ = self._runs.create(plan.request.namespace, plan.request.name, plan.new_run())
         return self._runs.finish(run.id, RUN_STATE_FAILED, message)
+
+
+def _child_request_id(request: ActionRequest, alias: str) -> str:
+    """The idempotency key of a dependency's run: a retry of the parent's request retries the
+    dependency's run too (within the 128 characters a request ID may have)."""
+    if not request.request_id:
+        return ""
+    key = f"{request.request_id}/{alias}"
+    return key if len(key) <= 128 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _declared(document: dict[str, Any], reference: str) -> list[Dependency]:
