@@ -138,6 +138,8 @@ def test_install_runs_with_the_cnab_contract(stub, app, fake):
     served = json.loads(stub.GetClaim(pb.GetClaimRequest(claim_id=run.id)).claim.claim_json)
     assert claim["parameters"]["password"] == "pw-secret-1"
     assert "password" not in served["parameters"] and "pw-secret-1" not in json.dumps(served)
+    assert served["parameters"]["level"] == 7 and isinstance(served["parameters"]["level"], int)
+    assert served["custom"]["sh.porter-bundle"]["sensitiveParameters"] == ["password"]
     assert {k: v for k, v in claim.items() if k not in ("parameters", "custom")} == {
         k: v for k, v in served.items() if k not in ("parameters", "custom")
     }

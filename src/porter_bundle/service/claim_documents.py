@@ -74,9 +74,10 @@ def claim_document(
     *,
     revision: str,
     parameters: Mapping[str, Any] | None = None,
+    withheld: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The claim of ``run``. ``parameters`` None: the run's public values (sensitive ones
-    withheld, their names under ``custom``); the container's claim passes every value."""
+    """The claim of ``run``: ``parameters`` are its values (None: the run's public ones, as
+    recorded); ``withheld`` names the sensitive ones left out, listed under ``custom``."""
     public = json_format.MessageToDict(run.parameters) if parameters is None else parameters
     doc: dict[str, Any] = {
         "schemaVersion": CLAIMS_VERSION,
@@ -91,8 +92,8 @@ def claim_document(
     }
     if run.bundle_reference:
         doc["bundleReference"] = run.bundle_reference
-    if run.sensitive_parameters and parameters is None:
-        doc["custom"] = {CUSTOM_KEY: {"sensitiveParameters": list(run.sensitive_parameters)}}
+    if withheld:
+        doc["custom"] = {CUSTOM_KEY: {"sensitiveParameters": sorted(withheld)}}
     return doc
 
 

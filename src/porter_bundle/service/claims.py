@@ -198,7 +198,11 @@ def _claim(conn: Any, record: ClaimRecord) -> Claim:
     if doc is None:
         bundle_text = store.get_bundle_document(conn, run.bundle_digest)
         bundle = placeholder_bundle(run) if bundle_text is None else json.loads(bundle_text)
-        doc = json.dumps(claim_document(run, action, bundle, revision=revision))
+        doc = json.dumps(
+            claim_document(
+                run, action, bundle, revision=revision, withheld=run.sensitive_parameters
+            )
+        )
     return Claim(
         id=run.id,
         namespace=run.namespace,

@@ -262,7 +262,11 @@ class RunRecorder:
         revision = run.id
         if not modifies(run, bundle):
             revision = store.current_revision(s, inst_row.id) or run.id
-        doc = claim_document(run, action_name(run), bundle, revision=revision)
+        withheld = list(run.sensitive_parameters)
+        public = {k: v for k, v in new.parameters.items() if k not in withheld}
+        doc = claim_document(
+            run, action_name(run), bundle, revision=revision, parameters=public, withheld=withheld
+        )
         store.add_claim(
             s,
             ClaimRow(run_id=run.id, action=doc["action"], revision=revision, doc=json.dumps(doc)),
