@@ -115,3 +115,10 @@ def test_the_parents_own_inputs_are_checked_before_any_dependency_runs(stub):
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert set(err.violations) == {"parameters.name"}
     assert installations(stub) == ["app"]
+
+
+def test_a_dependency_named_by_full_reference_as_porter_writes_it(stub):
+    register(stub, "app", "1.0.0", {"mysql": {"bundle": f"{REG}/mysql:v0.1.4", "name": "mysql"}})
+    err = install(stub, "app", "1.0.0")
+    assert (err.reason, err.metadata["dependency"]) == ("DEPENDENCY_UNRESOLVED", "mysql")
+    assert f"bundle {REG}/mysql:v0.1.4 is not known here" in err.message

@@ -5,10 +5,11 @@ with the parent's credential and parameter sets. Install and upgrade run the dep
 first, in the bundle's ``sequence``, each waited for, then the parent (whose parameters may
 take a dependency's outputs: parameter sources of type ``dependencies.output``); uninstall runs
 the parent first, then the dependencies in reverse order. Everything is checked before anything
-runs: every dependency resolves to a bundle known here whose version is in its ranges (the
-highest such), there is no cycle, and the parent's own inputs are valid. A dependency that
-fails FAILS the parent, with a run whose message names it: nothing is left half-installed
-without a record. So for such a bundle ExecuteAction returns once the dependencies have run.
+runs: every dependency resolves to a bundle known here (the one its full reference names, as
+Porter writes it, or the highest version of its repository in its ranges), there is no cycle,
+and the parent's own inputs are valid. A dependency that fails FAILS the parent, with a run
+whose message names it: nothing is left half-installed without a record. So for such a
+bundle ExecuteAction returns once the dependencies have run.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import display_address
 from porter_bundle.service.installations import InstallationService, bundle_ref_of
 from porter_bundle.service.runs import RunService
+from porter_bundle.validation import BundleRef
 
 MAX_DEPTH = 10
 """Dependencies of dependencies this deep at most (a longer chain is taken for a cycle)."""
@@ -170,28 +172,46 @@ class DependencyRunner:
     def _resolve(self, dep: Dependency, chain: list[str], parent: str) -> Resolved:
         """The highest known version of ``dep``'s bundle in its ranges; its own dependencies
         resolve too (a cycle or an unresolvable one fails here, before anything runs)."""
-        if dep.bundle in chain or len(chain) > MAX_DEPTH:
-            cycle = " -> ".join([*chain, dep.bundle])
+        repository, tag, digest = _split(dep.bundle)
+        if repository in chain or len(chain) > MAX_DEPTH:
+            cycle = " -> ".join([*chain, repository])
             raise FailedPrecondition(
                 f"dependency {dep.alias} of {parent} makes a cycle: {cycle}",
                 reason="DEPENDENCY_CYCLE",
                 metadata={"dependency": dep.alias, "bundle": dep.bundle},
             )
-        known = self._bundles_of(dep.bundle)
-        accepted = [b for b in known if dep.accepts(b.version)]
-        if not accepted:
-            versions = ", ".join(sorted({b.version for b in known}, key=version_key)) or "none"
+        if (tag or digest) and not dep.ranges:
+            best = self._pinned(dep, parent, BundleRef(repository, digest=digest, tag=tag))
+        else:
+            known = self._bundles_of(repository)
+            accepted = [b for b in known if dep.accepts(b.version)]
+            if not accepted:
+                versions = ", ".join(sorted({b.version for b in known}, key=version_key))
+                raise FailedPrecondition(
+                    f"dependency {dep.alias} of {parent}: no bundle of {repository} satisfies "
+                    f"{dep.criteria} (versions known here: {versions or 'none'}; register or "
+                    "pull one)",
+                    reason="DEPENDENCY_UNRESOLVED",
+                    metadata={"dependency": dep.alias, "bundle": dep.bundle},
+                )
+            best = max(accepted, key=lambda b: (version_key(b.version), b.reference))
+            best = self._bundles.get(best.reference)
+        for nested in _declared(_document(best), best.reference):
+            self._resolve(nested, [*chain, repository], best.reference)
+        return Resolved(dep, best)
+
+    def _pinned(self, dep: Dependency, parent: str, ref: BundleRef) -> Bundle:
+        """The bundle a dependency names by full reference (Porter writes ``repo:tag``)."""
+        try:
+            resolved = self._bundles.resolve(ref)
+        except NotFound:
             raise FailedPrecondition(
-                f"dependency {dep.alias} of {parent}: no bundle of {dep.bundle} satisfies "
-                f"{dep.criteria} (versions known here: {versions}; register or pull one)",
+                f"dependency {dep.alias} of {parent}: bundle {ref} is not known here "
+                "(register or pull it)",
                 reason="DEPENDENCY_UNRESOLVED",
                 metadata={"dependency": dep.alias, "bundle": dep.bundle},
-            )
-        best = max(accepted, key=lambda b: (version_key(b.version), b.reference))
-        document = self._bundles.get(best.reference)
-        for nested in _declared(_document(document), best.reference):
-            self._resolve(nested, [*chain, dep.bundle], best.reference)
-        return Resolved(dep, best)
+            ) from None
+        return self._bundles.get(resolved.reference)
 
     def _bundles_of(self, repository: str) -> list[Bundle]:
         """Every bundle registered or pulled here under ``repository``."""
@@ -251,6 +271,18 @@ def _declared(document: dict[str, Any], reference: str) -> list[Dependency]:
             reason="INVALID_DEPENDENCIES",
             metadata={"reference": reference},
         ) from None
+
+
+def _split(bundle: str) -> tuple[str, str, str]:
+    """(repository, tag, digest) of a dependency's ``bundle``: REGISTRY/NAME as the spec
+    writes it, or a full reference as Porter does (``localhost:5000/mysql:v0.1.4``)."""
+    if "@" in bundle:
+        repository, _, digest = bundle.partition("@")
+        return repository, "", digest
+    head, sep, tail = bundle.rpartition(":")
+    if sep and "/" not in tail:
+        return head, tail, ""
+    return bundle, "", ""
 
 
 def _repository(resolved: ResolvedBundle) -> str:
