@@ -174,3 +174,48 @@ def serve_process(
     match = re.search(r"listening on port (\d+)", line)
     assert match, f"server did not start: {line!r}"
     return proc, int(match.group(1))
+
+
+def cnab_validator(schema_file: str) -> Any:
+    """A draft-07 validator of the vendored CNAB spec's ``schema/<schema_file>``, which resolves
+    the spec's other schemas (a claim's ``bundle`` is a bundle.schema.json document)."""
+    import json
+
+    from jsonschema import Draft7Validator
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT7
+
+    folder = FIXTURES / "cnab-spec" / "schema"
+    schemas = [json.loads(p.read_text()) for p in sorted(folder.glob("*.schema.json"))]
+    registry: Registry[Any] = Registry().with_resources(
+        [(s["$id"], DRAFT7.create_resource(s)) for s in schemas]
+        + [
+            (
+                "http://json-schema.org/draft-07/schema",
+                DRAFT7.create_resource(Draft7Validator.META_SCHEMA),
+            )
+        ]
+    )
+    target = json.loads((folder / schema_file).read_text())
+    return Draft7Validator(target, registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
+
+
+def engine_services(store: Any, podman_host: str, **settings: Any) -> Any:
+    """Services over ``store`` running actions on the test session's Podman (short limits,
+    no network; ``settings`` override the ActionSettings)."""
+    from porter_bundle.executor import ContainerExecutor
+    from porter_bundle.service import Services
+    from porter_bundle.service.actions import ActionSettings
+
+    limits: dict[str, Any] = {
+        "run_timeout_seconds": 30,
+        "max_concurrent_runs": 2,
+        "cancel_grace_seconds": 2,
+        "network": None,
+        **settings,
+    }
+    return Services.create(
+        store,
+        executor=lambda: ContainerExecutor(podman_host),
+        action_settings=ActionSettings(**limits),
+    )

@@ -88,6 +88,7 @@ async def _serve(settings: config.Settings) -> bool:
         schema_check=SchemaCheck.parse(settings.schema_check),
         registry=registry,
         blocking=blocking,
+        output_retention_runs=settings.output_retention_runs,
     )
     running = await start_server(settings, services, blocking.pool)
     print(f"porter-bundle listening on port {running.port}", flush=True)

@@ -118,6 +118,14 @@ CASES: dict[str, tuple[object, grpc.StatusCode]] = {
         pb.CreateBundleRequest(reference="localhost:5000/none:v1", bundle_json=b"{}"),
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
+    _PB + "UpdateBundle": (
+        pb.UpdateBundleRequest(
+            reference="localhost:5000/none:v1",
+            bundle_json='{"schemaVersion": "v1.0.0", "name": "none", "version": "1.0.0",'
+            ' "invocationImages": []}',
+        ),
+        NOT_FOUND,
+    ),
     _PB + "DeleteBundle": (pb.DeleteBundleRequest(reference="localhost:5000/none:v1"), NOT_FOUND),
     # The test server has no registry client: the call is let through, then refused as such.
     _PB + "PullBundle": (
@@ -162,6 +170,20 @@ CASES: dict[str, tuple[object, grpc.StatusCode]] = {
     _PB + "ExportInstallation": (pb.ExportInstallationRequest(namespace=NS, name="web"), NOT_FOUND),
     _PB + "ExportCredentialSet": (pb.ExportCredentialSetRequest(namespace=NS, name="c"), NOT_FOUND),
     _PB + "ExportParameterSet": (pb.ExportParameterSetRequest(namespace=NS, name="p"), NOT_FOUND),
+    _PB + "ListClaims": (pb.ListClaimsRequest(namespace=NS), OK),
+    _PB + "GetClaim": (pb.GetClaimRequest(namespace=NS, name="web", claim_id=RUN_ID), NOT_FOUND),
+    _PB + "ListClaimResults": (
+        pb.ListClaimResultsRequest(namespace=NS, name="web", claim_id=RUN_ID),
+        NOT_FOUND,
+    ),
+    _PB + "GetClaimResult": (
+        pb.GetClaimResultRequest(namespace=NS, name="web", claim_id=RUN_ID, result_id=RUN_ID),
+        NOT_FOUND,
+    ),
+    _PB + "GetInstallationStatus": (
+        pb.GetInstallationStatusRequest(namespace=NS, name="web"),
+        NOT_FOUND,
+    ),
     _LEGACY + "ListInstallations": (ipb.ListInstallationsRequest(namespace=NS), OK),
     _LEGACY + "ListInstallationLatestOutputs": (
         ipb.ListInstallationLatestOutputRequest(namespace=NS, name="web"),

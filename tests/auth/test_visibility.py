@@ -130,3 +130,35 @@ def test_run_by_id_in_hidden_namespace_is_not_found(server, stub, world):
     assert hidden.reason == missing.reason == "RUN_NOT_FOUND"
     seen = list(stub.StreamRunLogs(pb.StreamRunLogsRequest(run_id=run.id), metadata=creds("all-b")))
     assert seen[-1].run.id == run.id
+
+
+def test_claims_show_only_visible_namespaces(server, stub, world):
+    hidden = finished_run(server.services, OTHER, "web-0")
+    shown = finished_run(server.services, NS, "web-0")
+    listed = stub.ListClaims(pb.ListClaimsRequest(all_namespaces=True), metadata=creds("viewer-a"))
+    assert [c.id for c in listed.claims] == [shown.id] and listed.total_size == 1
+    every = stub.ListClaims(pb.ListClaimsRequest(all_namespaces=True), metadata=creds("admin"))
+    assert [c.id for c in every.claims] == [shown.id, hidden.id]  # newest first
+    # By ID alone, a claim of a namespace the caller may not see is not disclosed.
+    for call, request in (
+        (stub.GetClaim, pb.GetClaimRequest(claim_id=hidden.id)),
+        (stub.ListClaimResults, pb.ListClaimResultsRequest(claim_id=hidden.id)),
+    ):
+        err = failure(call, request, metadata=creds("viewer-a"))
+        assert (err.code, err.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    got = stub.GetClaim(pb.GetClaimRequest(claim_id=shown.id), metadata=creds("viewer-a")).claim
+    assert got.namespace == NS
+
+
+def test_refreshing_the_status_needs_the_operator_role(server, stub, world):
+    request = pb.GetInstallationStatusRequest(namespace=NS, name="web-0", refresh=True)
+    denied = failure(stub.GetInstallationStatus, request, metadata=creds("viewer-a"))
+    assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
+    assert denied.metadata["role"] == "operator"
+    # An operator gets past the check: this bundle has no status action.
+    allowed = failure(stub.GetInstallationStatus, request, metadata=creds("operator-a"))
+    assert allowed.reason == "STATUS_ACTION_UNDEFINED"
+    plain = stub.GetInstallationStatus(
+        pb.GetInstallationStatusRequest(namespace=NS, name="web-0"), metadata=creds("viewer-a")
+    ).status
+    assert plain.status == "Unknown"

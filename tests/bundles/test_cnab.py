@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
-from porter_bundle.bundles.cnab import digest_of, parse_bundle
+from porter_bundle.bundles.cnab import (
+    ParameterSource,
+    digest_of,
+    parameter_sources,
+    parse_bundle,
+)
 from porter_bundle.errors import InvalidArgument
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, cnab_validator
 
 
 def minimal(**overrides: Any) -> dict[str, Any]:
@@ -168,3 +173,28 @@ def test_realistic_nesting_is_fine():
     assert (
         parse_bundle(raw(minimal(custom={"x": json.loads("[" * 60 + "]" * 60)}))).name == "mybuns"
     )
+
+
+def test_parameter_sources_of_the_spec_example_and_porters_bundle():
+    example = json.loads(
+        (FIXTURES / "cnab-spec/examples/810.01-parameter-sources.json").read_text()
+    )
+    cnab_validator("parameter-sources.schema.json").validate(example)
+    assert parameter_sources({"custom": {"io.cnab.parameter-sources": example}}) == {
+        "tfstate": [ParameterSource("tfstate")]
+    }
+    porter = json.loads(
+        (FIXTURES / "porter/pkg/porter/testdata/bundle-with-param-sources.json").read_text()
+    )
+    # connstr: its own output first, then the mysql dependency's (Porter's dependencies.output).
+    assert parameter_sources(porter) == {
+        "foo": [ParameterSource("foo")],
+        "bar": [ParameterSource("bar")],
+        "connstr": [ParameterSource("connstr"), ParameterSource("connstr", "mysql")],
+    }
+    only_dependency = {
+        "x": {"priority": ["dependencies.output", "elsewhere"], "sources": {"elsewhere": {}}}
+    }
+    assert parameter_sources({"custom": {"io.cnab.parameter-sources": only_dependency}}) == {}
+    assert parameter_sources({"custom": {"io.cnab.parameter-sources": "nonsense"}}) == {}
+    assert parameter_sources({}) == {}

@@ -409,6 +409,28 @@ env | sort
         }
         image = test_image("porter-fixture", script, expected)
         name = doc["name"]
+        if name == "wordpress":
+            # Its mysql dependency (Porter names it by full reference): a minimal bundle whose
+            # mysql-password output (a default) is wired to the parent's parameter.
+            mysql = {
+                "schemaVersion": "v1.0.0",
+                "name": "mysql",
+                "version": "0.1.4",
+                "invocationImages": [{"imageType": "docker", "image": image}],
+                "definitions": {"pw": {"type": "string", "writeOnly": True, "default": "dep-pw"}},
+                "outputs": {
+                    "mysql-password": {
+                        "definition": "pw",
+                        "path": "/cnab/app/outputs/mysql-password",
+                        "applyTo": ["install"],
+                    }
+                },
+            }
+            stub.CreateBundle(
+                pb.CreateBundleRequest(
+                    reference="localhost:5000/mysql:v0.1.4", bundle_json=json.dumps(mysql)
+                )
+            )
         stub.CreateBundle(
             pb.CreateBundleRequest(
                 reference=f"localhost:5000/{name}:v{doc['version']}",
@@ -447,6 +469,13 @@ env | sort
         assert set(outputs) <= set(out)
         for n in outputs:
             assert out[n].sensitive or json_format.MessageToDict(out[n].value) is not None
+        if name == "wordpress":
+            dependency = stub.GetInstallation(
+                pb.GetInstallationRequest(namespace=NS, name="wordpress-mysql")
+            ).installation
+            assert dependency.status.state == INSTALLATION_STATE_INSTALLED
+            # The dependency's sensitive output went to the parent's Porter-internal parameter.
+            assert "porter-mysql-mysql-password-dep-output" in run.sensitive_parameters
         env_dump = logs_of(stub, run.id, name)
         for c_name, c in (doc.get("credentials") or {}).items():
             if c.get("env"):

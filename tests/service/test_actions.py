@@ -36,7 +36,7 @@ from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.sources import DirectorySecretStore
 from tests.fake_executor import FakeExecutor
-from tests.helpers import ended_run, failure
+from tests.helpers import cnab_validator, ended_run, failure
 from tests.service.action_bundle import BUNDLE, GOOD_OUTPUTS, NAME, NS, REF, src
 
 
@@ -134,6 +134,17 @@ def test_install_runs_with_the_cnab_contract(stub, app, fake):
         and claim["installation"] == NAME
         and claim["revision"] == run.id
     )
+    cnab_validator("claim.schema.json").validate(claim)
+    # The container's claim is the recorded one, with every value the run uses.
+    served = json.loads(stub.GetClaim(pb.GetClaimRequest(claim_id=run.id)).claim.claim_json)
+    assert claim["parameters"]["password"] == "pw-secret-1"
+    assert "password" not in served["parameters"] and "pw-secret-1" not in json.dumps(served)
+    assert served["parameters"]["level"] == 7 and isinstance(served["parameters"]["level"], int)
+    assert served["custom"]["sh.porter-bundle"]["sensitiveParameters"] == ["password"]
+    assert {k: v for k, v in claim.items() if k not in ("parameters", "custom")} == {
+        k: v for k, v in served.items() if k not in ("parameters", "custom")
+    }
+    assert claim["bundle"] == BUNDLE and "custom" not in claim
     assert spec.image == "localhost/app-installer:v1" and spec.network is None
 
     inst = stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name=NAME)).installation

@@ -14,6 +14,7 @@ from porter_bundle.service import ActionSettings
 from porter_bundle.service.actions.contract import CLAIMS_VERSION, container_spec
 from porter_bundle.service.bundles import ResolvedBundle
 from porter_bundle.service.inputs import ResolvedInputs
+from tests.helpers import cnab_validator
 from tests.service.action_bundle import BUNDLE, NAME, NS, REF
 
 SETTINGS = ActionSettings(
@@ -59,3 +60,32 @@ def test_no_outputs_directory_when_no_output_applies():
     bundle = {**BUNDLE, "outputs": {}}
     spec = spec_for("status", bundle, ResolvedInputs({}, frozenset(), {}))
     assert spec.outputs_dir == "" and spec.env["CNAB_ACTION"] == "status"
+    cnab_validator("claim.schema.json").validate(json.loads(spec.files["/cnab/claim.json"]))
+
+
+def test_recorded_claim_gets_every_value_and_gives_the_revision():
+    inputs = ResolvedInputs({"name": "web", "password": "pw"}, frozenset({"password"}), {})
+    inst = Installation(namespace=NS, name=NAME, id="inst-1")
+    resolved = ResolvedBundle(REF, "sha256:" + "0" * 64, json.dumps(BUNDLE))
+    recorded = {
+        "id": "run-2",
+        "revision": "run-1",
+        "action": "status",
+        "parameters": {"name": "web"},
+        "custom": {"sh.porter-bundle": {"sensitiveParameters": ["password"]}, "x": 1},
+    }
+    spec = container_spec(
+        inst,
+        resolved,
+        resolved.document,
+        "status",
+        Run(id="run-2"),
+        inputs,
+        SETTINGS,
+        pin_invocation_image(resolved.document),
+        claim=recorded,
+    )
+    claim = json.loads(spec.files["/cnab/claim.json"])
+    assert spec.env["CNAB_REVISION"] == "run-1" == claim["revision"]
+    assert claim["parameters"] == {"name": "web", "password": "pw"}
+    assert claim["custom"] == {"x": 1} and recorded["parameters"] == {"name": "web"}

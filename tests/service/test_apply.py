@@ -386,3 +386,109 @@ def test_operator_resource_applies(stub, world):
     assert (resp.outcome, resp.decision) == (CREATED, INSTALL)
     assert (resp.installation.namespace, resp.installation.name) == (NS, NAME)
     settle(stub)
+
+
+def test_state_fed_back_by_a_parameter_source_never_looks_like_drift(stub, fake):
+    stateful = bundle("1.0.0")
+    stateful["definitions"]["state"] = {"type": "string"}
+    stateful["parameters"]["porter-state"] = {
+        "definition": "state",
+        "destination": {"path": "/porter/state"},
+    }
+    stateful["outputs"] = {
+        "porter-state": {"definition": "state", "path": "/cnab/app/outputs/porter-state"}
+    }
+    stateful["custom"] = {
+        "io.cnab.parameter-sources": {
+            "porter-state": {
+                "priority": ["output"],
+                "sources": {"output": {"name": "porter-state"}},
+            }
+        }
+    }
+    stub.CreateBundle(
+        pb.CreateBundleRequest(
+            reference="localhost:5000/stateful:v1.0.0", bundle_json=json.dumps(stateful)
+        )
+    )
+    stub.CreateCredentialSet(
+        pb.CreateCredentialSetRequest(
+            credential_set=CredentialSet(
+                namespace=NS,
+                name="creds",
+                credentials=[NamedValueSource(name="token", source=src(value="t"))],
+            )
+        )
+    )
+    count = iter(range(1, 100))
+    fake.behaviour = lambda spec: ContainerResult(
+        exit_code=0, outputs={"porter-state": f"state-{next(count)}".encode()}
+    )
+    doc = document(
+        bundle={"repository": "localhost:5000/stateful", "version": "1.0.0"}, parameterSets=None
+    )
+    assert apply(stub, doc).decision == INSTALL
+    installed = settle(stub)
+    assert installed.status.state == INSTALLATION_STATE_INSTALLED, runs(stub)[0].message
+    assert "/porter/state" not in fake.specs[-1].files  # nothing to feed back yet
+    # The install wrote state-1: the next run would get it, but that is no reason to upgrade.
+    same = apply(stub, doc)
+    assert (same.decision, list(same.changes)) == (NONE, [])
+    forced = apply(stub, doc, force=True)
+    assert forced.decision == UPGRADE
+    settle(stub)
+    assert fake.specs[-1].files["/porter/state"] == b"state-1"
+
+
+def test_apply_of_a_bundle_with_dependencies_installs_them_and_then_is_in_sync(stub, fake):
+    db = bundle("1.0.0")
+    db.update(name="db", parameters={}, credentials={})
+    db["outputs"] = {"conn": {"definition": "str", "path": "/cnab/app/outputs/conn"}}
+    parent = bundle("1.0.0")
+    parent.update(name="shop", credentials={})
+    parent["parameters"] = {
+        "conn": {"definition": "str", "required": True, "destination": {"env": "CONN"}}
+    }
+    parent["custom"] = {
+        "io.cnab.dependencies": {"requires": {"db": {"bundle": "localhost:5000/db"}}},
+        "io.cnab.parameter-sources": {
+            "conn": {
+                "priority": ["dependencies.output"],
+                "sources": {"dependencies.output": {"dependency": "db", "name": "conn"}},
+            }
+        },
+    }
+    for name, doc in (("db", db), ("shop", parent)):
+        stub.CreateBundle(
+            pb.CreateBundleRequest(
+                reference=f"localhost:5000/{name}:v1.0.0", bundle_json=json.dumps(doc)
+            )
+        )
+    fake.behaviour = lambda spec: ContainerResult(
+        exit_code=0,
+        outputs={"conn": b"db://" + spec.env["CNAB_INSTALLATION_NAME"].encode()}
+        if spec.env["CNAB_BUNDLE_NAME"] == "db"
+        else {},
+    )
+    doc = document(
+        name="shop",
+        bundle={"repository": "localhost:5000/shop", "version": "1.0.0"},
+        parameters={},
+        credentialSets=None,
+        parameterSets=None,
+    )
+    first = apply(stub, doc)
+    assert first.decision == INSTALL
+    wait_until(
+        lambda: all(
+            r.state not in (RUN_STATE_PENDING, RUN_STATE_RUNNING)
+            for r in stub.ListInstallationRuns(
+                pb.ListInstallationRunsRequest(namespace=NS, name="shop")
+            ).runs
+        ),
+        "the parent's run to end",
+    )
+    assert [s.env["CNAB_INSTALLATION_NAME"] for s in fake.specs] == ["shop-db", "shop"]
+    assert fake.specs[-1].env["CONN"] == "db://shop-db"
+    again = apply(stub, doc)
+    assert (again.decision, list(again.changes)) == (NONE, [])

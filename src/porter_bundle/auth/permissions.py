@@ -94,6 +94,7 @@ RULES: Mapping[str, Rule] = {
     _PB + "ListBundles": Rule(VIEWER, Scope.CATALOGUE_READ),
     _PB + "GetBundle": Rule(VIEWER, Scope.CATALOGUE_READ),
     _PB + "CreateBundle": Rule(EDITOR, Scope.CATALOGUE_WRITE),
+    _PB + "UpdateBundle": Rule(EDITOR, Scope.CATALOGUE_WRITE),
     _PB + "DeleteBundle": Rule(EDITOR, Scope.CATALOGUE_WRITE),
     # Pulling only caches what a reference names, as creating an installation with that
     # reference does, so an editor of any namespace may pull.
@@ -107,6 +108,13 @@ RULES: Mapping[str, Rule] = {
     _PB + "ExportInstallation": _ns(VIEWER),
     _PB + "ExportCredentialSet": _ns(VIEWER),
     _PB + "ExportParameterSet": _ns(VIEWER),
+    _PB + "ListClaims": _LIST,
+    # A claim is a run: addressed by installation, or by its ID alone (checked once found).
+    _PB + "GetClaim": Rule(VIEWER, Scope.RUN),
+    _PB + "ListClaimResults": Rule(VIEWER, Scope.RUN),
+    _PB + "GetClaimResult": Rule(VIEWER, Scope.RUN),
+    # `refresh` runs the status action: operator too (checked then).
+    _PB + "GetInstallationStatus": _ns(VIEWER),
     _LEGACY + "ListInstallations": Rule(VIEWER, Scope.LIST, all_field="allNamespaces"),
     _LEGACY + "ListInstallationLatestOutputs": _ns(VIEWER),
 }

@@ -327,3 +327,50 @@ def custom_actions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Custom actions by name (``actions`` in bundle.json)."""
     actions = doc.get("actions") or {}
     return {k: dict(v) for k, v in actions.items() if isinstance(v, dict)}
+
+
+def invocation_image(doc: dict[str, Any]) -> str:
+    """The first invocation image's reference, as bundle.json names it."""
+    images = doc.get("invocationImages") or []
+    return str(images[0].get("image", "")) if images else ""
+
+
+PARAMETER_SOURCES = "io.cnab.parameter-sources"
+"""The well-known custom extension naming where a parameter's value may come from (CNAB 810)."""
+
+
+@dataclass(frozen=True)
+class ParameterSource:
+    """Where a parameter's value may come from: an output of the same installation
+    (``dependency`` "": CNAB 810's ``output``) or of one of its dependencies (Porter's
+    ``dependencies.output``)."""
+
+    output: str
+    dependency: str = ""
+
+
+def parameter_sources(doc: dict[str, Any]) -> dict[str, list[ParameterSource]]:
+    """Parameter name -> its sources in ``priority`` order
+    (``custom["io.cnab.parameter-sources"]``); source types this server does not know are
+    skipped, and so are parameters left without a source."""
+    declared = (doc.get("custom") or {}).get(PARAMETER_SOURCES) or {}
+    found: dict[str, list[ParameterSource]] = {}
+    if not isinstance(declared, dict):
+        return found
+    for parameter, spec in declared.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("sources"), dict):
+            continue
+        sources = spec["sources"]
+        priority = spec.get("priority") or list(sources)
+        chosen = []
+        for kind in priority if isinstance(priority, list) else []:
+            source = sources.get(kind)
+            if not isinstance(source, dict) or not source.get("name"):
+                continue
+            if kind == "output":
+                chosen.append(ParameterSource(str(source["name"])))
+            elif kind == "dependencies.output" and source.get("dependency"):
+                chosen.append(ParameterSource(str(source["name"]), str(source["dependency"])))
+        if chosen:
+            found[str(parameter)] = chosen
+    return found

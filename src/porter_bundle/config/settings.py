@@ -210,6 +210,24 @@ class Settings(BaseSettings):
         Option("PORTER_BUNDLE_MAX_CONCURRENT_RUNS", "--max-concurrent-runs", ACTIONS, metavar="N"),
         Field(ge=1, description="containers running at once; further runs wait PENDING"),
     ] = 4
+    output_retention_runs: Annotated[
+        int,
+        Option(
+            "PORTER_BUNDLE_OUTPUT_RETENTION",
+            "--output-retention",
+            ACTIONS,
+            default_text="0 (keep every value)",
+            metavar="RUNS",
+        ),
+        Field(
+            ge=0,
+            description=(
+                "keep output values of this many most recent runs per installation; older runs "
+                "keep each output's name, type and digest, reported expired (an output's latest "
+                "value is always kept)"
+            ),
+        ),
+    ] = 0
     cancel_grace_seconds: Annotated[
         float,
         Option("PORTER_BUNDLE_CANCEL_GRACE", "--cancel-grace", ACTIONS, metavar="SECONDS"),

@@ -18,9 +18,12 @@ from porter_bundle.service.actions import (
     ActionSettings,
 )
 from porter_bundle.service.blocking import Blocking, shared
+from porter_bundle.service.bundle_updates import BundleUpdater
 from porter_bundle.service.bundles import BundleService
+from porter_bundle.service.claims import ClaimService
 from porter_bundle.service.documents import DocumentService
 from porter_bundle.service.events import RunEvents
+from porter_bundle.service.installation_status import InstallationStatusService
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.legacy import LegacyService
 from porter_bundle.service.runs import RunService
@@ -48,6 +51,10 @@ class Services:
     actions: ActionService
     legacy: LegacyService
     """Porter's legacy API (porter.v1alpha1.Porter), over the same store."""
+    claims: ClaimService
+    """CNAB claims and claim results (see service.claims), over the same store."""
+    bundle_updates: BundleUpdater
+    """UpdateBundle (see service.bundle_updates), over the same store."""
     blocking: Blocking
     """The one pool every blocking call runs on (see service.blocking)."""
     local_database: bool = False
@@ -71,6 +78,18 @@ class Services:
         )
 
     @property
+    def status(self) -> InstallationStatusService:
+        """Installations' CNAB status (see service.installation_status)."""
+        return InstallationStatusService(
+            installations=self.installations,
+            bundles=self.bundles,
+            runs=self.runs,
+            claims=self.claims,
+            actions=self.actions,
+            blocking=self.blocking,
+        )
+
+    @property
     def events(self) -> RunEvents:
         """The hub live streams wait on; RunService publishes to it (see service.events)."""
         return self.runs.events
@@ -91,6 +110,7 @@ class Services:
         schema_check: SchemaCheck = SchemaCheck.EXACT,
         registry: RegistryClient | None = None,
         blocking: Blocking | None = None,
+        output_retention_runs: int = 0,
     ) -> Services:
         """Builds the services over ``store``; ``executor`` is called once, when first needed.
 
@@ -98,7 +118,9 @@ class Services:
         registry, when an installation is created or updated and for every action; without
         one (most tests) nothing touches the network. Without ``action_settings``, runs take
         the defaults of the server's settings. Blocking calls run on ``blocking``'s
-        pool; without one (tests, one-shot commands) on a pool shared by the process."""
+        pool; without one (tests, one-shot commands) on a pool shared by the process.
+        ``output_retention_runs`` > 0 keeps output values of that many most recent runs per
+        installation only (see RunRecorder)."""
         blocking = blocking or shared()
         bundles = BundleService(store, registry=registry)
         installations = InstallationService(
@@ -106,7 +128,7 @@ class Services:
             resolve_bundle=bundles.resolve if registry is not None else None,
             find_bundle=bundles.cached,
         )
-        runs = RunService(store)
+        runs = RunService(store, output_retention_runs=output_retention_runs)
         credential_sets = ValueSetService(store, CREDENTIAL_SETS)
         parameter_sets = ValueSetService(store, PARAMETER_SETS)
         resolver = SourceResolver(secrets or DirectorySecretStore(Path("/nonexistent")))
@@ -129,6 +151,8 @@ class Services:
             bundles,
             actions,
             LegacyService(store),
+            ClaimService(store),
+            BundleUpdater(store),
             blocking,
             store.is_sqlite,
             schema_check=schema_check,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,12 @@ from porter_bundle.errors import (
 from porter_bundle.service.common import Clock, timestamp, utcnow
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import BundleRefRow, Database, DuplicateKey
-from porter_bundle.validation import MAX_BUNDLE_JSON_BYTES, BundleRef, parse_reference
+from porter_bundle.validation import (
+    MAX_BUNDLE_JSON_BYTES,
+    BundleRef,
+    ParsedReference,
+    parse_reference,
+)
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -68,29 +74,9 @@ class BundleService:
 
     def create(self, reference: str, bundle_json: str) -> Bundle:
         """Validates a bundle.json and registers it under ``reference``."""
-        ref = parse_reference(reference)
-        if not bundle_json:
-            raise InvalidArgument.from_violations(
-                [FieldViolation("bundle_json", "bundle_json is required")]
-            )
-        raw = bundle_json.encode()
-        if len(raw) > MAX_BUNDLE_JSON_BYTES:
-            raise InvalidArgument.from_violations(
-                [FieldViolation("bundle_json", f"is larger than {MAX_BUNDLE_JSON_BYTES} bytes")]
-            )
-        parsed = parse_bundle(raw)
-        if ref.digest and ref.digest != parsed.digest:
-            raise InvalidArgument.from_violations(
-                [
-                    FieldViolation(
-                        "reference",
-                        f"digest {ref.digest} does not match the document ({parsed.digest})",
-                    )
-                ],
-                reason="DIGEST_MISMATCH",
-            )
+        ref, parsed = checked_bundle_json(reference, bundle_json)
         now = self._clock()
-        bundle = _message(
+        bundle = bundle_message(
             str(ref),
             "" if ref.digest else ref.tag,
             parsed.digest,
@@ -291,9 +277,10 @@ class BundleService:
         with self._store.read() as conn:
             found = store.get_bundle(conn, ref)
         if found is None:
-            raise _not_found(ref)
+            raise bundle_not_found(ref)
         bundle = Bundle.FromString(found[0])
         bundle.bundle_json = found[1]
+        bundle.etag = bundle.etag or bundle_etag(bundle)  # registered before etags were stored
         return bundle
 
     def delete(self, reference: str) -> None:
@@ -302,7 +289,7 @@ class BundleService:
         with self._store.write() as s:
             row = store.get_bundle_ref(s, ref)
             if row is None:
-                raise _not_found(ref)
+                raise bundle_not_found(ref)
             store.delete_bundle_ref(s, row)
 
     def list(self, *, name: str, page_size: int, page_token: str, skip: int) -> PageResult:
@@ -325,6 +312,39 @@ class BundleService:
             )
 
 
+def checked_bundle_json(reference: str, bundle_json: str) -> tuple[ParsedReference, BundleDocument]:
+    """The parsed reference and bundle.json of CreateBundle and UpdateBundle; INVALID_ARGUMENT
+    lists what is wrong (a digest reference must name the document's digest)."""
+    ref = parse_reference(reference)
+    if not bundle_json:
+        raise InvalidArgument.from_violations(
+            [FieldViolation("bundle_json", "bundle_json is required")]
+        )
+    raw = bundle_json.encode()
+    if len(raw) > MAX_BUNDLE_JSON_BYTES:
+        raise InvalidArgument.from_violations(
+            [FieldViolation("bundle_json", f"is larger than {MAX_BUNDLE_JSON_BYTES} bytes")]
+        )
+    parsed = parse_bundle(raw)
+    if ref.digest and ref.digest != parsed.digest:
+        raise InvalidArgument.from_violations(
+            [
+                FieldViolation(
+                    "reference",
+                    f"digest {ref.digest} does not match the document ({parsed.digest})",
+                )
+            ],
+            reason="DIGEST_MISMATCH",
+        )
+    return ref, parsed
+
+
+def bundle_etag(bundle: Bundle) -> str:
+    """The etag of a bundle under its reference: follows its bundle.json's content."""
+    content = bundle.bundle_json_digest or bundle.digest
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
 def _add_ref(s: Session, bundle: Bundle, now: datetime) -> None:
     row = BundleRefRow(
         reference=bundle.reference,
@@ -344,7 +364,7 @@ def _pulled_message(
 ) -> Bundle:
     raw, parsed = pulled
     reference = f"{repository}:{tag}" if tag else f"{repository}@{digest}"
-    bundle = _message(
+    bundle = bundle_message(
         reference, tag, digest, parsed, BUNDLE_SOURCE_PULLED, raw.bundle_json_digest, now
     )
     bundle.relocation_map.update(raw.relocation_map)
@@ -355,7 +375,7 @@ def _resolved(reference: str, stored: Bundle, content: str) -> ResolvedBundle:
     return ResolvedBundle(reference, stored.digest, content, dict(stored.relocation_map))
 
 
-def _message(
+def bundle_message(
     reference: str,
     tag: str,
     digest: str,
@@ -377,6 +397,7 @@ def _message(
         source=source,
         bundle_json_digest=bundle_json_digest,
     )
+    bundle.etag = bundle_etag(bundle)
     bundle.create_time.CopyFrom(timestamp(now))
     return bundle
 
@@ -390,7 +411,7 @@ def _unknown(reference: str, registry: RegistryClient | None) -> NotFound:
     )
 
 
-def _not_found(reference: str) -> NotFound:
+def bundle_not_found(reference: str) -> NotFound:
     return NotFound(
         f"bundle {reference} not found",
         reason="BUNDLE_NOT_FOUND",

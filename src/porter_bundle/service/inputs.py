@@ -1,8 +1,10 @@
 """A run's parameters and credentials: gathered from every source, typed, checked.
 
-Parameter precedence, low to high (Porter's): the bundle's defaults, parameter sets
-in order (the installation's, then the request's), the installation's own
-parameters, the request's overrides. Values that come from sets are text and are
+Parameter precedence, low to high (Porter's): the bundle's defaults, parameter
+sources (CNAB 810 ``io.cnab.parameter-sources``: the latest value of an output of the
+same installation, e.g. Porter's ``porter-state``, or of a dependency), parameter sets in order (the
+installation's, then the request's), the installation's own parameters, the request's
+overrides. Values that come from sets are text and are
 converted to the definition's type; every value is then checked against its
 definition (type, enum, minimum/maximum, pattern, ...). Every violation is reported
 at once, before any container starts. Sensitive values never enter a message.
@@ -33,6 +35,8 @@ class ResolvedInputs:
     parameters: dict[str, Any]
     sensitive: frozenset[str]
     credentials: dict[str, str]
+    sourced: frozenset[str] = frozenset()
+    """Parameters whose value came from a parameter source (an output): state, not desire."""
 
 
 def resolve_inputs(
@@ -46,12 +50,19 @@ def resolve_inputs(
     find_parameter_set: SetLookup,
     find_credential_set: SetLookup,
     resolver: SourceResolver,
+    outputs: Mapping[str, SourceOutput] | None = None,
+    dependency_outputs: Mapping[str, Mapping[str, SourceOutput]] | None = None,
+    deferred: frozenset[str] = frozenset(),
 ) -> ResolvedInputs:
     """Resolves and checks every input of ``action`` and reports every problem at once:
     INVALID_ARGUMENT (INVALID_INPUTS) listing all violations, sources that did not resolve and
-    sets that do not exist among them; FAILED_PRECONDITION when those are the only problems."""
+    sets that do not exist among them; FAILED_PRECONDITION when those are the only problems.
+    ``outputs``: the installation's latest output values, ``dependency_outputs`` those of its
+    dependencies by alias, for parameter sources. A required parameter in ``deferred`` may
+    stay without a value (its dependency has not run yet: a check before it runs)."""
     v = Violations()
     unmet: list[tuple[str, FailedPrecondition]] = []
+    sourced = _sourced(bundle, outputs or {}, dependency_outputs or {})
     params = _parameters(
         bundle,
         action,
@@ -62,12 +73,69 @@ def resolve_inputs(
         resolver,
         v,
         unmet,
+        sourced,
+        deferred,
     )
     creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v, unmet)
     _raise_problems(v, unmet)
     defs = {p.name: p for p in cnab.parameters(bundle)}
-    sensitive = frozenset(name for name in params if defs[name].sensitive)
-    return ResolvedInputs(params, sensitive, creds)
+    # A value sourced from a sensitive output stays sensitive, whatever its parameter says.
+    sensitive = frozenset(
+        name
+        for name in params
+        if defs[name].sensitive or (name in sourced and sourced[name].sensitive)
+    )
+    origins = _origins(
+        params, sourced, overrides, installation_parameters, parameter_sets, find_parameter_set
+    )
+    return ResolvedInputs(params, sensitive, creds, origins)
+
+
+def _origins(
+    params: Mapping[str, Any],
+    sourced: Mapping[str, SourceOutput],
+    overrides: Mapping[str, Any],
+    installation_parameters: Mapping[str, Any],
+    set_names: Sequence[str],
+    find: SetLookup,
+) -> frozenset[str]:
+    """The parameters whose value is their parameter source's (nothing set them otherwise)."""
+    if not sourced:
+        return frozenset()
+    # Missing sets were reported by _parameters already.
+    from_sets = _entries("parameter set", "parameter_sets", set_names, find, [])
+    return frozenset(
+        name
+        for name in sourced
+        if name in params
+        and name not in overrides
+        and name not in installation_parameters
+        and name not in from_sets
+    )
+
+
+@dataclass(frozen=True)
+class SourceOutput:
+    """The latest value of an installation's output (any JSON value), for parameter sources."""
+
+    value: Any
+    sensitive: bool = False
+
+
+def _sourced(
+    bundle: dict[str, Any],
+    outputs: Mapping[str, SourceOutput],
+    dependency_outputs: Mapping[str, Mapping[str, SourceOutput]],
+) -> dict[str, SourceOutput]:
+    """Parameter name -> the value of its first source (in priority order) that has one."""
+    found: dict[str, SourceOutput] = {}
+    for parameter, sources in cnab.parameter_sources(bundle).items():
+        for source in sources:
+            pool = dependency_outputs.get(source.dependency, {}) if source.dependency else outputs
+            if source.output in pool:
+                found[parameter] = pool[source.output]
+                break
+    return found
 
 
 Unmet = list[tuple[str, FailedPrecondition]]
@@ -135,6 +203,8 @@ def _parameters(
     resolver: SourceResolver,
     v: Violations,
     unmet: Unmet,
+    sourced: Mapping[str, SourceOutput],
+    deferred: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     defs = {p.name: p for p in cnab.parameters(bundle)}
     for origin, given in (
@@ -166,17 +236,21 @@ def _parameters(
             if not ok:
                 continue
             typed = not isinstance(value, str)
+        elif name in sourced:
+            value = sourced[name].value
+            origin, typed = f"parameter_sources.{name}", not isinstance(value, str)
         elif "default" in d.schema:
             value, origin, typed = d.schema["default"], f"parameters.{name}", True
         else:
-            if d.required and all_sets:
+            if d.required and all_sets and name not in deferred:
                 v.add(f"parameters.{name}", f"required parameter {name!r} has no value")
             continue
         converted = _convert(value, d.type, typed)
         if converted is _INVALID:
             v.add(origin, f"must be of type {d.type}")
             continue
-        problem = _check(converted, d.schema, d.sensitive)
+        secret = d.sensitive or (origin == f"parameter_sources.{name}" and sourced[name].sensitive)
+        problem = _check(converted, d.schema, secret)
         if problem:
             v.add(origin, problem)
             continue

@@ -16,7 +16,8 @@ Differences, on purpose: the comparison is with the last *successful* install or
 (Porter takes the last run whatever its action and result, so a failed upgrade looks in sync
 and is never retried); parameter set names count too (a changed list of sets is a changed
 desired state even when the values happen to match); parameters that do not apply to
-upgrade are left out of the comparison (they cannot change by upgrading); ``force`` on an
+upgrade are left out of the comparison (they cannot change by upgrading), and so are those a
+parameter source fills (an output fed back, e.g. porter-state); ``force`` on an
 ``uninstalled: true`` installation that is not installed uninstalls (Porter would install).
 """
 
@@ -167,11 +168,14 @@ def drift(desired: Installation, last: LastRun, planned: ActionPreview) -> list[
             )
         )
     defs = {p.name: p for p in cnab.parameters(planned.document)}
-    new = planned.inputs.parameters
+    # A parameter its source (an output, e.g. porter-state) fills is state the bundle keeps,
+    # not desired state: it changes with every run and never calls for an upgrade.
+    state = planned.inputs.sourced
+    new = {k: v for k, v in planned.inputs.parameters.items() if k not in state}
     old = {
         name: value
         for name, value in last.parameters.items()
-        if name not in defs or defs[name].applies_to(UPGRADE)
+        if (name not in defs or defs[name].applies_to(UPGRADE)) and name not in state
     }
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name, _MISSING), new.get(name, _MISSING)

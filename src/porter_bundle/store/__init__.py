@@ -12,7 +12,7 @@ Its modules, by what they do:
 * :mod:`~porter_bundle.store.secrets` and :mod:`~porter_bundle.store.crypto`: secrets at rest;
 * :mod:`~porter_bundle.store.models` and :mod:`~porter_bundle.store.migrate`: the schema;
 * the queries of each resource: ``installations``, ``value_sets``, ``runs``, ``run_logs``,
-  ``outputs``, ``bundles``.
+  ``outputs``, ``bundles``, ``claims``.
 """
 
 from porter_bundle.store.bundles import (
@@ -26,6 +26,19 @@ from porter_bundle.store.bundles import (
     list_bundles,
     put_bundle_document,
     replace_bundle_ref,
+    repoint_bundle_ref,
+)
+from porter_bundle.store.claims import (
+    ClaimFilter,
+    ClaimRecord,
+    add_claim,
+    add_claim_result,
+    count_claims,
+    current_revision,
+    get_claim,
+    id_floor,
+    list_claim_results,
+    list_claims,
 )
 from porter_bundle.store.crypto import (
     CryptoError,
@@ -65,6 +78,8 @@ from porter_bundle.store.listing import (
 from porter_bundle.store.models import (
     BundleDocumentRow,
     BundleRefRow,
+    ClaimResultRow,
+    ClaimRow,
     InstallationLabelRow,
     InstallationRow,
     InstallationSetRefRow,
@@ -79,6 +94,7 @@ from porter_bundle.store.models import (
 from porter_bundle.store.outputs import (
     LatestOutput,
     add_outputs,
+    expire_outputs,
     list_latest_outputs,
     list_output_docs,
     list_output_values,
@@ -94,6 +110,7 @@ from porter_bundle.store.run_logs import (
 from porter_bundle.store.runs import (
     active_run,
     active_run_docs,
+    active_run_rows,
     add_run,
     count_runs,
     get_last_succeeded_run,
@@ -128,6 +145,10 @@ __all__ = [
     "SECRET_COLUMNS",
     "BundleDocumentRow",
     "BundleRefRow",
+    "ClaimFilter",
+    "ClaimRecord",
+    "ClaimResultRow",
+    "ClaimRow",
     "CryptoError",
     "Database",
     "DuplicateKey",
@@ -152,24 +173,31 @@ __all__ = [
     "ValueSetRow",
     "active_run",
     "active_run_docs",
+    "active_run_rows",
     "add_bundle_ref",
+    "add_claim",
+    "add_claim_result",
     "add_installation",
     "add_outputs",
     "add_run",
     "add_value_set",
     "append_run_log",
     "count_bundles",
+    "count_claims",
     "count_installations",
     "count_runs",
     "count_value_sets",
     "create_key_file",
+    "current_revision",
     "delete_bundle_ref",
     "delete_installation",
     "delete_value_set",
+    "expire_outputs",
     "find_bundle_ref",
     "get_bundle",
     "get_bundle_document",
     "get_bundle_ref",
+    "get_claim",
     "get_installation",
     "get_installation_doc",
     "get_installation_pointers",
@@ -187,9 +215,12 @@ __all__ = [
     "get_value_set",
     "get_value_set_doc",
     "get_value_set_values",
+    "id_floor",
     "installation_secrets",
     "installations_using_set",
     "list_bundles",
+    "list_claim_results",
+    "list_claims",
     "list_installations",
     "list_latest_outputs",
     "list_output_docs",
@@ -202,6 +233,7 @@ __all__ = [
     "read_run_log",
     "replace_bundle_ref",
     "replace_run_log",
+    "repoint_bundle_ref",
     "rotate_key_file",
     "set_installation_children",
     "set_installation_secrets",

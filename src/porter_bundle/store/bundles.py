@@ -106,11 +106,24 @@ def replace_bundle_ref(session: Session, row: BundleRefRow, *, digest: str, doc:
     session.flush()
 
 
+def repoint_bundle_ref(session: Session, row: BundleRefRow, *, digest: str, doc: bytes) -> None:
+    """Points a reference at another document (UpdateBundle), and deletes the document it named
+    when no other reference names it."""
+    old = row.digest
+    replace_bundle_ref(session, row, digest=digest, doc=doc)
+    if old != digest:
+        _delete_unused_document(session, old)
+
+
 def delete_bundle_ref(session: Session, row: BundleRefRow) -> None:
     """Deletes a reference, and its document when no other reference names it."""
     digest = row.digest
     session.execute(delete(_bundle_refs).where(_bundle_refs.c.reference == row.reference))
     bump_count(session, KIND_BUNDLE, "", -1)
+    _delete_unused_document(session, digest)
+
+
+def _delete_unused_document(session: Session, digest: str) -> None:
     still_used = session.execute(
         select(_bundle_refs.c.reference).where(_bundle_refs.c.digest == digest).limit(1)
     ).first()

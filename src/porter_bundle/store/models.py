@@ -152,6 +152,38 @@ class RunRow(SQLModel, table=True):
     created_at: datetime
 
 
+class ClaimRow(SQLModel, table=True):
+    """The CNAB claim of a run (one per run): its action name and revision for filters, and the
+    claim document as recorded when the run was created (claims are immutable).
+
+    ``doc`` is the claim JSON without sensitive parameter values; NULL for runs recorded before
+    claims were stored (their claim is then rebuilt from the run when read).
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (Index("ix_claims_action", "action", "run_id"),)
+
+    run_id: str = Field(
+        foreign_key="runs.id", ondelete="CASCADE", primary_key=True, max_length=ID_LENGTH
+    )
+    action: str = Field(max_length=253)
+    revision: str = Field(max_length=ID_LENGTH)
+    doc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class ClaimResultRow(SQLModel, table=True):
+    """One CNAB claim result: a state a run reached (pending, running, then a final one)."""
+
+    __tablename__ = "claim_results"
+    __table_args__ = (Index("ix_claim_results_run", "run_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=ID_LENGTH)
+    run_id: str = Field(foreign_key="runs.id", ondelete="CASCADE", max_length=ID_LENGTH)
+    status: int
+    created_at: datetime
+    doc: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class OutputRow(SQLModel, table=True):
     """One output value of a run. ``value`` is its JSON, sensitive ones included; ``written``
     the text the bundle wrote when that is not how ``value`` renders for Porter's legacy API
@@ -172,6 +204,8 @@ class OutputRow(SQLModel, table=True):
     internal: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
     )
+    # True once output retention removed the value ("" then; ``doc`` says expired too).
+    expired: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class LatestOutputRow(SQLModel, table=True):

@@ -1,16 +1,17 @@
-"""Queries of run outputs, and of each output name's latest value across an installation's runs."""
+"""Queries of run outputs, of each output name's latest value across an installation's runs,
+and the output retention that removes old values."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, exists, select
 from sqlmodel import Session
 
 from porter_bundle.store.listing import dialect_insert
-from porter_bundle.store.models import LatestOutputRow, OutputRow, table_of
+from porter_bundle.store.models import LatestOutputRow, OutputRow, RunRow, table_of
 from porter_bundle.store.queries import Reader
 from porter_bundle.store.secrets import (
     OUTPUT_VALUE,
@@ -113,14 +114,14 @@ def list_latest_outputs(reader: Reader, installation_id: str) -> list[LatestOutp
 
 
 def list_output_values(reader: Reader, run_id: str) -> list[tuple[str, bool, str]]:
-    """(name, sensitive, value JSON) of each output of a run, sensitive values decrypted;
-    sorted by name. Only for callers entitled to sensitive values."""
+    """(name, sensitive, value JSON) of each output of a run whose value is kept (not expired),
+    sensitive values decrypted; sorted by name. Only for callers entitled to sensitive values."""
 
     def build() -> Select[Any]:
         o = _outputs
         return (
             select(o.c.name, o.c.sensitive, o.c.value)
-            .where(o.c.run_id == bindparam("run"))
+            .where(o.c.run_id == bindparam("run"), o.c.expired.is_(False))
             .order_by(o.c.name)
         )
 
@@ -129,3 +130,52 @@ def list_output_values(reader: Reader, run_id: str) -> list[tuple[str, bool, str
     return [
         (str(r[0]), bool(r[1]), OUTPUT_VALUE.open(kr, [run_id, r[0]], r[2]).decode()) for r in rows
     ]
+
+
+def expire_outputs(
+    session: Session, installation_id: str, keep_runs: int, expired_doc: Callable[[bytes], bytes]
+) -> int:
+    """Removes the values of the outputs of an installation's runs older than its ``keep_runs``
+    most recent ones, in the caller's transaction; returns how many expired. A value that is
+    still its name's latest (what "latest outputs" and parameter sources read) is kept.
+    ``expired_doc`` rewrites an Output message as expired."""
+    runs = table_of(RunRow)
+    cutoff = session.execute(
+        select(runs.c.id)
+        .where(runs.c.installation_id == installation_id)
+        .order_by(runs.c.id.desc())
+        .offset(keep_runs - 1)
+        .limit(1)
+    ).scalar_one_or_none()
+    if cutoff is None:
+        return 0
+    lo = _latest_outputs
+    latest = exists().where(
+        lo.c.installation_id == installation_id,
+        lo.c.run_id == OutputRow.run_id,
+        lo.c.name == OutputRow.name,
+    )
+    stmt = (
+        select(OutputRow)
+        .join(RunRow, RunRow.id == OutputRow.run_id)  # type: ignore[arg-type]
+        .where(
+            RunRow.installation_id == installation_id,  # type: ignore[arg-type]
+            OutputRow.run_id < cutoff,
+            OutputRow.expired.is_(False),  # type: ignore[attr-defined]
+            ~latest,
+        )
+    )
+    rows = list(session.execute(stmt).scalars())
+    keyring = session_keyring(session)
+    for row in rows:
+        row.expired = True
+        # Nothing of the value is left; a sensitive column stays encrypted all the same.
+        row.value = (
+            sealed_text(OUTPUT_VALUE.seal(keyring, [row.run_id, row.name], b""))
+            if row.sensitive
+            else ""
+        )
+        row.doc = expired_doc(row.doc)
+    session.add_all(rows)
+    session.flush()
+    return len(rows)

@@ -81,6 +81,12 @@ def active_run(session: Session, installation_id: str) -> RunRow | None:
     return session.execute(stmt).scalar_one_or_none()
 
 
+def active_run_rows(session: Session) -> list[RunRow]:
+    """Every run still PENDING or RUNNING, in the caller's transaction."""
+    stmt = select(RunRow).where(text(ACTIVE_RUN_PREDICATE)).order_by(RunRow.id)
+    return list(session.execute(stmt).scalars())
+
+
 def get_run_doc_by_request(reader: Reader, installation_id: str, request_id: str) -> bytes | None:
     """The Run message an earlier request with this ID created, or None."""
 

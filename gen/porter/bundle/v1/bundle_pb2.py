@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dporter/bundle/v1/bundle.proto\x12\x10porter.bundle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x04\n\x06\x42undle\x12\x1c\n\treference\x18\x01 \x01(\tR\treference\x12\x1e\n\nrepository\x18\x02 \x01(\tR\nrepository\x12\x10\n\x03tag\x18\x03 \x01(\tR\x03tag\x12\x16\n\x06\x64igest\x18\x04 \x01(\tR\x06\x64igest\x12\x12\n\x04name\x18\x05 \x01(\tR\x04name\x12\x18\n\x07version\x18\x06 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x07 \x01(\tR\x0b\x64\x65scription\x12\x1f\n\x0b\x62undle_json\x18\x08 \x01(\tR\nbundleJson\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x36\n\x06source\x18\n \x01(\x0e\x32\x1e.porter.bundle.v1.BundleSourceR\x06source\x12,\n\x12\x62undle_json_digest\x18\x0b \x01(\tR\x10\x62undleJsonDigest\x12R\n\x0erelocation_map\x18\x0c \x03(\x0b\x32+.porter.bundle.v1.Bundle.RelocationMapEntryR\rrelocationMap\x1a@\n\x12RelocationMapEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*e\n\x0c\x42undleSource\x12\x1d\n\x19\x42UNDLE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42UNDLE_SOURCE_REGISTERED\x10\x01\x12\x18\n\x14\x42UNDLE_SOURCE_PULLED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dporter/bundle/v1/bundle.proto\x12\x10porter.bundle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x04\n\x06\x42undle\x12\x1c\n\treference\x18\x01 \x01(\tR\treference\x12\x1e\n\nrepository\x18\x02 \x01(\tR\nrepository\x12\x10\n\x03tag\x18\x03 \x01(\tR\x03tag\x12\x16\n\x06\x64igest\x18\x04 \x01(\tR\x06\x64igest\x12\x12\n\x04name\x18\x05 \x01(\tR\x04name\x12\x18\n\x07version\x18\x06 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x07 \x01(\tR\x0b\x64\x65scription\x12\x1f\n\x0b\x62undle_json\x18\x08 \x01(\tR\nbundleJson\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x36\n\x06source\x18\n \x01(\x0e\x32\x1e.porter.bundle.v1.BundleSourceR\x06source\x12,\n\x12\x62undle_json_digest\x18\x0b \x01(\tR\x10\x62undleJsonDigest\x12R\n\x0erelocation_map\x18\x0c \x03(\x0b\x32+.porter.bundle.v1.Bundle.RelocationMapEntryR\rrelocationMap\x12\x12\n\x04\x65tag\x18\r \x01(\tR\x04\x65tag\x1a@\n\x12RelocationMapEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*e\n\x0c\x42undleSource\x12\x1d\n\x19\x42UNDLE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42UNDLE_SOURCE_REGISTERED\x10\x01\x12\x18\n\x14\x42UNDLE_SOURCE_PULLED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BUNDLE_RELOCATIONMAPENTRY']._loaded_options = None
   _globals['_BUNDLE_RELOCATIONMAPENTRY']._serialized_options = b'8\001'
-  _globals['_BUNDLESOURCE']._serialized_start=625
-  _globals['_BUNDLESOURCE']._serialized_end=726
+  _globals['_BUNDLESOURCE']._serialized_start=645
+  _globals['_BUNDLESOURCE']._serialized_end=746
   _globals['_BUNDLE']._serialized_start=85
-  _globals['_BUNDLE']._serialized_end=623
-  _globals['_BUNDLE_RELOCATIONMAPENTRY']._serialized_start=559
-  _globals['_BUNDLE_RELOCATIONMAPENTRY']._serialized_end=623
+  _globals['_BUNDLE']._serialized_end=643
+  _globals['_BUNDLE_RELOCATIONMAPENTRY']._serialized_start=579
+  _globals['_BUNDLE_RELOCATIONMAPENTRY']._serialized_end=643
 # @@protoc_insertion_point(module_scope)

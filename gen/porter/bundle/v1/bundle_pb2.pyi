@@ -86,6 +86,7 @@ class Bundle(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     BUNDLE_JSON_DIGEST_FIELD_NUMBER: _builtins.int
     RELOCATION_MAP_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """Full reference, e.g. "localhost:5000/mybuns:v0.1.2" or "example.com/app@sha256:..."."""
     repository: _builtins.str
@@ -111,6 +112,11 @@ class Bundle(_message.Message):
     """"sha256:<hex>" digest of the bundle.json bytes. For a registered bundle it
     equals `digest`; for a pulled one `digest` is the OCI index's digest (the
     bundle digest Porter records) and this is the digest of its config blob.
+    """
+    etag: _builtins.str
+    """Opaque version of the bundle.json under this reference: changes whenever
+    UpdateBundle replaces it. Pass it to UpdateBundle to update only the
+    version you read. Output only.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -141,10 +147,11 @@ class Bundle(_message.Message):
         source: Global___BundleSource.ValueType = ...,
         bundle_json_digest: _builtins.str = ...,
         relocation_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "bundle_json_digest", b"bundle_json_digest", "create_time", b"create_time", "description", b"description", "digest", b"digest", "name", b"name", "reference", b"reference", "relocation_map", b"relocation_map", "repository", b"repository", "source", b"source", "tag", b"tag", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "bundle_json_digest", b"bundle_json_digest", "create_time", b"create_time", "description", b"description", "digest", b"digest", "etag", b"etag", "name", b"name", "reference", b"reference", "relocation_map", b"relocation_map", "repository", b"repository", "source", b"source", "tag", b"tag", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from porter.bundle.v1 import bundle_pb2 as _bundle_pb2
+from porter.bundle.v1 import claim_pb2 as _claim_pb2
 from porter.bundle.v1 import installation_pb2 as _installation_pb2
 from porter.bundle.v1 import run_pb2 as _run_pb2
 from porter.bundle.v1 import value_set_pb2 as _value_set_pb2
@@ -1668,6 +1669,60 @@ class DeleteBundleResponse(_message.Message):
 Global___DeleteBundleResponse: _TypeAlias = DeleteBundleResponse  # noqa: Y015
 
 @_typing.final
+class UpdateBundleRequest(_message.Message):
+    """Request of UpdateBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    BUNDLE_JSON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    """The registered reference whose bundle.json to replace."""
+    bundle_json: _builtins.str
+    """The new bundle.json document (JSON text, at most 4 MiB)."""
+    etag: _builtins.str
+    """The `etag` of the bundle as last read; "" replaces whatever is stored."""
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+        bundle_json: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_json", b"bundle_json", "etag", b"etag", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBundleRequest: _TypeAlias = UpdateBundleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBundleResponse(_message.Message):
+    """Response of UpdateBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bundle(self) -> _bundle_pb2.Bundle:
+        """The bundle as now registered, with its new `etag` and bundle.json."""
+
+    def __init__(
+        self,
+        *,
+        bundle: _bundle_pb2.Bundle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBundleResponse: _TypeAlias = UpdateBundleResponse  # noqa: Y015
+
+@_typing.final
 class PullBundleRequest(_message.Message):
     """Request of PullBundle."""
 
@@ -2373,3 +2428,327 @@ class ExportParameterSetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportParameterSetResponse: _TypeAlias = ExportParameterSetResponse  # noqa: Y015
+
+@_typing.final
+class ListClaimsRequest(_message.Message):
+    """Request of ListClaims."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ALL_NAMESPACES_FIELD_NUMBER: _builtins.int
+    INSTALLATION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SKIP_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Only claims of installations in this namespace ("" = the global
+    namespace). Ignored with `all_namespaces`.
+    """
+    all_namespaces: _builtins.bool
+    """Claims of every namespace (the caller may see)."""
+    installation: _builtins.str
+    """Only claims of the installation with exactly this name."""
+    action: _builtins.str
+    """Only claims of this CNAB action, e.g. "install" or a custom action's name."""
+    result: _run_pb2.RunState.ValueType
+    """Only claims whose latest result is in this state."""
+    page_size: _builtins.int
+    """Maximum number of results (default 100, at most 500)."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page; "" for the first page."""
+    skip: _builtins.int
+    """Number of matching claims to skip, counted from where `page_token` points
+    (or from the start): send it with the first request only.
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only claims created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only claims created before this time."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        all_namespaces: _builtins.bool = ...,
+        installation: _builtins.str = ...,
+        action: _builtins.str = ...,
+        result: _run_pb2.RunState.ValueType = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        skip: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "all_namespaces", b"all_namespaces", "created_after", b"created_after", "created_before", b"created_before", "installation", b"installation", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "result", b"result", "skip", b"skip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimsRequest: _TypeAlias = ListClaimsRequest  # noqa: Y015
+
+@_typing.final
+class ListClaimsResponse(_message.Message):
+    """Response of ListClaims."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; "" on the last page."""
+    total_size: _builtins.int
+    """Number of claims matching the filters (before `skip` and paging)."""
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[_claim_pb2.Claim]:
+        """The page of claims, newest first."""
+
+    def __init__(
+        self,
+        *,
+        claims: _abc.Iterable[_claim_pb2.Claim] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimsResponse: _TypeAlias = ListClaimsResponse  # noqa: Y015
+
+@_typing.final
+class GetClaimRequest(_message.Message):
+    """Request of GetClaim. A claim is addressed by its ID alone, or by its
+    installation and ID (which needs rights in that namespace only).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation, or "" with `name` "" (ID alone)."""
+    name: _builtins.str
+    """Name of the installation, or "" to address the claim by its ID alone."""
+    claim_id: _builtins.str
+    """ID of the claim (the run's ID)."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        claim_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClaimRequest: _TypeAlias = GetClaimRequest  # noqa: Y015
+
+@_typing.final
+class GetClaimResponse(_message.Message):
+    """Response of GetClaim."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claim(self) -> _claim_pb2.Claim:
+        """The claim."""
+
+    def __init__(
+        self,
+        *,
+        claim: _claim_pb2.Claim | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClaimResponse: _TypeAlias = GetClaimResponse  # noqa: Y015
+
+@_typing.final
+class ListClaimResultsRequest(_message.Message):
+    """Request of ListClaimResults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation, or "" with `name` "" (ID alone)."""
+    name: _builtins.str
+    """Name of the installation, or "" to address the claim by its ID alone."""
+    claim_id: _builtins.str
+    """ID of the claim (the run's ID)."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        claim_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimResultsRequest: _TypeAlias = ListClaimResultsRequest  # noqa: Y015
+
+@_typing.final
+class ListClaimResultsResponse(_message.Message):
+    """Response of ListClaimResults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_claim_pb2.ClaimResult]:
+        """Every result of the claim, oldest first; the last one is the current state."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[_claim_pb2.ClaimResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimResultsResponse: _TypeAlias = ListClaimResultsResponse  # noqa: Y015
+
+@_typing.final
+class GetClaimResultRequest(_message.Message):
+    """Request of GetClaimResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    RESULT_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation, or "" with `name` "" (ID alone)."""
+    name: _builtins.str
+    """Name of the installation, or "" to address the claim by its ID alone."""
+    claim_id: _builtins.str
+    """ID of the claim (the run's ID)."""
+    result_id: _builtins.str
+    """ID of the result."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        claim_id: _builtins.str = ...,
+        result_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_id", b"claim_id", "name", b"name", "namespace", b"namespace", "result_id", b"result_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClaimResultRequest: _TypeAlias = GetClaimResultRequest  # noqa: Y015
+
+@_typing.final
+class GetClaimResultResponse(_message.Message):
+    """Response of GetClaimResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def result(self) -> _claim_pb2.ClaimResult:
+        """The result."""
+
+    def __init__(
+        self,
+        *,
+        result: _claim_pb2.ClaimResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClaimResultResponse: _TypeAlias = GetClaimResultResponse  # noqa: Y015
+
+@_typing.final
+class GetInstallationStatusRequest(_message.Message):
+    """Request of GetInstallationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REFRESH_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the installation ("" = global)."""
+    name: _builtins.str
+    """Name of the installation."""
+    refresh: _builtins.bool
+    """Run the bundle's `io.cnab.status` action now and report its output (the
+    operator role on the namespace; FAILED_PRECONDITION STATUS_ACTION_UNDEFINED
+    when the bundle has none, STATUS_ACTION_FAILED when the run does not
+    succeed). Otherwise the latest recorded status is reported.
+    """
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        refresh: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "refresh", b"refresh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstallationStatusRequest: _TypeAlias = GetInstallationStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetInstallationStatusResponse(_message.Message):
+    """Response of GetInstallationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> _claim_pb2.CnabStatus:
+        """The installation's status."""
+
+    def __init__(
+        self,
+        *,
+        status: _claim_pb2.CnabStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInstallationStatusResponse: _TypeAlias = GetInstallationStatusResponse  # noqa: Y015

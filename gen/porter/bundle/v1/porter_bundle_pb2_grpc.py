@@ -172,6 +172,11 @@ class PorterBundleStub:
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.FromString,
                 _registered_method=True)
+        self.UpdateBundle = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/UpdateBundle',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleResponse.FromString,
+                _registered_method=True)
         self.PullBundle = channel.unary_unary(
                 '/porter.bundle.v1.PorterBundle/PullBundle',
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleRequest.SerializeToString,
@@ -216,6 +221,31 @@ class PorterBundleStub:
                 '/porter.bundle.v1.PorterBundle/ExportParameterSet',
                 request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.SerializeToString,
                 response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.FromString,
+                _registered_method=True)
+        self.ListClaims = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ListClaims',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsResponse.FromString,
+                _registered_method=True)
+        self.GetClaim = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetClaim',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResponse.FromString,
+                _registered_method=True)
+        self.ListClaimResults = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/ListClaimResults',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsResponse.FromString,
+                _registered_method=True)
+        self.GetClaimResult = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetClaimResult',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.FromString,
+                _registered_method=True)
+        self.GetInstallationStatus = channel.unary_unary(
+                '/porter.bundle.v1.PorterBundle/GetInstallationStatus',
+                request_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusRequest.SerializeToString,
+                response_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusResponse.FromString,
                 _registered_method=True)
 
 
@@ -427,6 +457,20 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateBundle(self, request, context):
+        """Replaces the bundle.json registered under a reference (validated like
+        CreateBundle). Runs started later use the new document; runs already
+        recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+        ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+        (an active run uses the reference: wait for it or cancel it) or
+        BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+        INVALID_ARGUMENT (schema violations; for a digest reference, a document
+        of another digest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PullBundle(self, request, context):
         """Resolves a bundle reference in its OCI registry now and stores the bundle
         (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
@@ -563,6 +607,49 @@ class PorterBundleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClaims(self, request, context):
+        """--- CNAB claims (spec section 400) ---
+        Lists claims (one per run) across installations, newest first, with
+        optional filters: namespace (or all namespaces), installation, action,
+        result and creation time range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClaim(self, request, context):
+        """Returns one claim by its ID (a run ID), with its document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClaimResults(self, request, context):
+        """Lists the results of a claim in the order they were recorded (pending,
+        running, then the final one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClaimResult(self, request, context):
+        """Returns one claim result by its ID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInstallationStatus(self, request, context):
+        """Returns an installation's CNAB status (spec section 804): the `status`
+        output of the bundle's `io.cnab.status` custom action when the bundle
+        defines it and it has succeeded, else a status built from the latest result
+        of the installation's last claim. With `refresh` the status action runs
+        first (needs the operator role; the call waits for the run to end).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PorterBundleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -691,6 +778,11 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.DeleteBundleResponse.SerializeToString,
             ),
+            'UpdateBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBundle,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleResponse.SerializeToString,
+            ),
             'PullBundle': grpc.unary_unary_rpc_method_handler(
                     servicer.PullBundle,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.PullBundleRequest.FromString,
@@ -735,6 +827,31 @@ def add_PorterBundleServicer_to_server(servicer, server):
                     servicer.ExportParameterSet,
                     request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.FromString,
                     response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.SerializeToString,
+            ),
+            'ListClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaims,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsResponse.SerializeToString,
+            ),
+            'GetClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaim,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResponse.SerializeToString,
+            ),
+            'ListClaimResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaimResults,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsResponse.SerializeToString,
+            ),
+            'GetClaimResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClaimResult,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.SerializeToString,
+            ),
+            'GetInstallationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstallationStatus,
+                    request_deserializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusRequest.FromString,
+                    response_serializer=porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1436,6 +1553,33 @@ class PorterBundle:
             _registered_method=True)
 
     @staticmethod
+    def UpdateBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/UpdateBundle',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.UpdateBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PullBundle(request,
             target,
             options=(),
@@ -1668,6 +1812,141 @@ class PorterBundle:
             '/porter.bundle.v1.PorterBundle/ExportParameterSet',
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetRequest.SerializeToString,
             porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ExportParameterSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ListClaims',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetClaim',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaimResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/ListClaimResults',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.ListClaimResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClaimResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetClaimResult',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetClaimResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstallationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/porter.bundle.v1.PorterBundle/GetInstallationStatus',
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusRequest.SerializeToString,
+            porter_dot_bundle_dot_v1_dot_porter__bundle__pb2.GetInstallationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

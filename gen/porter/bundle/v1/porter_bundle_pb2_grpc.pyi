@@ -120,6 +120,16 @@ class PorterBundleStub:
     """
     DeleteBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]
     """Removes a bundle reference."""
+    UpdateBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.UpdateBundleRequest, _porter_bundle_pb2.UpdateBundleResponse]
+    """Replaces the bundle.json registered under a reference (validated like
+    CreateBundle). Runs started later use the new document; runs already
+    recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+    ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+    (an active run uses the reference: wait for it or cancel it) or
+    BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+    INVALID_ARGUMENT (schema violations; for a digest reference, a document
+    of another digest).
+    """
     PullBundle: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.PullBundleRequest, _porter_bundle_pb2.PullBundleResponse]
     """Resolves a bundle reference in its OCI registry now and stores the bundle
     (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
@@ -219,6 +229,27 @@ class PorterBundleStub:
     """
     ExportParameterSet: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]
     """Returns a parameter set as Porter's ParameterSet document."""
+    ListClaims: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimsRequest, _porter_bundle_pb2.ListClaimsResponse]
+    """--- CNAB claims (spec section 400) ---
+    Lists claims (one per run) across installations, newest first, with
+    optional filters: namespace (or all namespaces), installation, action,
+    result and creation time range.
+    """
+    GetClaim: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimRequest, _porter_bundle_pb2.GetClaimResponse]
+    """Returns one claim by its ID (a run ID), with its document."""
+    ListClaimResults: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimResultsRequest, _porter_bundle_pb2.ListClaimResultsResponse]
+    """Lists the results of a claim in the order they were recorded (pending,
+    running, then the final one).
+    """
+    GetClaimResult: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimResultRequest, _porter_bundle_pb2.GetClaimResultResponse]
+    """Returns one claim result by its ID."""
+    GetInstallationStatus: _grpc.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationStatusRequest, _porter_bundle_pb2.GetInstallationStatusResponse]
+    """Returns an installation's CNAB status (spec section 804): the `status`
+    output of the bundle's `io.cnab.status` custom action when the bundle
+    defines it and it has succeeded, else a status built from the latest result
+    of the installation's last claim. With `refresh` the status action runs
+    first (needs the operator role; the call waits for the run to end).
+    """
 
 @_typing.type_check_only
 class PorterBundleAsyncStub(PorterBundleStub):
@@ -312,6 +343,16 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     DeleteBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.DeleteBundleRequest, _porter_bundle_pb2.DeleteBundleResponse]  # type: ignore[assignment]
     """Removes a bundle reference."""
+    UpdateBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.UpdateBundleRequest, _porter_bundle_pb2.UpdateBundleResponse]  # type: ignore[assignment]
+    """Replaces the bundle.json registered under a reference (validated like
+    CreateBundle). Runs started later use the new document; runs already
+    recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+    ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+    (an active run uses the reference: wait for it or cancel it) or
+    BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+    INVALID_ARGUMENT (schema violations; for a digest reference, a document
+    of another digest).
+    """
     PullBundle: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.PullBundleRequest, _porter_bundle_pb2.PullBundleResponse]  # type: ignore[assignment]
     """Resolves a bundle reference in its OCI registry now and stores the bundle
     (as `porter publish` pushed it: cnab-to-oci layout). A tag is re-resolved
@@ -411,6 +452,27 @@ class PorterBundleAsyncStub(PorterBundleStub):
     """
     ExportParameterSet: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ExportParameterSetRequest, _porter_bundle_pb2.ExportParameterSetResponse]  # type: ignore[assignment]
     """Returns a parameter set as Porter's ParameterSet document."""
+    ListClaims: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimsRequest, _porter_bundle_pb2.ListClaimsResponse]  # type: ignore[assignment]
+    """--- CNAB claims (spec section 400) ---
+    Lists claims (one per run) across installations, newest first, with
+    optional filters: namespace (or all namespaces), installation, action,
+    result and creation time range.
+    """
+    GetClaim: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimRequest, _porter_bundle_pb2.GetClaimResponse]  # type: ignore[assignment]
+    """Returns one claim by its ID (a run ID), with its document."""
+    ListClaimResults: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.ListClaimResultsRequest, _porter_bundle_pb2.ListClaimResultsResponse]  # type: ignore[assignment]
+    """Lists the results of a claim in the order they were recorded (pending,
+    running, then the final one).
+    """
+    GetClaimResult: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetClaimResultRequest, _porter_bundle_pb2.GetClaimResultResponse]  # type: ignore[assignment]
+    """Returns one claim result by its ID."""
+    GetInstallationStatus: _aio.UnaryUnaryMultiCallable[_porter_bundle_pb2.GetInstallationStatusRequest, _porter_bundle_pb2.GetInstallationStatusResponse]  # type: ignore[assignment]
+    """Returns an installation's CNAB status (spec section 804): the `status`
+    output of the bundle's `io.cnab.status` custom action when the bundle
+    defines it and it has succeeded, else a status built from the latest result
+    of the installation's last claim. With `refresh` the status action runs
+    first (needs the operator role; the call waits for the run to end).
+    """
 
 class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
     """PorterBundle manages Cloud Native Application Bundle installations the way
@@ -653,6 +715,22 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         """Removes a bundle reference."""
 
     @_abc_1.abstractmethod
+    def UpdateBundle(
+        self,
+        request: _porter_bundle_pb2.UpdateBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.UpdateBundleResponse, _abc.Awaitable[_porter_bundle_pb2.UpdateBundleResponse]]:
+        """Replaces the bundle.json registered under a reference (validated like
+        CreateBundle). Runs started later use the new document; runs already
+        recorded keep theirs. Errors: NOT_FOUND (unknown reference), ABORTED
+        ETAG_MISMATCH (`etag` given and stale), FAILED_PRECONDITION BUNDLE_IN_USE
+        (an active run uses the reference: wait for it or cancel it) or
+        BUNDLE_PULLED (the bundle came from a registry: push there and pull),
+        INVALID_ARGUMENT (schema violations; for a digest reference, a document
+        of another digest).
+        """
+
+    @_abc_1.abstractmethod
     def PullBundle(
         self,
         request: _porter_bundle_pb2.PullBundleRequest,
@@ -804,5 +882,56 @@ class PorterBundleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_porter_bundle_pb2.ExportParameterSetResponse, _abc.Awaitable[_porter_bundle_pb2.ExportParameterSetResponse]]:
         """Returns a parameter set as Porter's ParameterSet document."""
+
+    @_abc_1.abstractmethod
+    def ListClaims(
+        self,
+        request: _porter_bundle_pb2.ListClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ListClaimsResponse, _abc.Awaitable[_porter_bundle_pb2.ListClaimsResponse]]:
+        """--- CNAB claims (spec section 400) ---
+        Lists claims (one per run) across installations, newest first, with
+        optional filters: namespace (or all namespaces), installation, action,
+        result and creation time range.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClaim(
+        self,
+        request: _porter_bundle_pb2.GetClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetClaimResponse, _abc.Awaitable[_porter_bundle_pb2.GetClaimResponse]]:
+        """Returns one claim by its ID (a run ID), with its document."""
+
+    @_abc_1.abstractmethod
+    def ListClaimResults(
+        self,
+        request: _porter_bundle_pb2.ListClaimResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.ListClaimResultsResponse, _abc.Awaitable[_porter_bundle_pb2.ListClaimResultsResponse]]:
+        """Lists the results of a claim in the order they were recorded (pending,
+        running, then the final one).
+        """
+
+    @_abc_1.abstractmethod
+    def GetClaimResult(
+        self,
+        request: _porter_bundle_pb2.GetClaimResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetClaimResultResponse, _abc.Awaitable[_porter_bundle_pb2.GetClaimResultResponse]]:
+        """Returns one claim result by its ID."""
+
+    @_abc_1.abstractmethod
+    def GetInstallationStatus(
+        self,
+        request: _porter_bundle_pb2.GetInstallationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_porter_bundle_pb2.GetInstallationStatusResponse, _abc.Awaitable[_porter_bundle_pb2.GetInstallationStatusResponse]]:
+        """Returns an installation's CNAB status (spec section 804): the `status`
+        output of the bundle's `io.cnab.status` custom action when the bundle
+        defines it and it has succeeded, else a status built from the latest result
+        of the installation's last claim. With `refresh` the status action runs
+        first (needs the operator role; the call waits for the run to end).
+        """
 
 def add_PorterBundleServicer_to_server(servicer: PorterBundleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -239,6 +239,7 @@ class Output(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Output name, e.g. "connection-string"."""
     type: _builtins.str
@@ -253,9 +254,16 @@ class Output(_message.Message):
     """ID of the run that produced this value."""
     digest: _builtins.str
     """"sha256:<hex>" of the value's canonical JSON, to compare values without revealing them."""
+    expired: _builtins.bool
+    """True when the server no longer keeps the value: its output retention
+    (`--output-retention`) keeps the values of each installation's most recent
+    runs only. `value` is then unset, even when revealing; name, type,
+    sensitivity and digest remain. An installation's latest value of each
+    output name never expires.
+    """
     @_builtins.property
     def value(self) -> _struct_pb2.Value:
-        """The value, typed. Unset when sensitive and not revealed."""
+        """The value, typed. Unset when sensitive and not revealed, or `expired`."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -271,10 +279,11 @@ class Output(_message.Message):
         run_id: _builtins.str = ...,
         digest: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        expired: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "digest", b"digest", "name", b"name", "run_id", b"run_id", "sensitive", b"sensitive", "type", b"type", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "digest", b"digest", "expired", b"expired", "name", b"name", "run_id", b"run_id", "sensitive", b"sensitive", "type", b"type", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ from porter_bundle.api.servicers.base import (
     Servicer,
 )
 from porter_bundle.api.servicers.bundles import BundleServicer
+from porter_bundle.api.servicers.claims import ClaimServicer
 from porter_bundle.api.servicers.documents import DocumentServicer
 from porter_bundle.api.servicers.installations import InstallationServicer
 from porter_bundle.api.servicers.legacy import (
@@ -36,6 +37,7 @@ def porter_bundle_servicers(backend: Backend) -> list[Servicer]:
         ValueSetServicer(backend, backend.services.parameter_sets),
         BundleServicer(backend),
         DocumentServicer(backend),
+        ClaimServicer(backend),
     ]
 
 
@@ -48,6 +50,7 @@ __all__ = [
     "Behaviour",
     "BundleServicer",
     "Calls",
+    "ClaimServicer",
     "DocumentServicer",
     "InstallationServicer",
     "PorterLegacyServicer",

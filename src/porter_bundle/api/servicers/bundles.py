@@ -1,4 +1,4 @@
-"""Bundles: List, Get, Create, Delete and Pull (from an OCI registry)."""
+"""Bundles: List, Get, Create, Update, Delete and Pull (from an OCI registry)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ class BundleServicer(Servicer):
     ) -> pb.CreateBundleResponse:
         bundle = await self._run(self._s.bundles.create, request.reference, request.bundle_json)
         return pb.CreateBundleResponse(bundle=bundle)
+
+    @mapped
+    async def UpdateBundle(
+        self, request: pb.UpdateBundleRequest, context: Ctx
+    ) -> pb.UpdateBundleResponse:
+        bundle = await self._run(
+            self._s.bundle_updates.update,
+            request.reference,
+            request.bundle_json,
+            etag=request.etag,
+        )
+        return pb.UpdateBundleResponse(bundle=bundle)
 
     @mapped
     async def DeleteBundle(

@@ -11,7 +11,7 @@ the pinned one (:mod:`porter_bundle.bundles.images`).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 from porter.bundle.v1.installation_pb2 import Installation
@@ -21,9 +21,8 @@ from porter_bundle.bundles.images import PinnedImage
 from porter_bundle.executor import LABEL_INSTALLATION, ContainerSpec
 from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.bundles import ResolvedBundle
+from porter_bundle.service.claim_documents import CLAIMS_VERSION, CUSTOM_KEY, claim_document
 from porter_bundle.service.inputs import ResolvedInputs, render
-
-CLAIMS_VERSION = "1.0.0-DRAFT+b5ed2f3"
 
 
 def container_spec(
@@ -35,14 +34,20 @@ def container_spec(
     inputs: ResolvedInputs,
     settings: ActionSettings,
     image: PinnedImage,
+    *,
+    claim: Mapping[str, Any] | None = None,
 ) -> ContainerSpec:
-    """The container that runs ``action`` of ``bundle`` for ``run`` with its checked inputs."""
+    """The container that runs ``action`` of ``bundle`` for ``run`` with its checked inputs.
+
+    ``claim`` is the run's recorded CNAB claim; ``/cnab/claim.json`` is that claim with every
+    parameter value the run uses (None: a claim built from the run, its own revision)."""
+    full_claim = _claim(inst, run, bundle, action, inputs, claim)
     env = {
         "CNAB_ACTION": action,
         "CNAB_INSTALLATION_NAME": inst.name,
         "CNAB_BUNDLE_NAME": str(bundle.get("name", "")),
         "CNAB_BUNDLE_VERSION": str(bundle.get("version", "")),
-        "CNAB_REVISION": run.id,
+        "CNAB_REVISION": str(full_claim["revision"]),
         "CNAB_CLAIMS_VERSION": CLAIMS_VERSION,
         "PORTER_INSTALLATION_NAMESPACE": inst.namespace,
         "PORTER_INSTALLATION_NAME": inst.name,
@@ -51,7 +56,7 @@ def container_spec(
     files: dict[str, bytes] = {
         "/cnab/bundle.json": resolved.content.encode(),
         "/cnab/app/image-map.json": json.dumps(_image_map(bundle)).encode(),
-        "/cnab/claim.json": json.dumps(_claim(inst, bundle, action, run, inputs)).encode(),
+        "/cnab/claim.json": json.dumps(full_claim).encode(),
         **image.mapping_file(),
     }
     for p in cnab.parameters(bundle):
@@ -93,20 +98,26 @@ def _image_map(bundle: dict[str, Any]) -> dict[str, Any]:
 
 
 def _claim(
-    inst: Installation, bundle: dict[str, Any], action: str, run: Run, inputs: ResolvedInputs
+    inst: Installation,
+    run: Run,
+    bundle: dict[str, Any],
+    action: str,
+    inputs: ResolvedInputs,
+    recorded: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """``/cnab/claim.json``: the CNAB claim of this run."""
-    return {
-        "schemaVersion": CLAIMS_VERSION,
-        "id": run.id,
-        "installation": inst.name,
-        "namespace": inst.namespace,
-        "revision": run.id,
-        "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "action": action,
-        "bundle": bundle,
-        "parameters": inputs.parameters,
-    }
+    """``/cnab/claim.json``: the CNAB claim of this run, with every parameter value."""
+    if recorded is None:
+        addressed = Run()
+        addressed.CopyFrom(run)
+        addressed.namespace, addressed.installation = inst.namespace, inst.name
+        return claim_document(
+            addressed, action, bundle, revision=run.id, parameters=inputs.parameters
+        )
+    full = {**recorded, "parameters": dict(inputs.parameters)}
+    custom = {k: v for k, v in (full.pop("custom", None) or {}).items() if k != CUSTOM_KEY}
+    if custom:
+        full["custom"] = custom
+    return full
 
 
 __all__ = ["CLAIMS_VERSION", "container_spec"]

@@ -19,12 +19,12 @@ from porter.bundle.v1.run_pb2 import (
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ParameterSet
 from porter_bundle.bundles import cnab
 from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
-from porter_bundle.errors import FailedPrecondition, Violations
+from porter_bundle.errors import FailedPrecondition, NotFound, Violations
 from porter_bundle.service.bundles import BundleService, ResolvedBundle
 from porter_bundle.service.common import display_address
-from porter_bundle.service.inputs import ResolvedInputs, resolve_inputs
+from porter_bundle.service.inputs import ResolvedInputs, SourceOutput, resolve_inputs
 from porter_bundle.service.installations import InstallationService, bundle_ref_of
-from porter_bundle.service.runs import RunService
+from porter_bundle.service.runs import NewRun, RunService
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 from porter_bundle.validation import check_address, check_name, check_set_names
@@ -71,6 +71,25 @@ class Plan:
     image: PinnedImage
     """The invocation image to run, pinned by digest when the bundle knows one."""
 
+    def new_run(self) -> NewRun:
+        """The run to record for this plan."""
+        request, inst = self.request, self.installation
+        return NewRun(
+            action=self.kind,
+            custom_action=self.custom_action,
+            bundle_reference=self.bundle.reference,
+            bundle_digest=self.bundle.digest,
+            bundle_version=str(self.document.get("version", "")),
+            parameters=self.inputs.parameters,
+            sensitive_parameters=self.inputs.sensitive,
+            credential_sets=[*inst.credential_sets, *request.credential_sets],
+            parameter_sets=[*inst.parameter_sets, *request.parameter_sets],
+            request_id=request.request_id,
+            bundle=self.document,
+            invocation_image=self.image.reference,
+            invocation_image_digest=self.image.digest,
+        )
+
 
 class Planner:
     """Checks a request against its installation and bundle and resolves its inputs (blocking)."""
@@ -92,21 +111,27 @@ class Planner:
         self._parameter_sets = parameter_sets
         self._resolver = resolver
 
-    def plan(self, request: ActionRequest) -> Plan | Run:
-        """Everything a run needs, checked; nothing written. A Run when request_id was seen."""
+    def plan(self, request: ActionRequest, *, before_dependencies: bool = False) -> Plan | Run:
+        """Everything a run needs, checked; nothing written. A Run when request_id was seen.
+        ``before_dependencies``: a check before the installation's dependencies run, so a
+        required parameter that a dependency's output sources may still lack its value."""
         inst = self._installations.get(request.namespace, request.name)
         if request.request_id:
             earlier = self._runs.by_request(request.namespace, request.name, request.request_id)
             if earlier is not None:
                 return earlier
-        return self.plan_for(inst, request)
+        return self.plan_for(inst, request, before_dependencies=before_dependencies)
 
-    def plan_for(self, inst: Installation, request: ActionRequest) -> Plan:
+    def plan_for(
+        self, inst: Installation, request: ActionRequest, *, before_dependencies: bool = False
+    ) -> Plan:
         """The plan of ``request`` on ``inst``, which need not be stored yet."""
         resolved = self._bundles.resolve(bundle_ref_of(inst))
         bundle = resolved.document
         kind, custom = _check_action(inst, bundle, request)
         image = pin_invocation_image(bundle, resolved.relocation_map)
+        sources = cnab.parameter_sources(bundle)
+        wired = {s.dependency for sourced in sources.values() for s in sourced if s.dependency}
         inputs = resolve_inputs(
             bundle,
             request.action,
@@ -121,6 +146,13 @@ class Planner:
                 self._credential_sets, inst.namespace, n, "credentials"
             ),
             resolver=self._resolver,
+            outputs=self._runs.latest_output_values(inst.id) if inst.id and sources else None,
+            dependency_outputs={alias: self._dependency_outputs(inst, alias) for alias in wired},
+            deferred=frozenset(
+                name
+                for name, sourced in sources.items()
+                if before_dependencies and any(s.dependency for s in sourced)
+            ),
         )
         return Plan(request, inst, resolved, bundle, kind, custom, inputs, image)
 
@@ -147,6 +179,22 @@ class Planner:
             ),
             resolver=self._resolver,
         )
+
+    def _dependency_outputs(self, inst: Installation, alias: str) -> dict[str, SourceOutput]:
+        """The latest outputs of the installation of ``inst``'s dependency ``alias``."""
+        try:
+            dep_id = self._runs.installation_id(
+                inst.namespace, dependency_installation(inst.name, alias)
+            )
+        except NotFound:
+            return {}
+        return self._runs.latest_output_values(dep_id)
+
+
+def dependency_installation(parent: str, alias: str) -> str:
+    """The name of the installation of dependency ``alias`` of installation ``parent``, as
+    Porter names it."""
+    return f"{parent}-{alias}"
 
 
 def check_request(request: ActionRequest) -> None:
@@ -221,5 +269,6 @@ __all__ = [
     "Plan",
     "Planner",
     "check_request",
+    "dependency_installation",
     "find_set",
 ]

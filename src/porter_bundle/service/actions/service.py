@@ -9,6 +9,7 @@ finishes the run with its outputs (:mod:`.outputs`). After a crash,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping
 
@@ -19,6 +20,7 @@ from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
 from porter_bundle.errors import FailedPrecondition, Unavailable
 from porter_bundle.executor import Executor, ExecutorUnavailable
 from porter_bundle.service.actions.contract import container_spec
+from porter_bundle.service.actions.dependencies import Actions, DependencyRunner
 from porter_bundle.service.actions.planning import (
     ActionPreview,
     ActionRequest,
@@ -30,12 +32,16 @@ from porter_bundle.service.actions.runner import Prepared, Runner, inputs_redact
 from porter_bundle.service.actions.settings import ActionSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
+from porter_bundle.service.events import run_key
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.observe import Kind, Observers, RunEvent
-from porter_bundle.service.runs import FINAL_STATES, NewRun, RunService, action_name
+from porter_bundle.service.runs import FINAL_STATES, RunService, action_name, run_id_not_found
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 from porter_bundle.validation import check_address
+
+_RECHECK_SECONDS = 5.0
+"""How often a wait for a run re-reads the store besides waiting for its events."""
 
 
 class ActionService:
@@ -70,6 +76,13 @@ class ActionService:
             parameter_sets=parameter_sets,
             resolver=resolver,
         )
+        self._dependencies = DependencyRunner(
+            installations=installations,
+            bundles=bundles,
+            runs=runs,
+            planner=self._planner,
+            blocking=blocking,
+        )
         self._runner = Runner(
             runs=runs,
             bundles=bundles,
@@ -85,8 +98,45 @@ class ActionService:
         self._bundles = bundles
 
     async def execute(self, request: ActionRequest) -> Run:
-        """Checks and records a run, then starts it in the background; returns it PENDING."""
+        """Checks and records a run, then starts it in the background; returns it PENDING.
+
+        When the installation's bundle has dependencies (install, upgrade, uninstall), they
+        run too, in order, before this returns (see :mod:`.dependencies`)."""
         check_request(request)
+        resolved = await self._blocking.run(self._dependencies.dependencies_of, request)
+        if resolved is not None:
+            actions = Actions(
+                execute=self.execute,
+                execute_plain=self._execute_plain,
+                wait_ended=self.wait_ended,
+                ready=self._runner.executor,
+            )
+            return await self._dependencies.execute(request, resolved, actions)
+        return await self._execute_plain(request)
+
+    async def wait_ended(self, run_id: str) -> Run:
+        """The run once it has reached a final state (waits on its events, re-reading the
+        store every few seconds); UNAVAILABLE after the run time limit and a minute."""
+        limit = self.settings.run_timeout_seconds + 60.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        with self._runs.events.subscribe(run_key(run_id)) as sub:
+            while True:
+                run = await self._blocking.run(self._runs.current, run_id)
+                if run is None:
+                    raise run_id_not_found(run_id)
+                if run.state in FINAL_STATES:
+                    return run
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"run {run_id} did not end within {limit:.0f} s",
+                        reason="RUN_WAIT_TIMEOUT",
+                        metadata={"run_id": run_id},
+                    )
+                await sub.wait(min(remaining, _RECHECK_SECONDS))
+
+    async def _execute_plain(self, request: ActionRequest) -> Run:
         plan = await self._blocking.run(self._planner.plan, request)
         if isinstance(plan, Run):  # an earlier call with the same request_id
             return plan
@@ -140,10 +190,12 @@ class ActionService:
     def preview(self, inst: Installation, action: str, *, force: bool = False) -> ActionPreview:
         """What running ``action`` on ``inst`` would use, after every check ``execute`` makes
         before recording a run (bundle, action, parameters, credentials); nothing written.
-        ``inst`` need not be stored yet (desired-state apply previews the document's state)."""
+        ``inst`` need not be stored yet (desired-state apply previews the document's state).
+        Like ``execute``'s check, a parameter its bundle's dependencies will source may still
+        lack a value (they run first)."""
         request = ActionRequest(inst.namespace, inst.name, action, force=force)
         check_request(request)
-        plan = self._planner.plan_for(inst, request)
+        plan = self._planner.plan_for(inst, request, before_dependencies=True)
         return ActionPreview(plan.bundle, plan.document, plan.inputs)
 
     def _prepare_again(self, run: Run) -> Prepared:
@@ -169,31 +221,22 @@ class ActionService:
             else pin_invocation_image(resolved.document, resolved.relocation_map)
         )
         spec = container_spec(
-            inst, resolved, resolved.document, action, run, inputs, self.settings, image
+            inst,
+            resolved,
+            resolved.document,
+            action,
+            run,
+            inputs,
+            self.settings,
+            image,
+            claim=self._runs.stored_claim(run.id),
         )
         return Prepared(run, spec, resolved.document, action, inputs_redactor(inputs))
 
     def _record(self, plan: Plan) -> tuple[Run, Prepared | None]:
         """Records the run; the prepared container too unless a concurrent retry recorded it first."""
         request, inst = plan.request, plan.installation
-        run, created = self._runs.create(
-            request.namespace,
-            request.name,
-            NewRun(
-                action=plan.kind,
-                custom_action=plan.custom_action,
-                bundle_reference=plan.bundle.reference,
-                bundle_digest=plan.bundle.digest,
-                bundle_version=str(plan.document.get("version", "")),
-                parameters=plan.inputs.parameters,
-                sensitive_parameters=plan.inputs.sensitive,
-                credential_sets=[*inst.credential_sets, *request.credential_sets],
-                parameter_sets=[*inst.parameter_sets, *request.parameter_sets],
-                request_id=request.request_id,
-                invocation_image=plan.image.reference,
-                invocation_image_digest=plan.image.digest,
-            ),
-        )
+        run, created = self._runs.create(request.namespace, request.name, plan.new_run())
         if not created:
             return run, None
         spec = container_spec(
@@ -205,6 +248,7 @@ class ActionService:
             plan.inputs,
             self.settings,
             plan.image,
+            claim=self._runs.stored_claim(run.id),
         )
         if self.container_env is not None:
             spec = dataclasses.replace(spec, env={**self.container_env(), **spec.env})

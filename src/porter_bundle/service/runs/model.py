@@ -51,6 +51,9 @@ class NewRun:
     request_id: str = ""
     invocation_image: str = ""
     invocation_image_digest: str = ""
+    bundle: Mapping[str, Any] | None = None
+    """The bundle.json the run uses, for its claim; None: the stored document of
+    ``bundle_digest`` (or, when that is unknown, what the run says of its bundle)."""
 
 
 @dataclass(frozen=True)

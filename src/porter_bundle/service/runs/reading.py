@@ -6,11 +6,12 @@ import builtins
 import json
 from typing import Any
 
-from porter.bundle.v1.run_pb2 import Run
+from porter.bundle.v1.run_pb2 import Output, Run
 from porter_bundle import store
 from porter_bundle.errors import FieldViolation, InvalidArgument, NotFound, Violations
 from porter_bundle.ids import is_id
 from porter_bundle.service.common import display_address
+from porter_bundle.service.inputs import SourceOutput
 from porter_bundle.service.installations import installation_not_found
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.service.runs.model import (
@@ -175,6 +176,26 @@ class RunReader:
         with self._store.read() as conn:
             rows = store.list_output_values(conn, run_id)
         return {name: json.loads(text) for name, _, text in rows}
+
+    def latest_output_values(self, installation_id: str) -> dict[str, SourceOutput]:
+        """Each output name's most recent value across an installation's runs (whatever their
+        result), sensitive ones included: what parameter sources take (for the executor only)."""
+        with self._store.read() as conn:
+            rows = store.list_latest_outputs(conn, installation_id)
+        found: dict[str, SourceOutput] = {}
+        for row in rows:
+            out = Output.FromString(row.doc)
+            found[out.name] = SourceOutput(json.loads(row.value_json), out.sensitive)
+        return found
+
+    def stored_claim(self, run_id: str) -> dict[str, Any] | None:
+        """The CNAB claim recorded with a run (sensitive values withheld), or None."""
+        with self._store.read() as conn:
+            found = store.get_claim(conn, run_id)
+        if found is None or found.doc is None:
+            return None
+        claim: dict[str, Any] = json.loads(found.doc)
+        return claim
 
     # --- internals ---------------------------------------------------------------
 

@@ -9,7 +9,9 @@ installed, a successful uninstall marks it uninstalled, custom actions leave it 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -35,6 +37,12 @@ from porter.bundle.v1.run_pb2 import (
 from porter_bundle import store
 from porter_bundle.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
 from porter_bundle.ids import new_id
+from porter_bundle.service.claim_documents import (
+    claim_document,
+    modifies,
+    placeholder_bundle,
+    result_document,
+)
 from porter_bundle.service.common import Clock, display_address, new_etag, timestamp, utcnow
 from porter_bundle.service.events import RunEvents
 from porter_bundle.service.installations import installation_not_found
@@ -48,7 +56,16 @@ from porter_bundle.service.runs.model import (
     canonical_json,
     rendered_text,
 )
-from porter_bundle.store import Database, DuplicateKey, InstallationRow, OutputRow, RunRow
+from porter_bundle.store import (
+    BundleDocumentRow,
+    ClaimResultRow,
+    ClaimRow,
+    Database,
+    DuplicateKey,
+    InstallationRow,
+    OutputRow,
+    RunRow,
+)
 from porter_bundle.validation import check_address
 
 
@@ -56,10 +73,17 @@ class RunRecorder:
     """Writes runs, their logs and outputs, and keeps the installation's status in step."""
 
     def __init__(
-        self, db: Database, *, clock: Clock = utcnow, events: RunEvents | None = None
+        self,
+        db: Database,
+        *,
+        clock: Clock = utcnow,
+        events: RunEvents | None = None,
+        output_retention_runs: int = 0,
     ) -> None:
         self._store = db
         self._clock = clock
+        self.output_retention_runs = output_retention_runs
+        """Keep output values of this many most recent runs per installation; 0 keeps all."""
         self.events = events or RunEvents()
         """Where committed state changes and log appends are published (for live streams)."""
 
@@ -122,6 +146,8 @@ class RunRecorder:
                     "a run with this request_id was created concurrently; retry to get it",
                     reason="REQUEST_IN_FLIGHT",
                 ) from None
+            self._add_claim(s, inst_row, run, new)
+            self._add_result(s, run, now)
             self._update_status(s, inst_row, run)
         self.events.run_changed(run)
         return run, True
@@ -134,8 +160,10 @@ class RunRecorder:
             if run.state != RUN_STATE_PENDING:
                 return None
             run.state = RUN_STATE_RUNNING
-            run.start_time.CopyFrom(timestamp(self._clock()))
+            now = self._clock()
+            run.start_time.CopyFrom(timestamp(now))
             self._save(s, row, run)
+            self._add_result(s, run, now)
             inst_row = s.get(InstallationRow, row.installation_id)
             assert inst_row is not None
             self._update_status(s, inst_row, run)
@@ -226,7 +254,15 @@ class RunRecorder:
                 run.invocation_image_digest = image_digest
             run.complete_time.CopyFrom(timestamp(now))
             self._save(s, row, run)
-            store.add_outputs(s, row.installation_id, [output_row(run, o, now) for o in outputs])
+            output_rows = [output_row(run, o, now) for o in outputs]
+            store.add_outputs(s, row.installation_id, output_rows)
+            if self.output_retention_runs > 0:
+                # In the finishing transaction: readers see the values before or after, never
+                # half-expired, and the installation's only active run is this one.
+                store.expire_outputs(
+                    s, row.installation_id, self.output_retention_runs, _expired_output
+                )
+            self._add_result(s, run, now, [Output.FromString(o.doc) for o in output_rows])
             inst_row = s.get(InstallationRow, row.installation_id)
             assert inst_row is not None  # runs are deleted with their installation
             self._update_status(s, inst_row, run, finished=True)
@@ -248,6 +284,39 @@ class RunRecorder:
         row.state = run.state
         row.doc = run.SerializeToString()
         s.add(row)
+
+    def _add_claim(self, s: Any, inst_row: InstallationRow, run: Run, new: NewRun) -> None:
+        """Records the run's CNAB claim: its bundle.json as the run got it, and its revision
+        (new for a modifying action, the installation's current one otherwise)."""
+        bundle: Mapping[str, Any] | None = new.bundle
+        if bundle is None and new.bundle_digest:
+            stored = s.get(BundleDocumentRow, new.bundle_digest)
+            bundle = None if stored is None else json.loads(stored.content)
+        if bundle is None:
+            bundle = placeholder_bundle(run)
+        revision = run.id
+        if not modifies(run, bundle):
+            revision = store.current_revision(s, inst_row.id) or run.id
+        withheld = list(run.sensitive_parameters)
+        public = {k: v for k, v in new.parameters.items() if k not in withheld}
+        doc = claim_document(
+            run, action_name(run), bundle, revision=revision, parameters=public, withheld=withheld
+        )
+        store.add_claim(
+            s,
+            ClaimRow(run_id=run.id, action=doc["action"], revision=revision, doc=json.dumps(doc)),
+        )
+
+    def _add_result(self, s: Any, run: Run, now: datetime, outputs: Sequence[Output] = ()) -> None:
+        """Records the CNAB claim result of the state the run just reached."""
+        result_id = new_id()
+        doc = result_document(run, result_id, now, outputs)
+        store.add_claim_result(
+            s,
+            ClaimResultRow(
+                id=result_id, run_id=run.id, status=run.state, created_at=now, doc=json.dumps(doc)
+            ),
+        )
 
     def _update_status(
         self, s: Any, row: InstallationRow, run: Run, *, finished: bool = False
@@ -295,6 +364,14 @@ def _check_new_run(new: NewRun) -> None:
     if len(new.request_id) > 128:
         v.add("request_id", "is longer than 128 characters")
     v.raise_if_any()
+
+
+def _expired_output(doc: bytes) -> bytes:
+    """An Output message once its value expired: no value, ``expired`` set."""
+    out = Output.FromString(doc)
+    out.ClearField("value")
+    out.expired = True
+    return out.SerializeToString()
 
 
 def _struct(values: Mapping[str, Any]) -> Struct:
