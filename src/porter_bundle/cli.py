@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     client.register(sub)
     auth_commands.register(sub)
+    # Porter's own argument parsing, not argparse's: main() hands argv to agent.main first.
+    sub.add_parser(
+        "agent",
+        help="the Porter operator's agent (Porter's commands and flags)",
+        add_help=False,
+    )
     return parser
 
 
@@ -104,6 +110,11 @@ async def _serve(settings: config.Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent"]:
+        from porter_bundle import agent
+
+        return agent.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     settings: config.Settings | None = None

@@ -1,0 +1,398 @@
+"""What each agent command does, against porter-bundle's v1 API.
+
+Porter's behaviour is the model (porter ``cmd/porter``, ``pkg/porter``): ``apply`` of a
+document, ``delete`` of a missing set succeeds, ``list -o json`` prints Porter's JSON shapes,
+and ``installation apply`` waits for the action it started and prints its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+import yaml
+from google.protobuf import json_format
+
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1 import porter_bundle_pb2_grpc, run_pb2
+from porter_bundle import documents as docs
+from porter_bundle.agent.flags import Parsed, UsageError
+from porter_bundle.agent.home import ServerConfig, porter_home
+from porter_bundle.client import connection, follow
+
+CALL_TIMEOUT_SECONDS = 120.0
+# How long `installation apply` keeps calling again while the server is unavailable.
+RECONNECT_SECONDS = 300.0
+LABEL_PREFIXES = ("getporter.org/", "porter.sh/")
+REQUEST_ID_LABELS = ("resourceKind", "resourceName", "resourceGeneration", "retry")
+MAX_REQUEST_ID = 120
+
+
+class CommandFailed(Exception):
+    """The command failed; the message is what Porter would print after ``Error: ``."""
+
+
+class Context:
+    """What a command needs: the server, the environment and the output streams."""
+
+    def __init__(
+        self, server: ServerConfig, env: Mapping[str, str], out: TextIO, err: TextIO
+    ) -> None:
+        self.server = server
+        self.env = env
+        self.out = out
+        self.err = err
+
+    def client_args(self) -> argparse.Namespace:
+        return argparse.Namespace(**asdict(self.server))
+
+    def stub(self, channel: grpc.Channel) -> porter_bundle_pb2_grpc.PorterBundleStub:
+        return porter_bundle_pb2_grpc.PorterBundleStub(channel)
+
+    def namespace(self, parsed: Parsed) -> str:
+        """``-n`` when given (also ``-n ""``), else the PorterConfig's ``namespace``."""
+        if "namespace" in parsed.given:
+            return str(parsed.namespace)
+        return self.server.namespace
+
+
+def _rpc_message(err: grpc.RpcError) -> str:
+    code = err.code().name if hasattr(err, "code") else "UNKNOWN"
+    details = err.details() if hasattr(err, "details") else str(err)
+    return f"{code}: {details}"
+
+
+def _read_document(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CommandFailed(f"could not read file {path}: {exc.strerror}") from None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CommandFailed(f"could not parse file {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise CommandFailed(f"could not parse file {path}: not a YAML or JSON mapping")
+    return value
+
+
+def _with_namespace(doc: dict[str, Any], namespace: str, given: bool) -> bytes:
+    """The document as JSON bytes; its own namespace beats ``-n``, which fills an empty one."""
+    spec = doc.get("spec")
+    body: dict[str, Any] = spec if isinstance(spec, dict) else doc
+    if given and not body.get("namespace"):
+        body["namespace"] = namespace
+    return json.dumps(doc).encode()
+
+
+def _one_arg(parsed: Parsed, what: str) -> str:
+    if len(parsed.args) != 1:
+        raise UsageError(f"expected exactly one {what}, got {len(parsed.args)}")
+    return parsed.args[0]
+
+
+# --- installation apply ---------------------------------------------------------------------
+
+
+def request_id(env: Mapping[str, str]) -> str:
+    """The operator's AgentAction, as a request ID: the same for every re-run of one action
+    (pod retries, a Job recreated after its TTL), different for a new generation or retry
+    annotation. "" outside the operator (no resource labels in ``LABELS``)."""
+    labels: dict[str, str] = {}
+    for item in env.get("LABELS", "").split():
+        key, _, value = item.partition("=")
+        for prefix in LABEL_PREFIXES:
+            if key.startswith(prefix):
+                labels.setdefault(key.removeprefix(prefix), value)
+    if "resourceKind" not in labels or "resourceName" not in labels:
+        return ""
+    parts = [env.get("KUBE_NAMESPACE", ""), *(labels.get(k, "") for k in REQUEST_ID_LABELS)]
+    readable = "k8s/" + "/".join(parts)
+    if len(readable) <= MAX_REQUEST_ID:
+        return readable
+    return "k8s/" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def installation_apply(ctx: Context, parsed: Parsed) -> int:
+    path = _one_arg(parsed, "file")
+    doc = _read_document(path)
+    document = _with_namespace(doc, ctx.namespace(parsed), "namespace" in parsed.given)
+    with connection.channel(ctx.client_args()) as channel:
+        try:
+            resp = ctx.stub(channel).ApplyInstallation(
+                pb.ApplyInstallationRequest(
+                    document=document,
+                    dry_run=bool(parsed.dry_run),
+                    force=bool(parsed.force),
+                    request_id=request_id(ctx.env),
+                ),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as err:
+            raise CommandFailed(_rpc_message(err)) from None
+    for warning in resp.warnings:
+        print(f"WARNING: {warning}", file=ctx.err)
+    inst = resp.installation
+    where = f"{inst.namespace}/{inst.name}" if inst.namespace else inst.name
+    if parsed.dry_run:
+        print(f"(dry run) {where}: {resp.reason}", file=ctx.out, flush=True)
+        return 0
+    if not resp.HasField("run"):
+        print("The installation is already up-to-date.", file=ctx.out, flush=True)
+        return 0
+    run = resp.run
+    action = run.custom_action or run_pb2.Action.Name(run.action).removeprefix("ACTION_").lower()
+    print(f"{action} {where}: {resp.reason} (run {run.id})", file=ctx.out, flush=True)
+    return _follow_run(ctx, run.id)
+
+
+def _follow_run(ctx: Context, run_id: str) -> int:
+    args = ctx.client_args()
+    args.namespace, args.installation, args.run_id = "", "", run_id
+    args.follow, args.offset, args.reconnect = True, 0, RECONNECT_SECONDS
+    out = getattr(ctx.out, "buffer", None)
+
+    def write(data: bytes) -> None:
+        if out is not None:
+            out.write(data)
+        else:
+            ctx.out.write(data.decode(errors="replace"))
+
+    def flush() -> None:
+        (out or ctx.out).flush()
+
+    code = asyncio.run(follow.follow_logs(args, write, flush, ctx.err))
+    if code == follow.EXIT_OK:
+        return 0
+    if code == follow.EXIT_RUN_FAILED:
+        raise CommandFailed(f"run {run_id} did not succeed")
+    raise CommandFailed(f"could not follow run {run_id}")
+
+
+def installation_outputs_list(ctx: Context, parsed: Parsed) -> int:
+    name = parsed.installation or (parsed.args[0] if parsed.args else "")
+    if not name:
+        raise UsageError("an installation name is required (--installation)")
+    namespace = ctx.namespace(parsed)
+    with connection.channel(ctx.client_args()) as channel:
+        try:
+            resp = ctx.stub(channel).ListInstallationRunOutputs(
+                pb.ListInstallationRunOutputsRequest(
+                    namespace=namespace, name=name, run_id="latest", any_result=True
+                ),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND and "NO_LATEST_RUN" in str(err.details()):
+                resp = pb.ListInstallationRunOutputsResponse()
+            else:
+                raise CommandFailed(_rpc_message(err)) from None
+    values = [
+        {
+            "name": o.name,
+            "type": o.type,
+            "sensitive": o.sensitive,
+            "value": json_format.MessageToDict(o.value) if o.HasField("value") else None,
+        }
+        for o in resp.outputs
+    ]
+    _print_listing(ctx, parsed, values, ("name", "type", "value"))
+    return 0
+
+
+# --- credential and parameter sets ----------------------------------------------------------
+
+
+def set_apply(kind: str) -> Any:
+    def command(ctx: Context, parsed: Parsed) -> int:
+        path = _one_arg(parsed, "file")
+        doc = _read_document(path)
+        document = _with_namespace(doc, ctx.namespace(parsed), "namespace" in parsed.given)
+        with connection.channel(ctx.client_args()) as channel:
+            stub = ctx.stub(channel)
+            try:
+                if kind == "credentials":
+                    resp: Any = stub.ApplyCredentialSet(
+                        pb.ApplyCredentialSetRequest(document=document),
+                        timeout=CALL_TIMEOUT_SECONDS,
+                    )
+                    resource = resp.credential_set
+                else:
+                    resp = stub.ApplyParameterSet(
+                        pb.ApplyParameterSetRequest(document=document),
+                        timeout=CALL_TIMEOUT_SECONDS,
+                    )
+                    resource = resp.parameter_set
+            except grpc.RpcError as err:
+                raise CommandFailed(_rpc_message(err)) from None
+        for warning in resp.warnings:
+            print(f"WARNING: {warning}", file=ctx.err)
+        noun = "credential set" if kind == "credentials" else "parameter set"
+        print(f"Applied {resource.namespace}/{resource.name} {noun}", file=ctx.out, flush=True)
+        return 0
+
+    return command
+
+
+def set_delete(kind: str) -> Any:
+    def command(ctx: Context, parsed: Parsed) -> int:
+        name = _one_arg(parsed, "name")
+        namespace = ctx.namespace(parsed)
+        request: Any
+        with connection.channel(ctx.client_args()) as channel:
+            stub = ctx.stub(channel)
+            # Porter deletes a set whatever uses it: force, so the operator's delete succeeds.
+            if kind == "credentials":
+                call: Any = stub.DeleteCredentialSet
+                request = pb.DeleteCredentialSetRequest(namespace=namespace, name=name, force=True)
+            else:
+                call = stub.DeleteParameterSet
+                request = pb.DeleteParameterSetRequest(namespace=namespace, name=name, force=True)
+            try:
+                call(request, timeout=CALL_TIMEOUT_SECONDS)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:  # Porter: a missing set is fine
+                    raise CommandFailed(_rpc_message(err)) from None
+        return 0
+
+    return command
+
+
+def set_list(kind: str) -> Any:
+    def command(ctx: Context, parsed: Parsed) -> int:
+        namespace = ctx.namespace(parsed)
+        all_namespaces = bool(parsed.all_namespaces) or namespace == "*"
+        found: list[dict[str, Any]] = []
+        token = ""
+        with connection.channel(ctx.client_args()) as channel:
+            stub = ctx.stub(channel)
+            while True:
+                try:
+                    if kind == "credentials":
+                        resp: Any = stub.ListCredentialSets(
+                            pb.ListCredentialSetsRequest(
+                                namespace="" if all_namespaces else namespace,
+                                all_namespaces=all_namespaces,
+                                page_size=500,
+                                page_token=token,
+                            ),
+                            timeout=CALL_TIMEOUT_SECONDS,
+                        )
+                        found += [docs.from_credential_set(s) for s in resp.credential_sets]
+                    else:
+                        resp = stub.ListParameterSets(
+                            pb.ListParameterSetsRequest(
+                                namespace="" if all_namespaces else namespace,
+                                all_namespaces=all_namespaces,
+                                page_size=500,
+                                page_token=token,
+                            ),
+                            timeout=CALL_TIMEOUT_SECONDS,
+                        )
+                        found += [docs.from_parameter_set(s) for s in resp.parameter_sets]
+                except grpc.RpcError as err:
+                    raise CommandFailed(_rpc_message(err)) from None
+                token = resp.next_page_token
+                if not token:
+                    break
+        _print_listing(ctx, parsed, found, ("namespace", "name"))
+        return 0
+
+    return command
+
+
+# --- plugins ------------------------------------------------------------------------------
+
+
+def _plugins_file(ctx: Context) -> Path:
+    return porter_home(ctx.env) / "plugins" / "porter-bundle-installed.json"
+
+
+def _recorded_plugins(ctx: Context) -> list[dict[str, Any]]:
+    try:
+        loaded = json.loads(_plugins_file(ctx).read_text())
+    except (OSError, ValueError):
+        return []
+    return loaded if isinstance(loaded, list) else []
+
+
+def plugins_install(ctx: Context, parsed: Parsed) -> int:
+    """Records the plugins asked for; porter-bundle needs none (storage and secrets are its own)."""
+    wanted: list[dict[str, Any]] = []
+    if parsed.file:
+        doc = _read_document(str(parsed.file))
+        plugins = doc.get("plugins") or {}
+        if not isinstance(plugins, dict):
+            raise CommandFailed(f"invalid plugins file {parsed.file}: plugins must be a mapping")
+        for name, spec in sorted(plugins.items()):
+            spec = spec if isinstance(spec, dict) else {}
+            wanted.append({"name": str(name), "version": str(spec.get("version", ""))})
+    wanted += [{"name": a, "version": str(parsed.version or "")} for a in parsed.args]
+    if not wanted:
+        raise UsageError("plugin name or --file is required")
+    recorded = {p["name"]: p for p in _recorded_plugins(ctx) if isinstance(p, dict)}
+    for plugin in wanted:
+        recorded[plugin["name"]] = plugin
+        print(
+            f"installed {plugin['name']} plugin {plugin['version']} "
+            "(recorded only: porter-bundle keeps storage and secrets itself)",
+            file=ctx.out,
+        )
+    path = _plugins_file(ctx)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(sorted(recorded.values(), key=lambda p: p["name"])))
+    except OSError as exc:
+        print(f"WARNING: could not record the plugins in {path}: {exc.strerror}", file=ctx.err)
+    return 0
+
+
+def plugins_list(ctx: Context, parsed: Parsed) -> int:
+    listed = [
+        {
+            "name": p.get("name", ""),
+            "versionInfo": {"version": p.get("version", ""), "commit": "", "author": ""},
+            "implementations": [],
+        }
+        for p in _recorded_plugins(ctx)
+        if isinstance(p, dict)
+    ]
+    _print_listing(ctx, parsed, listed, ("name",))
+    return 0
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _print_listing(
+    ctx: Context, parsed: Parsed, items: list[dict[str, Any]], columns: tuple[str, ...]
+) -> None:
+    fmt = str(parsed.output or "plaintext")
+    if fmt == "json":
+        print(json.dumps(items, indent=2), file=ctx.out)
+    elif fmt == "yaml":
+        print(yaml.safe_dump(items, sort_keys=False), end="", file=ctx.out)
+    elif fmt in ("plaintext", "table"):
+        print("\t".join(c.upper() for c in columns), file=ctx.out)
+        for item in items:
+            print("\t".join(_cell(item.get(c)) for c in columns), file=ctx.out)
+    else:
+        raise CommandFailed(f"invalid format: {fmt}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def stderr() -> TextIO:
+    return sys.stderr
