@@ -6,6 +6,8 @@
 #   make test        pytest on every core (PYTEST_ARGS=..., PYTEST_WORKERS=0: one process)
 #   make run         start the server (RUN_ARGS=...)
 #   make bench       run the benchmarks (BENCH_ARGS=...)
+#   make image       build the container images with podman (server and Porter operator agent)
+#   make operator-sim run the Porter operator simulation against the built agent image
 #
 # Every tool (buf, protoc plugins, ruff, mypy, pytest) comes from the venv: its bin/ is put first on
 # PATH for all recipes, which is also how buf finds the local plugins named in buf.gen.yaml.
@@ -160,6 +162,35 @@ run: $(STAMP)
 bench: $(STAMP)
 	PYTHONPATH="$(CURDIR):$(CURDIR)/src:$(CURDIR)/gen$${PYTHONPATH:+:$$PYTHONPATH}" \
 	  $(PY) -m bench $(BENCH_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+# Container images (Containerfile; tools/image.sh says how the base is found or built).
+#
+# IMAGE_STORE: a podman store of the project's own, with the settings these machines need
+# (tests/engine.py says why each is there). Empty: podman's own configuration and store.
+IMAGE_STORE ?= $(CURDIR)/build/podman
+IMAGE ?= localhost/porter-bundle:dev
+AGENT_IMAGE ?= localhost/porter-bundle-agent:dev
+ifneq ($(strip $(IMAGE_STORE)),)
+export CONTAINERS_CONF := $(IMAGE_STORE)/containers.conf
+export CONTAINERS_STORAGE_CONF := $(IMAGE_STORE)/storage.conf
+endif
+export IMAGE AGENT_IMAGE
+
+.PHONY: image image-store operator-sim
+image-store:
+	@if [[ -n "$(strip $(IMAGE_STORE))" ]]; then \
+	  $(PY) -c 'import sys; from tests.engine import write_store_config; write_store_config(sys.argv[1], "overlay")' \
+	    "$(IMAGE_STORE)"; \
+	fi
+
+image: $(STAMP) image-store
+	@$(call apt-install,podman runc debootstrap)
+	tools/image.sh
+
+# The Porter operator's Jobs, played with podman against a porter-bundle server on this host.
+operator-sim: image
+	$(PY) -m pytest -q -p no:cacheprovider tests/operator_sim $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 
