@@ -90,6 +90,8 @@ async def _serve(settings: config.Settings) -> None:
         blocking=blocking,
     )
     running = await start_server(settings, services, blocking.pool)
+    if running.legacy is not None:
+        print(f"porter-bundle legacy listening on port {running.legacy_port}", flush=True)
     print(f"porter-bundle listening on port {running.port}", flush=True)
     recovery = asyncio.create_task(services.actions.recover(), name="recover-runs")
     await stop.wait()

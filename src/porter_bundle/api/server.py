@@ -28,6 +28,7 @@ from porter_bundle.api.servicers import (
 )
 from porter_bundle.api.wire import serialize
 from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.exposure import is_loopback
 from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
 from porter_bundle.auth.tls import server_credentials
 from porter_bundle.auth.tokens import TokenFile
@@ -38,6 +39,8 @@ from porter_bundle.service.reveal import RevealService
 from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION = reflection.SERVICE_NAME
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -64,6 +67,9 @@ class RunningServer:
     health: health.aio.HealthServicer
     events: RunEvents | None = None
     """The hub of live streams: closed first on stop, so they end UNAVAILABLE at once."""
+    legacy: grpc.aio.Server | None = None
+    """The legacy-only listener (``--legacy-address``), when there is one."""
+    legacy_port: int = 0
 
     async def stop(self, grace: float | None) -> None:
         """Reports NOT_SERVING, ends live streams with UNAVAILABLE (clients resume on another
@@ -71,6 +77,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.events is not None:
             self.events.close()
+        if self.legacy is not None:
+            await self.legacy.stop(grace)
         await self.server.stop(grace)
 
 
@@ -139,20 +147,18 @@ async def start_server(settings: Settings, services: Services, executor: Executo
         ),
     )
     server.add_generic_rpc_handlers([_handlers(porter_bundle_servicers(backend))])
-    legacy = PorterLegacyServicer(backend)
-    server.add_generic_rpc_handlers([_handlers([legacy], LEGACY_SERVICE_DESCRIPTOR)])
+    legacy_handlers = _handlers([PorterLegacyServicer(backend)], LEGACY_SERVICE_DESCRIPTOR)
+    server.add_generic_rpc_handlers([legacy_handlers])
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE,
-            LEGACY_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    reflection.enable_server_reflection((SERVICE, LEGACY_SERVICE, HEALTH, REFLECTION), server)
+    legacy_server = None
+    legacy_port = 0
+    if settings.legacy_address:
+        legacy_server, legacy_port = _legacy_listener(
+            settings.legacy_address, legacy_handlers, health_servicer
+        )
     if settings.tls_cert or settings.tls_key:
         if not (settings.tls_cert and settings.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
@@ -165,7 +171,34 @@ async def start_server(settings: Settings, services: Services, executor: Executo
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
     await server.start()
+    if legacy_server is not None:
+        await legacy_server.start()
     for name in ("", SERVICE, LEGACY_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", SERVICE, port)
-    return RunningServer(server, port, health_servicer, services.events)
+    return RunningServer(server, port, health_servicer, services.events, legacy_server, legacy_port)
+
+
+def _legacy_listener(
+    address: str, handlers: grpc.GenericRpcHandler, health_servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """The Porter operator's own listener: porter.v1alpha1.Porter only (with health and
+    reflection), plaintext, no interceptors, as the operator dials ``porter-grpc-service:3001``.
+    Without an interceptor every call is the local caller, and sensitive outputs stay withheld
+    unless --legacy-reveal-sensitive (RevealService.legacy_latest_outputs)."""
+    legacy = grpc.aio.server(options=SERVER_OPTIONS)
+    legacy.add_generic_rpc_handlers([handlers])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, legacy)
+    reflection.enable_server_reflection((LEGACY_SERVICE, HEALTH, REFLECTION), legacy)
+    port = legacy.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    if not is_loopback(address):
+        log.warning(
+            "serving %s on %s in plaintext WITHOUT AUTHENTICATION (--legacy-address): only "
+            "the Porter operator may be able to reach it (a NetworkPolicy or equivalent)",
+            LEGACY_SERVICE,
+            address,
+        )
+    log.info("serving %s (legacy listener) on port %d", LEGACY_SERVICE, port)
+    return legacy, port

@@ -59,6 +59,20 @@ def option_of(field: FieldInfo) -> Option:
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
 
 
+def _host_port(value: str) -> str:
+    """``value`` when it is host:port (an IPv6 host in brackets); ValueError otherwise."""
+    match = _HOST_PORT.fullmatch(value)
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:3001 or [::]:3001)")
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    return value
+
+
 class Settings(BaseSettings):
     """Everything the server needs to start. Built in code it holds exactly the values given
     (and the defaults); :func:`porter_bundle.config.load_settings` adds the environment and a
@@ -250,6 +264,25 @@ class Settings(BaseSettings):
     ] = "exact"
 
     # --- Porter operator compatibility ---
+    legacy_address: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_LEGACY_ADDRESS",
+            "--legacy-address",
+            LEGACY,
+            default_text="none (the legacy API is on --address only)",
+            metavar="HOST:PORT",
+            see="Use with the Porter operator",
+        ),
+        Field(
+            description=(
+                "a second listener serving only porter.v1alpha1.Porter (and health), plaintext "
+                "and unauthenticated, as the Porter operator dials it; the --address API keeps "
+                "its tokens and TLS. Only behind a network boundary that lets nothing but the "
+                "operator reach it"
+            )
+        ),
+    ] = ""
     legacy_reveal_sensitive: Annotated[
         bool,
         Option(
@@ -386,19 +419,15 @@ class Settings(BaseSettings):
 
     # --- validation -------------------------------------------------------------------------
 
+    @field_validator("legacy_address")
+    @classmethod
+    def _check_legacy_address(cls, value: str) -> str:
+        return value and _host_port(value)
+
     @field_validator("address")
     @classmethod
     def _check_address(cls, value: str) -> str:
-        match = _HOST_PORT.fullmatch(value)
-        if not match or int(match["port"]) > 65535:
-            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:3001 or [::]:3001)")
-        host = match["host"]
-        if host.startswith("["):
-            try:
-                ipaddress.IPv6Address(host[1:-1])
-            except ValueError:
-                raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
-        return value
+        return _host_port(value)
 
     @field_validator("schema_check", mode="before")
     @classmethod
