@@ -168,7 +168,7 @@ def test_install_waits_for_the_run_prints_its_log_and_lists_outputs(job, stub):
     code, out, _ = job("installation", "outputs", "list", "-n", NS, "-i", "hello", "-o", "json")
     assert code == 0
     assert json.loads(out) == [
-        {"name": "key", "type": "string", "sensitive": True, "value": None},
+        {"name": "key", "type": "string", "sensitive": True, "value": None},  # withheld
         {"name": "message", "type": "string", "sensitive": False, "value": "hi there"},
     ]
 

@@ -19,10 +19,11 @@ from typing import Any, TextIO
 
 import grpc
 import yaml
-from google.protobuf import json_format
 
+from installation.v1alpha1 import installation_pb2 as legacy_pb
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc, run_pb2
+from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle import documents as docs
 from porter_bundle.agent.flags import Parsed, UsageError
 from porter_bundle.agent.home import ServerConfig, porter_home
@@ -178,34 +179,40 @@ def _follow_run(ctx: Context, run_id: str) -> int:
 
 
 def installation_outputs_list(ctx: Context, parsed: Parsed) -> int:
+    """Porter's outputs of an installation: for each name, the value of the most recent run
+    that produced it (the legacy call implements that rule), as Porter's DisplayValues."""
     name = parsed.installation or (parsed.args[0] if parsed.args else "")
     if not name:
         raise UsageError("an installation name is required (--installation)")
     namespace = ctx.namespace(parsed)
     with connection.channel(ctx.client_args()) as channel:
         try:
-            resp = ctx.stub(channel).ListInstallationRunOutputs(
-                pb.ListInstallationRunOutputsRequest(
-                    namespace=namespace, name=name, run_id="latest", any_result=True
-                ),
+            resp = porter_pb2_grpc.PorterStub(channel).ListInstallationLatestOutputs(
+                legacy_pb.ListInstallationLatestOutputRequest(name=name, namespace=namespace),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND and "NO_LATEST_RUN" in str(err.details()):
-                resp = pb.ListInstallationRunOutputsResponse()
-            else:
-                raise CommandFailed(_rpc_message(err)) from None
+            raise CommandFailed(_rpc_message(err)) from None
     values = [
-        {
-            "name": o.name,
-            "type": o.type,
-            "sensitive": o.sensitive,
-            "value": json_format.MessageToDict(o.value) if o.HasField("value") else None,
-        }
+        {"name": o.name, "type": o.type, "sensitive": o.sensitive, "value": _display_value(o)}
         for o in resp.outputs
     ]
     _print_listing(ctx, parsed, values, ("name", "type", "value"))
     return 0
+
+
+def _display_value(output: legacy_pb.PorterValue) -> Any:
+    """The value as Porter's JSON shows it: strings as they are, other types parsed back from
+    the JSON text the legacy API renders them as; None when withheld (sensitive)."""
+    if not output.HasField("value"):
+        return None
+    text = output.value.string_value
+    if output.type in ("integer", "number", "boolean", "object", "array"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
 
 
 # --- credential and parameter sets ----------------------------------------------------------
