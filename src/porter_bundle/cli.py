@@ -9,8 +9,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from porter_bundle import __version__, config
+
+if TYPE_CHECKING:
+    from porter_bundle.service.sources import SecretStore
 
 log = logging.getLogger("porter_bundle")
 
@@ -59,7 +63,6 @@ async def _serve(settings: config.Settings) -> None:
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor import ContainerExecutor
     from porter_bundle.service import ActionSettings, Blocking, Services
-    from porter_bundle.service.sources import DirectorySecretStore
     from porter_bundle.store import Database
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
@@ -84,7 +87,7 @@ async def _serve(settings: config.Settings) -> None:
             registry_auth=registry_auth,
         ),
         action_settings=ActionSettings.from_settings(settings),
-        secrets=DirectorySecretStore(settings.secrets_path),
+        secrets=secret_store(settings),
         schema_check=SchemaCheck.parse(settings.schema_check),
         registry=registry,
         blocking=blocking,
@@ -108,6 +111,21 @@ async def _serve(settings: config.Settings) -> None:
         log.warning("blocking calls still running %.0fs after shutdown; exiting", DRAIN_SECONDS)
     registry.close()
     log.info("stopped")
+
+
+def secret_store(settings: config.Settings) -> SecretStore:
+    """The store ``secret: X`` sources are read from (``--secret-store``)."""
+    from pathlib import Path
+
+    from porter_bundle.service.kube_secrets import KubernetesSecretStore, in_cluster_api
+    from porter_bundle.service.sources import DirectorySecretStore
+
+    if settings.secret_store == "kubernetes":
+        return KubernetesSecretStore(
+            settings.kubernetes_api or in_cluster_api(),
+            token_file=Path(settings.kubernetes_token_file),
+        )
+    return DirectorySecretStore(settings.secrets_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

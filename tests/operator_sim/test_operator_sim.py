@@ -1,7 +1,7 @@
 """The Porter operator, simulated: its agent Jobs run the built agent image with podman against a
 porter-bundle server on this host, which runs the bundle in (another) Podman engine.
 
-Scenario: CredentialSet and ParameterSet resources, then an Installation -> install; a spec
+Scenario: CredentialSet (its token a Kubernetes Secret) and ParameterSet resources, then an Installation -> install; a spec
 change -> upgrade; the same generation again (retry annotation) -> nothing new; an agent killed
 mid-run and its pod retried -> one run only; deletion -> ``uninstalled: true`` -> uninstall;
 then the operator's outputs call, ``ListInstallationLatestOutputs{name, namespace}`` on the
@@ -36,6 +36,7 @@ from porter_bundle.client import connection
 from tests.engine import Engine
 from tests.helpers import wait_until
 from tests.image.images import Images
+from tests.kube_api import KubeApi, kube_api
 from tests.operator_sim.harness import (
     FAILED,
     SUCCEEDED,
@@ -104,15 +105,32 @@ def token_file(path: Path) -> Path:
 
 
 @pytest.fixture
-def server(tmp_path, podman_service: Engine) -> Iterator[Server]:
-    """The recommended deployment: the v1 API with bearer tokens, and the legacy service on its
-    own plaintext, unauthenticated listener (what porter-grpc-service:3001 fronts)."""
+def kube(tmp_path) -> Iterator[tuple[KubeApi, Path]]:
+    """The Kubernetes API's Secrets (a local stand-in) and the server pod's token file."""
+    with kube_api() as api:
+        api.secrets[(NS, "hello-token")] = {"value": "t0ken"}
+        sa = tmp_path / "serviceaccount"
+        sa.mkdir()
+        (sa / "token").write_text(api.token)
+        (sa / "namespace").write_text("porter-bundle")
+        yield api, sa / "token"
+
+
+@pytest.fixture
+def server(tmp_path, podman_service: Engine, kube) -> Iterator[Server]:
+    """The recommended deployment: the v1 API with bearer tokens, the legacy service on its
+    own plaintext, unauthenticated listener (what porter-grpc-service:3001 fronts), and
+    `secret: X` read from the Kubernetes Secrets of the action's namespace."""
+    api, token = kube
     running = Server(
         tmp_path,
         podman_service.url,
         "--token-file", str(token_file(tmp_path / "tokens.json")),
         "--legacy-address", "127.0.0.1:0",
         "--legacy-reveal-sensitive",
+        "--secret-store", "kubernetes",
+        "--kubernetes-api", api.url,
+        "--kubernetes-token-file", str(token),
     )  # fmt: skip
     try:
         yield running
@@ -174,7 +192,7 @@ def test_the_operator_drives_porter_bundle_end_to_end(
     # CredentialSet and ParameterSet resources: each applied by a Job.
     creds = set_document(
         "CredentialSet",
-        {"name": "hello", "namespace": NS, "credentials": [{"name": "token", "source": {"value": "t0ken"}}]},
+        {"name": "hello", "namespace": NS, "credentials": [{"name": "token", "source": {"secret": "hello-token"}}]},
     )  # fmt: skip
     job = operator.run_job(
         Resource("CredentialSet", "hello"), ["credentials", "apply", "credentials.yaml"],

@@ -192,6 +192,48 @@ class Settings(BaseSettings):
     ] = ""
 
     # --- registries ---
+    secret_store: Annotated[
+        Literal["directory", "kubernetes"],
+        Option(
+            "PORTER_BUNDLE_SECRET_STORE",
+            "--secret-store",
+            ACTIONS,
+            see="Use with the Porter operator",
+        ),
+        Field(
+            description=(
+                "where `secret: X` sources are read: directory (the built-in store, "
+                "--secrets-dir) or kubernetes (the Secret X, key value, in the action's "
+                "namespace, through the Kubernetes API with the pod's service account)"
+            )
+        ),
+    ] = "directory"
+    kubernetes_api: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_API",
+            "--kubernetes-api",
+            ACTIONS,
+            default_text="in a pod: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+            metavar="URL",
+        ),
+        Field(description="URL of the Kubernetes API for --secret-store kubernetes"),
+    ] = ""
+    kubernetes_token_file: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_TOKEN_FILE",
+            "--kubernetes-token-file",
+            ACTIONS,
+            metavar="PATH",
+        ),
+        Field(
+            description=(
+                "service account token for --secret-store kubernetes (re-read for each request; "
+                "ca.crt and namespace beside it are used too)"
+            )
+        ),
+    ] = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     insecure_registries: Annotated[
         frozenset[str],
         Option(

@@ -46,8 +46,10 @@ def resolve_inputs(
     find_parameter_set: SetLookup,
     find_credential_set: SetLookup,
     resolver: SourceResolver,
+    namespace: str = "",
 ) -> ResolvedInputs:
-    """Resolves and checks every input of ``action``; INVALID_ARGUMENT lists all violations."""
+    """Resolves and checks every input of ``action`` on an installation in ``namespace`` (where
+    secret sources are looked up); INVALID_ARGUMENT lists all violations."""
     v = Violations()
     params = _parameters(
         bundle,
@@ -58,8 +60,11 @@ def resolve_inputs(
         find_parameter_set,
         resolver,
         v,
+        namespace,
     )
-    creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v)
+    creds = _credentials(
+        bundle, action, credential_sets, find_credential_set, resolver, v, namespace
+    )
     v.raise_if_any(reason="INVALID_INPUTS")
     defs = {p.name: p for p in cnab.parameters(bundle)}
     sensitive = frozenset(name for name in params if defs[name].sensitive)
@@ -91,6 +96,7 @@ def _parameters(
     find: SetLookup,
     resolver: SourceResolver,
     v: Violations,
+    namespace: str,
 ) -> dict[str, Any]:
     defs = {p.name: p for p in cnab.parameters(bundle)}
     for origin, given in (
@@ -115,7 +121,7 @@ def _parameters(
             )
         elif name in from_sets:
             entry = from_sets[name]
-            value = resolver.resolve(f"parameter {name!r}", entry.source)
+            value = resolver.resolve(f"parameter {name!r}", entry.source, namespace)
             origin, typed = f"parameter_sets.{name}", not isinstance(value, str)
         elif "default" in d.schema:
             value, origin, typed = d.schema["default"], f"parameters.{name}", True
@@ -142,6 +148,7 @@ def _credentials(
     find: SetLookup,
     resolver: SourceResolver,
     v: Violations,
+    namespace: str,
 ) -> dict[str, str]:
     from_sets = _entries("credential set", set_names, find)
     values: dict[str, str] = {}
@@ -156,7 +163,7 @@ def _credentials(
                     f"required credential {d.name!r} is in none of the credential sets",
                 )
             continue
-        value = resolver.resolve(f"credential {d.name!r}", entry.source)
+        value = resolver.resolve(f"credential {d.name!r}", entry.source, namespace)
         values[d.name] = value if isinstance(value, str) else json.dumps(value)
     return values
 

@@ -117,6 +117,7 @@ class Planner:
                 self._credential_sets, inst.namespace, n, "credentials"
             ),
             resolver=self._resolver,
+            namespace=inst.namespace,
         )
         return Plan(request, inst, resolved, bundle, kind, custom, inputs)
 
