@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
 from tests.helpers import wait_until, wait_until_async
@@ -95,3 +96,18 @@ class ScriptedExecutor(FakeExecutor):
     def wait_started(self, run_id: str, within: float = 15.0) -> None:
         """Blocks until the run's container has started (``within`` seconds at most)."""
         wait_until(lambda: run_id in self.queues, f"the container of run {run_id}", timeout=within)
+
+
+def services_on(store: Any, engine: FakeExecutor, **kwargs: Any) -> Any:
+    """Services over ``store`` whose runs go to ``engine``, one at a time, 30 s at most."""
+    from porter_bundle.service import Services
+    from porter_bundle.service.actions import ActionSettings
+
+    return Services.create(
+        store,
+        executor=lambda: engine,
+        action_settings=ActionSettings(
+            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+        ),
+        **kwargs,
+    )

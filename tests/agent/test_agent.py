@@ -16,8 +16,7 @@ from porter_bundle import agent
 from porter_bundle.agent.commands import request_id
 from porter_bundle.executor import ContainerResult
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
-from tests.fake_executor import FakeExecutor
+from tests.fake_executor import FakeExecutor, services_on
 from tests.helpers import secret_volume
 
 NS = "dev"
@@ -54,13 +53,7 @@ def fake() -> FakeExecutor:
 
 @pytest.fixture
 def services(store, fake) -> Services:
-    return Services.create(
-        store,
-        executor=lambda: fake,
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
-        ),
-    )
+    return services_on(store, fake)
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ValueSource
 from porter_bundle.errors import FailedPrecondition
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.kube_secrets import KubernetesSecretStore
 from porter_bundle.service.sources import SourceResolver
-from tests.fake_executor import FakeExecutor
+from tests.fake_executor import FakeExecutor, services_on
 from tests.helpers import failure, wait_until
 from tests.kube_api import KubeApi, kube_api
 
@@ -96,14 +95,7 @@ def fake() -> FakeExecutor:
 
 @pytest.fixture
 def services(store, fake, kube_store) -> Services:
-    return Services.create(
-        store,
-        executor=lambda: fake,
-        secrets=kube_store,
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
-        ),
-    )
+    return services_on(store, fake, secrets=kube_store)
 
 
 def test_an_action_gets_the_secret_of_its_namespace(stub, fake):

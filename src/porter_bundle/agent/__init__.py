@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from porter_bundle import __version__
-from porter_bundle.agent import commands, home
+from porter_bundle.agent import commands, home, plugins
 from porter_bundle.agent.flags import Command, Flag, Parsed, UsageError, parse
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2
@@ -80,7 +80,7 @@ def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
             ),
         ],
     )
-    plugins = Command(
+    plugin_commands = Command(
         "plugins",
         ("plugin",),
         subcommands=[
@@ -88,10 +88,10 @@ def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
                 "install",
                 (),
                 (Flag("file", "f", default=""), Flag("version", "v", default="")),
-                bind(commands.plugins_install),
+                bind(plugins.install),
                 "[NAME]",
             ),
-            Command("list", ("ls",), (_OUTPUT,), bind(commands.plugins_list)),
+            Command("list", ("ls",), (_OUTPUT,), bind(plugins.list_plugins)),
         ],
     )
     return Command(
@@ -100,7 +100,7 @@ def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
             installation,
             sets("credentials", ("credential", "cred", "creds")),
             sets("parameters", ("parameter", "param", "params")),
-            plugins,
+            plugin_commands,
         ],
     )
 

@@ -11,9 +11,8 @@ import argparse
 import asyncio
 import hashlib
 import json
-import sys
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +25,7 @@ from porter.bundle.v1 import porter_bundle_pb2_grpc, run_pb2
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle import documents as docs
 from porter_bundle.agent.flags import Parsed, UsageError
-from porter_bundle.agent.home import ServerConfig, porter_home
+from porter_bundle.agent.home import ServerConfig
 from porter_bundle.client import connection, follow
 
 CALL_TIMEOUT_SECONDS = 120.0
@@ -71,7 +70,7 @@ def _rpc_message(err: grpc.RpcError) -> str:
     return f"{code}: {details}"
 
 
-def _read_document(path: str) -> dict[str, Any]:
+def read_document(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -124,7 +123,7 @@ def request_id(env: Mapping[str, str]) -> str:
 
 def installation_apply(ctx: Context, parsed: Parsed) -> int:
     path = _one_arg(parsed, "file")
-    doc = _read_document(path)
+    doc = read_document(path)
     document = _with_namespace(doc, ctx.namespace(parsed), "namespace" in parsed.given)
     with connection.channel(ctx.client_args()) as channel:
         try:
@@ -197,7 +196,7 @@ def installation_outputs_list(ctx: Context, parsed: Parsed) -> int:
         {"name": o.name, "type": o.type, "sensitive": o.sensitive, "value": _display_value(o)}
         for o in resp.outputs
     ]
-    _print_listing(ctx, parsed, values, ("name", "type", "value"))
+    print_listing(ctx, parsed, values, ("name", "type", "value"))
     return 0
 
 
@@ -218,53 +217,68 @@ def _display_value(output: legacy_pb.PorterValue) -> Any:
 # --- credential and parameter sets ----------------------------------------------------------
 
 
-def set_apply(kind: str) -> Any:
+@dataclass(frozen=True)
+class _SetKind:
+    """The v1 calls and messages of credential or parameter sets (``kind``: Porter's noun)."""
+
+    noun: str
+    resource: str
+    """CredentialSet or ParameterSet: the RPC names are built from it."""
+    field: str
+    """The resource's field in responses (``credential_set``)."""
+    document: Callable[[Any], dict[str, Any]]
+
+    def call(self, stub: Any, verb: str, **request: Any) -> Any:
+        method = f"{verb}{self.resource}s" if verb == "List" else f"{verb}{self.resource}"
+        message = getattr(pb, f"{method}Request")(**request)
+        return getattr(stub, method)(message, timeout=CALL_TIMEOUT_SECONDS)
+
+
+_SETS = {
+    "credentials": _SetKind(
+        "credential set", "CredentialSet", "credential_set", docs.from_credential_set
+    ),
+    "parameters": _SetKind(
+        "parameter set", "ParameterSet", "parameter_set", docs.from_parameter_set
+    ),
+}
+
+
+def set_apply(kind: str) -> Callable[[Context, Parsed], int]:
+    sets = _SETS[kind]
+
     def command(ctx: Context, parsed: Parsed) -> int:
-        path = _one_arg(parsed, "file")
-        doc = _read_document(path)
+        doc = read_document(_one_arg(parsed, "file"))
         document = _with_namespace(doc, ctx.namespace(parsed), "namespace" in parsed.given)
         with connection.channel(ctx.client_args()) as channel:
-            stub = ctx.stub(channel)
             try:
-                if kind == "credentials":
-                    resp: Any = stub.ApplyCredentialSet(
-                        pb.ApplyCredentialSetRequest(document=document),
-                        timeout=CALL_TIMEOUT_SECONDS,
-                    )
-                    resource = resp.credential_set
-                else:
-                    resp = stub.ApplyParameterSet(
-                        pb.ApplyParameterSetRequest(document=document),
-                        timeout=CALL_TIMEOUT_SECONDS,
-                    )
-                    resource = resp.parameter_set
+                resp = sets.call(ctx.stub(channel), "Apply", document=document)
             except grpc.RpcError as err:
                 raise CommandFailed(_rpc_message(err)) from None
         for warning in resp.warnings:
             print(f"WARNING: {warning}", file=ctx.err)
-        noun = "credential set" if kind == "credentials" else "parameter set"
-        print(f"Applied {resource.namespace}/{resource.name} {noun}", file=ctx.out, flush=True)
+        resource = getattr(resp, sets.field)
+        print(f"Applied {resource.namespace}/{resource.name} {sets.noun}", file=ctx.out, flush=True)
         return 0
 
     return command
 
 
-def set_delete(kind: str) -> Any:
+def set_delete(kind: str) -> Callable[[Context, Parsed], int]:
+    sets = _SETS[kind]
+
     def command(ctx: Context, parsed: Parsed) -> int:
         name = _one_arg(parsed, "name")
-        namespace = ctx.namespace(parsed)
-        request: Any
         with connection.channel(ctx.client_args()) as channel:
-            stub = ctx.stub(channel)
-            # Porter deletes a set whatever uses it: force, so the operator's delete succeeds.
-            if kind == "credentials":
-                call: Any = stub.DeleteCredentialSet
-                request = pb.DeleteCredentialSetRequest(namespace=namespace, name=name, force=True)
-            else:
-                call = stub.DeleteParameterSet
-                request = pb.DeleteParameterSetRequest(namespace=namespace, name=name, force=True)
             try:
-                call(request, timeout=CALL_TIMEOUT_SECONDS)
+                # Porter deletes a set whatever uses it: force, so the operator's delete succeeds.
+                sets.call(
+                    ctx.stub(channel),
+                    "Delete",
+                    namespace=ctx.namespace(parsed),
+                    name=name,
+                    force=True,
+                )
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:  # Porter: a missing set is fine
                     raise CommandFailed(_rpc_message(err)) from None
@@ -273,113 +287,41 @@ def set_delete(kind: str) -> Any:
     return command
 
 
-def set_list(kind: str) -> Any:
+def set_list(kind: str) -> Callable[[Context, Parsed], int]:
+    sets = _SETS[kind]
+
     def command(ctx: Context, parsed: Parsed) -> int:
         namespace = ctx.namespace(parsed)
-        all_namespaces = bool(parsed.all_namespaces) or namespace == "*"
+        every = bool(parsed.all_namespaces) or namespace == "*"
         found: list[dict[str, Any]] = []
         token = ""
         with connection.channel(ctx.client_args()) as channel:
-            stub = ctx.stub(channel)
             while True:
                 try:
-                    if kind == "credentials":
-                        resp: Any = stub.ListCredentialSets(
-                            pb.ListCredentialSetsRequest(
-                                namespace="" if all_namespaces else namespace,
-                                all_namespaces=all_namespaces,
-                                page_size=500,
-                                page_token=token,
-                            ),
-                            timeout=CALL_TIMEOUT_SECONDS,
-                        )
-                        found += [docs.from_credential_set(s) for s in resp.credential_sets]
-                    else:
-                        resp = stub.ListParameterSets(
-                            pb.ListParameterSetsRequest(
-                                namespace="" if all_namespaces else namespace,
-                                all_namespaces=all_namespaces,
-                                page_size=500,
-                                page_token=token,
-                            ),
-                            timeout=CALL_TIMEOUT_SECONDS,
-                        )
-                        found += [docs.from_parameter_set(s) for s in resp.parameter_sets]
+                    resp = sets.call(
+                        ctx.stub(channel),
+                        "List",
+                        namespace="" if every else namespace,
+                        all_namespaces=every,
+                        page_size=500,
+                        page_token=token,
+                    )
                 except grpc.RpcError as err:
                     raise CommandFailed(_rpc_message(err)) from None
+                found += [sets.document(s) for s in getattr(resp, sets.field + "s")]
                 token = resp.next_page_token
                 if not token:
                     break
-        _print_listing(ctx, parsed, found, ("namespace", "name"))
+        print_listing(ctx, parsed, found, ("namespace", "name"))
         return 0
 
     return command
 
 
-# --- plugins ------------------------------------------------------------------------------
-
-
-def _plugins_file(ctx: Context) -> Path:
-    return porter_home(ctx.env) / "plugins" / "porter-bundle-installed.json"
-
-
-def _recorded_plugins(ctx: Context) -> list[dict[str, Any]]:
-    try:
-        loaded = json.loads(_plugins_file(ctx).read_text())
-    except (OSError, ValueError):
-        return []
-    return loaded if isinstance(loaded, list) else []
-
-
-def plugins_install(ctx: Context, parsed: Parsed) -> int:
-    """Records the plugins asked for; porter-bundle needs none (storage and secrets are its own)."""
-    wanted: list[dict[str, Any]] = []
-    if parsed.file:
-        doc = _read_document(str(parsed.file))
-        plugins = doc.get("plugins") or {}
-        if not isinstance(plugins, dict):
-            raise CommandFailed(f"invalid plugins file {parsed.file}: plugins must be a mapping")
-        for name, spec in sorted(plugins.items()):
-            spec = spec if isinstance(spec, dict) else {}
-            wanted.append({"name": str(name), "version": str(spec.get("version", ""))})
-    wanted += [{"name": a, "version": str(parsed.version or "")} for a in parsed.args]
-    if not wanted:
-        raise UsageError("plugin name or --file is required")
-    recorded = {p["name"]: p for p in _recorded_plugins(ctx) if isinstance(p, dict)}
-    for plugin in wanted:
-        recorded[plugin["name"]] = plugin
-        print(
-            f"installed {plugin['name']} plugin {plugin['version']} "
-            "(recorded only: porter-bundle keeps storage and secrets itself)",
-            file=ctx.out,
-        )
-    path = _plugins_file(ctx)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(sorted(recorded.values(), key=lambda p: p["name"])))
-    except OSError as exc:
-        print(f"WARNING: could not record the plugins in {path}: {exc.strerror}", file=ctx.err)
-    return 0
-
-
-def plugins_list(ctx: Context, parsed: Parsed) -> int:
-    listed = [
-        {
-            "name": p.get("name", ""),
-            "versionInfo": {"version": p.get("version", ""), "commit": "", "author": ""},
-            "implementations": [],
-        }
-        for p in _recorded_plugins(ctx)
-        if isinstance(p, dict)
-    ]
-    _print_listing(ctx, parsed, listed, ("name",))
-    return 0
-
-
 # --- output ---------------------------------------------------------------------------------
 
 
-def _print_listing(
+def print_listing(
     ctx: Context, parsed: Parsed, items: list[dict[str, Any]], columns: tuple[str, ...]
 ) -> None:
     fmt = str(parsed.output or "plaintext")
@@ -399,7 +341,3 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def stderr() -> TextIO:
-    return sys.stderr
