@@ -236,3 +236,18 @@ def test_the_cli_hands_agent_arguments_over_untouched(tmp_path, capsys):
     code = cli.main(["agent", "installation", "-n", "", "bogus"])
     assert code == 1
     assert 'unknown command "bogus"' in capsys.readouterr().err
+
+
+def test_dry_run_decides_and_starts_nothing_and_credentials_list_shows_porters_documents(job, stub):
+    job("credentials", "apply", "credentials.yaml", files={"credentials.yaml": CREDS})
+    code, out, _ = job(
+        "installation", "apply", "--dry-run", "installation.yaml",
+        files={"installation.yaml": installation()},
+    )  # fmt: skip
+    assert code == 0 and out.startswith("(dry run) dev/hello: ")
+    stored = stub.ListInstallations(pb.ListInstallationsRequest(namespace=NS)).installations
+    assert list(stored) == []  # nothing stored, nothing run
+    code, out, _ = job("creds", "ls", "-o", "json", "-n", NS)
+    listed = json.loads(out)
+    assert code == 0 and [c["name"] for c in listed] == ["hello-creds"]
+    assert listed[0]["credentials"] == [{"name": "token", "source": {"redacted": True}}]
