@@ -21,12 +21,12 @@ Commands (:mod:`.commands`)::
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from porter_bundle import __version__
 from porter_bundle.agent import commands, home, plugins
-from porter_bundle.agent.flags import Command, Flag, Parsed, UsageError, parse
+from porter_bundle.agent.flags import Command, Flag, UsageError, parse
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2
 
@@ -34,20 +34,18 @@ _NAMESPACE = Flag("namespace", "n", default="", help="namespace of the resource"
 _OUTPUT = Flag("output", "o", default="plaintext", help="output format: plaintext, json, yaml")
 _ALL = Flag("all-namespaces", boolean=True, default=False, help="list in every namespace")
 
-Run = Callable[[commands.Context, Parsed], int]
 
+def _tree() -> Command:
+    """Porter's commands the operator runs; each leaf's ``run(ctx, parsed)`` does it."""
 
-def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
     def sets(name: str, aliases: tuple[str, ...]) -> Command:
         return Command(
             name,
             aliases,
             subcommands=[
-                Command("apply", (), (_NAMESPACE,), bind(commands.set_apply(name)), "FILE"),
-                Command("delete", ("rm",), (_NAMESPACE,), bind(commands.set_delete(name)), "NAME"),
-                Command(
-                    "list", ("ls",), (_NAMESPACE, _OUTPUT, _ALL), bind(commands.set_list(name))
-                ),
+                Command("apply", (), (_NAMESPACE,), commands.set_apply(name), "FILE"),
+                Command("delete", ("rm",), (_NAMESPACE,), commands.set_delete(name), "NAME"),
+                Command("list", ("ls",), (_NAMESPACE, _OUTPUT, _ALL), commands.set_list(name)),
             ],
         )
 
@@ -63,7 +61,7 @@ def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
                     Flag("force", boolean=True, default=False),
                     Flag("dry-run", boolean=True, default=False),
                 ),
-                bind(commands.installation_apply),
+                commands.installation_apply,
                 "FILE",
             ),
             Command(
@@ -74,7 +72,7 @@ def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
                         "list",
                         ("ls",),
                         (_NAMESPACE, _OUTPUT, Flag("installation", "i", default="")),
-                        bind(commands.installation_outputs_list),
+                        commands.installation_outputs_list,
                     )
                 ],
             ),
@@ -88,10 +86,10 @@ def _tree(bind: Callable[[Run], Callable[[Parsed], int]]) -> Command:
                 "install",
                 (),
                 (Flag("file", "f", default=""), Flag("version", "v", default="")),
-                bind(plugins.install),
+                plugins.install,
                 "[NAME]",
             ),
-            Command("list", ("ls",), (_OUTPUT,), bind(plugins.list_plugins)),
+            Command("list", ("ls",), (_OUTPUT,), plugins.list_plugins),
         ],
     )
     return Command(
@@ -125,16 +123,10 @@ def main(
         home.copy_config(env, say)
         say(f"porter-bundle agent v{__version__}")
         say(" ".join(["porter", *argv]))  # as Porter's agent: joined with spaces
-        ctx_holder: list[commands.Context] = []
-
-        def bind(run: Run) -> Callable[[Parsed], int]:
-            return lambda parsed: run(ctx_holder[0], parsed)
-
-        parsed = parse(_tree(bind), argv)
+        parsed = parse(_tree(), argv)
         server = home.server_config(home.load_porter_config(env), env)
-        ctx_holder.append(commands.Context(server, env, out, err))
-        assert parsed.command.run is not None
-        return parsed.command.run(parsed)
+        assert parsed.command.run is not None  # parse() returns leaves only
+        return parsed.command.run(commands.Context(server, env, out, err), parsed)
     except UsageError as exc:
         say(f"Error: {exc}")
         return EXIT_ERROR

@@ -45,7 +45,8 @@ class Command:
     name: str
     aliases: tuple[str, ...] = ()
     flags: tuple[Flag, ...] = ()
-    run: Callable[[Parsed], int] | None = None
+    run: Callable[[Any, Parsed], int] | None = None
+    """The leaf's action: ``run(context, parsed)``, the exit code."""
     args: str = ""
     """Usage of the positional arguments, e.g. ``FILE``."""
     subcommands: list[Command] = field(default_factory=list)
