@@ -7,6 +7,8 @@
 #   make run         start the server (RUN_ARGS=...)
 #   make bench       run the benchmarks (BENCH_ARGS=...)
 #   make fuzz        the hostile-client fuzzer on a server of its own (FUZZ_CASES=..., FUZZ_SEED=...)
+#   make image       build the container images with podman (server and Porter operator agent)
+#   make operator-sim run the Porter operator simulation against the built agent image
 #
 # Every tool (buf, protoc plugins, ruff, mypy, pytest) comes from the venv: its bin/ is put first on
 # PATH for all recipes, which is also how buf finds the local plugins named in buf.gen.yaml.
@@ -169,6 +171,35 @@ bench: $(STAMP)
 # one case replays alone: .venv/bin/python -m tests.fuzz --seed S --first N --cases 1
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
+
+# ---------------------------------------------------------------------------------------------
+# Container images (Containerfile; tools/image.sh says how the base is found or built).
+#
+# IMAGE_STORE: a podman store of the project's own, with the settings these machines need
+# (tests/engine.py says why each is there). Empty: podman's own configuration and store.
+IMAGE_STORE ?= $(CURDIR)/build/podman
+IMAGE ?= localhost/porter-bundle:dev
+AGENT_IMAGE ?= localhost/porter-bundle-agent:dev
+ifneq ($(strip $(IMAGE_STORE)),)
+export CONTAINERS_CONF := $(IMAGE_STORE)/containers.conf
+export CONTAINERS_STORAGE_CONF := $(IMAGE_STORE)/storage.conf
+endif
+export IMAGE AGENT_IMAGE
+
+.PHONY: image image-store operator-sim
+image-store:
+	@if [[ -n "$(strip $(IMAGE_STORE))" ]]; then \
+	  $(PY) -c 'import sys; from tests.engine import write_store_config; write_store_config(sys.argv[1], "overlay")' \
+	    "$(IMAGE_STORE)"; \
+	fi
+
+image: $(STAMP) image-store
+	@$(call apt-install,podman runc debootstrap)
+	tools/image.sh
+
+# The Porter operator's Jobs, played with podman against a porter-bundle server on this host.
+operator-sim: image
+	$(PY) -m pytest -q -p no:cacheprovider tests/operator_sim $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 

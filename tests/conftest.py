@@ -28,6 +28,7 @@ from porter_bundle.service import Services
 from porter_bundle.store import Database, Keyring
 from tests.engine import Engine, podman_engine
 from tests.helpers import wait_until
+from tests.image.images import Images, build_images
 from tests.registry_proxy import RegistryProxy
 
 
@@ -52,6 +53,7 @@ class ServerHandle:
 # Markers from the fixtures a test uses, however indirectly (declared in pyproject.toml).
 MARKER_OF_FIXTURE = {
     "podman_service": "podman",
+    "images": "podman",
     "oci_registry": "registry",
     "oci_registry_with_auth": "registry",
     "database_url": "postgres",
@@ -67,7 +69,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name, marker in MARKER_OF_FIXTURE.items():
             if name in used:
                 item.add_marker(marker)
-        if "podman_service" in used:
+        if "podman_service" in used or "images" in used:
             item.add_marker(pytest.mark.xdist_group("podman"))
 
 
@@ -310,3 +312,11 @@ def registry_proxy(oci_registry: str) -> Iterator[RegistryProxy]:
 
     with start(oci_registry) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    """porter-bundle's own images (``make image``), in the worktree's build/podman store."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (`make test` installs it with APT_PACKAGES)")
+    return build_images()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
 from porter_bundle.service import ActionSettings, Services
@@ -103,9 +104,15 @@ class ScriptedExecutor(FakeExecutor):
 
 
 def services_with(
-    store: Database, fake: FakeExecutor, *, max_concurrent_runs: int = 2, cancel_grace: float = 1
+    store: Database,
+    fake: FakeExecutor,
+    *,
+    max_concurrent_runs: int = 2,
+    cancel_grace: float = 1,
+    **services: Any,
 ) -> Services:
-    """Services over ``store`` whose runs go to ``fake`` (no network, 30 s timeout)."""
+    """Services over ``store`` whose runs go to ``fake`` (no network, 30 s timeout);
+    ``services``: more arguments of Services.create."""
     return Services.create(
         store,
         executor=lambda: fake,
@@ -115,4 +122,10 @@ def services_with(
             cancel_grace_seconds=cancel_grace,
             network=None,
         ),
+        **services,
     )
+
+
+def services_on(store: Database, engine: FakeExecutor, **services: Any) -> Services:
+    """Services over ``store`` whose runs go to ``engine``, one at a time, 30 s at most."""
+    return services_with(store, engine, max_concurrent_runs=1, cancel_grace=10, **services)

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -219,3 +219,18 @@ def engine_services(store: Any, podman_host: str, **settings: Any) -> Any:
         executor=lambda: ContainerExecutor(podman_host),
         action_settings=ActionSettings(**limits),
     )
+
+
+def secret_volume(root: Path, files: Mapping[str, str]) -> Path:
+    """``root`` laid out as Kubernetes mounts a Secret: the files in a timestamped
+    ``..2026_01_01_00_00_00.000000001`` directory, ``..data`` a symlink to it, and each key a
+    symlink to ``..data/<key>`` (what the agent must follow, and skip the dot entries of)."""
+    stamp = root / "..2026_01_01_00_00_00.000000001"
+    stamp.mkdir(parents=True)
+    for key, text in files.items():
+        (stamp / key).write_text(text)
+        (stamp / key).chmod(0o644)
+    (root / "..data").symlink_to(stamp.name)
+    for key in files:
+        (root / key).symlink_to(f"..data/{key}")
+    return root

@@ -8,11 +8,16 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from porter_bundle import __version__, config
+
+if TYPE_CHECKING:
+    from porter_bundle.service.sources import SecretStore
 
 log = logging.getLogger("porter_bundle")
 
@@ -48,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
 
     client.register(sub)
     auth_commands.register(sub)
+    # Porter's own argument parsing, not argparse's: main() hands argv to agent.main first.
+    sub.add_parser(
+        "agent",
+        help="the Porter operator's agent (Porter's commands and flags)",
+        add_help=False,
+    )
     return parser
 
 
@@ -59,7 +70,6 @@ async def _serve(settings: config.Settings) -> bool:
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor import ContainerExecutor
     from porter_bundle.service import ActionSettings, Blocking, Services
-    from porter_bundle.service.sources import DirectorySecretStore
     from porter_bundle.store import Database
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
@@ -84,13 +94,15 @@ async def _serve(settings: config.Settings) -> bool:
             registry_auth=registry_auth,
         ),
         action_settings=ActionSettings.from_settings(settings),
-        secrets=DirectorySecretStore(settings.secrets_path),
+        secrets=secret_store(settings),
         schema_check=SchemaCheck.parse(settings.schema_check),
         registry=registry,
         blocking=blocking,
         output_retention_runs=settings.output_retention_runs,
     )
     running = await start_server(settings, services, blocking.pool)
+    if running.legacy is not None:
+        print(f"porter-bundle legacy listening on port {running.legacy_port}", flush=True)
     print(f"porter-bundle listening on port {running.port}", flush=True)
     recovery = asyncio.create_task(services.actions.recover(), name="recover-runs")
     await stop.wait()
@@ -136,8 +148,28 @@ def _exit_now_if_threads_linger() -> None:
         os._exit(0)
 
 
+def secret_store(settings: config.Settings) -> SecretStore:
+    """The store ``secret: X`` sources are read from (``--secret-store``)."""
+    from pathlib import Path
+
+    from porter_bundle.service.kube_secrets import KubernetesSecretStore, in_cluster_api
+    from porter_bundle.service.sources import DirectorySecretStore
+
+    if settings.secret_store == "kubernetes":
+        return KubernetesSecretStore(
+            settings.kubernetes_api or in_cluster_api(),
+            token_file=Path(settings.kubernetes_token_file),
+        )
+    return DirectorySecretStore(settings.secrets_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent"]:
+        from porter_bundle import agent
+
+        return agent.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     settings: config.Settings | None = None

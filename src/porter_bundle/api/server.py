@@ -29,6 +29,7 @@ from porter_bundle.api.servicers import (
 )
 from porter_bundle.api.wire import serialize
 from porter_bundle.auth.audit import AuditLog
+from porter_bundle.auth.exposure import is_loopback
 from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
 from porter_bundle.auth.tls import server_credentials
 from porter_bundle.auth.tokens import TokenFile
@@ -41,6 +42,8 @@ from porter_bundle.service.reveal import RevealService
 from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION = reflection.SERVICE_NAME
 
 HEALTH_DESCRIPTOR = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
 
@@ -89,6 +92,9 @@ class RunningServer:
     """Logs and metrics of this server: detached once it has stopped."""
     probe: HealthProbe | None = None
     """Sets the health statuses from the dependencies: stopped first on stop."""
+    legacy: grpc.aio.Server | None = None
+    """The legacy-only listener (``--legacy-address``), when there is one."""
+    legacy_port: int = 0
 
     async def stop(self, grace: float | None) -> None:
         """Reports NOT_SERVING, ends live streams with UNAVAILABLE (clients resume on another
@@ -98,6 +104,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.events is not None:
             self.events.close()
+        if self.legacy is not None:
+            await self.legacy.stop(grace)
         await self.server.stop(grace)
         if self.observability is not None:
             self.observability.close()
@@ -201,8 +209,8 @@ async def _start(
         ),
     )
     server.add_generic_rpc_handlers([_handlers(porter_bundle_servicers(backend))])
-    legacy = PorterLegacyServicer(backend)
-    server.add_generic_rpc_handlers([_handlers([legacy], LEGACY_SERVICE_DESCRIPTOR)])
+    legacy_handlers = _handlers([PorterLegacyServicer(backend)], LEGACY_SERVICE_DESCRIPTOR)
+    server.add_generic_rpc_handlers([legacy_handlers])
 
     health_servicer = HealthServicer()
     # Health through the same decoding handlers: an undecodable probe is INVALID_ARGUMENT too.
@@ -217,6 +225,14 @@ async def _start(
         ),
         server,
     )
+    legacy_server = None
+    legacy_port = 0
+    if settings.legacy_address:
+        legacy_server, legacy_port = _legacy_listener(
+            settings.legacy_address,
+            legacy_handlers,
+            _decoding_handlers(HEALTH_DESCRIPTOR, health_methods),
+        )
     if settings.tls_cert or settings.tls_key:
         if not (settings.tls_cert and settings.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
@@ -241,7 +257,42 @@ async def _start(
     observability.start()
     await server.start()
     probe.start()
+    if legacy_server is not None:
+        await legacy_server.start()
     log.info("serving %s on port %d", SERVICE, port)
     if observability.metrics_port is not None:
         log.info("serving Prometheus metrics on port %d", observability.metrics_port)
-    return RunningServer(server, port, health_servicer, services.events, observability, probe)
+    return RunningServer(
+        server,
+        port,
+        health_servicer,
+        services.events,
+        observability=observability,
+        probe=probe,
+        legacy=legacy_server,
+        legacy_port=legacy_port,
+    )
+
+
+def _legacy_listener(
+    address: str, handlers: grpc.GenericRpcHandler, health_handlers: grpc.GenericRpcHandler
+) -> tuple[grpc.aio.Server, int]:
+    """The Porter operator's own listener: porter.v1alpha1.Porter only (with health and
+    reflection), plaintext, no interceptors, as the operator dials ``porter-grpc-service:3001``.
+    Without an interceptor every call is the local caller, and sensitive outputs stay withheld
+    unless --legacy-reveal-sensitive (RevealService.legacy_latest_outputs)."""
+    legacy = grpc.aio.server(options=SERVER_OPTIONS)
+    legacy.add_generic_rpc_handlers([handlers, health_handlers])
+    reflection.enable_server_reflection((LEGACY_SERVICE, HEALTH, REFLECTION), legacy)
+    port = legacy.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    if not is_loopback(address):
+        log.warning(
+            "serving %s on %s in plaintext WITHOUT AUTHENTICATION (--legacy-address): only "
+            "the Porter operator may be able to reach it (a NetworkPolicy or equivalent)",
+            LEGACY_SERVICE,
+            address,
+        )
+    log.info("serving %s (legacy listener) on port %d", LEGACY_SERVICE, port)
+    return legacy, port

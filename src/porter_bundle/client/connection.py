@@ -41,7 +41,10 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def bearer_token(args: argparse.Namespace) -> str:
-    """The token to send: the ``--token-file`` content, else $PORTER_BUNDLE_TOKEN, else ""."""
+    """The token to send: ``args.token`` (the agent's configured token), the ``--token-file``
+    content, else $PORTER_BUNDLE_TOKEN, else ""."""
+    if getattr(args, "token", ""):
+        return str(args.token).strip()
     path = getattr(args, "token_file", "")
     if path:
         return Path(path).read_text().strip()

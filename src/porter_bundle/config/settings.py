@@ -59,6 +59,20 @@ def option_of(field: FieldInfo) -> Option:
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
 
 
+def _host_port(value: str) -> str:
+    """``value`` when it is host:port (an IPv6 host in brackets); ValueError otherwise."""
+    match = _HOST_PORT.fullmatch(value)
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:3001 or [::]:3001)")
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    return value
+
+
 class Settings(BaseSettings):
     """Everything the server needs to start. Built in code it holds exactly the values given
     (and the defaults); :func:`porter_bundle.config.load_settings` adds the environment and a
@@ -257,6 +271,48 @@ class Settings(BaseSettings):
     ] = ""
 
     # --- registries ---
+    secret_store: Annotated[
+        Literal["directory", "kubernetes"],
+        Option(
+            "PORTER_BUNDLE_SECRET_STORE",
+            "--secret-store",
+            ACTIONS,
+            see="Use with the Porter operator",
+        ),
+        Field(
+            description=(
+                "where `secret: X` sources are read: directory (the built-in store, "
+                "--secrets-dir) or kubernetes (the Secret X, key value, in the action's "
+                "namespace, through the Kubernetes API with the pod's service account)"
+            )
+        ),
+    ] = "directory"
+    kubernetes_api: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_API",
+            "--kubernetes-api",
+            ACTIONS,
+            default_text="in a pod: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+            metavar="URL",
+        ),
+        Field(description="URL of the Kubernetes API for --secret-store kubernetes"),
+    ] = ""
+    kubernetes_token_file: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_TOKEN_FILE",
+            "--kubernetes-token-file",
+            ACTIONS,
+            metavar="PATH",
+        ),
+        Field(
+            description=(
+                "service account token for --secret-store kubernetes (re-read for each request; "
+                "ca.crt and namespace beside it are used too)"
+            )
+        ),
+    ] = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     insecure_registries: Annotated[
         frozenset[str],
         Option(
@@ -329,6 +385,25 @@ class Settings(BaseSettings):
     ] = "exact"
 
     # --- Porter operator compatibility ---
+    legacy_address: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_LEGACY_ADDRESS",
+            "--legacy-address",
+            LEGACY,
+            default_text="none (the legacy API is on --address only)",
+            metavar="HOST:PORT",
+            see="Use with the Porter operator",
+        ),
+        Field(
+            description=(
+                "a second listener serving only porter.v1alpha1.Porter (and health), plaintext "
+                "and unauthenticated, as the Porter operator dials it; the --address API keeps "
+                "its tokens and TLS. Only behind a network boundary that lets nothing but the "
+                "operator reach it"
+            )
+        ),
+    ] = ""
     legacy_reveal_sensitive: Annotated[
         bool,
         Option(
@@ -465,21 +540,12 @@ class Settings(BaseSettings):
 
     # --- validation -------------------------------------------------------------------------
 
-    @field_validator("address", "metrics_address")
+    @field_validator("address", "metrics_address", "legacy_address")
     @classmethod
     def _check_address(cls, value: str, info: ValidationInfo) -> str:
-        if not value and info.field_name == "metrics_address":
+        if not value and info.field_name in ("metrics_address", "legacy_address"):
             return value  # off
-        match = _HOST_PORT.fullmatch(value)
-        if not match or int(match["port"]) > 65535:
-            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:3001 or [::]:3001)")
-        host = match["host"]
-        if host.startswith("["):
-            try:
-                ipaddress.IPv6Address(host[1:-1])
-            except ValueError:
-                raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
-        return value
+        return _host_port(value)
 
     @field_validator("schema_check", "log_format", mode="before")
     @classmethod

@@ -27,12 +27,24 @@ from typing import Any, cast
 from google.protobuf import json_format
 
 from porter.bundle.v1.installation_pb2 import Installation
-from porter.bundle.v1.run_pb2 import Run
+from porter.bundle.v1.run_pb2 import (
+    RUN_STATE_CANCELED,
+    RUN_STATE_FAILED,
+    Action,
+    Run,
+    RunState,
+)
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle import documents as docs
 from porter_bundle.documents import DocumentKind, SchemaCheck
 from porter_bundle.documents.validate import join
-from porter_bundle.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from porter_bundle.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from porter_bundle.service.actions import ActionPreview, ActionRequest, ActionService
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService, ResolvedBundle
@@ -46,6 +58,10 @@ from porter_bundle.service.reconcile import Decision, LastRun, decide
 from porter_bundle.service.value_sets import ValueSetService
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+MAX_REQUEST_ID = 120
+"""ApplyInstallation's request_id; the attempts' suffixes keep a run's within 128 characters."""
+MAX_ATTEMPTS = 99
+_RETRIED_STATES = frozenset({RUN_STATE_FAILED, RUN_STATE_CANCELED})
 _DOCUMENT_NAMES = {
     "schema_version": "schemaVersion",
     "parameter_sets": "parameterSets",
@@ -178,6 +194,7 @@ class DocumentService:
         dry_run: bool = False,
         force: bool = False,
         authorize_run: Callable[[str], None] | None = None,
+        request_id: str = "",
     ) -> InstallationApplied:
         """Applies an Installation document and reconciles the installation with it.
 
@@ -186,11 +203,31 @@ class DocumentService:
         A decision or run refused by ExecuteAction's checks fails the call with their
         error; the stored document change is kept, and applying again retries.
         ``authorize_run(namespace)`` is called before a run starts (it raises to refuse).
+        With ``request_id``, a run that key started and that is active or succeeded is
+        returned instead of deciding again (:func:`attempts`).
         """
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument.from_violations(
+                [FieldViolation("request_id", f"is longer than {MAX_REQUEST_ID} characters")]
+            )
         prepared = await self._blocking.run(self._prepare, raw)
         stored = prepared.would_store
         if not dry_run:
             stored = await self._blocking.run(self._store_installation, prepared)
+        run_request_id = ""
+        if request_id and not dry_run:
+            earlier, run_request_id = await self._blocking.run(
+                self._attempt, stored.namespace, stored.name, request_id
+            )
+            if earlier is not None:
+                return InstallationApplied(
+                    stored,
+                    prepared.outcome,
+                    prepared.changed,
+                    _attached(earlier),
+                    earlier,
+                    prepared.validated.warnings,
+                )
         decision = await self._blocking.run(self._decide, prepared, stored, force)
         if dry_run:  # the document's state, as a write would store it
             before = () if prepared.current is None else prepared.current.sensitive_parameters
@@ -201,7 +238,11 @@ class DocumentService:
                 authorize_run(stored.namespace)
             run = await self._actions.execute(
                 ActionRequest(
-                    stored.namespace, stored.name, decision.action, force=decision.force_action
+                    stored.namespace,
+                    stored.name,
+                    decision.action,
+                    force=decision.force_action,
+                    request_id=run_request_id,
                 )
             )
             stored = await self._blocking.run(
@@ -260,6 +301,24 @@ class DocumentService:
             conditional.etag = current.etag  # changed since the decision: ABORTED, apply again
             return self._installations.update(conditional, [])
 
+    def _attempt(self, namespace: str, name: str, request_id: str) -> tuple[Run | None, str]:
+        """The run to attach to (the latest attempt of ``request_id``, when it is active or
+        succeeded), else None and the request_id of the next attempt."""
+        latest: Run | None = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            key = request_id if attempt == 1 else f"{request_id}~{attempt}"
+            found = self._actions.run_by_request(namespace, name, key)
+            if found is None:
+                if latest is not None and latest.state not in _RETRIED_STATES:
+                    return latest, ""
+                return None, key
+            latest = found
+        raise FailedPrecondition(
+            f"request {request_id!r} has been attempted {MAX_ATTEMPTS} times; use another request_id",
+            reason="REQUEST_ATTEMPTS_EXHAUSTED",
+            metadata={"request_id": request_id},
+        )
+
     def _find(self, namespace: str, name: str) -> Installation | None:
         try:
             return self._installations.get(namespace, name)
@@ -291,6 +350,14 @@ def _keep_withheld(desired: Installation, full: Installation | None, prefix: str
             )
     if problems:
         raise InvalidArgument.from_violations(problems, reason="INVALID_DOCUMENT")
+
+
+def _attached(run: Run) -> Decision:
+    action = run.custom_action or Action.Name(run.action).removeprefix("ACTION_").lower()
+    state = RunState.Name(run.state).removeprefix("RUN_STATE_")
+    return Decision(
+        action, f"run {run.id} of this request_id is {state}: attached to it, nothing new started"
+    )
 
 
 def _installation_field(inst: Installation, name: str) -> Any:

@@ -53,10 +53,12 @@ def resolve_inputs(
     outputs: Mapping[str, SourceOutput] | None = None,
     dependency_outputs: Mapping[str, Mapping[str, SourceOutput]] | None = None,
     deferred: frozenset[str] = frozenset(),
+    namespace: str = "",
 ) -> ResolvedInputs:
     """Resolves and checks every input of ``action`` and reports every problem at once:
     INVALID_ARGUMENT (INVALID_INPUTS) listing all violations, sources that did not resolve and
     sets that do not exist among them; FAILED_PRECONDITION when those are the only problems.
+    Secret sources are looked up in ``namespace``, the installation's.
     ``outputs``: the installation's latest output values, ``dependency_outputs`` those of its
     dependencies by alias, for parameter sources. A required parameter in ``deferred`` may
     stay without a value (its dependency has not run yet: a check before it runs)."""
@@ -75,8 +77,11 @@ def resolve_inputs(
         unmet,
         sourced,
         deferred,
+        namespace,
     )
-    creds = _credentials(bundle, action, credential_sets, find_credential_set, resolver, v, unmet)
+    creds = _credentials(
+        bundle, action, credential_sets, find_credential_set, resolver, v, unmet, namespace
+    )
     _raise_problems(v, unmet)
     defs = {p.name: p for p in cnab.parameters(bundle)}
     # A value sourced from a sensitive output stays sensitive, whatever its parameter says.
@@ -163,11 +168,12 @@ def _raise_problems(v: Violations, unmet: Unmet) -> None:
 
 
 def _resolve(
-    resolver: SourceResolver, what: str, field: str, source: Any, unmet: Unmet
+    resolver: SourceResolver, what: str, field: str, source: Any, unmet: Unmet, namespace: str
 ) -> tuple[bool, Any]:
-    """(True, the value of ``source``), or (False, None) with the problem added to ``unmet``."""
+    """(True, the value of ``source`` for an installation in ``namespace``), or (False, None)
+    with the problem added to ``unmet``."""
     try:
-        return True, resolver.resolve(what, source)
+        return True, resolver.resolve(what, source, namespace)
     except FailedPrecondition as exc:
         unmet.append((field, exc))
         return False, None
@@ -205,6 +211,7 @@ def _parameters(
     unmet: Unmet,
     sourced: Mapping[str, SourceOutput],
     deferred: frozenset[str] = frozenset(),
+    namespace: str = "",
 ) -> dict[str, Any]:
     defs = {p.name: p for p in cnab.parameters(bundle)}
     for origin, given in (
@@ -232,7 +239,9 @@ def _parameters(
             )
         elif name in from_sets:
             entry, origin = from_sets[name], f"parameter_sets.{name}"
-            ok, value = _resolve(resolver, f"parameter {name!r}", origin, entry.source, unmet)
+            ok, value = _resolve(
+                resolver, f"parameter {name!r}", origin, entry.source, unmet, namespace
+            )
             if not ok:
                 continue
             typed = not isinstance(value, str)
@@ -266,6 +275,7 @@ def _credentials(
     resolver: SourceResolver,
     v: Violations,
     unmet: Unmet,
+    namespace: str,
 ) -> dict[str, str]:
     sets_missing = len(unmet)
     from_sets = _entries("credential set", "credential_sets", set_names, find, unmet)
@@ -283,7 +293,9 @@ def _credentials(
                 )
             continue
         field = f"credentials.{d.name}"
-        ok, value = _resolve(resolver, f"credential {d.name!r}", field, entry.source, unmet)
+        ok, value = _resolve(
+            resolver, f"credential {d.name!r}", field, entry.source, unmet, namespace
+        )
         if ok:
             values[d.name] = value if isinstance(value, str) else json.dumps(value)
     return values

@@ -26,20 +26,28 @@ _SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class SecretStore(Protocol):
-    """A store of named secrets."""
+    """A store of named secrets: the built-in :class:`DirectorySecretStore`, or another one
+    (:class:`porter_bundle.service.kube_secrets.KubernetesSecretStore`: the Kubernetes Secrets
+    of the action's namespace, as the Porter operator's documents mean ``secret: X``)."""
 
-    def get(self, name: str) -> str | None:
-        """The secret's value, or None when the store has no such secret."""
+    def get(self, name: str, namespace: str) -> str | None:
+        """The value of secret ``name`` for an action in ``namespace``; None when the store has
+        no such secret. :class:`SecretUnavailable` says why it cannot be read otherwise."""
         ...
 
 
+class SecretUnavailable(Exception):
+    """A secret that exists in some form but cannot be used; the message says why (no value)."""
+
+
 class DirectorySecretStore:
-    """The built-in secret store: one file per secret in a directory (name = file name)."""
+    """The built-in secret store: one file per secret in a directory (name = file name), the
+    same for every namespace."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def get(self, name: str) -> str | None:
+    def get(self, name: str, namespace: str = "") -> str | None:
         """The content of ``root/name``; None when absent. Names cannot leave the directory."""
         if not _SECRET_NAME.fullmatch(name):
             return None
@@ -58,8 +66,9 @@ class SourceResolver:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
 
-    def resolve(self, what: str, source: ValueSource) -> Any:
-        """The value of ``source``; ``what`` names the entry in errors (e.g. "credential 'token'")."""
+    def resolve(self, what: str, source: ValueSource, namespace: str = "") -> Any:
+        """The value of ``source`` for an action in ``namespace``; ``what`` names the entry in
+        errors (e.g. "credential 'token'")."""
         kind = source.WhichOneof("kind")
         if kind == "value":
             return json_format.MessageToDict(source.value)
@@ -74,7 +83,10 @@ class SourceResolver:
         if kind == "command":
             return self._command(what, source.command)
         if kind == "secret":
-            value = self.secrets.get(source.secret)
+            try:
+                value = self.secrets.get(source.secret, namespace)
+            except SecretUnavailable as exc:
+                raise _unresolved(what, str(exc)) from None
             if value is None:
                 raise _unresolved(what, f"secret {source.secret!r} is not in the secret store")
             return value

@@ -2028,6 +2028,7 @@ class ApplyInstallationRequest(_message.Message):
     DOCUMENT_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     document: _builtins.bytes
     """The Installation document: YAML or JSON text (UTF-8), at most 1 MiB."""
     dry_run: _builtins.bool
@@ -2036,16 +2037,24 @@ class ApplyInstallationRequest(_message.Message):
     """Run the action even when the installation is in sync (upgrade when
     installed, install when uninstalled, uninstall when `uninstalled: true`).
     """
+    request_id: _builtins.str
+    """Client-chosen idempotency key (at most 120 characters), e.g. the Porter
+    operator's action as the porter-bundle agent derives it: while a run this
+    key started is active or has succeeded, the call attaches to it (returns it
+    as `run`, starts nothing). After it FAILED or was CANCELED the call decides
+    again and a new run may start (its request_id gets the suffix `~2`, `~3`, ...).
+    """
     def __init__(
         self,
         *,
         document: _builtins.bytes = ...,
         dry_run: _builtins.bool = ...,
         force: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "dry_run", b"dry_run", "force", b"force"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "dry_run", b"dry_run", "force", b"force", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,7 @@ class DocumentServicer(Servicer):
             dry_run=request.dry_run,
             force=request.force,
             authorize_run=lambda namespace: access.require(OPERATOR, namespace),
+            request_id=request.request_id,
         )
         response = pb.ApplyInstallationResponse(
             installation=done.installation,

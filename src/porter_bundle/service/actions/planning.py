@@ -153,6 +153,7 @@ class Planner:
                 for name, sourced in sources.items()
                 if before_dependencies and any(s.dependency for s in sourced)
             ),
+            namespace=inst.namespace,
         )
         return Plan(request, inst, resolved, bundle, kind, custom, inputs, image)
 

@@ -313,7 +313,9 @@ class Runner:
                 if entry.source.WhichOneof("kind") == "command":
                     continue
                 try:
-                    value = self._resolver.resolve(f"credential {entry.name!r}", entry.source)
+                    value = self._resolver.resolve(
+                        f"credential {entry.name!r}", entry.source, run.namespace
+                    )
                 except FailedPrecondition:
                     continue
                 secrets.append(render(value))

@@ -162,6 +162,10 @@ class ActionService:
             return ended
         return await self._blocking.run(self._runs.find, namespace, name, run.id)
 
+    def run_by_request(self, namespace: str, name: str, request_id: str) -> Run | None:
+        """The run an earlier call with ``request_id`` recorded, if any (blocking)."""
+        return self._runs.by_request(namespace, name, request_id)
+
     def logs(self, namespace: str, name: str, run_id: str) -> tuple[Run, bytes]:
         """A run and its stored log."""
         check_address(namespace, name)
