@@ -14,7 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from porter_bundle import config
-from porter_bundle.cli import _parser, main
+from porter_bundle.cli import main
+from porter_bundle.cli.serve import serve_flags
 from porter_bundle.config import Settings, load_registry_auths
 from porter_bundle.config.settings import option_of
 from porter_bundle.config.table import replace_table
@@ -72,7 +73,7 @@ SECRET_URL = "postgresql+psycopg://alice:s3cret@db/x"
 
 
 def _flags(*argv: str) -> dict[str, Any]:
-    return config.flags_given(_parser().parse_args(["serve", *argv]))
+    return serve_flags(argv)
 
 
 def test_every_setting_has_an_env_variable_and_a_flag():

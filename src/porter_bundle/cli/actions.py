@@ -1,0 +1,158 @@
+"""``porter-bundle install|upgrade|invoke|uninstall INSTALLATION``: run a bundle action, as
+``porter install`` and friends do, and wait for it (or follow its log, or not wait)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+import grpc
+
+from porter.bundle.v1.installation_pb2 import Installation
+from porter_bundle.cli import context
+from porter_bundle.cli.exit_codes import EPILOG, Exit, Failure
+from porter_bundle.cli.runs import notice, print_run, result, run_async, stream_log
+from porter_bundle.client import Client, bundle_reference
+from porter_bundle.client.follow import watch_runs
+
+HELP = {
+    "install": "Install a bundle: create INSTALLATION (with --reference) and run its install action.",
+    "upgrade": "Upgrade INSTALLATION (to the bundle --reference names, if given).",
+    "invoke": "Run the custom action --action of INSTALLATION's bundle.",
+    "uninstall": "Run the uninstall action of INSTALLATION (then `installations delete` it).",
+}
+
+
+def _parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        values[name] = value
+    return values
+
+
+def _prepare(
+    client: Client, action: str, namespace: str, name: str, reference: str,
+    credential_sets: tuple[str, ...], parameter_sets: tuple[str, ...],
+) -> bool:  # fmt: skip
+    """Creates the installation (install) or points it at the bundle (others) when
+    ``reference`` is given; whether the sets went onto a new installation."""
+    if not reference:
+        return False
+    try:
+        ref = bundle_reference(reference)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--reference") from None
+    try:
+        client.installation(namespace, name)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND or action != "install":
+            raise
+        client.create_installation(
+            Installation(
+                namespace=namespace,
+                name=name,
+                bundle=ref,
+                credential_sets=list(credential_sets),
+                parameter_sets=list(parameter_sets),
+            )
+        )
+        return True
+    client.set_bundle(namespace, name, ref)
+    return False
+
+
+def _action_command(action: str) -> click.Command:
+    def command(installation: str, **opts: Any) -> int:
+        namespace = context.namespace()
+        name = opts.get("custom_action") or action
+        params = _parameters(opts["params"])
+        with Client(context.target()) as client:
+            on_new = _prepare(
+                client, action, namespace, installation, opts["reference"],
+                opts["creds"], opts["param_sets"],
+            )  # fmt: skip
+            run = client.execute(
+                namespace,
+                installation,
+                name,
+                parameters=params,
+                credential_sets=() if on_new else opts["creds"],
+                parameter_sets=() if on_new else opts["param_sets"],
+                force=opts["force"],
+            )
+        where = f"{namespace}/{installation}".lstrip("/")
+        if not opts["wait"]:
+            click.echo(run.id)
+            return Exit.OK
+        notice(f"{name} of {where}: run {run.id}")
+        if opts["follow"]:
+            return stream_log(
+                run_id=run.id, namespace=namespace, installation=installation, follow=True
+            )
+        last = run_async(
+            watch_runs(
+                context.target(),
+                namespace=namespace,
+                installation=installation,
+                run_id=run.id,
+                on_run=print_run,
+                notice=notice,
+            )
+        )
+        if last is None:
+            raise Failure(Exit.UNREACHABLE, f"run {run.id}: no state received")
+        return result(last)
+
+    decorators: list[Callable[[Any], Any]] = [click.argument("installation")]
+    if action == "invoke":
+        decorators.append(
+            click.option(
+                "--action", "custom_action", required=True, help="the custom action to run"
+            )
+        )
+    decorators += [
+        click.option(
+            "--reference",
+            default="",
+            help="the bundle, REPOSITORY:TAG or REPOSITORY@DIGEST (known to the server)",
+        ),
+        click.option(
+            "--param", "params", multiple=True, metavar="NAME=VALUE", help="a parameter value"
+        ),
+        click.option("--cred", "creds", multiple=True, metavar="SET", help="a credential set"),
+        click.option(
+            "--param-set", "param_sets", multiple=True, metavar="SET", help="a parameter set"
+        ),
+        click.option(
+            "--wait/--no-wait",
+            default=True,
+            show_default=True,
+            help="wait for the run to end (--no-wait: print its ID)",
+        ),
+        click.option("-f", "--follow", is_flag=True, help="print the run's log live while waiting"),
+        click.option(
+            "--force",
+            is_flag=True,
+            help="run even where the installation's state refuses it (e.g. install when installed)",
+        ),
+        context.namespace_option,
+        context.connection_options,
+    ]
+    f: Any = command
+    for decorate in reversed(decorators):
+        f = decorate(f)
+    text = HELP[action]
+    short = text.split(":")[0].rstrip(".")
+    return click.command(
+        action,
+        short_help=short[0].lower() + short[1:],
+        help=text + " Prints the run's states (or, with --follow, its log) until it ends.",
+        epilog=EPILOG,
+    )(f)
+
+
+COMMANDS = [_action_command(a) for a in ("install", "upgrade", "invoke", "uninstall")]

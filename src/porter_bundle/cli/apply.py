@@ -1,0 +1,33 @@
+"""``porter-bundle apply FILE...``: Porter documents to a server (:mod:`porter_bundle.client.apply`)."""
+
+from __future__ import annotations
+
+import click
+
+from porter_bundle.cli import context
+from porter_bundle.cli.exit_codes import Exit
+from porter_bundle.client.apply import apply_paths
+
+
+@click.command(
+    short_help="apply Porter Installation, CredentialSet and ParameterSet documents",
+    help=(
+        "Create or update installations, credential sets and parameter sets from Porter's "
+        "YAML/JSON documents (several per file separated by ---, or directories of *.yaml, "
+        "*.yml and *.json files) and reconcile each installation as `porter installations "
+        "apply` does: install, upgrade, uninstall or nothing. Sets are applied before "
+        "installations. Exit status 1 when any document was refused."
+    ),
+)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option(
+    "--dry-run", is_flag=True, help="report what would be decided and changed; change nothing"
+)
+@click.option("--force", is_flag=True, help="run an installation's action even when it is in sync")
+@context.connection_options
+def apply(files: tuple[str, ...], dry_run: bool, force: bool) -> int:
+    """``apply``."""
+    report = apply_paths(context.target(), files, dry_run=dry_run, force=force, out=click.echo)
+    if report.unreachable:
+        return Exit.UNREACHABLE
+    return Exit.REFUSED if report.failed else Exit.OK

@@ -1,0 +1,48 @@
+"""The one exit status table of every ``porter-bundle`` command, and how errors map to it."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import grpc
+
+
+class Exit(IntEnum):
+    """Exit statuses, the same for every command."""
+
+    OK = 0
+    REFUSED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    ACTION_FAILED = 4
+    INTERRUPTED = 130
+
+
+TABLE = (
+    (Exit.OK, "done"),
+    (Exit.REFUSED, "the server (or a registry, or a document check) refused"),
+    (Exit.USAGE, "bad usage, or settings that cannot be used"),
+    (Exit.UNREACHABLE, "cannot reach the server"),
+    (Exit.ACTION_FAILED, "the action ran and FAILED or was CANCELED"),
+    (Exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
+EPILOG = "Exit status: " + "; ".join(f"{int(code)} {text}" for code, text in TABLE) + "."
+
+# Codes that mean the call never got an answer from a server.
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def of_rpc_error(error: grpc.RpcError) -> Exit:
+    """The exit status of a failed call."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    return Exit.UNREACHABLE if code in _UNREACHABLE else Exit.REFUSED
+
+
+class Failure(Exception):
+    """Ends a command with ``code`` after printing ``message`` (if any) on standard error."""
+
+    def __init__(self, code: Exit, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
