@@ -17,10 +17,22 @@ from porter_bundle.client import Client, bundle_reference
 from porter_bundle.client.follow import watch_runs
 
 HELP = {
-    "install": "Install a bundle: create INSTALLATION (with --reference) and run its install action.",
-    "upgrade": "Upgrade INSTALLATION (to the bundle --reference names, if given).",
-    "invoke": "Run the custom action --action of INSTALLATION's bundle.",
-    "uninstall": "Run the uninstall action of INSTALLATION (then `installations delete` it).",
+    "install": (
+        "install a bundle as INSTALLATION",
+        "Install a bundle: create INSTALLATION (with --reference) and run its install action.",
+    ),
+    "upgrade": (
+        "upgrade INSTALLATION",
+        "Upgrade INSTALLATION (to the bundle --reference names, if given).",
+    ),
+    "invoke": (
+        "run a custom action of INSTALLATION",
+        "Run the custom action --action of INSTALLATION's bundle.",
+    ),
+    "uninstall": (
+        "uninstall INSTALLATION",
+        "Run the uninstall action of INSTALLATION (then `installations delete` it).",
+    ),
 }
 
 
@@ -145,11 +157,10 @@ def _action_command(action: str) -> click.Command:
     f: Any = command
     for decorate in reversed(decorators):
         f = decorate(f)
-    text = HELP[action]
-    short = text.split(":")[0].rstrip(".")
+    short, text = HELP[action]
     return click.command(
         action,
-        short_help=short[0].lower() + short[1:],
+        short_help=short,
         help=text + " Prints the run's states (or, with --follow, its log) until it ends.",
         epilog=EPILOG,
     )(f)

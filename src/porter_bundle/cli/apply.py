@@ -10,7 +10,7 @@ from porter_bundle.client.apply import apply_paths
 
 
 @click.command(
-    short_help="apply Porter Installation, CredentialSet and ParameterSet documents",
+    short_help="apply Porter documents (installations, sets), as porter does",
     help=(
         "Create or update installations, credential sets and parameter sets from Porter's "
         "YAML/JSON documents (several per file separated by ---, or directories of *.yaml, "

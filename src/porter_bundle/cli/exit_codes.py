@@ -19,12 +19,12 @@ class Exit(IntEnum):
 
 
 TABLE = (
-    (Exit.OK, "done"),
-    (Exit.REFUSED, "the server (or a registry, or a document check) refused"),
-    (Exit.USAGE, "bad usage, or settings that cannot be used"),
+    (Exit.OK, "ok"),
+    (Exit.REFUSED, "refused (by the server, a registry or a document check)"),
+    (Exit.USAGE, "bad usage or settings"),
     (Exit.UNREACHABLE, "cannot reach the server"),
-    (Exit.ACTION_FAILED, "the action ran and FAILED or was CANCELED"),
-    (Exit.INTERRUPTED, "interrupted (Ctrl-C)"),
+    (Exit.ACTION_FAILED, "the action ran and failed (or was canceled)"),
+    (Exit.INTERRUPTED, "interrupted"),
 )
 
 EPILOG = "Exit status: " + "; ".join(f"{int(code)} {text}" for code, text in TABLE) + "."

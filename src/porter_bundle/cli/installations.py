@@ -41,7 +41,7 @@ def _names(values: Iterable[str]) -> str:
     return ", ".join(values) or "-"
 
 
-@click.group(short_help="installations: list, show, delete; their runs, outputs and logs")
+@click.group(short_help="installations: list, show, delete; runs, outputs, logs")
 def installations() -> None:
     """Installations, their runs, outputs and logs. Run actions with install, upgrade, invoke
     and uninstall; create installations from documents with apply."""

@@ -18,7 +18,7 @@ from porter_bundle.cli.exit_codes import Exit
 
 
 @click.group(
-    short_help="show, rotate and re-encrypt with the keys of secrets at rest",
+    short_help="the keys of secrets at rest: status, rotate, reencrypt",
     help=(
         "Manage the encryption keys of secrets at rest. rotate puts a new key first in the "
         "key file (restart the server to use it); reencrypt then rewrites every stored "

@@ -45,13 +45,13 @@ def configure_logging(level: str) -> None:
     "--verbosity",
     type=click.Choice(LEVELS, case_sensitive=False),
     default="WARNING",
-    help="the least severe log messages shown (serve: see --log-level)",
+    metavar="LEVEL",
+    help="least severe log messages shown: debug, info, warning (default), error",
 )
 def root(verbosity: str) -> None:
     """Manage Cloud Native Application Bundles over gRPC, the way Porter does.
 
-    Start a server with `serve`; every other command talks to one (--server, or a client
-    context: `porter-bundle context --help`). `COMMAND --help` tells more.
+    `serve` runs the server; the other commands talk to one (--server, or a context).
     """
     configure_logging(verbosity.upper())
 
@@ -93,8 +93,6 @@ def _error(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script: the exit status (SystemExit for --help and for bad
     usage, as argparse did)."""
-    if not root.commands:
-        _register()
     if os.environ.get(COMPLETE_VAR):
         root.main(args=argv, prog_name=PROG, complete_var=COMPLETE_VAR)
     args = sys.argv[1:] if argv is None else list(argv)
@@ -121,3 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"{code}: {details}")
         return of_rpc_error(exc)
     return int(result or 0)
+
+
+_register()

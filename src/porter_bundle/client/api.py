@@ -115,7 +115,7 @@ class Client:
     def find_run(self, run_id: str) -> Run:
         """A run by its ID alone (run IDs are unique across installations)."""
         call = self._stub.StreamRunLogs(
-            pb.StreamRunLogsRequest(run_id=run_id, offset=2**62), timeout=self._timeout
+            pb.StreamRunLogsRequest(run_id=run_id), timeout=self._timeout
         )
         try:
             for message in call:
