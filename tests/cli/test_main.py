@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -29,8 +30,10 @@ def _help(capsys, *args: str) -> str:
 
 def _groups(group, path=()):
     yield path
-    for name, command in group.commands.items():
-        if hasattr(command, "commands") and not command.hidden:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group) and not command.hidden:
             yield from _groups(command, (*path, name))
 
 
@@ -131,7 +134,8 @@ def test_contexts_flag_beats_environment_beats_context(tmp_path: Path, server, m
 def test_client_settings_are_read_when_the_command_runs(server, monkeypatch, capsys):
     """Env defaults were once read when the parser was built: importing (and building) the
     commands first must not freeze them."""
-    assert root.commands  # built by the earlier calls, or by this import
+    ctx = click.Context(root)
+    assert all(root.get_command(ctx, name) for name in root.list_commands(ctx))
     monkeypatch.setenv("PORTER_BUNDLE_SERVER", server.target)
     assert main(["installations", "list"]) == 0
     monkeypatch.setenv("PORTER_BUNDLE_SERVER", UNREACHABLE)

@@ -166,4 +166,7 @@ def _action_command(action: str) -> click.Command:
     )(f)
 
 
-COMMANDS = [_action_command(a) for a in ("install", "upgrade", "invoke", "uninstall")]
+install = _action_command("install")
+upgrade = _action_command("upgrade")
+invoke = _action_command("invoke")
+uninstall = _action_command("uninstall")

@@ -34,9 +34,31 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_
 
 
 def of_rpc_error(error: grpc.RpcError) -> Exit:
-    """The exit status of a failed call."""
+    """The exit status of a failed call. UNAVAILABLE that the server itself sent about one of
+    its dependencies (a container engine, a registry: its ErrorInfo says so) is a refusal; a
+    server shutting down, or none answering, is unreachable."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    return Exit.UNREACHABLE if code in _UNREACHABLE else Exit.REFUSED
+    if code not in _UNREACHABLE:
+        return Exit.REFUSED
+    reason = _reason(error)
+    return Exit.REFUSED if reason and reason != "SERVER_SHUTTING_DOWN" else Exit.UNREACHABLE
+
+
+def _reason(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason the server sent with an error ("" when none)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (AttributeError, ValueError):
+        return ""
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
 
 
 class Failure(Exception):

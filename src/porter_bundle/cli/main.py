@@ -3,6 +3,7 @@ here and nowhere else)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -36,7 +37,45 @@ def configure_logging(level: str) -> None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
+# Each command is imported when it is used (a client command never loads the server's code).
+COMMANDS = {
+    "serve": "serve:serve",
+    "apply": "apply:apply",
+    "install": "actions:install",
+    "upgrade": "actions:upgrade",
+    "invoke": "actions:invoke",
+    "uninstall": "actions:uninstall",
+    "installations": "installations:installations",
+    "runs": "runs:runs",
+    "logs": "runs:logs",
+    "credentials": "sets:credentials",
+    "parameters": "sets:parameters",
+    "bundles": "bundles:bundles",
+    "bundle": "bundles:bundle_alias",
+    "context": "context:context",
+    "keys": "keys:keys",
+    "token": "token:token",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands (:data:`COMMANDS`) are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, _, attr = COMMANDS[cmd_name].partition(":")
+        command: click.Command = getattr(
+            importlib.import_module(f"porter_bundle.cli.{module}"), attr
+        )
+        return command
+
+
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EPILOG,
 )
@@ -54,36 +93,6 @@ def root(verbosity: str) -> None:
     `serve` runs the server; the other commands talk to one (--server, or a context).
     """
     configure_logging(verbosity.upper())
-
-
-def _register() -> None:
-    from porter_bundle.cli import (
-        actions,
-        apply,
-        bundles,
-        context,
-        installations,
-        keys,
-        runs,
-        serve,
-        sets,
-        token,
-    )
-
-    root.add_command(serve.serve)
-    root.add_command(apply.apply)
-    for command in actions.COMMANDS:
-        root.add_command(command)
-    root.add_command(installations.installations)
-    root.add_command(runs.runs)
-    root.add_command(runs.logs)
-    root.add_command(sets.credentials)
-    root.add_command(sets.parameters)
-    root.add_command(bundles.bundles)
-    root.add_command(bundles.bundle_alias)
-    root.add_command(context.context)
-    root.add_command(keys.keys)
-    root.add_command(token.token)
 
 
 def _error(message: str) -> None:
@@ -106,19 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(exc.exit_code) from None
     except (KeyboardInterrupt, click.Abort):
         return Exit.INTERRUPTED
+    except GaveUp as exc:
+        _error(f"UNAVAILABLE: {exc.error.details()} (gave up)")
+        return Exit.UNREACHABLE
     except Failure as exc:
         if exc.message:
             _error(exc.message)
         return exc.code
-    except GaveUp as exc:
-        _error(f"UNAVAILABLE: {exc.error.details()} (gave up)")
-        return Exit.UNREACHABLE
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else str(exc)
         _error(f"{code}: {details}")
         return of_rpc_error(exc)
     return int(result or 0)
-
-
-_register()

@@ -1,5 +1,5 @@
 """Server settings: each declared once (:mod:`.settings`), loaded from flags, environment and
-an optional YAML config file (:mod:`.sources`), listed in the README (:mod:`.table`); and the
+an optional YAML config file (:mod:`.sources`), listed in docs/configuration.md (:mod:`.table`); and the
 files they point at (:mod:`.resources`)."""
 
 from __future__ import annotations
