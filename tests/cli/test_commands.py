@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from porter_bundle.cli import main
 from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
@@ -47,21 +46,6 @@ def services(store, podman_host) -> Services:
             run_timeout_seconds=30, max_concurrent_runs=4, cancel_grace_seconds=2, network=None
         ),
     )
-
-
-@pytest.fixture
-def cli(server, capsys, monkeypatch):
-    """``cli(*args)`` -> (exit status, stdout, stderr), against the test server."""
-    monkeypatch.setenv("PORTER_BUNDLE_SERVER", server.target)
-    monkeypatch.setenv("PORTER_BUNDLE_CLIENT_CONFIG", "/nonexistent/client.yaml")
-    capsys.readouterr()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture

@@ -157,3 +157,24 @@ def test_no_colour_when_not_a_terminal(server):
         "DIGEST",
     ]
     assert "\x1b[" not in done.stdout
+
+
+def test_a_server_without_container_engine_refuses_an_action_exit_1(server, stub, capsys):
+    """UNAVAILABLE about the server's own dependency is a refusal (1), not an unreachable
+    server (3)."""
+    import json
+
+    from porter.bundle.v1 import porter_bundle_pb2 as pb
+    from tests.oci import bundle_doc
+
+    stub.CreateBundle(
+        pb.CreateBundleRequest(
+            reference="localhost:5000/app:v1", bundle_json=json.dumps(bundle_doc("localhost/x:1"))
+        )
+    )
+    code = main(
+        ["install", "app", "--reference", "localhost:5000/app:v1", "--server", server.target]
+    )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "UNAVAILABLE" in err

@@ -100,7 +100,7 @@ def register_bundle(bundle_json: Path, reference: str) -> int:
 def pull_bundle(reference: str) -> int:
     """Have the server pull REFERENCE from its OCI registry now (a tag is resolved again each
     time). Prints the reference and digest."""
-    with Client(context.target()) as client:
+    with Client(context.target()) as client, output.progress(f"pulling {reference}"):
         found = client.pull_bundle(reference)
     click.echo(f"{found.reference} {found.digest}")
     return Exit.OK

@@ -4,6 +4,7 @@ scripts). Colour only on a terminal, never with NO_COLOR (rich's rules)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -89,6 +90,15 @@ def emit_one(item: Message, fmt: str, fields: Sequence[tuple[str, str]]) -> None
     width = max((len(name) for name, _ in fields), default=0)
     for name, value in fields:
         click.echo(f"{name + ':':<{width + 1}} {value}".rstrip())
+
+
+def progress(text: str) -> contextlib.AbstractContextManager[object]:
+    """A spinner with ``text`` on standard error while long work runs, on a terminal only."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 def when(stamp: Timestamp) -> str:
