@@ -135,3 +135,23 @@ async def own_orphans(executor: Any, run_id: str) -> list[str]:
     """A container executor's ``orphans()`` of one test's runs only (their IDs start with
     ``run_id``): other tests may run beside it on the same engine."""
     return [found for found in await executor.orphans() if found.startswith(run_id)]
+
+
+def engine_services(store: Any, container_host: str, **settings: Any) -> Any:
+    """Services that run actions in real containers on ``container_host`` (short timeouts)."""
+    from porter_bundle.executor import ContainerExecutor
+    from porter_bundle.service import Services
+    from porter_bundle.service.actions import ActionSettings
+
+    values = {
+        "run_timeout_seconds": 60,
+        "max_concurrent_runs": 4,
+        "cancel_grace_seconds": 2,
+        "network": None,
+        **settings,
+    }
+    return Services.create(
+        store,
+        executor=lambda: ContainerExecutor(container_host),
+        action_settings=ActionSettings(**values),
+    )

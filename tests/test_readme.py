@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
 from tests.cli.hello import IMAGE, RUN_SCRIPT
+from tests.helpers import engine_services
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -60,14 +59,7 @@ def services(store, request) -> Services:
     """A container engine behind the server for the tests that ask for one (the tour)."""
     if "podman_host" not in request.fixturenames:
         return Services.create(store)
-    host = request.getfixturevalue("podman_host")
-    return Services.create(
-        store,
-        executor=lambda: ContainerExecutor(host),
-        action_settings=ActionSettings(
-            run_timeout_seconds=60, max_concurrent_runs=4, cancel_grace_seconds=2, network=None
-        ),
-    )
+    return engine_services(store, request.getfixturevalue("podman_host"))
 
 
 @pytest.mark.slow

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from porter_bundle.executor import ContainerExecutor
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
 from tests.cli.hello import RUN_SCRIPT, bundle_json
+from tests.helpers import engine_services
 
 pytestmark = pytest.mark.slow  # real containers
 BIN = Path(sys.executable).with_name("porter-bundle")
@@ -39,13 +38,7 @@ parameters:
 
 @pytest.fixture
 def services(store, podman_host) -> Services:
-    return Services.create(
-        store,
-        executor=lambda: ContainerExecutor(podman_host),
-        action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=4, cancel_grace_seconds=2, network=None
-        ),
-    )
+    return engine_services(store, podman_host)
 
 
 @pytest.fixture

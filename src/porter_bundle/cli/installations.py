@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import click
+from google.protobuf.struct_pb2 import Struct
 
 from porter.bundle.v1.installation_pb2 import Installation, InstallationState
 from porter.bundle.v1.run_pb2 import Output, Run, RunState
@@ -35,6 +36,15 @@ def bundle_text(inst: Installation) -> str:
     if ref.digest:
         return f"{ref.repository}@{ref.digest}"
     return f"{ref.repository}:{ref.tag or ref.version}"
+
+
+def parameters_text(values: Struct, sensitive: Iterable[str]) -> str:
+    """``name=value, ...`` sorted by name; sensitive values hidden."""
+    hidden = set(sensitive)
+    return ", ".join(
+        f"{k}={SENSITIVE if k in hidden else output.value_text(v)}"
+        for k, v in sorted(values.fields.items())
+    )
 
 
 def _names(values: Iterable[str]) -> str:
@@ -78,11 +88,7 @@ def show_installation(name: str, fmt: str) -> int:
     """Show an installation: its bundle, sets, parameters and status."""
     with Client(context.target()) as client:
         inst = client.installation(context.namespace(), name)
-    sensitive = set(inst.sensitive_parameters)
-    params = ", ".join(
-        f"{k}={SENSITIVE if k in sensitive else output.value_text(v)}"
-        for k, v in sorted(inst.parameters.fields.items())
-    )
+    params = parameters_text(inst.parameters, inst.sensitive_parameters)
     output.emit_one(
         inst,
         fmt,
@@ -161,11 +167,7 @@ def show_run(run_id: str, fmt: str) -> int:
     with Client(context.target()) as client:
         found = client.find_run(run_id)
         run = client.run(found.namespace, found.installation, found.id)
-    sensitive = set(run.sensitive_parameters)
-    params = ", ".join(
-        f"{k}={SENSITIVE if k in sensitive else output.value_text(v)}"
-        for k, v in sorted(run.parameters.fields.items())
-    )
+    params = parameters_text(run.parameters, run.sensitive_parameters)
     output.emit_one(
         run,
         fmt,
