@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from tests.oci import bundle_doc
 
 
 @pytest.fixture
-def services(store, oci_registry: str) -> Services:
-    return Services.create(store, registry=RegistryClient(insecure_hosts=frozenset({oci_registry})))
+def services(store, oci_registry: str) -> Iterator[Services]:
+    with RegistryClient(insecure_hosts=frozenset({oci_registry})) as client:
+        yield Services.create(store, registry=client)
 
 
 def test_publish_then_pull_through_the_server(
