@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 
+from porter_bundle.cli import main
+from porter_bundle.client import Client, Target
 from porter_bundle.service import Services
 from tests.cli.hello import RUN_SCRIPT, bundle_json
 from tests.helpers import engine_services
@@ -80,6 +83,7 @@ def test_sets_and_bundles(cli, world):
     assert out.splitlines()[1].split()[:4] == [REF, "hello", "0.1.0", "registered"]
     code, out, _ = cli("bundles", "show", REF)
     assert "Actions:     install, upgrade, uninstall, fail, hang" in out
+    assert "Parameters:  greeting, times" in out
     assert "Credentials: password" in out
     code, out, _ = cli("bundles", "show", REF, "-o", "json")
     assert (
@@ -97,7 +101,7 @@ def test_sets_and_bundles(cli, world):
     assert (code, out) == (0, "deleted parameter set dev/hello-params\n")
 
 
-def test_install_outputs_upgrade_invoke_uninstall(cli, world):
+def test_install_outputs_upgrade_invoke_uninstall(cli, world, server):
     code, out, err = cli(
         "install", "app", "-n", NS, "--reference", REF, "--cred", "hello-creds", "--follow"
     )
@@ -142,11 +146,23 @@ def test_install_outputs_upgrade_invoke_uninstall(cli, world):
     assert [line.split()[2:4] for line in out.splitlines()][-1] == ["upgrade", "SUCCEEDED"]
     code, out, _ = cli("installations", "output", "show", "greeting", "-i", "app", "-n", NS)
     assert out == "hi\n"
-    code, out, err = cli("upgrade", "app", "-n", NS, "--param", "greeting=howdy", "--no-wait")
+    # Values are typed by the bundle's definitions, as Porter does: times is an integer (the
+    # server refuses the text "3" for it).
+    with Client(Target(server=server.target)) as client, pytest.raises(grpc.RpcError) as refused:
+        client.execute(NS, "app", "upgrade", parameters={"times": "3"})
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(SystemExit) as usage:
+        main(["upgrade", "app", "-n", NS, "--param", "times=often"])
+    assert usage.value.code == 2
+    code, out, err = cli(
+        "upgrade", "app", "-n", NS, "--param", "greeting=howdy", "--param", "times=3", "--no-wait"
+    )
     run_id = out.strip()
-    assert code == 0 and len(run_id) == 26
+    assert code == 0 and len(run_id) == 26, err
     code, out, _ = cli("runs", "watch", run_id)
     assert code == 0 and out.splitlines()[-1].split()[1:4] == [run_id, "upgrade", "SUCCEEDED"]
+    code, out, _ = cli("installations", "runs", "show", run_id)
+    assert "Parameters:    greeting=howdy, times=3" in out
     code, out, _ = cli("installations", "logs", "show", "-i", "app", "-n", NS)
     assert out == "upgrade of app: howdy\n"
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from porter.bundle.v1.installation_pb2 import Installation
 from porter_bundle.cli import context
 from porter_bundle.cli.exit_codes import EPILOG, Exit, Failure
 from porter_bundle.cli.runs import notice, print_run, result, run_async, stream_log
-from porter_bundle.client import Client, bundle_reference
+from porter_bundle.client import Client, bundle_reference, reference_text
 from porter_bundle.client.follow import watch_runs
 
 HELP = {
@@ -36,14 +37,54 @@ HELP = {
 }
 
 
-def _parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _parameters(pairs: tuple[str, ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
         values[name] = value
     return values
+
+
+def _typed(name: str, text: str, kind: str) -> Any:
+    """A --param value as its definition's JSON type (as Porter converts them)."""
+    try:
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+        if kind == "boolean":
+            if text.lower() not in (*_TRUE, *_FALSE):
+                raise ValueError(text)
+            return text.lower() in _TRUE
+        if kind in ("object", "array"):
+            return json.loads(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{name}: {text!r} is not of type {kind}", param_hint="--param"
+        ) from None
+    return text
+
+
+def _convert(
+    client: Client, namespace: str, name: str, reference: str, values: dict[str, str]
+) -> dict[str, Any]:
+    """``values`` typed by the bundle's parameter definitions; as given (strings) when the
+    bundle cannot be read (the server checks them anyway)."""
+    if not values:
+        return {}
+    try:
+        if not reference:
+            inst = client.installation(namespace, name)
+            reference = inst.status.bundle_reference or reference_text(inst.bundle)
+        types = client.parameter_types(reference)
+    except grpc.RpcError:
+        return dict(values)
+    return {k: _typed(k, v, types.get(k, "")) for k, v in values.items()}
 
 
 def _prepare(
@@ -91,7 +132,7 @@ def _action_command(action: str) -> click.Command:
                 namespace,
                 installation,
                 name,
-                parameters=params,
+                parameters=_convert(client, namespace, installation, opts["reference"], params),
                 credential_sets=() if on_new else opts["creds"],
                 parameter_sets=() if on_new else opts["param_sets"],
                 force=opts["force"],

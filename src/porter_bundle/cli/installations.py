@@ -13,7 +13,7 @@ from porter.bundle.v1.run_pb2 import Output, Run, RunState
 from porter_bundle.cli import context, output
 from porter_bundle.cli.exit_codes import Exit, Failure
 from porter_bundle.cli.runs import action_name, reconnect_option, state_name, stream_log
-from porter_bundle.client import Client
+from porter_bundle.client import Client, reference_text
 
 SENSITIVE = "******"
 
@@ -32,10 +32,7 @@ def last_run_state(inst: Installation) -> str:
 
 def bundle_text(inst: Installation) -> str:
     """The installation's bundle reference as text."""
-    ref = inst.bundle
-    if ref.digest:
-        return f"{ref.repository}@{ref.digest}"
-    return f"{ref.repository}:{ref.tag or ref.version}"
+    return reference_text(inst.bundle)
 
 
 def parameters_text(values: Struct, sensitive: Iterable[str]) -> str:

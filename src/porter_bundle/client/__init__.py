@@ -10,7 +10,15 @@ commands (:mod:`porter_bundle.cli`) are built on it and nothing here knows about
 
 from __future__ import annotations
 
-from porter_bundle.client.api import Client, SetKind, ValueSet, bundle_reference
+from porter_bundle.client.api import Client, SetKind, ValueSet, bundle_reference, reference_text
 from porter_bundle.client.connection import DEFAULT_SERVER, Target
 
-__all__ = ["DEFAULT_SERVER", "Client", "SetKind", "Target", "ValueSet", "bundle_reference"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "Client",
+    "SetKind",
+    "Target",
+    "ValueSet",
+    "bundle_reference",
+    "reference_text",
+]

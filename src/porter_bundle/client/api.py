@@ -3,6 +3,7 @@ and request IDs handled. Errors are the calls' ``grpc.RpcError`` (code and detai
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -36,6 +37,15 @@ def bundle_reference(text: str) -> BundleReference:
     except InvalidArgument as exc:
         raise ValueError("; ".join(v.description for v in exc.violations)) from None
     return BundleReference(repository=parsed.repository, tag=parsed.tag, digest=parsed.digest)
+
+
+def reference_text(ref: BundleReference) -> str:
+    """A BundleReference as the reference text bundles are kept under: ``repo@digest``, else
+    ``repo:tag``, a ``version`` being tag ``v<version>`` (as Porter names them)."""
+    if ref.digest:
+        return f"{ref.repository}@{ref.digest}"
+    tag = ref.tag or (ref.version if ref.version.startswith("v") else f"v{ref.version}")
+    return f"{ref.repository}:{tag}"
 
 
 class Client:
@@ -216,6 +226,16 @@ class Client:
         request = pb.GetBundleRequest(reference=reference)
         return self._stub.GetBundle(request, timeout=self._timeout).bundle
 
+    def parameter_types(self, reference: str) -> dict[str, str]:
+        """The JSON type of each parameter of the bundle at ``reference`` ("" when its
+        definition names none), from its bundle.json."""
+        doc = json.loads(self.bundle(reference).bundle_json or "{}")
+        definitions = doc.get("definitions", {})
+        return {
+            name: str(definitions.get(param.get("definition", ""), {}).get("type", ""))
+            for name, param in doc.get("parameters", {}).items()
+        }
+
     def register_bundle(self, reference: str, bundle_json: str) -> Bundle:
         """Registers a bundle.json under a reference."""
         request = pb.CreateBundleRequest(reference=reference, bundle_json=bundle_json)
@@ -231,4 +251,11 @@ class Client:
         self._stub.DeleteBundle(pb.DeleteBundleRequest(reference=reference), timeout=self._timeout)
 
 
-__all__ = ["CALL_TIMEOUT_SECONDS", "Client", "SetKind", "ValueSet", "bundle_reference"]
+__all__ = [
+    "CALL_TIMEOUT_SECONDS",
+    "Client",
+    "SetKind",
+    "ValueSet",
+    "bundle_reference",
+    "reference_text",
+]
