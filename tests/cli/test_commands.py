@@ -122,6 +122,15 @@ def test_install_outputs_upgrade_invoke_uninstall(cli, world, server):
         "MODIFIED",
     ]
     assert row.split()[:6] == [NS, "app", REF, "installed", "install", "SUCCEEDED"]
+    code, out, _ = cli("installations", "show", "app", "-n", NS)
+    fields = dict(line.split(":", 1) for line in out.splitlines())
+    assert {
+        k: v.strip() for k, v in fields.items() if k in ("Bundle", "State", "Credential sets")
+    } == {
+        "Bundle": REF,
+        "State": "installed",
+        "Credential sets": "hello-creds",
+    }
     code, out, _ = cli("installations", "show", "app", "-n", NS, "-o", "json")
     shown = json.loads(out)
     assert shown["credentialSets"] == ["hello-creds"]

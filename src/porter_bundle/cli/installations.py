@@ -102,6 +102,7 @@ def show_installation(name: str, fmt: str) -> int:
             ("Credential sets", _names(inst.credential_sets)),
             ("Parameter sets", _names(inst.parameter_sets)),
             ("Parameters", params or "-"),
+            ("Labels", ", ".join(f"{k}={v}" for k, v in sorted(inst.labels.items())) or "-"),
             ("Created", output.when(inst.create_time)),
             ("Modified", output.when(inst.update_time)),
         ],
