@@ -148,7 +148,7 @@ test-postgres: $(STAMP)
 	me=$$(id -un); \
 	runuser -u postgres -- psql -tAc "select 1 from pg_roles where rolname = '$$me'" | grep -q 1 \
 	  || runuser -u postgres -- createuser --superuser "$$me"
-	PORTER_BUNDLE_TEST_POSTGRES='$(PG_TEST_URL)' $(PY) -m pytest -q tests/api tests/service tests/store $(PYTEST_ARGS)
+	PORTER_BUNDLE_TEST_POSTGRES='$(PG_TEST_URL)' $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup tests/api tests/service tests/store $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------
 # Running

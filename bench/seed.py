@@ -102,7 +102,7 @@ _CACHE_INPUTS = (
     _SRC / "store" / "models.py",
     _SRC / "store" / "crypto.py",
     _SRC / "store" / "migrations",
-    _SRC / "service" / "runs.py",
+    _SRC / "service" / "runs",
     _SRC / "service" / "installations.py",
     _SRC / "service" / "common.py",
     Path(__file__).resolve(),
@@ -352,7 +352,7 @@ class RowBuilder:
         return cached
 
     def output_row(self, run_id: str, out: OutputValue, ts: Timestamp) -> tuple[Any, ...]:
-        """The ``outputs`` row of one output (``runs._output_row``)."""
+        """The ``outputs`` row of one output (``porter_bundle.service.runs.output_row``)."""
         text, digest, value = self._value(out.value)
         msg = Output(
             name=out.name,

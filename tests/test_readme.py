@@ -98,3 +98,47 @@ def test_readme_tour_runs_as_written(server, podman_host, podman_service, test_i
     shown = json.loads(block(README, "tour-json", "json"))
     assert _steady(printed) == _steady(shown)
     assert [set(o) for o in printed] == [set(s) for s in shown]  # the varying fields too
+
+
+def architecture_tree() -> dict[str, set[str]]:
+    """The README's Architecture block: top-level names under src/porter_bundle/ and the
+    sub-folders named beneath each (4-space indent)."""
+    text = README.read_text()
+    section = text.split("## Architecture", 1)[1]
+    drawn = re.search(r"```\n(.*?)```", section, re.S)
+    assert drawn, "README's Architecture section has no tree"
+    tree: dict[str, set[str]] = {}
+    inside, parent = False, ""
+    for line in drawn.group(1).splitlines():
+        if line.startswith("src/porter_bundle/"):
+            inside = True
+            continue
+        if inside and not line.startswith("  "):
+            break
+        if not inside or not line.strip() or line.startswith(" " * 6):
+            continue  # continuation lines of a description
+        names = re.split(r"\s{2,}", line.strip())[0]
+        if line.startswith("    "):
+            tree[parent].add(names.rstrip("/"))
+            continue
+        for name in names.split(", "):
+            parent = name.rstrip("/")
+            tree.setdefault(parent, set())
+    return tree
+
+
+def test_architecture_tree_names_every_package_and_module():
+    src = REPO / "src" / "porter_bundle"
+    tree = architecture_tree()
+    actual = {
+        p.name
+        for p in src.iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists())
+        or (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+    }
+    assert set(tree) == actual, "README's Architecture tree is out of date with src/porter_bundle"
+    for parent, children in tree.items():
+        for child in children:
+            assert (src / parent / child / "__init__.py").exists(), (
+                f"{parent}/{child} is not a package"
+            )

@@ -27,7 +27,6 @@ from porter.bundle.v1.installation_pb2 import (
 )
 from porter.bundle.v1.run_pb2 import ACTION_INSTALL, ACTION_UPGRADE, RUN_STATE_SUCCEEDED, Run
 from porter_bundle import store
-from porter_bundle.bundles import cnab
 from porter_bundle.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -46,8 +45,15 @@ from porter_bundle.service.common import (
     timestamp,
     utcnow,
 )
+from porter_bundle.service.filters import check_list_filters, list_filter
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
-from porter_bundle.store import Database, DuplicateKey, InstallationRow, ListFilter
+from porter_bundle.service.withheld import (
+    decoded_secrets,
+    encoded_secrets,
+    sensitive_names,
+    withhold,
+)
+from porter_bundle.store import Database, DuplicateKey, InstallationRow
 from porter_bundle.validation import (
     BundleRef,
     check_address,
@@ -81,31 +87,6 @@ def bundle_ref_of(inst: Installation) -> BundleRef:
     """The installation's bundle reference as a value."""
     b = inst.bundle
     return BundleRef(b.repository, b.digest, b.version, b.tag)
-
-
-def check_list_filters(
-    v: Violations, namespace: str, all_namespaces: bool, name: str, labels: Mapping[str, str]
-) -> None:
-    """Filters shared by the list calls of namespaced resources."""
-    if not all_namespaces:
-        check_namespace(v, "namespace", namespace)
-    if len(name) > 253:
-        v.add("name", "name filter is longer than 253 characters")
-    check_labels(v, "labels", labels)
-
-
-def list_filter(
-    namespace: str,
-    all_namespaces: bool,
-    name: str,
-    labels: Mapping[str, str],
-    visible: frozenset[str] | None = None,
-) -> ListFilter:
-    """The store filter of a namespaced list request; ``visible`` limits a list over every
-    namespace to the namespaces the caller may see (None: all)."""
-    if not all_namespaces:
-        visible = None  # one namespace: the caller's right to it was checked before
-    return ListFilter(None if all_namespaces else namespace, name, dict(labels), visible)
 
 
 class InstallationService:
@@ -172,7 +153,9 @@ class InstallationService:
                 raise _not_found(namespace, name)
             inst = Installation.FromString(doc)
             if reveal and inst.sensitive_parameters:
-                inst.parameters.update(_decoded(store.get_installation_secrets(conn, inst.id)))
+                inst.parameters.update(
+                    decoded_secrets(store.get_installation_secrets(conn, inst.id))
+                )
         return inst
 
     def parameters_of(self, inst: Installation) -> dict[str, Any]:
@@ -181,7 +164,7 @@ class InstallationService:
         values: dict[str, Any] = json_format.MessageToDict(inst.parameters)
         if inst.sensitive_parameters and inst.id:
             with self._store.read() as conn:
-                values.update(_decoded(store.get_installation_secrets(conn, inst.id)))
+                values.update(decoded_secrets(store.get_installation_secrets(conn, inst.id)))
         return values
 
     def revealed(self, inst: Installation) -> Installation:
@@ -202,7 +185,7 @@ class InstallationService:
         copy = Installation()
         copy.CopyFrom(inst)
         copy.sensitive_parameters.extend(before)
-        _withhold(copy, {}, _sensitive_names(bundle))
+        withhold(copy, {}, sensitive_names(bundle))
         return copy
 
     def _sensitive_names_of(
@@ -211,7 +194,7 @@ class InstallationService:
         """Names of the parameters the bundle marks sensitive; None when it is not known here."""
         if resolved is None and self._find_bundle is not None:
             resolved = self._find_bundle(ref)
-        return _sensitive_names(resolved)
+        return sensitive_names(resolved)
 
     def create(self, given: Installation) -> Installation:
         """Stores a new installation; ALREADY_EXISTS when its address is taken."""
@@ -224,7 +207,7 @@ class InstallationService:
         resolved = None
         if self._resolve_bundle is not None:
             resolved = self._resolve_bundle(bundle_ref_of(inst))
-        secrets = _withhold(inst, {}, self._sensitive_names_of(bundle_ref_of(inst), resolved))
+        secrets = withhold(inst, {}, self._sensitive_names_of(bundle_ref_of(inst), resolved))
         now = self._clock()
         inst.id = new_id()
         inst.create_time.CopyFrom(timestamp(now))
@@ -243,7 +226,7 @@ class InstallationService:
         )
         try:
             with self._store.write() as s:
-                store.set_installation_secrets(s, row, _encoded(secrets))
+                store.set_installation_secrets(s, row, encoded_secrets(secrets))
                 store.add_installation(
                     s, row, inst.labels, inst.credential_sets, inst.parameter_sets
                 )
@@ -287,17 +270,21 @@ class InstallationService:
             )
             inst = Installation.FromString(row.doc)
             # Without "parameters" in the mask, the values withheld before are kept.
-            kept = {} if "parameters" in fields else _decoded(store.installation_secrets(s, row))
+            kept = (
+                {}
+                if "parameters" in fields
+                else decoded_secrets(store.installation_secrets(s, row))
+            )
             _copy_writable(given, inst, fields)
             if not inst.schema_version:
                 inst.schema_version = DEFAULT_SCHEMA_VERSION
             _validate(inst, "installation.")
-            secrets = _withhold(inst, kept, sensitive)
+            secrets = withhold(inst, kept, sensitive)
             now = self._clock()
             inst.update_time.CopyFrom(timestamp(now))
             inst.etag = new_etag()
             row.etag, row.updated_at, row.doc = inst.etag, now, inst.SerializeToString()
-            store.set_installation_secrets(s, row, _encoded(secrets))
+            store.set_installation_secrets(s, row, encoded_secrets(secrets))
             s.add(row)
             store.set_installation_children(
                 s, row.id, inst.labels, inst.credential_sets, inst.parameter_sets
@@ -365,45 +352,6 @@ def _not_found(namespace: str, name: str) -> NotFound:
 def installation_not_found(namespace: str, name: str) -> NotFound:
     """The NOT_FOUND error for a missing installation (shared with runs)."""
     return _not_found(namespace, name)
-
-
-def _sensitive_names(bundle: ResolvedBundle | None) -> frozenset[str] | None:
-    if bundle is None:
-        return None
-    return frozenset(p.name for p in cnab.parameters(bundle.document) if p.sensitive)
-
-
-def _withhold(
-    inst: Installation, kept: Mapping[str, Any], sensitive: frozenset[str] | None
-) -> dict[str, Any]:
-    """Moves the sensitive values out of ``inst.parameters`` (``kept``, values withheld before,
-    joining them first) and names them in ``sensitive_parameters``; returns them. Sensitive:
-    what the bundle marks so (``sensitive``; None when the bundle is not known), and what was
-    withheld before (named in ``inst.sensitive_parameters`` or ``kept``): once withheld, a
-    parameter's value stays withheld until it is removed from the installation."""
-    names = (sensitive or frozenset()) | frozenset(inst.sensitive_parameters) | frozenset(kept)
-    if kept:
-        inst.parameters.update(kept)
-    secrets: dict[str, Any] = {}
-    for name in sorted(n for n in names if n in inst.parameters.fields):
-        secrets[name] = json_format.MessageToDict(inst.parameters.fields[name])
-        del inst.parameters.fields[name]
-    del inst.sensitive_parameters[:]
-    inst.sensitive_parameters.extend(sorted(secrets))
-    return secrets
-
-
-def _encoded(secrets: Mapping[str, Any]) -> bytes | None:
-    if not secrets:
-        return None
-    return json.dumps(dict(secrets), sort_keys=True, separators=(",", ":")).encode()
-
-
-def _decoded(raw: bytes | None) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    values: dict[str, Any] = json.loads(raw)
-    return values
 
 
 def _copy_writable(src: Installation, dst: Installation, fields: Sequence[str]) -> None:

@@ -44,11 +44,8 @@ from porter.bundle.v1.run_pb2 import (
 )
 from porter_bundle import store
 from porter_bundle.errors import Violations
-from porter_bundle.service.installations import (
-    check_list_filters,
-    installation_not_found,
-    list_filter,
-)
+from porter_bundle.service.filters import check_list_filters, list_filter
+from porter_bundle.service.installations import installation_not_found
 from porter_bundle.store import Database, PageSpec
 from porter_bundle.validation import check_address
 

@@ -26,7 +26,7 @@ from porter_bundle.service.common import (
     timestamp,
     utcnow,
 )
-from porter_bundle.service.installations import check_list_filters, list_filter
+from porter_bundle.service.filters import check_list_filters, list_filter
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import (
     KIND_CREDENTIAL_SET,

@@ -1,0 +1,291 @@
+"""Recording runs: the executor's side (create, start, log, finish), each change one transaction.
+
+A run moves PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELED. Finishing a run
+writes its state, message, outputs and the installation's status in one
+transaction, following Porter: a successful install/upgrade marks the installation
+installed, a successful uninstall marks it uninstalled, custom actions leave it alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct, Value
+
+from porter.bundle.v1.installation_pb2 import (
+    INSTALLATION_STATE_INSTALLED,
+    INSTALLATION_STATE_UNINSTALLED,
+    Installation,
+)
+from porter.bundle.v1.run_pb2 import (
+    ACTION_INSTALL,
+    ACTION_INVOKE,
+    ACTION_UNINSTALL,
+    ACTION_UPGRADE,
+    RUN_STATE_CANCELED,
+    RUN_STATE_PENDING,
+    RUN_STATE_RUNNING,
+    RUN_STATE_SUCCEEDED,
+    Output,
+    Run,
+)
+from porter_bundle import store
+from porter_bundle.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
+from porter_bundle.ids import new_id
+from porter_bundle.service.common import Clock, display_address, new_etag, timestamp, utcnow
+from porter_bundle.service.events import RunEvents
+from porter_bundle.service.installations import installation_not_found
+from porter_bundle.service.runs.model import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    MODIFYING_ACTIONS,
+    NewRun,
+    OutputValue,
+    action_name,
+    canonical_json,
+)
+from porter_bundle.store import Database, DuplicateKey, InstallationRow, OutputRow, RunRow
+from porter_bundle.validation import check_address
+
+
+class RunRecorder:
+    """Writes runs, their logs and outputs, and keeps the installation's status in step."""
+
+    def __init__(
+        self, db: Database, *, clock: Clock = utcnow, events: RunEvents | None = None
+    ) -> None:
+        self._store = db
+        self._clock = clock
+        self.events = events or RunEvents()
+        """Where committed state changes and log appends are published (for live streams)."""
+
+    def create(self, namespace: str, name: str, new: NewRun) -> tuple[Run, bool]:
+        """Records a PENDING run; returns it and whether it is new (False: same request_id seen before)."""
+        check_address(namespace, name)
+        _check_new_run(new)
+        now = self._clock()
+        with self._store.write() as s:
+            inst_row = store.get_installation(s, namespace, name, lock=True)
+            if inst_row is None:
+                raise installation_not_found(namespace, name)
+            if new.request_id:
+                existing = store.get_run_by_request(s, inst_row.id, new.request_id)
+                if existing is not None:
+                    return Run.FromString(existing.doc), False
+            active = store.active_run(s, inst_row.id)
+            if active is not None:
+                raise Aborted(
+                    f"installation {display_address(namespace, name)} has an active run {active.id}; "
+                    "wait for it to finish or cancel it",
+                    reason="RUN_IN_PROGRESS",
+                    metadata={"namespace": namespace, "name": name, "run_id": active.id},
+                )
+            run = Run(
+                id=new_id(),
+                installation_id=inst_row.id,
+                namespace=namespace,
+                installation=name,
+                action=new.action,  # type: ignore[arg-type]
+                custom_action=new.custom_action,
+                bundle_reference=new.bundle_reference,
+                bundle_digest=new.bundle_digest,
+                bundle_version=new.bundle_version,
+                sensitive_parameters=sorted(new.sensitive_parameters & new.parameters.keys()),
+                credential_sets=list(new.credential_sets),
+                parameter_sets=list(new.parameter_sets),
+                state=RUN_STATE_PENDING,
+                request_id=new.request_id,
+            )
+            public = {k: v for k, v in new.parameters.items() if k not in new.sensitive_parameters}
+            run.parameters.CopyFrom(_struct(public))
+            run.create_time.CopyFrom(timestamp(now))
+            row = RunRow(
+                id=run.id,
+                installation_id=inst_row.id,
+                state=run.state,
+                action=run.action,
+                request_id=new.request_id or None,
+                doc=run.SerializeToString(),
+                parameters=canonical_json(dict(new.parameters)).encode(),
+                created_at=now,
+            )
+            try:
+                store.add_run(s, row)
+            except DuplicateKey:
+                raise FailedPrecondition(
+                    "a run with this request_id was created concurrently; retry to get it",
+                    reason="REQUEST_IN_FLIGHT",
+                ) from None
+            self._update_status(s, inst_row, run)
+        self.events.run_changed(run)
+        return run, True
+
+    def start(self, run_id: str) -> Run | None:
+        """Marks a PENDING run RUNNING; None when it is no longer pending (canceled meanwhile)."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state != RUN_STATE_PENDING:
+                return None
+            run.state = RUN_STATE_RUNNING
+            run.start_time.CopyFrom(timestamp(self._clock()))
+            self._save(s, row, run)
+            inst_row = s.get(InstallationRow, row.installation_id)
+            assert inst_row is not None
+            self._update_status(s, inst_row, run)
+        self.events.run_changed(run)
+        return run
+
+    def cancel_pending(self, run_id: str, message: str) -> Run | None:
+        """Ends a run that has not started yet as CANCELED; None when it already started or ended."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            if row.state != RUN_STATE_PENDING:
+                return None
+        try:
+            return self.finish(run_id, RUN_STATE_CANCELED, message, only_if_state=RUN_STATE_PENDING)
+        except FailedPrecondition:
+            return None
+
+    def append_log(self, run_id: str, chunk: bytes) -> int:
+        """Appends container output to a run's log; returns the new log length."""
+        with self._store.write() as s:
+            end = store.append_run_log(s, run_id, chunk)
+        self.events.log_appended(run_id, end - len(chunk), chunk)
+        return end
+
+    def replace_log(self, run_id: str, content: bytes) -> None:
+        """Replaces a run's stored log with the complete one (after re-attaching to its container)."""
+        with self._store.write() as s:
+            store.replace_run_log(s, run_id, content)
+        self.events.log_appended(run_id, 0, None)
+
+    def finish(
+        self,
+        run_id: str,
+        state: int,
+        message: str = "",
+        outputs: Sequence[OutputValue] = (),
+        *,
+        only_if_state: int | None = None,
+    ) -> Run:
+        """Ends an active run with its outputs and updates the installation, all in one transaction."""
+        if state not in FINAL_STATES:
+            raise InvalidArgument(f"{state} is not a final run state", reason="RUN_STATE_NOT_FINAL")
+        now = self._clock()
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state not in ACTIVE_STATES or (
+                only_if_state is not None and run.state != only_if_state
+            ):
+                raise FailedPrecondition(
+                    f"run {run_id} is already finished",
+                    reason="RUN_FINISHED",
+                    metadata={"run_id": run_id},
+                )
+            run.state = state  # type: ignore[assignment]
+            run.message = message
+            run.complete_time.CopyFrom(timestamp(now))
+            self._save(s, row, run)
+            store.add_outputs(s, row.installation_id, [output_row(run, o, now) for o in outputs])
+            inst_row = s.get(InstallationRow, row.installation_id)
+            assert inst_row is not None  # runs are deleted with their installation
+            self._update_status(s, inst_row, run, finished=True)
+        self.events.run_changed(run)
+        return run
+
+    # --- internals ---------------------------------------------------------------
+
+    def _load(self, s: Any, run_id: str) -> RunRow:
+        row = s.get(RunRow, run_id)
+        if row is None:
+            raise NotFound(
+                f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": run_id}
+            )
+        assert isinstance(row, RunRow)
+        return row
+
+    def _save(self, s: Any, row: RunRow, run: Run) -> None:
+        row.state = run.state
+        row.doc = run.SerializeToString()
+        s.add(row)
+
+    def _update_status(
+        self, s: Any, row: InstallationRow, run: Run, *, finished: bool = False
+    ) -> None:
+        inst = Installation.FromString(row.doc)
+        st = inst.status
+        if not finished or st.run_id == run.id:
+            st.run_id = run.id
+            st.action = action_name(run)
+            st.run_state = run.state
+            st.bundle_reference = run.bundle_reference
+            st.bundle_digest = run.bundle_digest
+            st.bundle_version = run.bundle_version
+        row.last_run_id = st.run_id
+        if finished:
+            row.last_finished_run_id = run.id
+            if run.action in MODIFYING_ACTIONS:
+                succeeded_uninstall = (
+                    run.action == ACTION_UNINSTALL and run.state == RUN_STATE_SUCCEEDED
+                )
+                row.installed = not succeeded_uninstall
+            if run.state == RUN_STATE_SUCCEEDED:
+                row.last_succeeded_run_id = run.id
+                st.last_succeeded_run_id = run.id
+                if run.action in (ACTION_INSTALL, ACTION_UPGRADE):
+                    st.state = INSTALLATION_STATE_INSTALLED
+                    st.install_time.CopyFrom(run.complete_time)
+                elif run.action == ACTION_UNINSTALL:
+                    st.state = INSTALLATION_STATE_UNINSTALLED
+                    st.uninstall_time.CopyFrom(run.complete_time)
+            row.state = st.state
+        now = self._clock()
+        inst.update_time.CopyFrom(timestamp(now))
+        inst.etag = new_etag()
+        row.etag, row.updated_at, row.doc = inst.etag, now, inst.SerializeToString()
+        s.add(row)
+
+
+def _check_new_run(new: NewRun) -> None:
+    v = Violations()
+    if new.action not in (ACTION_INSTALL, ACTION_UPGRADE, ACTION_INVOKE, ACTION_UNINSTALL):
+        v.add("action", "must be install, upgrade, invoke or uninstall")
+    if (new.action == ACTION_INVOKE) != bool(new.custom_action):
+        v.add("custom_action", "is required for invoke and only for invoke")
+    if len(new.request_id) > 128:
+        v.add("request_id", "is longer than 128 characters")
+    v.raise_if_any()
+
+
+def _struct(values: Mapping[str, Any]) -> Struct:
+    st = Struct()
+    json_format.ParseDict(dict(values), st)
+    return st
+
+
+def output_row(run: Run, out: OutputValue, now: Any) -> OutputRow:
+    text = canonical_json(out.value)
+    msg = Output(
+        name=out.name,
+        type=out.type,
+        sensitive=out.sensitive,
+        run_id=run.id,
+        digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+    )
+    if not out.sensitive:
+        value = Value()
+        json_format.ParseDict(out.value, value)
+        msg.value.CopyFrom(value)
+    msg.create_time.CopyFrom(timestamp(now))
+    return OutputRow(
+        run_id=run.id,
+        name=out.name,
+        sensitive=out.sensitive,
+        value=text,
+        doc=msg.SerializeToString(),
+    )
