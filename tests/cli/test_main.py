@@ -178,3 +178,14 @@ def test_a_server_without_container_engine_refuses_an_action_exit_1(server, stub
     err = capsys.readouterr().err
     assert code == 1, err
     assert "UNAVAILABLE" in err
+
+
+def test_logs_takes_a_namespace_from_the_environment_only_with_an_installation(
+    server, monkeypatch, capsys
+):
+    monkeypatch.setenv("PORTER_BUNDLE_NAMESPACE", "team")
+    code = main(["logs", "01JDZZZZZZZZZZZZZZZZZZZZZZ", "--server", server.target])
+    assert code == 1 and "NOT_FOUND" in capsys.readouterr().err  # not a usage error
+    with pytest.raises(SystemExit) as usage:
+        main(["logs", "latest", "-n", "team", "--server", server.target])
+    assert usage.value.code == 2 and "--namespace needs --installation" in capsys.readouterr().err

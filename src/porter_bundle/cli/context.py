@@ -36,6 +36,7 @@ ENV_NAMESPACE = "PORTER_BUNDLE_NAMESPACE"
 # What a context may hold (the flags' names).
 KEYS = ("server", "token-file", "tls", "tls-ca", "tls-cert", "tls-key", "namespace")
 _META = "porter_bundle.connection"
+_FLAGS = "porter_bundle.connection.flags"
 
 
 def config_path() -> Path:
@@ -90,6 +91,11 @@ def selected(name: str | None) -> tuple[str, dict[str, Any]]:
 
 def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     ctx.meta.setdefault(_META, {})[param.name] = value
+    if (
+        param.name
+        and ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
+    ):
+        ctx.meta.setdefault(_FLAGS, set()).add(param.name)
     return value
 
 
@@ -128,6 +134,11 @@ def given() -> dict[str, Any]:
     """The connection flags given to the running command."""
     meta: dict[str, Any] = click.get_current_context().meta.get(_META, {})
     return meta
+
+
+def flag_given(name: str) -> bool:
+    """Whether the running command was given flag ``name`` on its command line."""
+    return name in click.get_current_context().meta.get(_FLAGS, set())
 
 
 def _from_context() -> dict[str, Any]:

@@ -117,7 +117,7 @@ def reconnect_option(f: Any) -> Any:
 
 
 def _namespace(installation: str) -> str:
-    if context.given().get("namespace") and not installation:
+    if context.flag_given("namespace") and context.namespace() and not installation:
         raise click.UsageError("--namespace needs --installation")
     return context.namespace() if installation else ""
 
