@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from porter_bundle import config
-from porter_bundle.cli import _parser, main
+from porter_bundle.cli import main
+from porter_bundle.cli.serve import serve_flags
 from porter_bundle.config import Settings, load_registry_auths
 from porter_bundle.config.settings import option_of
 from porter_bundle.config.table import replace_table
@@ -72,7 +74,7 @@ SECRET_URL = "postgresql+psycopg://alice:s3cret@db/x"
 
 
 def _flags(*argv: str) -> dict[str, Any]:
-    return config.flags_given(_parser().parse_args(["serve", *argv]))
+    return serve_flags(argv)
 
 
 def test_every_setting_has_an_env_variable_and_a_flag():
@@ -237,10 +239,17 @@ def test_serve_help_shows_no_environment_or_config_file_value(tmp_path: Path):
         assert option_of(field).env in done.stdout  # each setting names its variable
 
 
-def test_readme_table_is_generated_from_the_declarations():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert replace_table(readme) == readme, (
-        "README.md's settings table is stale: python -m porter_bundle.config --write README.md"
+def test_docs_table_is_generated_from_the_declarations():
+    path = Path(__file__).parents[1] / "docs" / "configuration.md"
+    text = path.read_text()
+    assert replace_table(text, path) == text, (
+        "docs/configuration.md's settings table is stale: "
+        "python -m porter_bundle.config --write docs/configuration.md"
     )
     for name in Settings.model_fields:
-        assert f"| `{name}` |" in readme
+        assert f"| `{name}` |" in text
+    # Each "see" link names a file beside it that has that section.
+    links = re.findall(r"\(see \[([^]]+)\]\(([a-z]+\.md)#([a-z-]+)\)\)", text)
+    assert len({title for title, _, _ in links}) >= 5
+    for title, file, _ in links:
+        assert f"# {title}\n" in (path.parent / file).read_text(), (title, file)

@@ -1,42 +1,73 @@
-"""The README's API examples run as written against a live server."""
+"""The README's tour and the docs' API examples run as written against a live server."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-REPO = README.parent
+from porter_bundle.service import Services
+from tests.cli.hello import IMAGE, RUN_SCRIPT
+from tests.helpers import engine_services
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+API_DOC = REPO / "docs" / "api.md"
+VARYING = ("runId", "digest", "createTime")
 
 
-def examples() -> str:
-    text = README.read_text()
-    block = re.search(
-        r"<!-- examples:begin -->\s*```sh\n(.*?)```\s*<!-- examples:end -->", text, re.S
+def block(path: Path, name: str, lang: str = "sh") -> str:
+    """The code block of ``path`` between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+    found = re.search(
+        rf"<!-- {name}:begin -->\s*```{lang}\n(.*?)```\s*<!-- {name}:end -->",
+        path.read_text(),
+        re.S,
     )
-    assert block, "README has no examples block"
-    return block.group(1)
+    assert found, f"{path.name} has no {name} block"
+    return found.group(1)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "buf").exists(), reason="needs make venv (buf)")
-def test_readme_examples_run_against_a_server(server):
-    script = examples().replace("127.0.0.1:3001", server.target)
-    assert script.count(server.target) >= 3
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
+def run_script(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Runs a block with bash -euo pipefail from the repository root, the venv on PATH and no
+    client config of the user's."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PORTER_BUNDLE_CLIENT_CONFIG": str(tmp_path / "client.yaml"),
+        "NO_COLOR": "1",
+    }
+    for name in ("PORTER_BUNDLE_SERVER", "PORTER_BUNDLE_CONTEXT", "PORTER_BUNDLE_NAMESPACE"):
+        env.pop(name, None)
+    return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
+
+
+@pytest.fixture
+def services(store, request) -> Services:
+    """A container engine behind the server for the tests that ask for one (the tour)."""
+    if "podman_host" not in request.fixturenames:
+        return Services.create(store)
+    return engine_services(store, request.getfixturevalue("podman_host"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "buf").exists(), reason="needs make venv (buf)")
+def test_api_examples_run_against_a_server(server, tmp_path: Path):
+    script = block(API_DOC, "examples").replace("127.0.0.1:3001", server.target)
+    assert script.count(server.target) >= 3
+    result = run_script(script, tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "porter.bundle.v1.PorterBundle" in out
@@ -46,16 +77,39 @@ def test_readme_examples_run_against_a_server(server):
     assert '"status": "SERVING"' in out
 
 
+def _steady(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in o.items() if k not in VARYING} for o in outputs]
+
+
+@pytest.mark.slow
+def test_readme_tour_runs_as_written(server, podman_host, podman_service, test_image, tmp_path):
+    podman_service.podman("tag", test_image("hello", RUN_SCRIPT), IMAGE)
+    script = block(README, "tour").replace("127.0.0.1:3001", server.target)
+    result = run_script(script, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "install of hello: hello\n" in out  # --follow: the container's own output
+    assert "upgrade of hello: bonjour" not in out  # the upgrade waits, printing states only
+    assert "s3cret" not in out + result.stderr
+    assert "deleted installation dev/hello" in out
+    lines = out.splitlines()
+    assert "hello" in lines and "bonjour" in lines  # output show, before and after the upgrade
+    printed = json.loads(re.search(r"^\[\n.*?^\]$", out, re.S | re.M).group(0))  # type: ignore[union-attr]
+    shown = json.loads(block(README, "tour-json", "json"))
+    assert _steady(printed) == _steady(shown)
+    assert [set(o) for o in printed] == [set(s) for s in shown]  # the varying fields too
+
+
 def architecture_tree() -> dict[str, set[str]]:
     """The README's Architecture block: top-level names under src/porter_bundle/ and the
     sub-folders named beneath each (4-space indent)."""
     text = README.read_text()
     section = text.split("## Architecture", 1)[1]
-    block = re.search(r"```\n(.*?)```", section, re.S)
-    assert block, "README's Architecture section has no tree"
+    drawn = re.search(r"```\n(.*?)```", section, re.S)
+    assert drawn, "README's Architecture section has no tree"
     tree: dict[str, set[str]] = {}
     inside, parent = False, ""
-    for line in block.group(1).splitlines():
+    for line in drawn.group(1).splitlines():
         if line.startswith("src/porter_bundle/"):
             inside = True
             continue

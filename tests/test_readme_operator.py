@@ -1,4 +1,4 @@
-"""The README's Porter operator recipe starts as written: v1 API with tokens on one port, the
+"""docs/operator.md's Porter operator recipe starts as written: v1 API with tokens on one port, the
 legacy service unauthenticated on another (only the ports and the token file's path differ)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle.auth.tokens import hash_token
 
 pytestmark = pytest.mark.slow  # a server process
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "operator.md"
 BIN = Path(sys.executable).with_name("porter-bundle")
 
 
@@ -31,7 +31,7 @@ def recipe() -> list[str]:
     block = re.search(
         r"<!-- operator-serve:begin -->\n```sh\n(.*?)```\n<!-- operator-serve:end -->", text, re.S
     )
-    assert block, "README lost its operator-serve block"
+    assert block, "docs/operator.md lost its operator-serve block"
     return shlex.split(block.group(1).replace("\\\n", " "))
 
 

@@ -720,10 +720,11 @@ BIN = Path(sys.executable).with_name("porter-bundle")
 
 
 def test_cli_flag_parses():
-    from porter_bundle.cli import _parser
+    from porter_bundle.cli.serve import serve_flags
 
-    assert _parser().parse_args(["serve", "--legacy-reveal-sensitive"]).legacy_reveal_sensitive
-    assert not _parser().parse_args(["serve"]).legacy_reveal_sensitive
+    assert serve_flags(["--legacy-reveal-sensitive"])["legacy_reveal_sensitive"] is True
+    assert serve_flags(["--no-legacy-reveal-sensitive"])["legacy_reveal_sensitive"] is False
+    assert "legacy_reveal_sensitive" not in serve_flags([])
 
 
 @pytest.mark.slow

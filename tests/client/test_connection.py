@@ -76,5 +76,5 @@ def test_logs_with_token_from_environment(server, pki, monkeypatch, capsys):
     assert main(["logs", run.id, *_tls(server, pki)]) == 0
     assert capsys.readouterr().out == "hello\n"
     monkeypatch.setenv("PORTER_BUNDLE_TOKEN", token("all-b"))
-    assert main(["logs", run.id, *_tls(server, pki)]) == 3  # not visible: NOT_FOUND
+    assert main(["logs", run.id, *_tls(server, pki)]) == 1  # not visible: NOT_FOUND (refused)
     assert "NOT_FOUND" in capsys.readouterr().err

@@ -135,7 +135,7 @@ def test_logs_follow_prints_as_written_and_fails_with_the_run(command, stub, app
     scripted.exit(run_id, 3)
     code, rest, err = finish(proc)
     assert printed + rest == b"one\ntwo\n"
-    assert code == 1 and f"run {run_id} FAILED" in err and "status 3" in err
+    assert code == 4 and f"run {run_id} FAILED" in err and "status 3" in err  # the action failed
 
 
 @pytest.mark.slow
@@ -152,9 +152,9 @@ def test_logs_by_id_alone_and_resume_offset(command, stub, app, scripted):
 
 
 @pytest.mark.slow
-def test_logs_errors_exit_3_and_bad_usage_2(command, app):
+def test_logs_errors_exit_1_and_bad_usage_2(command, app):
     code, out, err = finish(command("logs", "01JDZZZZZZZZZZZZZZZZZZZZZZ"))
-    assert code == 3 and out == b"" and "NOT_FOUND" in err
+    assert code == 1 and out == b"" and "NOT_FOUND" in err  # the server refused
     code, _, err = finish(command("logs", "latest", "-n", NS))
     assert code == 2 and "--namespace needs --installation" in err
     code, _, err = finish(command("runs", "watch"))

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 from pathlib import Path
 
-from porter_bundle import cli
+import pytest
+
 from porter_bundle.bundles.registry import RegistryClient
-from porter_bundle.client import publish
+from porter_bundle.cli import main
 from tests.conftest import PushImage
 from tests.oci import bundle_doc
 
 
-def _publish(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    parsed = cli._parser().parse_args(["bundle", "publish", *args])
-    code = publish.run(parsed, out)
-    return code, out.getvalue()
+def _publish(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["bundles", "publish", *args])
+    return code, capsys.readouterr().out
 
 
-def test_publish_then_pull(oci_registry: str, push_image: PushImage, tmp_path: Path) -> None:
+def test_publish_then_pull(
+    capsys, oci_registry: str, push_image: PushImage, tmp_path: Path
+) -> None:
     repo = f"{oci_registry}/cli/app-{secrets.token_hex(4)}"
     image = push_image(oci_registry, f"{repo.split('/', 1)[1]}:installer")
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle_doc(image)))
-    code, out = _publish(str(path), "--reference", f"{repo}:v1", "--insecure")
+    code, out = _publish(capsys, str(path), "--reference", f"{repo}:v1", "--insecure")
     assert code == 0, out
     reference, digest = out.split()
     assert reference == f"{repo}:v1"
@@ -39,34 +39,34 @@ def test_publish_then_pull(oci_registry: str, push_image: PushImage, tmp_path: P
 
 
 def test_publish_refuses_plain_http_unless_insecure(
-    oci_registry: str, push_image: PushImage, tmp_path: Path
+    capsys, oci_registry: str, push_image: PushImage, tmp_path: Path
 ) -> None:
     repo = f"{oci_registry}/cli/app-{secrets.token_hex(4)}"
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle_doc(f"{repo}:installer")))
-    code, out = _publish(str(path), "--reference", f"{repo}:v1")
+    code, out = _publish(capsys, str(path), "--reference", f"{repo}:v1")
     assert code == 1
     assert f"registry {oci_registry}" in out
 
 
-def test_publish_lists_schema_violations(tmp_path: Path) -> None:
+def test_publish_lists_schema_violations(capsys, tmp_path: Path) -> None:
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps({"name": 1, "invocationImages": []}))
-    code, out = _publish(str(path), "--reference", "127.0.0.1:1/a/b:v1", "--insecure")
+    code, out = _publish(capsys, str(path), "--reference", "127.0.0.1:1/a/b:v1", "--insecure")
     assert code == 1
     assert "bundle_json.name" in out
     assert "bundle_json.version" in out
 
 
-def test_publish_needs_the_image_in_the_repository(tmp_path: Path) -> None:
+def test_publish_needs_the_image_in_the_repository(capsys, tmp_path: Path) -> None:
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle_doc("elsewhere.example.com/img:v1")))
-    code, out = _publish(str(path), "--reference", "127.0.0.1:1/a/b:v1", "--insecure")
+    code, out = _publish(capsys, str(path), "--reference", "127.0.0.1:1/a/b:v1", "--insecure")
     assert code == 1
     assert "must be pushed to the bundle's repository" in out
 
 
-def test_publish_missing_file(tmp_path: Path) -> None:
-    code, out = _publish(str(tmp_path / "nope.json"), "--reference", "127.0.0.1:1/a/b:v1")
+def test_publish_missing_file(capsys, tmp_path: Path) -> None:
+    code, out = _publish(capsys, str(tmp_path / "nope.json"), "--reference", "127.0.0.1:1/a/b:v1")
     assert code == 1
     assert "No such file" in out

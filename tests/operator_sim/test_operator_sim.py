@@ -10,7 +10,6 @@ legacy service, as grpc-go makes it (plaintext, no token, 4 MiB receive limit).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from porter.bundle.v1.run_pb2 import (
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle.auth.tokens import hash_token
 from porter_bundle.client import connection
+from porter_bundle.client.connection import Target
 from tests.engine import Engine
 from tests.helpers import wait_until
 from tests.image.images import Images
@@ -140,8 +140,8 @@ def server(tmp_path, podman_service: Engine, kube) -> Iterator[Server]:
 
 @pytest.fixture
 def stub(server: Server) -> Iterator[porter_bundle_pb2_grpc.PorterBundleStub]:
-    args = argparse.Namespace(server=f"127.0.0.1:{server.port}", token=ADMIN_TOKEN)
-    with connection.channel(args) as channel:
+    target = Target(server=f"127.0.0.1:{server.port}", token=ADMIN_TOKEN)
+    with connection.channel(target) as channel:
         yield porter_bundle_pb2_grpc.PorterBundleStub(channel)
 
 

@@ -7,12 +7,11 @@ and ``installation apply`` waits for the action it started and prints its log.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +26,7 @@ from porter_bundle import documents as docs
 from porter_bundle.agent.flags import Parsed, UsageError
 from porter_bundle.agent.home import ServerConfig
 from porter_bundle.client import connection, follow
+from porter_bundle.client.connection import Target
 
 CALL_TIMEOUT_SECONDS = 120.0
 # How long `installation apply` keeps calling again while the server is unavailable.
@@ -51,8 +51,18 @@ class Context:
         self.out = out
         self.err = err
 
-    def client_args(self) -> argparse.Namespace:
-        return argparse.Namespace(**asdict(self.server))
+    def target(self) -> Target:
+        """The server the agent talks to, as the client library addresses it."""
+        c = self.server
+        return Target(
+            server=c.server,
+            token_file=c.token_file,
+            token=c.token,
+            tls=c.tls,
+            tls_ca=c.tls_ca,
+            tls_cert=c.tls_cert,
+            tls_key=c.tls_key,
+        )
 
     def stub(self, channel: grpc.Channel) -> porter_bundle_pb2_grpc.PorterBundleStub:
         return porter_bundle_pb2_grpc.PorterBundleStub(channel)
@@ -125,7 +135,7 @@ def installation_apply(ctx: Context, parsed: Parsed) -> int:
     path = _one_arg(parsed, "file")
     doc = read_document(path)
     document = _with_namespace(doc, ctx.namespace(parsed), "namespace" in parsed.given)
-    with connection.channel(ctx.client_args()) as channel:
+    with connection.channel(ctx.target()) as channel:
         try:
             resp = ctx.stub(channel).ApplyInstallation(
                 pb.ApplyInstallationRequest(
@@ -155,9 +165,6 @@ def installation_apply(ctx: Context, parsed: Parsed) -> int:
 
 
 def _follow_run(ctx: Context, run_id: str) -> int:
-    args = ctx.client_args()
-    args.namespace, args.installation, args.run_id = "", "", run_id
-    args.follow, args.offset, args.reconnect = True, 0, RECONNECT_SECONDS
     out = getattr(ctx.out, "buffer", None)
 
     def write(data: bytes) -> None:
@@ -165,16 +172,24 @@ def _follow_run(ctx: Context, run_id: str) -> int:
             out.write(data)
         else:
             ctx.out.write(data.decode(errors="replace"))
-
-    def flush() -> None:
         (out or ctx.out).flush()
 
-    code = asyncio.run(follow.follow_logs(args, write, flush, ctx.err))
-    if code == follow.EXIT_OK:
+    try:
+        final = asyncio.run(
+            follow.follow_logs(
+                ctx.target(),
+                run_id=run_id,
+                follow=True,
+                write=write,
+                notice=lambda text: print(text, file=ctx.err, flush=True),
+                reconnect=RECONNECT_SECONDS,
+            )
+        )
+    except (grpc.RpcError, follow.GaveUp) as exc:
+        raise CommandFailed(f"could not follow run {run_id}: {exc}") from None
+    if final is not None and final.state == run_pb2.RUN_STATE_SUCCEEDED:
         return 0
-    if code == follow.EXIT_RUN_FAILED:
-        raise CommandFailed(f"run {run_id} did not succeed")
-    raise CommandFailed(f"could not follow run {run_id}")
+    raise CommandFailed(f"run {run_id} did not succeed")
 
 
 def installation_outputs_list(ctx: Context, parsed: Parsed) -> int:
@@ -184,7 +199,7 @@ def installation_outputs_list(ctx: Context, parsed: Parsed) -> int:
     if not name:
         raise UsageError("an installation name is required (--installation)")
     namespace = ctx.namespace(parsed)
-    with connection.channel(ctx.client_args()) as channel:
+    with connection.channel(ctx.target()) as channel:
         try:
             resp = porter_pb2_grpc.PorterStub(channel).ListInstallationLatestOutputs(
                 legacy_pb.ListInstallationLatestOutputRequest(name=name, namespace=namespace),
@@ -250,7 +265,7 @@ def set_apply(kind: str) -> Callable[[Context, Parsed], int]:
     def command(ctx: Context, parsed: Parsed) -> int:
         doc = read_document(_one_arg(parsed, "file"))
         document = _with_namespace(doc, ctx.namespace(parsed), "namespace" in parsed.given)
-        with connection.channel(ctx.client_args()) as channel:
+        with connection.channel(ctx.target()) as channel:
             try:
                 resp = sets.call(ctx.stub(channel), "Apply", document=document)
             except grpc.RpcError as err:
@@ -269,7 +284,7 @@ def set_delete(kind: str) -> Callable[[Context, Parsed], int]:
 
     def command(ctx: Context, parsed: Parsed) -> int:
         name = _one_arg(parsed, "name")
-        with connection.channel(ctx.client_args()) as channel:
+        with connection.channel(ctx.target()) as channel:
             try:
                 # Porter deletes a set whatever uses it: force, so the operator's delete succeeds.
                 sets.call(
@@ -295,7 +310,7 @@ def set_list(kind: str) -> Callable[[Context, Parsed], int]:
         every = bool(parsed.all_namespaces) or namespace == "*"
         found: list[dict[str, Any]] = []
         token = ""
-        with connection.channel(ctx.client_args()) as channel:
+        with connection.channel(ctx.target()) as channel:
             while True:
                 try:
                     resp = sets.call(

@@ -1,39 +1,24 @@
-"""Client commands of the ``porter-bundle`` CLI: they talk to a running server over gRPC.
+"""The typed client library: talks to a running server over gRPC. The ``porter-bundle``
+commands (:mod:`porter_bundle.cli`) are built on it and nothing here knows about them.
 
-Each command module exposes ``register(subparsers)``, which adds its subcommand(s) and sets
-``func`` on them: a callable taking the parsed arguments and returning the exit code.
+- :mod:`.connection`: :class:`Target` (server, TLS, token) and the channels made from it;
+- :mod:`.api`: :class:`Client`, one method per call a user makes;
+- :mod:`.follow`: live logs and run states that survive a server restart;
+- :mod:`.apply`: Porter documents from files and directories;
+- :mod:`.publish`: a bundle.json pushed to an OCI registry (no server involved).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+from porter_bundle.client.api import Client, SetKind, ValueSet, bundle_reference, reference_text
+from porter_bundle.client.connection import DEFAULT_SERVER, Target
 
-ENV_SERVER = "PORTER_BUNDLE_SERVER"
-DEFAULT_SERVER = "127.0.0.1:3001"
-
-
-def add_server_flag(parser: argparse.ArgumentParser) -> None:
-    """``--server``: where the server listens (env PORTER_BUNDLE_SERVER), and how to connect
-    (TLS, bearer token: :mod:`porter_bundle.client.connection`)."""
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(ENV_SERVER, DEFAULT_SERVER),
-        help=f"host:port of the porter-bundle server (env {ENV_SERVER})",
-    )
-    from porter_bundle.client.connection import add_connection_flags
-
-    add_connection_flags(parser)
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds every client command."""
-    # Each issue's commands live in their own module and register here.
-    from porter_bundle.client import apply, follow
-
-    apply.register(subparsers)
-    follow.register(subparsers)
-    # Issue 4: bundles in OCI registries.
-    from porter_bundle.client import publish
-
-    publish.register(subparsers)
+__all__ = [
+    "DEFAULT_SERVER",
+    "Client",
+    "SetKind",
+    "Target",
+    "ValueSet",
+    "bundle_reference",
+    "reference_text",
+]

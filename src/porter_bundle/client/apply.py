@@ -1,4 +1,4 @@
-"""``porter-bundle apply FILE...``: apply Porter documents to a server, Porter's way.
+"""Applying Porter documents to a server, Porter's way (``porter-bundle apply FILE...``).
 
 Each argument is a YAML or JSON file (several documents separated by ``---``) or a
 directory (its ``*.yaml``, ``*.yml`` and ``*.json`` files, recursively, in name order).
@@ -11,13 +11,11 @@ names. One line per document says what was decided, and its warnings; the exit s
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -26,7 +24,8 @@ from grpc_status import rpc_status
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-from porter_bundle.client import add_server_flag, connection
+from porter_bundle.client import connection
+from porter_bundle.client.connection import Target
 from porter_bundle.documents import DocumentKind, detect_kind, parse_stream, porter_value
 from porter_bundle.documents.validate import unwrap
 from porter_bundle.errors import InvalidArgument
@@ -41,47 +40,6 @@ _ORDER = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds the ``apply`` command."""
-    parser = subparsers.add_parser(
-        "apply",
-        help="apply Porter Installation, CredentialSet and ParameterSet documents",
-        description=(
-            "Create or update installations, credential sets and parameter sets from Porter's "
-            "YAML/JSON documents (several per file separated by ---, or directories of them) "
-            "and reconcile each installation as `porter installations apply` does: install, "
-            "upgrade, uninstall or nothing. Sets are applied before installations."
-        ),
-    )
-    parser.add_argument(
-        "files",
-        nargs="+",
-        metavar="FILE",
-        help="a YAML or JSON file, or a directory of *.yaml, *.yml and *.json files",
-    )
-    add_server_flag(parser)
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="report what would be decided and changed; change nothing",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="run an installation's action even when it is in sync",
-    )
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        default="",
-        help=(
-            "namespace of the documents that do not name one (as Porter's -n; a document's "
-            'own namespace field wins, even when it is ""); default: the global namespace'
-        ),
-    )
-    parser.set_defaults(func=run)
-
-
 @dataclass
 class _Item:
     label: str
@@ -90,29 +48,50 @@ class _Item:
     problem: str = ""
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Applies every document named by ``args.files``; 0 when all succeeded, else 1."""
-    out = out or sys.stdout
-    items = [in_namespace(i, getattr(args, "namespace", "") or "") for i in _read(args.files)]
+@dataclass(frozen=True)
+class ApplyReport:
+    """How applying went: whether any document failed, and whether the server could not be
+    reached at all (then the documents after the first call were not tried)."""
+
+    failed: bool
+    unreachable: bool = False
+
+
+def apply_paths(
+    target: Target,
+    paths: Sequence[str],
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    namespace: str = "",
+    out: Callable[[str], None],
+) -> ApplyReport:
+    """Applies every document in ``paths``, one line (or more) to ``out`` per document;
+    ``namespace`` is that of the documents naming none (a document's own, even "", wins)."""
+    items = [in_namespace(i, namespace) for i in _read(paths)]
     failed = False
     for item in items:
         if item.problem:
-            print(f"{item.label}: error: {item.problem}", file=out)
+            out(f"{item.label}: error: {item.problem}")
             failed = True
     todo = sorted((i for i in items if not i.problem), key=lambda i: _ORDER[i.kind])  # type: ignore[index]
     if not todo:
-        return 1 if failed else 0
-    with connection.channel(args) as channel:
+        return ApplyReport(failed)
+    with connection.channel(target) as channel:
         stub = porter_bundle_pb2_grpc.PorterBundleStub(channel)
         for item in todo:
             try:
-                lines = _apply(stub, item, dry_run=args.dry_run, force=args.force)
+                lines = _apply(stub, item, dry_run=dry_run, force=force)
             except grpc.RpcError as err:
-                lines = _error_lines(item, err)
+                for line in _error_lines(item, err):
+                    out(line)
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    return ApplyReport(True, unreachable=True)
                 failed = True
+                continue
             for line in lines:
-                print(line, file=out)
-    return 1 if failed else 0
+                out(line)
+    return ApplyReport(failed)
 
 
 # --- reading ------------------------------------------------------------------------------

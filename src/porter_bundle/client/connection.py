@@ -1,60 +1,56 @@
-"""The one place client commands make channels: address, TLS and the bearer token.
+"""The one place the client makes channels: address, TLS and the bearer token.
 
-Flags (added by :func:`add_connection_flags`, with ``--server``): ``--token-file`` (a file
-holding the token; else env ``PORTER_BUNDLE_TOKEN``), ``--tls`` (verify the server with the
-system roots), ``--tls-ca`` (verify it with this CA; implies ``--tls``), ``--tls-cert`` and
-``--tls-key`` (a client certificate for mutual TLS; implies ``--tls``).
+A :class:`Target` says where the server is and how to reach it: ``token_file`` (a file holding
+the bearer token; else ``token``, e.g. from $PORTER_BUNDLE_TOKEN), ``tls`` (verify the server
+with the system roots), ``tls_ca`` (verify it with this CA; implies TLS), ``tls_cert`` and
+``tls_key`` (a client certificate for mutual TLS; implies TLS).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-ENV_TOKEN = "PORTER_BUNDLE_TOKEN"
-ENV_TLS_CA = "PORTER_BUNDLE_TLS_CA"
+DEFAULT_SERVER = "127.0.0.1:3001"
 
 
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds the token and TLS flags of a client command."""
-    # No env default of its own: $PORTER_BUNDLE_TOKEN_FILE names the server's token file (of
-    # hashes), which a client must never send as its token.
-    parser.add_argument(
-        "--token-file",
-        default="",
-        help=f"file holding the bearer token to send (else env {ENV_TOKEN})",
-    )
-    parser.add_argument("--tls", action="store_true", help="connect over TLS (system CA roots)")
-    parser.add_argument(
-        "--tls-ca",
-        default=os.environ.get(ENV_TLS_CA, ""),
-        help=f"PEM CA that signed the server's certificate; implies --tls (env {ENV_TLS_CA})",
-    )
-    parser.add_argument("--tls-cert", default="", help="PEM client certificate (mutual TLS)")
-    parser.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
+@dataclass(frozen=True)
+class Target:
+    """A server and how to connect to it. The token itself is never in the repr."""
+
+    server: str = DEFAULT_SERVER
+    token_file: str = ""
+    token: str = ""
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __repr__(self) -> str:
+        return f"Target(server={self.server!r}, tls={self.uses_tls})"
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the channel is TLS (asked for, or implied by a CA or client certificate)."""
+        return bool(self.tls or self.tls_ca or self.tls_cert or self.tls_key)
 
 
-def bearer_token(args: argparse.Namespace) -> str:
-    """The token to send: ``args.token`` (the agent's configured token), the ``--token-file``
-    content, else $PORTER_BUNDLE_TOKEN, else ""."""
-    if getattr(args, "token", ""):
-        return str(args.token).strip()
-    path = getattr(args, "token_file", "")
-    if path:
-        return Path(path).read_text().strip()
-    return os.environ.get(ENV_TOKEN, "").strip()
+def bearer_token(target: Target) -> str:
+    """The token to send: the ``token_file`` content, else ``token``, else ""."""
+    if target.token_file:
+        return Path(target.token_file).read_text().strip()
+    return target.token.strip()
 
 
-def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    ca, cert, key = (getattr(args, f, "") for f in ("tls_ca", "tls_cert", "tls_key"))
-    if not (getattr(args, "tls", False) or ca or cert or key):
+def _credentials(target: Target) -> grpc.ChannelCredentials | None:
+    if not target.uses_tls:
         return None
+    ca, cert, key = target.tls_ca, target.tls_cert, target.tls_key
     return grpc.ssl_channel_credentials(
         root_certificates=Path(ca).read_bytes() if ca else None,
         private_key=Path(key).read_bytes() if key else None,
@@ -123,29 +119,27 @@ class _AioStreamToken(_AioToken, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(details), request)
 
 
-def channel(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
-    """A blocking channel to ``args.server`` with the command's TLS and token."""
-    creds = _credentials(args)
+def channel(target: Target, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A blocking channel to ``target.server`` with its TLS and token."""
+    creds = _credentials(target)
     ch = (
-        grpc.secure_channel(args.server, creds, options=options)
+        grpc.secure_channel(target.server, creds, options=options)
         if creds is not None
-        else grpc.insecure_channel(args.server, options=options)
+        else grpc.insecure_channel(target.server, options=options)
     )
-    token = bearer_token(args)
+    token = bearer_token(target)
     return grpc.intercept_channel(ch, _TokenInterceptor(token)) if token else ch
 
 
-def aio_channel(
-    args: argparse.Namespace, options: Sequence[tuple[str, Any]] = ()
-) -> grpc.aio.Channel:
-    """An asyncio channel to ``args.server`` with the command's TLS and token."""
-    creds = _credentials(args)
-    token = bearer_token(args)
+def aio_channel(target: Target, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """An asyncio channel to ``target.server`` with its TLS and token."""
+    creds = _credentials(target)
+    token = bearer_token(target)
     interceptors: list[grpc.aio.ClientInterceptor] | None = (
         [_AioUnaryToken(token), _AioStreamToken(token)] if token else None
     )
     if creds is not None:
         return grpc.aio.secure_channel(
-            args.server, creds, options=options, interceptors=interceptors
+            target.server, creds, options=options, interceptors=interceptors
         )
-    return grpc.aio.insecure_channel(args.server, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target.server, options=options, interceptors=interceptors)

@@ -1,5 +1,5 @@
 """Server settings: each declared once (:mod:`.settings`), loaded from flags, environment and
-an optional YAML config file (:mod:`.sources`), listed in the README (:mod:`.table`); and the
+an optional YAML config file (:mod:`.sources`), listed in docs/configuration.md (:mod:`.table`); and the
 files they point at (:mod:`.resources`)."""
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from porter_bundle.config.settings import (
 )
 from porter_bundle.config.sources import (
     ENV_CONFIG,
+    GroupedCommand,
     SettingsError,
-    add_flags,
     flags_given,
     load_settings,
+    setting_options,
 )
 
 # The environment variables other commands share with ``serve``.
@@ -47,10 +48,10 @@ __all__ = [
     "ENV_ENCRYPTION_KEY",
     "ENV_ENCRYPTION_KEY_FILE",
     "ENV_REGISTRY_CONFIG",
+    "GroupedCommand",
     "Option",
     "Settings",
     "SettingsError",
-    "add_flags",
     "default_data_dir",
     "default_key_file",
     "env_of",
@@ -61,5 +62,6 @@ __all__ = [
     "name_of",
     "open_keyring",
     "redact_url",
+    "setting_options",
     "sqlite_url",
 ]

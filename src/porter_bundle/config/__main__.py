@@ -1,4 +1,5 @@
-"""``python -m porter_bundle.config [--write README.md]``: the settings table (see :mod:`.table`)."""
+"""``python -m porter_bundle.config [--write docs/configuration.md]``: the settings table (see
+:mod:`.table`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from porter_bundle.config.table import markdown_table, write_table
 
 
 def main() -> int:
-    """Prints the table, or writes it into a README between its markers."""
+    """Prints the table, or writes it into a Markdown file between its markers."""
     parser = argparse.ArgumentParser(prog="python -m porter_bundle.config", description=__doc__)
-    parser.add_argument("--write", metavar="README", type=Path, help="update this file in place")
+    parser.add_argument("--write", metavar="FILE", type=Path, help="update this file in place")
     args = parser.parse_args()
     if args.write is None:
         sys.stdout.write(markdown_table())

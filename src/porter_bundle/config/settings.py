@@ -1,6 +1,6 @@
 """The server's settings, each declared once: type, default, flag, environment variable, help
 text and validation. The ``serve`` flags, the loading from the environment and a config file,
-and the README's table are all generated from these declarations.
+and the table in docs/configuration.md are all generated from these declarations.
 
 Over 400 lines on purpose: one declaration per setting, all in one class, is what it is for."""
 
@@ -21,7 +21,7 @@ DEFAULT_ADDRESS = "127.0.0.1:3001"
 DATABASE_FILE = "porter-bundle.db"
 DATA_DIR_KEY_FILE = "porter-bundle.key"
 
-# The groups of ``serve --help`` and of the README's table, in this order.
+# The groups of ``serve --help`` and of the settings table, in this order.
 SERVER = "server"
 STORE = "store"
 ACTIONS = "bundle actions (containers)"
@@ -45,7 +45,7 @@ class Option:
     default_text: str | None = None
     metavar: str | None = None
     see: str | None = None
-    """The README section that tells more (its title)."""
+    """The section of the docs that tells more (its title)."""
 
 
 def option_of(field: FieldInfo) -> Option:

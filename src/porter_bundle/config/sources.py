@@ -5,18 +5,20 @@ shows the declared defaults only, never a value from the environment or the conf
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import yaml
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource, YamlConfigSettingsSource
 
 from porter_bundle.config.settings import Settings, choices_of, name_of, option_of
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CONFIG_FLAG = "--config"
 ENV_CONFIG = "PORTER_BUNDLE_CONFIG"
@@ -104,51 +106,87 @@ def describe(exc: ValidationError, config_file: str = "") -> str:
 # --- the flags ------------------------------------------------------------------------------
 
 
-def add_flags(parser: argparse.ArgumentParser, only: Collection[str] = ()) -> None:
-    """Adds a flag for each declared setting that has one (or for those named in ``only``),
-    grouped as declared, plus ``--config``. Every default is None (not given): the help text
-    shows the declared default instead."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, field in Settings.model_fields.items():
-        option = option_of(field)
-        if option.flag is None or (only and name not in only):
+class SettingOption(click.Option):
+    """A ``serve`` flag generated from a setting's declaration, shown under its group."""
+
+    def __init__(self, *args: Any, group: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists the setting flags under their groups, as declared."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(getattr(param, "group", "") or "options", []).append(record)
+        for group, records in groups.items():
+            with formatter.section(group):
+                formatter.write_dl(records)
+
+
+def setting_options(only: Collection[str] = ()) -> Callable[[F], F]:
+    """Decorates a click command with a flag for each declared setting that has one (or for
+    those named in ``only``), plus ``--config``. Every default is None (not given): the help
+    shows the declared default instead, never a value from the environment or a file."""
+
+    def decorate(f: F) -> F:
+        params: list[click.Parameter] = []
+        for name, field in Settings.model_fields.items():
+            option = option_of(field)
+            if option.flag is None or (only and name not in only):
+                continue
+            kwargs: dict[str, Any] = {
+                "default": None,
+                "help": help_text(name),
+                "group": option.group,
+            }
+            choices = choices_of(field)
+            decls = [option.flag, name]
+            if field.annotation is bool:
+                flag = option.flag.removeprefix("--")
+                decls = [f"{option.flag}/--no-{flag}", name]
+            elif choices:
+                kwargs["type"] = click.Choice(choices, case_sensitive=False)
+            else:
+                kwargs["metavar"] = option.metavar
+                if field.annotation == frozenset[str]:
+                    kwargs.update(multiple=True, default=())
+            params.append(SettingOption(decls, **kwargs))
+        params.append(
+            SettingOption(
+                [CONFIG_FLAG, "config_file"],
+                default="",
+                metavar="FILE",
+                help=f"{CONFIG_HELP} (env {ENV_CONFIG})",
+            )
+        )
+        existing: list[click.Parameter] = getattr(f, "__click_params__", [])
+        f.__click_params__ = [*existing, *reversed(params)]  # type: ignore[attr-defined]
+        return f
+
+    return decorate
+
+
+def flags_given(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings given as flags (setting name -> value) among a command's parameters, for
+    :func:`load_settings`."""
+    given: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = params.get(name)
+        if value is None or value == ():
             continue
-        if option.group not in groups:
-            groups[option.group] = parser.add_argument_group(option.group)
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text(name)}
-        choices = choices_of(field)
-        if field.annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif choices:
-            kwargs.update(choices=choices, type=_any_case_of(choices))
-        else:
-            kwargs["metavar"] = option.metavar
-            if field.annotation == frozenset[str]:
-                kwargs["action"] = "append"
-        groups[option.group].add_argument(option.flag, **kwargs)
-    parser.add_argument(
-        CONFIG_FLAG,
-        dest="config_file",
-        default="",
-        metavar="FILE",
-        help=f"{CONFIG_HELP} (env {ENV_CONFIG})",
-    )
-
-
-def flags_given(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given as flags (setting name -> value), for :func:`load_settings`."""
-    return {
-        name: value
-        for name in Settings.model_fields
-        if (value := getattr(args, name, None)) is not None
-    }
+        given[name] = list(value) if isinstance(value, tuple) else value
+    return given
 
 
 def help_text(name: str) -> str:
     """A setting's help: what it means, its declared default, its environment variable."""
     option = option_of(Settings.model_fields[name])
-    text = f"{describe_field(name)} (default: {default_text(name)}; env {option.env})"
-    return text.replace("%", "%%")
+    return f"{describe_field(name)} (default: {default_text(name)}; env {option.env})"
 
 
 def describe_field(name: str) -> str:
@@ -168,13 +206,3 @@ def default_text(name: str) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-def _any_case_of(choices: tuple[str, ...]) -> Any:
-    """An argparse type: the choice that ``text`` names in any case (else ``text``, which
-    argparse then refuses as an invalid choice)."""
-
-    def convert(text: str) -> str:
-        return next((c for c in choices if c.lower() == text.strip().lower()), text)
-
-    return convert

@@ -70,6 +70,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+_OURS = "_porter_bundle_handler"
+"""Marks the stderr handler :func:`configure` installed."""
+
+
 def handler(stream: IO[str], log_format: LogFormat = "text") -> logging.Handler:
     """A handler writing to ``stream`` in ``log_format`` that masks the secrets of active runs
     (in messages, tracebacks and event fields)."""
@@ -80,8 +84,19 @@ def handler(stream: IO[str], log_format: LogFormat = "text") -> logging.Handler:
 
 
 def configure(level: str, log_format: LogFormat = "text") -> None:
-    """Logs to stderr at ``level`` in ``log_format``, masking secrets on every handler."""
-    logging.basicConfig(level=level, handlers=[handler(sys.stderr, log_format)])
+    """Logs to stderr at ``level`` in ``log_format``, masking secrets on every handler. Called
+    again (the command line configures logging before ``serve`` knows its settings), it
+    changes the level and the format of the handler it installed."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, _OURS, False)]
+    if ours:
+        for h in ours:
+            h.setFormatter(handler(sys.stderr, log_format).formatter or logging.Formatter())
+    else:
+        made = handler(sys.stderr, log_format)
+        setattr(made, _OURS, True)
+        logging.basicConfig(level=level, handlers=[made])
+    root.setLevel(level)
     for existing in logging.getLogger().handlers:  # basicConfig adds none when there are some
         if not any(isinstance(f, LogRedactingFilter) for f in existing.filters):
             existing.addFilter(LogRedactingFilter())

@@ -1,20 +1,22 @@
-"""The ``porter-bundle`` command. Logging is configured here and nowhere else."""
+"""``porter-bundle serve``: the gRPC server, until SIGTERM or SIGINT. Its flags are generated
+from the settings' declarations (:mod:`porter_bundle.config.settings`)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from porter_bundle import __version__, config
+import click
+
+from porter_bundle import config
+from porter_bundle.cli.exit_codes import Exit
 
 if TYPE_CHECKING:
     from porter_bundle.service.sources import SecretStore
@@ -28,38 +30,45 @@ DRAIN_SECONDS = 5.0
 LAST_THREADS_SECONDS = 1.0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="porter-bundle",
-        description="Manage Cloud Native Application Bundles over gRPC, the way Porter does.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser(
-        "serve",
-        help="run the gRPC server",
-        description=(
-            "Run the porter.bundle.v1.PorterBundle gRPC server, with grpc.health.v1 and server "
-            "reflection, until SIGTERM or SIGINT (then stop gracefully)."
-        ),
-    )
-    config.add_flags(serve)
-    serve.set_defaults(refuse=serve.error)
-    from porter_bundle import keys
+@click.command(
+    cls=config.GroupedCommand,
+    short_help="run the gRPC server",
+    help=(
+        "Run the porter.bundle.v1.PorterBundle gRPC server, with grpc.health.v1 and server "
+        "reflection, until SIGTERM or SIGINT (then stop gracefully)."
+    ),
+)
+@config.setting_options()
+def serve(**params: Any) -> int:
+    """Loads the settings (flag > environment > config file > default) and serves."""
+    from porter_bundle.cli.main import configure_logging
 
-    keys.register(sub)
-    from porter_bundle import client
-    from porter_bundle.auth import commands as auth_commands
+    try:
+        settings = config.load_settings(
+            config.flags_given(params), config_file=params["config_file"]
+        )
+    except config.SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("database: %s", config.redact_url(settings.database_url))
+    try:
+        from porter_bundle.auth.exposure import check_exposure
 
-    client.register(sub)
-    auth_commands.register(sub)
-    # Porter's own argument parsing, not argparse's: main() hands argv to agent.main first.
-    sub.add_parser(
-        "agent",
-        help="the Porter operator's agent (Porter's commands and flags)",
-        add_help=False,
-    )
-    return parser
+        check_exposure(
+            settings.address, authenticated=settings.authenticates, insecure=settings.insecure
+        )
+        asyncio.run(_serve(settings))
+        _exit_now_if_threads_linger()
+    except ValueError as exc:  # a setting that cannot be used, e.g. an unreadable registry config
+        log.error("%s", exc)
+        return Exit.USAGE
+    return Exit.OK
+
+
+def serve_flags(argv: Sequence[str]) -> dict[str, Any]:
+    """The settings that ``serve ARGV`` gives as flags (for tests and tools)."""
+    with serve.make_context("serve", list(argv)) as ctx:
+        return config.flags_given(ctx.params)
 
 
 async def _serve(settings: config.Settings) -> bool:
@@ -161,42 +170,3 @@ def secret_store(settings: config.Settings) -> SecretStore:
             token_file=Path(settings.kubernetes_token_file),
         )
     return DirectorySecretStore(settings.secrets_path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["agent"]:
-        from porter_bundle import agent
-
-        return agent.main(argv[1:])
-    parser = _parser()
-    args = parser.parse_args(argv)
-    settings: config.Settings | None = None
-    if args.command == "serve":
-        try:
-            settings = config.load_settings(config.flags_given(args), config_file=args.config_file)
-        except config.SettingsError as exc:
-            args.refuse(str(exc))  # exits 2, as for any bad flag
-    # The secrets of running actions never reach a log line (nor a traceback).
-    from porter_bundle.observability.logs import configure
-
-    configure(
-        settings.log_level if settings else "WARNING", settings.log_format if settings else "text"
-    )
-    if settings is None:
-        code: int = args.func(args)
-        return code
-    log.info("database: %s", config.redact_url(settings.database_url))
-    try:
-        from porter_bundle.auth.exposure import check_exposure
-
-        check_exposure(
-            settings.address, authenticated=settings.authenticates, insecure=settings.insecure
-        )
-        asyncio.run(_serve(settings))
-        _exit_now_if_threads_linger()
-    except ValueError as exc:  # a setting that cannot be used, e.g. an unreadable registry config
-        log.error("%s", exc)
-        return 2
-    return 0

@@ -8,43 +8,68 @@ Key values are never printed.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import Any
+
+import click
 
 from porter_bundle import config
+from porter_bundle.cli.exit_codes import Exit
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``keys status|rotate|reencrypt``."""
-    keys = subparsers.add_parser(
-        "keys",
-        help="show, rotate and re-encrypt with the keys that encrypt secrets in the database",
-        description=(
-            "Manage the encryption keys of secrets at rest. rotate puts a new key first in the "
-            "key file (restart the server to use it); reencrypt then rewrites every stored "
-            "secret with the newest key (safe while the server runs), after which older keys "
-            "may be removed from the file; status shows the key ids and how many values each "
-            "one encrypted."
-        ),
-    )
-    keys.add_argument("action", choices=("status", "rotate", "reencrypt"))
-    # The same declarations, environment and config file as serve's.
-    config.add_flags(keys, only=("database", "data_dir", "encryption_key_file"))
-    keys.set_defaults(func=run)
+@click.group(
+    short_help="the keys of secrets at rest: status, rotate, reencrypt",
+    help=(
+        "Manage the encryption keys of secrets at rest. rotate puts a new key first in the "
+        "key file (restart the server to use it); reencrypt then rewrites every stored "
+        "secret with the newest key (safe while the server runs), after which older keys "
+        "may be removed from the file; status shows the key ids and how many values each "
+        "one encrypted."
+    ),
+)
+def keys() -> None:
+    """The ``keys`` group."""
 
 
-def run(args: argparse.Namespace) -> int:
+# The same declarations, environment and config file as serve's.
+_SETTINGS = config.setting_options(only=("database", "data_dir", "encryption_key_file"))
+
+
+@keys.command(help="the key ids, newest first, and how many stored values each one encrypted")
+@_SETTINGS
+def status(**params: Any) -> int:
+    """``keys status``."""
+    return run("status", params)
+
+
+@keys.command(help="put a new key first in the key file (it encrypts from the next start)")
+@_SETTINGS
+def rotate(**params: Any) -> int:
+    """``keys rotate``."""
+    return run("rotate", params)
+
+
+@keys.command(help="rewrite every stored secret with the newest key")
+@_SETTINGS
+def reencrypt(**params: Any) -> int:
+    """``keys reencrypt``."""
+    return run("reencrypt", params)
+
+
+def run(action: str, params: dict[str, Any]) -> int:
     """Runs one ``keys`` action; 2 on a key or database problem."""
     from porter_bundle import store
 
     try:
-        settings = config.load_settings(config.flags_given(args), config_file=args.config_file)
+        settings = config.load_settings(
+            config.flags_given(params), config_file=params["config_file"]
+        )
     except config.SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     path = config.key_file_path(settings)
     try:
-        if args.action == "rotate":
+        if action == "rotate":
             if settings.encryption_key:
                 raise store.KeyFileError(
                     f"the keys come from ${config.ENV_ENCRYPTION_KEY}: put a new key first there"
@@ -54,29 +79,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}: new key {new} encrypts from the next server start")
             print(f"keys (newest first): {', '.join(keyring.key_ids)}")
             print("then run `porter-bundle keys reencrypt` to rewrite stored secrets with it")
-            return 0
+            return Exit.OK
         # Never creates a key file: a new key would decrypt nothing.
         keyring = (
             config.open_keyring(settings) if settings.encryption_key else store.read_key_file(path)
         )
     except store.KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     db = store.Database(settings.database_url, keyring=keyring, pool_size=1)
     try:
         db.migrate()
-        if args.action == "reencrypt":
+        if action == "reencrypt":
             done = db.reencrypt()
             for column, count in done.items():
                 print(f"{column}: {count} values re-encrypted with key {keyring.primary_id}")
-            return 0
+            return Exit.OK
         print(f"keys (newest first, the first encrypts): {', '.join(keyring.key_ids)}")
         for column, counts in db.key_usage().items():
             listed = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "no values"
             print(f"{column}: {listed}")
-        return 0
+        return Exit.OK
     except store.CryptoError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     finally:
         db.close()
