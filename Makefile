@@ -75,8 +75,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+# kubectl (for `kubectl kustomize` of deploy/kubernetes): any kubectl on PATH will do (Debian's
+# kubernetes-client conflicts with a kubectl package that is already installed).
 system-deps:
 	@$(call apt-install,$(APT_PACKAGES))
+	@command -v kubectl >/dev/null || { $(call apt-install,kubernetes-client); }
 
 # ---------------------------------------------------------------------------------------------
 # Code generation: proto/ -> gen/ (committed). See buf.gen.yaml.

@@ -3,7 +3,8 @@
 ``base`` is the boundary the service layer codes against (a fake may stand in for tests);
 ``container`` implements it on Docker or Podman, over ``engine`` (connecting), ``pulls``
 (images), ``lifecycle`` (a container from creation to removal), ``logs`` (following a log)
-and ``bridge`` (the threads the blocking SDK runs in).
+and ``bridge`` (the threads the blocking SDK runs in). ``jobs`` and ``job_outputs`` are the
+groundwork of a Kubernetes Job executor: a run as a Job and its Secret, and the outputs sidecar.
 """
 
 from porter_bundle.executor.base import (
