@@ -5,7 +5,6 @@ gets the trace context as TRACEPARENT."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Iterator
 
@@ -20,14 +19,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter_bundle.api.server import start_server
 from porter_bundle.config import Settings
 from porter_bundle.executor import ContainerResult
 from porter_bundle.observability.tracing import Tracing, wanted
 from tests.fake_executor import FakeExecutor, services_with
 from tests.helpers import ended_run, wait_until
-from tests.service.action_bundle import BUNDLE, NS, REF
+from tests.service.action_bundle import NS, create_plain_app
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -76,21 +74,7 @@ def traced(store, fake, exporter) -> Iterator[porter_bundle_pb2_grpc.PorterBundl
 
 def test_an_action_is_one_trace_from_the_caller_into_the_container(traced, fake, exporter):
     stub = traced
-    stub.CreateBundle(
-        pb.CreateBundleRequest(
-            reference=REF,
-            bundle_json=json.dumps({**BUNDLE, "parameters": {}, "credentials": {}, "outputs": {}}),
-        )
-    )
-    stub.CreateInstallation(
-        pb.CreateInstallationRequest(
-            installation=Installation(
-                namespace=NS,
-                name="app",
-                bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
-            )
-        )
-    )
+    create_plain_app(stub)
     run = stub.ExecuteAction(
         pb.ExecuteActionRequest(namespace=NS, name="app", action="install"),
         metadata=(("traceparent", TRACEPARENT),),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import json_format
 
+from porter.bundle.v1 import porter_bundle_pb2 as pb
+from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.value_set_pb2 import ValueSource
 
 NS, NAME, REF = "dev", "app", "localhost:5000/app:v1.0.0"
@@ -68,3 +71,19 @@ def src(**kind: Any) -> ValueSource:
         json_format.ParseDict(kind["value"], s.value)
         return s
     return ValueSource(**kind)
+
+
+def create_plain_app(stub: Any, name: str = "app") -> None:
+    """Registers BUNDLE without parameters, credentials or outputs, and installation ``name``
+    of it in NS (over ``stub``, a PorterBundle stub)."""
+    plain = {**BUNDLE, "parameters": {}, "credentials": {}, "outputs": {}}
+    stub.CreateBundle(pb.CreateBundleRequest(reference=REF, bundle_json=json.dumps(plain)))
+    stub.CreateInstallation(
+        pb.CreateInstallationRequest(
+            installation=Installation(
+                namespace=NS,
+                name=name,
+                bundle=BundleReference(repository="localhost:5000/app", tag="v1.0.0"),
+            )
+        )
+    )

@@ -33,6 +33,7 @@ from porter_bundle.bundles.registry_errors import (
     RegistryUnauthorized,
     RegistryUnreachable,
     describe_http_error,
+    error_kind,
     raise_for,
     read_body,
     registry_error,
@@ -58,6 +59,7 @@ __all__ = [
     "RegistryUnauthorized",
     "RegistryUnreachable",
     "Repository",
+    "error_kind",
     "registry_error",
 ]
 

@@ -83,6 +83,21 @@ def registry_error(exc: RegistryError, reference: str) -> PorterBundleError:
     return FailedPrecondition(text, reason="REGISTRY_REFUSED", metadata=meta)
 
 
+def error_kind(exc: RegistryError) -> str:
+    """The failure as a bounded kind for metrics (see ``service.observe.ERROR_KINDS``)."""
+    if isinstance(exc, RegistryUnreachable):
+        return "timeout" if exc.status is None and "Timeout" in exc.message else "unavailable"
+    if isinstance(exc, RegistryNotFound):
+        return "not_found"
+    if isinstance(exc, RegistryUnauthorized | RegistryForbidden):
+        return "denied"
+    if isinstance(exc, RegistryBadContent):
+        return "bad_content"
+    if isinstance(exc, RegistryRefused):
+        return "refused"
+    return "other"
+
+
 def describe_http_error(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
 

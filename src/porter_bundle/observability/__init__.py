@@ -43,6 +43,8 @@ class Observability:
         self._observers: list[RunObserver] = [RunLifecycleLog()]
         if self.metrics is not None:
             self._observers.append(self.metrics.runs)
+            self._on_error = self.metrics.boundary_error  # one bound method: removed by identity
+            services.actions.observers.add_errors(self._on_error)
             if services.store is not None:
                 self.metrics.watch_pool(services.store.pool_usage)
         self.tracing: Tracing | None = None
@@ -87,6 +89,8 @@ class Observability:
             self._http = None
         for observer in self._observers:
             self._services.actions.observers.remove(observer)
+        if self.metrics is not None:
+            self._services.actions.observers.remove_errors(self._on_error)
         if self.tracing is not None:
             self._services.actions.container_env = None
             self.tracing.close()

@@ -15,6 +15,9 @@ several servers in one process — tests — keep apart), served over plain HTTP
 - ``porter_bundle_auth_refusals_total`` (by ``reason``), ``porter_bundle_reveals_total`` (by
   ``method``), ``porter_bundle_health_status`` (by ``service``; 1 serving),
   ``porter_bundle_database_pool_connections`` (by ``state``: in_use, size).
+- ``porter_bundle_executor_errors_total`` and ``porter_bundle_registry_errors_total`` (by
+  ``kind``, one of ``service.observe.ERROR_KINDS``), counted where those failures become
+  domain errors.
 
 No label carries a run ID, a name chosen by a user or a secret: ``action`` is the CNAB action
 kind (install, upgrade, uninstall, or invoke for every custom action).
@@ -138,6 +141,18 @@ class Metrics:
             ("state",),
             registry=r,
         )
+        self.executor_errors = Counter(
+            "porter_bundle_executor_errors",
+            "Container engine failures, by kind (unavailable, refused, ...).",
+            ("kind",),
+            registry=r,
+        )
+        self.registry_errors = Counter(
+            "porter_bundle_registry_errors",
+            "Registry failures, by kind (unavailable, timeout, not_found, denied, ...).",
+            ("kind",),
+            registry=r,
+        )
         self.runs = RunMetrics(self)
         pending = Gauge(
             "porter_bundle_runs_pending", "Runs waiting for a slot (PENDING).", registry=r
@@ -150,6 +165,11 @@ class Metrics:
         """Reads the database pool's (in use, size) from ``usage`` at each scrape."""
         self.database_pool.labels("in_use").set_function(lambda: usage()[0])
         self.database_pool.labels("size").set_function(lambda: usage()[1])
+
+    def boundary_error(self, boundary: str, kind: str) -> None:
+        """The error observer: counts an executor or registry failure by kind."""
+        counter = self.executor_errors if boundary == "executor" else self.registry_errors
+        counter.labels(kind).inc()
 
     def auth_refused(self, reason: str) -> None:
         """Counts a refused call (``reason``: the error's reason, e.g. TOKEN_INVALID)."""

@@ -26,6 +26,7 @@ from porter_bundle.service.events import RunEvents
 from porter_bundle.service.installation_status import InstallationStatusService
 from porter_bundle.service.installations import InstallationService
 from porter_bundle.service.legacy import LegacyService
+from porter_bundle.service.observe import Observers
 from porter_bundle.service.runs import RunService
 from porter_bundle.service.sources import DirectorySecretStore, SecretStore, SourceResolver
 from porter_bundle.service.streams import StreamService
@@ -122,7 +123,8 @@ class Services:
         ``output_retention_runs`` > 0 keeps output values of that many most recent runs per
         installation only (see RunRecorder)."""
         blocking = blocking or shared()
-        bundles = BundleService(store, registry=registry)
+        observers = Observers()
+        bundles = BundleService(store, registry=registry, observers=observers)
         installations = InstallationService(
             store,
             resolve_bundle=bundles.resolve if registry is not None else None,
@@ -142,6 +144,7 @@ class Services:
             executor=executor,
             settings=action_settings or ActionSettings.from_settings(Settings()),
             blocking=blocking,
+            observers=observers,
         )
         return cls(
             installations,

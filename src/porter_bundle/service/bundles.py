@@ -21,6 +21,7 @@ from porter_bundle.bundles.registry import (
     PulledBundle,
     RegistryClient,
     RegistryError,
+    error_kind,
     registry_error,
 )
 from porter_bundle.errors import (
@@ -28,10 +29,12 @@ from porter_bundle.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PorterBundleError,
     Unavailable,
     Violations,
 )
 from porter_bundle.service.common import Clock, timestamp, utcnow
+from porter_bundle.service.observe import Observers
 from porter_bundle.service.paging import PageResult, fingerprint, finish_page, parse_page_request
 from porter_bundle.store import BundleRefRow, Database, DuplicateKey
 from porter_bundle.validation import (
@@ -66,11 +69,22 @@ class BundleService:
     """Registers, removes and reads bundles."""
 
     def __init__(
-        self, db: Database, *, clock: Clock = utcnow, registry: RegistryClient | None = None
+        self,
+        db: Database,
+        *,
+        clock: Clock = utcnow,
+        registry: RegistryClient | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self._store = db
         self._clock = clock
         self._registry = registry
+        self._observers = observers or Observers()
+
+    def _registry_failed(self, exc: RegistryError, reference: str) -> PorterBundleError:
+        """Tells the error observers and gives the domain error of a registry failure."""
+        self._observers.error("registry", error_kind(exc))
+        return registry_error(exc, reference)
 
     def create(self, reference: str, bundle_json: str) -> Bundle:
         """Validates a bundle.json and registers it under ``reference``."""
@@ -125,7 +139,7 @@ class BundleService:
         try:
             digest = self._registry.resolve(ref.repository, tag)
         except RegistryError as exc:
-            raise registry_error(exc, reference) from None
+            raise self._registry_failed(exc, reference) from None
         with self._store.read() as conn:
             pinned = store.get_bundle(conn, f"{ref.repository}@{digest}")
         if pinned is None:
@@ -149,7 +163,8 @@ class BundleService:
             return found
         try:
             mapping = self._registry.relocation_map(repository, found.digest, found.document)
-        except RegistryError:
+        except RegistryError as exc:
+            self._observers.error("registry", error_kind(exc))
             return found
         with self._store.write() as s:
             for reference in dict.fromkeys([pinned, found.reference]):
@@ -200,7 +215,7 @@ class BundleService:
         try:
             pulled = self._registry.pull(repository, reference)
         except RegistryError as exc:
-            raise registry_error(exc, display) from None
+            raise self._registry_failed(exc, display) from None
         try:
             text = pulled.bundle_json.decode()
         except UnicodeDecodeError:

@@ -8,7 +8,8 @@ service layer knows nothing of logging formats or Prometheus.
 
 Observers are called synchronously, on the event loop or on a worker thread of the pool, in
 the context of the call that caused the event (so the caller's access is current for
-``accepted``). They must be quick and thread-safe; one that raises is logged and skipped.
+``accepted``). Executor and registry failures reach error observers the same way, as a
+bounded kind (:data:`ERROR_KINDS`). They must be quick and thread-safe; one that raises is logged and skipped.
 """
 
 from __future__ import annotations
@@ -109,12 +110,22 @@ class RunEvent:
 
 RunObserver = Callable[[RunEvent], None]
 
+ErrorObserver = Callable[[str, str], None]
+"""Told of an executor or registry failure at its boundary: ``(boundary, kind)``, boundary
+``executor`` or ``registry``, kind one of :data:`ERROR_KINDS` (never a host, image or message)."""
+
+ERROR_KINDS = ("unavailable", "timeout", "refused", "not_found", "denied", "bad_content", "other")
+"""What an executor or registry failure was: unreachable, too slow, refused the request
+(the engine refused the container; a registry 4xx), the thing is missing, the credentials
+were refused, what came back was wrong, anything else."""
+
 
 class Observers:
     """The observers of run events; add and remove them at any time, from any thread."""
 
     def __init__(self) -> None:
         self._observers: tuple[RunObserver, ...] = ()
+        self._error_observers: tuple[ErrorObserver, ...] = ()
         self._lock = threading.Lock()
 
     def add(self, observer: RunObserver) -> None:
@@ -135,5 +146,33 @@ class Observers:
             except Exception:
                 log.exception("run observer %r failed on %s", observer, event.kind)
 
+    def add_errors(self, observer: ErrorObserver) -> None:
+        """Calls ``observer`` for every executor or registry error from now on."""
+        with self._lock:
+            self._error_observers = (*self._error_observers, observer)
 
-__all__ = ["CAUSES", "RESULTS", "Kind", "Observers", "RunEvent", "RunObserver"]
+    def remove_errors(self, observer: ErrorObserver) -> None:
+        """Stops calling ``observer`` for errors; nothing if it was not added."""
+        with self._lock:
+            self._error_observers = tuple(o for o in self._error_observers if o is not observer)
+
+    def error(self, boundary: str, kind: str) -> None:
+        """Tells every error observer of a failure at ``boundary`` (executor, registry)."""
+        kind = kind if kind in ERROR_KINDS else "other"
+        for observer in self._error_observers:
+            try:
+                observer(boundary, kind)
+            except Exception:
+                log.exception("error observer %r failed on %s %s", observer, boundary, kind)
+
+
+__all__ = [
+    "CAUSES",
+    "ERROR_KINDS",
+    "RESULTS",
+    "ErrorObserver",
+    "Kind",
+    "Observers",
+    "RunEvent",
+    "RunObserver",
+]

@@ -107,8 +107,13 @@ class Runner:
             try:
                 self._executor_instance = await self._blocking.run(self._executor_factory)
             except ExecutorUnavailable as exc:
-                raise engine_unavailable(exc) from None
+                raise self._engine_failed(exc) from None
         return self._executor_instance
+
+    def _engine_failed(self, exc: ExecutorUnavailable) -> Unavailable:
+        """Tells the error observers and gives the domain error of an unreachable engine."""
+        self._observers.error("executor", "unavailable")
+        return engine_unavailable(exc)
 
     async def check_engine(self) -> None:
         """The engine answers now (a short ping); Unavailable naming it when it does not."""
@@ -116,7 +121,7 @@ class Runner:
         try:
             await executor.ping()
         except ExecutorUnavailable as exc:
-            raise engine_unavailable(exc) from None
+            raise self._engine_failed(exc) from None
 
     def start(self, prepared: Prepared) -> None:
         """Runs a recorded run in the background."""
@@ -247,6 +252,7 @@ class Runner:
             message = redactor.text(exc.message)
             await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
         except ExecutorUnavailable as exc:
+            self._observers.error("executor", "unavailable")
             message = redactor.text(f"lost contact with the container engine: {exc}")
             await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
         except Exception:
@@ -347,6 +353,7 @@ class Runner:
             )
         elif result.error:
             state, message, cause = RUN_STATE_FAILED, result.error, "container_error"
+            self._observers.error("executor", "refused")
         elif result.exit_code != 0:
             cause = "exit_code"
             state, message = (

@@ -18,7 +18,7 @@ from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
 from porter_bundle.errors import FailedPrecondition, Unavailable
-from porter_bundle.executor import Executor, ExecutorUnavailable
+from porter_bundle.executor import Executor
 from porter_bundle.service.actions.contract import container_spec
 from porter_bundle.service.actions.dependencies import Actions, DependencyRunner
 from porter_bundle.service.actions.planning import (
@@ -59,12 +59,14 @@ class ActionService:
         executor: Callable[[], Executor],
         settings: ActionSettings,
         blocking: Blocking,
+        observers: Observers | None = None,
     ) -> None:
         self._runs = runs
         self._blocking = blocking
         self.settings = settings
-        self.observers = Observers()
-        """Told of every step of every run (see service.observe): the logs and metrics."""
+        self.observers = observers or Observers()
+        """Told of every step of every run and of executor and registry errors (see
+        service.observe): the logs and metrics."""
         self.container_env: Callable[[], Mapping[str, str]] | None = None
         """Extra environment for a new run's container, in the calling request's context
         (tracing: TRACEPARENT); the bundle's own variables win."""
@@ -173,11 +175,7 @@ class ActionService:
 
     async def check_engine(self) -> None:
         """Whether the container engine answers now (health); Unavailable when it does not."""
-        executor = await self._runner.executor()
-        try:
-            await executor.ping()
-        except ExecutorUnavailable as exc:
-            raise Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE") from None
+        await self._runner.check_engine()
 
     async def recover(self) -> None:
         """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
