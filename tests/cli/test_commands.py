@@ -203,8 +203,12 @@ def test_install_outputs_upgrade_invoke_uninstall(cli, world, server):
 
 
 def test_runs_cancel(cli, world, server):
-    code, _, err = cli("install", "app", "-n", NS, "--reference", REF, "--cred", "hello-creds")
+    code, out, err = cli("install", "app", "-n", NS, "--reference", REF, "--cred", "hello-creds")
     assert code == 0, err
+    # Not a terminal: state lines and notes only, no spinner or escape codes.
+    assert [line.split()[2:] for line in out.splitlines()][-1] == ["install", "SUCCEEDED"]
+    assert all(line.startswith("porter-bundle: ") for line in err.splitlines()), err
+    assert "waiting" not in err and "\x1b" not in out + err
     code, out, _ = cli("invoke", "app", "-n", NS, "--action", "hang", "--no-wait")
     run_id = out.strip()
     # What a user following the run sees when it is canceled.
@@ -223,6 +227,7 @@ def test_runs_cancel(cli, world, server):
     code, out, err = cli("runs", "cancel", run_id)
     assert code == 0, err
     assert out.split()[1:4] == [run_id, "hang", "CANCELED"]
+    assert err == "" and "\x1b" not in out
     out, err = follower.communicate(timeout=30)
     assert follower.returncode == 4 and "hanging" in out and f"run {run_id} CANCELED" in err
     code, _, err = cli("runs", "cancel", run_id)

@@ -3,6 +3,8 @@ when the server cannot be reached, and client contexts (flag > environment > con
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 import time
@@ -189,3 +191,32 @@ def test_logs_takes_a_namespace_from_the_environment_only_with_an_installation(
     with pytest.raises(SystemExit) as usage:
         main(["logs", "latest", "-n", "team", "--server", server.target])
     assert usage.value.code == 2 and "--namespace needs --installation" in capsys.readouterr().err
+
+
+def _progress_on(env: dict[str, str]) -> bytes:
+    """What ``progress`` writes to a pseudo-terminal (stdout and stderr both on it)."""
+    script = (
+        "import time\nfrom porter_bundle.cli.output import progress\n"
+        "with progress('waiting for run X'):\n    time.sleep(0.5)\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(sys.executable, [sys.executable, "-c", script], env)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.waitpid(pid, 0)
+    return seen
+
+
+def test_progress_spins_on_a_terminal_only_without_no_color():
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm"}
+    assert b"waiting for run X" in _progress_on(env)
+    assert b"waiting" not in _progress_on(env | {"NO_COLOR": "1"})
+    assert b"waiting" not in _progress_on(env | {"TERM": "dumb"})

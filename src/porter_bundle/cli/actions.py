@@ -11,7 +11,7 @@ import click
 import grpc
 
 from porter.bundle.v1.installation_pb2 import Installation
-from porter_bundle.cli import context
+from porter_bundle.cli import context, output
 from porter_bundle.cli.exit_codes import EPILOG, Exit, Failure
 from porter_bundle.cli.runs import notice, print_run, result, run_async, stream_log
 from porter_bundle.client import Client, bundle_reference, reference_text
@@ -146,16 +146,17 @@ def _action_command(action: str) -> click.Command:
             return stream_log(
                 run_id=run.id, namespace=namespace, installation=installation, follow=True
             )
-        last = run_async(
-            watch_runs(
-                context.target(),
-                namespace=namespace,
-                installation=installation,
-                run_id=run.id,
-                on_run=print_run,
-                notice=notice,
+        with output.progress(f"waiting for {name} of {where} (run {run.id})"):
+            last = run_async(
+                watch_runs(
+                    context.target(),
+                    namespace=namespace,
+                    installation=installation,
+                    run_id=run.id,
+                    on_run=print_run,
+                    notice=notice,
+                )
             )
-        )
         if last is None:
             raise Failure(Exit.UNREACHABLE, f"run {run.id}: no state received")
         return result(last)

@@ -93,8 +93,14 @@ def emit_one(item: Message, fmt: str, fields: Sequence[tuple[str, str]]) -> None
 
 
 def progress(text: str) -> contextlib.AbstractContextManager[object]:
-    """A spinner with ``text`` on standard error while long work runs, on a terminal only."""
-    if not sys.stderr.isatty():
+    """A spinner with ``text`` on standard error while long work runs: only when standard
+    output and standard error are both a terminal (not ``TERM=dumb``) and NO_COLOR is unset,
+    so scripts, pipes and logs never see it. Lines printed meanwhile appear above it."""
+    if (
+        not (sys.stdout.isatty() and sys.stderr.isatty())
+        or os.environ.get("NO_COLOR")
+        or os.environ.get("TERM") == "dumb"
+    ):
         return contextlib.nullcontext()
     from rich.console import Console
 

@@ -10,12 +10,13 @@ import asyncio
 import sys
 import time
 from collections.abc import Coroutine
+from contextlib import nullcontext
 from typing import Any, TypeVar
 
 import click
 
 from porter.bundle.v1 import run_pb2
-from porter_bundle.cli import context
+from porter_bundle.cli import context, output
 from porter_bundle.cli.exit_codes import EPILOG, Exit, Failure
 from porter_bundle.client import Client
 from porter_bundle.client.follow import DEFAULT_RECONNECT_SECONDS, FINAL, follow_logs, watch_runs
@@ -208,8 +209,10 @@ def cancel(run_id: str, wait: bool) -> int:
         run = client.find_run(run_id)
         ended = client.cancel(run.namespace, run.installation, run.id)
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while wait and ended.state not in FINAL and time.monotonic() < deadline:
-            time.sleep(0.2)
-            ended = client.find_run(run.id)
+        waiting = wait and ended.state not in FINAL
+        with output.progress(f"waiting for run {run.id} to stop") if waiting else nullcontext():
+            while wait and ended.state not in FINAL and time.monotonic() < deadline:
+                time.sleep(0.2)
+                ended = client.find_run(run.id)
     click.echo(format_run(ended))
     return Exit.OK
