@@ -329,12 +329,6 @@ def custom_actions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in actions.items() if isinstance(v, dict)}
 
 
-def invocation_image(doc: dict[str, Any]) -> str:
-    """The first invocation image's reference, as bundle.json names it."""
-    images = doc.get("invocationImages") or []
-    return str(images[0].get("image", "")) if images else ""
-
-
 PARAMETER_SOURCES = "io.cnab.parameter-sources"
 """The well-known custom extension naming where a parameter's value may come from (CNAB 810)."""
 
