@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -139,6 +140,13 @@ async def own_orphans(executor: Any, run_id: str) -> list[str]:
     """A container executor's ``orphans()`` of one test's runs only (their IDs start with
     ``run_id``): other tests may run beside it on the same engine."""
     return [found for found in await executor.orphans() if found.startswith(run_id)]
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for a process that must be told its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 SERVER_BIN = Path(sys.executable).with_name("porter-bundle")

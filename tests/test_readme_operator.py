@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle.auth.tokens import hash_token
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow  # a server process
 README = Path(__file__).resolve().parents[1] / "docs" / "operator.md"
@@ -33,12 +33,6 @@ def recipe() -> list[str]:
     )
     assert block, "docs/operator.md lost its operator-serve block"
     return shlex.split(block.group(1).replace("\\\n", " "))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_operator_recipe_starts_and_serves_both_listeners(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -139,13 +138,6 @@ def test_the_store_of_each_overlay(rendered):
         assert "emptyDir" in volumes["data"]
         for name in ("PORTER_BUNDLE_DATABASE", "PORTER_BUNDLE_ENCRYPTION_KEY"):
             assert "secretKeyRef" in env[name]["valueFrom"]  # never a literal in the manifest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -6,27 +6,20 @@ Debian packages with debootstrap, so this runs on a machine without a registry.
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 from tests.image.images import Images
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_runs_as_non_root_on_a_read_only_root_and_passes_health(images: Images):
-    port = _free_port()
+    port = free_port()
     name = f"pb-serve-{uuid.uuid4().hex[:8]}"
     images.podman(
         "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,mode=1777",
