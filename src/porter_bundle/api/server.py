@@ -42,8 +42,6 @@ from porter_bundle.service.reveal import RevealService
 from porter_bundle.service.streams import StreamTiming
 
 log = logging.getLogger(__name__)
-HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-REFLECTION = reflection.SERVICE_NAME
 
 HEALTH_DESCRIPTOR = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
 
@@ -215,7 +213,8 @@ async def _start(
     health_servicer = HealthServicer()
     # Health through the same decoding handlers: an undecodable probe is INVALID_ARGUMENT too.
     health_methods = {m.name: getattr(health_servicer, m.name) for m in HEALTH_DESCRIPTOR.methods}
-    server.add_generic_rpc_handlers([_decoding_handlers(HEALTH_DESCRIPTOR, health_methods)])
+    health_handlers = _decoding_handlers(HEALTH_DESCRIPTOR, health_methods)
+    server.add_generic_rpc_handlers([health_handlers])
     reflection.enable_server_reflection(
         (
             SERVICE,
@@ -231,7 +230,7 @@ async def _start(
         legacy_server, legacy_port = _legacy_listener(
             settings.legacy_address,
             legacy_handlers,
-            _decoding_handlers(HEALTH_DESCRIPTOR, health_methods),
+            health_handlers,
         )
     if settings.tls_cert or settings.tls_key:
         if not (settings.tls_cert and settings.tls_key):
@@ -283,7 +282,9 @@ def _legacy_listener(
     unless --legacy-reveal-sensitive (RevealService.legacy_latest_outputs)."""
     legacy = grpc.aio.server(options=SERVER_OPTIONS)
     legacy.add_generic_rpc_handlers([handlers, health_handlers])
-    reflection.enable_server_reflection((LEGACY_SERVICE, HEALTH, REFLECTION), legacy)
+    reflection.enable_server_reflection(
+        (LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name, reflection.SERVICE_NAME), legacy
+    )
     port = legacy.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not listen on {address}")
