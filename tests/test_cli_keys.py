@@ -72,6 +72,18 @@ def test_status_rotate_reencrypt(tmp_path: Path, capsys):
         assert line not in out  # key values are never printed
 
 
+def test_status_as_yaml(tmp_path: Path, capsys):
+    import yaml
+
+    key_file = _seed(tmp_path / "pb.db")
+    url = config.sqlite_url(tmp_path / "pb.db")
+    assert main(["keys", "status", "--database", url, "-o", "yaml"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    primary = read_key_file(key_file).primary_id
+    assert shown["keys"] == [primary]
+    assert shown["values"]["runs.parameters"] == {primary: 1}
+
+
 def test_missing_or_open_key_file_is_an_error(tmp_path: Path, capsys):
     db = tmp_path / "pb.db"
     url = config.sqlite_url(db)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +12,19 @@ import pytest
 
 from porter_bundle.service import Services
 from tests.cli.hello import IMAGE, RUN_SCRIPT
+from tests.doc_blocks import REPO, block, script_env
 from tests.helpers import engine_services
 
-REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-API_DOC = REPO / "docs" / "api.md"
 VARYING = ("runId", "digest", "createTime")
 
 
-def block(path: Path, name: str, lang: str = "sh") -> str:
-    """The code block of ``path`` between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
-    found = re.search(
-        rf"<!-- {name}:begin -->\s*```{lang}\n(.*?)```\s*<!-- {name}:end -->",
-        path.read_text(),
-        re.S,
-    )
-    assert found, f"{path.name} has no {name} block"
-    return found.group(1)
-
-
 def run_script(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Runs a block with bash -euo pipefail from the repository root, the venv on PATH and no
-    client config of the user's."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PORTER_BUNDLE_CLIENT_CONFIG": str(tmp_path / "client.yaml"),
-        "NO_COLOR": "1",
-    }
-    for name in ("PORTER_BUNDLE_SERVER", "PORTER_BUNDLE_CONTEXT", "PORTER_BUNDLE_NAMESPACE"):
-        env.pop(name, None)
+    """Runs a block with bash -euo pipefail from the repository root."""
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=REPO,
-        env=env,
+        env=script_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=240,
@@ -65,7 +42,7 @@ def services(store, request) -> Services:
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO / ".venv" / "bin" / "buf").exists(), reason="needs make venv (buf)")
 def test_api_examples_run_against_a_server(server, tmp_path: Path):
-    script = block(API_DOC, "examples").replace("127.0.0.1:3001", server.target)
+    script = block("docs/api.md", "examples").replace("127.0.0.1:3001", server.target)
     assert script.count(server.target) >= 3
     result = run_script(script, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -84,7 +61,7 @@ def _steady(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.slow
 def test_readme_tour_runs_as_written(server, podman_host, podman_service, test_image, tmp_path):
     podman_service.podman("tag", test_image("hello", RUN_SCRIPT), IMAGE)
-    script = block(README, "tour").replace("127.0.0.1:3001", server.target)
+    script = block("README.md", "tour").replace("127.0.0.1:3001", server.target)
     result = run_script(script, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -95,7 +72,7 @@ def test_readme_tour_runs_as_written(server, podman_host, podman_service, test_i
     lines = out.splitlines()
     assert "hello" in lines and "bonjour" in lines  # output show, before and after the upgrade
     printed = json.loads(re.search(r"^\[\n.*?^\]$", out, re.S | re.M).group(0))  # type: ignore[union-attr]
-    shown = json.loads(block(README, "tour-json", "json"))
+    shown = json.loads(block("README.md", "tour-json", "json"))
     assert _steady(printed) == _steady(shown)
     assert [set(o) for o in printed] == [set(s) for s in shown]  # the varying fields too
 

@@ -4,7 +4,6 @@ legacy service unauthenticated on another (only the ports and the token file's p
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -19,20 +18,15 @@ from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle.auth.tokens import hash_token
+from tests.doc_blocks import block
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow  # a server process
-README = Path(__file__).resolve().parents[1] / "docs" / "operator.md"
 BIN = Path(sys.executable).with_name("porter-bundle")
 
 
 def recipe() -> list[str]:
-    text = README.read_text()
-    block = re.search(
-        r"<!-- operator-serve:begin -->\n```sh\n(.*?)```\n<!-- operator-serve:end -->", text, re.S
-    )
-    assert block, "docs/operator.md lost its operator-serve block"
-    return shlex.split(block.group(1).replace("\\\n", " "))
+    return shlex.split(block("docs/operator.md", "operator-serve").replace("\\\n", " "))
 
 
 def test_the_operator_recipe_starts_and_serves_both_listeners(tmp_path):

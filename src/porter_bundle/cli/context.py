@@ -194,16 +194,27 @@ def context() -> None:
     ~/.config/porter-bundle/client.yaml. A flag or PORTER_BUNDLE_* variable beats the context."""
 
 
+def _output_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    from porter_bundle.cli.output import output_option
+
+    return output_option(f)
+
+
 @context.command("list", short_help="list the contexts (* = current)")
-def list_contexts() -> int:
+@_output_option
+def list_contexts(fmt: str) -> int:
     """List the contexts; * marks the current one."""
+    from porter_bundle.cli.output import dump, table
+
     data = read_config()
     current = data.get("current-context", "")
-    from porter_bundle.cli.output import table
-
+    contexts = {name: values or {} for name, values in data.get("contexts", {}).items()}
+    if fmt != "plaintext":
+        dump([{"name": n, "current": n == current, **v} for n, v in contexts.items()], fmt)
+        return Exit.OK
     rows = [
-        ["*" if name == current else "", name, str((values or {}).get("server", DEFAULT_SERVER))]
-        for name, values in data.get("contexts", {}).items()
+        ["*" if name == current else "", name, str(values.get("server", DEFAULT_SERVER))]
+        for name, values in contexts.items()
     ]
     table(rows, ["current", "name", "server"])
     return Exit.OK
@@ -211,12 +222,18 @@ def list_contexts() -> int:
 
 @context.command("show", short_help="show a context (default: the current one)")
 @click.argument("name", required=False)
-def show_context(name: str | None) -> int:
+@_output_option
+def show_context(name: str | None, fmt: str) -> int:
     """Show a context's settings (default: the one in use)."""
     chosen, values = selected(name)
     if not chosen:
         raise Failure(Exit.REFUSED, f"no current context (in {config_path()})")
-    click.echo(yaml.safe_dump({chosen: values}, sort_keys=False).rstrip())
+    if fmt == "json":
+        from porter_bundle.cli.output import dump
+
+        dump({chosen: values}, fmt)
+    else:  # plaintext is YAML already: the context as client.yaml holds it
+        click.echo(yaml.safe_dump({chosen: values}, sort_keys=False).rstrip())
     return Exit.OK
 
 

@@ -15,6 +15,7 @@ import click
 
 from porter_bundle import config
 from porter_bundle.cli.exit_codes import Exit
+from porter_bundle.cli.output import dump, output_option
 
 
 @click.group(
@@ -37,9 +38,10 @@ _SETTINGS = config.setting_options(only=("database", "data_dir", "encryption_key
 
 @keys.command(help="the key ids, newest first, and how many stored values each one encrypted")
 @_SETTINGS
-def status(**params: Any) -> int:
+@output_option
+def status(fmt: str, **params: Any) -> int:
     """``keys status``."""
-    return run("status", params)
+    return run("status", params, fmt)
 
 
 @keys.command(help="put a new key first in the key file (it encrypts from the next start)")
@@ -56,7 +58,7 @@ def reencrypt(**params: Any) -> int:
     return run("reencrypt", params)
 
 
-def run(action: str, params: dict[str, Any]) -> int:
+def run(action: str, params: dict[str, Any], fmt: str = "plaintext") -> int:
     """Runs one ``keys`` action; 2 on a key or database problem."""
     from porter_bundle import store
 
@@ -95,8 +97,12 @@ def run(action: str, params: dict[str, Any]) -> int:
             for column, count in done.items():
                 print(f"{column}: {count} values re-encrypted with key {keyring.primary_id}")
             return Exit.OK
+        usage = db.key_usage()
+        if fmt != "plaintext":
+            dump({"keys": list(keyring.key_ids), "values": usage}, fmt)
+            return Exit.OK
         print(f"keys (newest first, the first encrypts): {', '.join(keyring.key_ids)}")
-        for column, counts in db.key_usage().items():
+        for column, counts in usage.items():
             listed = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "no values"
             print(f"{column}: {listed}")
         return Exit.OK

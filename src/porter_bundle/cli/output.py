@@ -50,7 +50,7 @@ def dump(data: Any, fmt: str) -> None:
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
-    """Prints aligned columns; bold headers on a colour terminal."""
+    """Prints aligned columns; bold headers on a terminal unless NO_COLOR is set."""
     from rich.console import Console
     from rich.table import Table
 
@@ -62,9 +62,11 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
     for row in rows:
         grid.add_row(*row)
     tty = sys.stdout.isatty()
+    plain = bool(os.environ.get("NO_COLOR"))  # no escape sequence at all, bold included
     console = Console(
         width=None if tty else 10_000,
-        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        color_system=None if plain else "auto",
+        no_color=plain or None,
         highlight=False,
         soft_wrap=False,
     )
