@@ -14,6 +14,8 @@ from markdown_it import MarkdownIt
 REPO = Path(__file__).resolve().parents[1]
 SHELL = frozenset({"sh", "bash", "shell", "console"})
 _MARKER = re.compile(r"<!--\s*([\w-]+):(begin|end)\s*-->")
+# porter-bundle as a command word: at the start, after a path or inside $(...) / quotes.
+_COMMAND = re.compile(r"""(?:^|[\s/("'])porter-bundle[\s)]""")
 
 
 def documents() -> list[str]:
@@ -69,32 +71,29 @@ def block(doc: str, name: str, lang: str = "sh") -> str:
 
 
 def inline_commands(doc: str) -> list[str]:
-    """The inline code spans of ``doc`` that show a ``porter-bundle`` command (outside fenced
-    blocks), in order, whitespace collapsed (a span may wrap over lines)."""
+    """The inline code spans of ``doc`` that run ``porter-bundle`` (as a command word followed
+    by more), in order, whitespace collapsed (a span may wrap over lines)."""
     spans: list[str] = []
     for token in _tokens(doc):
         for child in token.children or ():
             if child.type == "code_inline":
                 text = " ".join(child.content.split())
-                if text.startswith("porter-bundle "):
+                if _COMMAND.search(text):
                     spans.append(text)
     return spans
 
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment a block runs in: the venv on PATH, no client config or server of the
-    user's, no colour (plus ``extra``, e.g. the test Podman's store)."""
+    """The environment a block runs in: the venv on PATH, no client config, server, context
+    or namespace of the user's, no colour; plus what ``extra`` adds to the environment (e.g.
+    the test Podman's store)."""
     import os
     import sys
 
-    env = {
-        **os.environ,
-        "PORTER_BUNDLE_CLIENT_CONFIG": str(tmp_path / "client.yaml"),
-        "NO_COLOR": "1",
-        **extra,
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env = {**os.environ, "PORTER_BUNDLE_CLIENT_CONFIG": str(tmp_path / "client.yaml")}
     for name in ("PORTER_BUNDLE_SERVER", "PORTER_BUNDLE_CONTEXT", "PORTER_BUNDLE_NAMESPACE"):
-        if name not in extra:
-            env.pop(name, None)
+        env.pop(name, None)
+    env.update({k: v for k, v in extra.items() if os.environ.get(k) != v})
+    env["NO_COLOR"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return env

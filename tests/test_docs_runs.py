@@ -1,5 +1,6 @@
-"""docs/api.md's live runs and logs block runs as written against a server with Podman, after
-the README tour's first two steps (its sets and the hello bundle)."""
+"""Blocks that need a real run, as written against a server with Podman after the README tour's
+first two steps (its sets and the hello bundle): docs/api.md's live runs and logs (with the run
+ID it captures), then docs/cnab.md's claims and docs/porter.md's legacy outputs."""
 
 from __future__ import annotations
 
@@ -60,3 +61,29 @@ def test_logs_and_watch_block_runs_with_a_real_run_id(
     run_ids = {line.split()[1] for line in lines if " install " in line}
     assert len(run_ids) == 1, out  # every line is about the run the block captured
     assert out.count("install of hello: hello\n") == 2, out  # logs --follow, then logs latest
+    after_install(server.target, tmp_path)
+
+
+def after_install(target: str, tmp_path: Path) -> None:
+    """docs/cnab.md's claims block and docs/porter.md's legacy outputs block, on the install
+    the logs block made."""
+    claims = run(block("docs/cnab.md", "claims"), target, tmp_path)
+    assert '"status": "Ready"' in claims and '"source": "CNAB_STATUS_SOURCE_CLAIM_RESULT"' in claims
+    assert claims.count('"totalSize": "1"') == 1  # the one successful install claim
+    assert '"status": "RUN_STATE_SUCCEEDED"' in claims  # the captured claim's results
+    legacy = run(block("docs/porter.md", "legacy-outputs"), target, tmp_path)
+    assert '"greeting"' in legacy and "s3cret" not in legacy, legacy
+
+
+def run(script: str, target: str, tmp_path: Path) -> str:
+    """Runs a block against the server at ``target``; its standard output."""
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("127.0.0.1:3001", target)],
+        cwd=REPO,
+        env=script_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
