@@ -82,7 +82,7 @@ def architecture_tree() -> dict[str, set[str]]:
     sub-folders named beneath each (4-space indent)."""
     text = README.read_text()
     section = text.split("## Architecture", 1)[1]
-    drawn = re.search(r"```\n(.*?)```", section, re.S)
+    drawn = re.search(r"```text\n(.*?)```", section, re.S)
     assert drawn, "README's Architecture section has no tree"
     tree: dict[str, set[str]] = {}
     inside, parent = False, ""

@@ -1,5 +1,6 @@
-"""docs/operator.md's Porter operator recipe starts as written: v1 API with tokens on one port, the
-legacy service unauthenticated on another (only the ports and the token file's path differ)."""
+"""docs/operator.md's Porter operator recipe runs as written: the agent's token made into the token
+file, then the server: v1 API with tokens on one port (the agent's token works in its namespaces),
+the legacy service unauthenticated on another (only the ports and the token file's path differ)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.v1alpha1 import porter_pb2_grpc
 from porter_bundle.auth.tokens import hash_token
-from tests.doc_blocks import block
+from tests.doc_blocks import block, script_env
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow  # a server process
@@ -34,9 +35,14 @@ def test_the_operator_recipe_starts_and_serves_both_listeners(tmp_path):
     assert argv[:2] == ["porter-bundle", "serve"]
     api, legacy = free_port(), free_port()
     tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(
-        f"- name: porter-agent\n  token: {hash_token('tok')}\n  roles: {{viewer: '*'}}\n"
-    )
+    tokens.write_text(f"- name: ci\n  token: {hash_token('tok')}\n  roles: {{viewer: '*'}}\n")
+    made = subprocess.run(  # step 3's block: the agent's token, its entry into the token file
+        ["bash", "-euo", "pipefail", "-c",
+         block("docs/operator.md", "agent-token").replace("/etc/porter-bundle/tokens.yaml", str(tokens))],
+        cwd=tmp_path, env=script_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    agent_token = (tmp_path / "agent.token").read_text().strip()
     swap = {"0.0.0.0:3002": f"0.0.0.0:{api}", "0.0.0.0:3001": f"0.0.0.0:{legacy}",
             "/etc/porter-bundle/tokens.yaml": str(tokens)}  # fmt: skip
     args = [swap.get(a, a) for a in argv[2:]]
@@ -64,6 +70,19 @@ def test_the_operator_recipe_starts_and_serves_both_listeners(tmp_path):
                     pb.ListInstallationsRequest(), timeout=10
                 )
             assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            listed = porter_bundle_pb2_grpc.PorterBundleStub(channel).ListInstallations(
+                pb.ListInstallationsRequest(namespace="team-a"),
+                metadata=[("authorization", f"Bearer {agent_token}")],
+                timeout=10,
+            )
+            assert list(listed.installations) == []
+            with pytest.raises(grpc.RpcError) as elsewhere:  # operator of team-a and team-b only
+                porter_bundle_pb2_grpc.PorterBundleStub(channel).ListInstallations(
+                    pb.ListInstallationsRequest(namespace="team-c"),
+                    metadata=[("authorization", f"Bearer {agent_token}")],
+                    timeout=10,
+                )
+            assert elsewhere.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
