@@ -70,17 +70,21 @@ def block(doc: str, name: str, lang: str = "sh") -> str:
     return named[0].text
 
 
+def inline_spans(doc: str) -> list[str]:
+    """Every inline code span of ``doc`` (outside fenced blocks), in order, whitespace
+    collapsed (a span may wrap over lines)."""
+    return [
+        " ".join(child.content.split())
+        for token in _tokens(doc)
+        for child in token.children or ()
+        if child.type == "code_inline"
+    ]
+
+
 def inline_commands(doc: str) -> list[str]:
     """The inline code spans of ``doc`` that run ``porter-bundle`` (as a command word followed
-    by more), in order, whitespace collapsed (a span may wrap over lines)."""
-    spans: list[str] = []
-    for token in _tokens(doc):
-        for child in token.children or ():
-            if child.type == "code_inline":
-                text = " ".join(child.content.split())
-                if _COMMAND.search(text):
-                    spans.append(text)
-    return spans
+    by more)."""
+    return [span for span in inline_spans(doc) if _COMMAND.search(span)]
 
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:

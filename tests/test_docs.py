@@ -10,7 +10,7 @@ import ast
 import shlex
 from pathlib import Path
 
-from tests.doc_blocks import REPO, Fence, documents, fences
+from tests.doc_blocks import REPO, Fence, documents, fences, inline_spans
 
 TESTS = REPO / "tests"
 NOT_RUN: dict[tuple[str, str], tuple[str, frozenset[str]]] = {
@@ -94,6 +94,37 @@ def test_every_block_says_its_language():
     trees are ```text)."""
     bare = [f"{f.doc}:{f.line}" for doc in documents() for f in fences(doc) if not f.lang]
     assert not bare, f"code blocks without a language: {bare}"
+
+
+def test_inline_make_commands_name_real_targets_and_serve_flags():
+    """`make TARGET [VAR=...]` spans: the Makefile has the target, and RUN_ARGS passes flags
+    `serve` takes (`make run` runs `porter-bundle serve $(RUN_ARGS)`)."""
+    import re
+    import subprocess
+    import sys
+
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, re.M))
+    serve_help = subprocess.run(
+        [str(Path(sys.executable).with_name("porter-bundle")), "serve", "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    seen = 0
+    for doc in documents():
+        for span in inline_spans(doc):
+            if not span.startswith("make"):
+                continue
+            words = shlex.split(span)
+            if words == ["make"]:
+                continue
+            seen += 1
+            named = [w for w in words[1:] if "=" not in w] or ["help"]
+            assert set(named) <= targets, f"{doc}: `{span}`: no such make target"
+            for word in words[1:]:
+                if word.startswith("RUN_ARGS="):
+                    for flag in re.findall(r"--[a-z][\w-]*", word):
+                        assert flag in serve_help, f"{doc}: `{span}`: serve has no {flag}"
+    assert seen >= 5
 
 
 def test_the_scan_sees_every_document():

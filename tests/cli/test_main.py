@@ -49,6 +49,7 @@ def test_help_of_every_group_fits_one_screen_and_tells_each_verb(capsys):
         for line in commands.splitlines():
             if not line.startswith("   "):  # each verb has its one-line description
                 assert len(line.split()) > 1, (path, line)
+            assert not line.endswith("..."), (path, line)  # whole, not cut by click
     top = _help(capsys)
     for text in ("0 ok", "1 refused", "2 bad usage", "3 cannot reach", "4 the action", "130"):
         assert text in top

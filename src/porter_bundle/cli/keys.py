@@ -36,7 +36,10 @@ def keys() -> None:
 _SETTINGS = config.setting_options(only=("database", "data_dir", "encryption_key_file"))
 
 
-@keys.command(help="the key ids, newest first, and how many stored values each one encrypted")
+@keys.command(
+    short_help="the key ids and how many stored values each encrypted",
+    help="the key ids, newest first, and how many stored values each one encrypted",
+)
 @_SETTINGS
 @output_option
 def status(fmt: str, **params: Any) -> int:
@@ -44,7 +47,10 @@ def status(fmt: str, **params: Any) -> int:
     return run("status", params, fmt)
 
 
-@keys.command(help="put a new key first in the key file (it encrypts from the next start)")
+@keys.command(
+    short_help="put a new key first in the key file",
+    help="put a new key first in the key file (it encrypts from the next start)",
+)
 @_SETTINGS
 def rotate(**params: Any) -> int:
     """``keys rotate``."""
