@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,7 @@ from typing import Any
 import pytest
 
 from porter_bundle.service import Services
-from tests.cli.hello import IMAGE, RUN_SCRIPT
-from tests.doc_blocks import REPO, block, script_env
+from tests.doc_blocks import REPO, block, inline_spans, script_env
 from tests.helpers import engine_services
 
 README = REPO / "README.md"
@@ -59,8 +59,18 @@ def _steady(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+def build_example_image(podman_service, test_image) -> None:
+    """The README's own `podman build` of examples/hello, as written, in the test Podman's
+    store: its busybox base is one made from Debian's busybox-static (no registry here)."""
+    (build,) = [s for s in inline_spans("README.md") if s.startswith("podman build ")]
+    base = re.search(r"^FROM (\S+)", (REPO / "examples/hello/Containerfile").read_text(), re.M)
+    assert base, "examples/hello/Containerfile has no FROM"
+    podman_service.podman("tag", test_image("busybox-base", "#!/bin/sh\n"), base.group(1))
+    podman_service.podman(*shlex.split(build)[1:], "--pull=never")
+
+
 def test_readme_tour_runs_as_written(server, podman_host, podman_service, test_image, tmp_path):
-    podman_service.podman("tag", test_image("hello", RUN_SCRIPT), IMAGE)
+    build_example_image(podman_service, test_image)
     script = block("README.md", "tour").replace("127.0.0.1:3001", server.target)
     result = run_script(script, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
