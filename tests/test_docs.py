@@ -10,6 +10,8 @@ import ast
 import shlex
 from pathlib import Path
 
+import pytest
+
 from tests.doc_blocks import REPO, Fence, documents, fences, inline_spans
 
 TESTS = REPO / "tests"
@@ -96,6 +98,7 @@ def test_every_block_says_its_language():
     assert not bare, f"code blocks without a language: {bare}"
 
 
+@pytest.mark.slow  # serve --help in a process
 def test_inline_make_commands_name_real_targets_and_serve_flags():
     """`make TARGET [VAR=...]` spans: the Makefile has the target, and RUN_ARGS passes flags
     `serve` takes (`make run` runs `porter-bundle serve $(RUN_ARGS)`)."""

@@ -17,6 +17,8 @@ from tests.cli.hello import RUN_SCRIPT
 from tests.doc_blocks import block, script_env
 from tests.oci import bundle_doc
 
+pytestmark = pytest.mark.slow  # podman push, a registry
+
 
 @pytest.fixture
 def services(store, oci_registry: str) -> Iterator[Services]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import pytest
 
 from porter_bundle.cli import main
 from porter_bundle.cli.main import root
@@ -67,6 +68,7 @@ def test_context_list_and_show_as_json(tmp_path: Path, monkeypatch, capsys):
     }
 
 
+@pytest.mark.slow  # bash and two processes
 def test_bash_completion_as_the_readme_shows_it():
     script = (
         'eval "$(_PORTER_BUNDLE_COMPLETE=bash_source porter-bundle)"\n'
@@ -106,6 +108,7 @@ def _on_a_terminal(argv: list[str], env: dict[str, str]) -> bytes:
     return seen
 
 
+@pytest.mark.slow  # two processes on a pty
 def test_colour_on_a_terminal_unless_no_color(server):
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm"}
     argv = [str(BIN), "bundles", "list", "--server", server.target]
