@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 REPO = Path(__file__).resolve().parents[1]
 SHELL = frozenset({"sh", "bash", "shell", "console"})
@@ -37,7 +38,7 @@ class Fence:
 
 
 @cache
-def _tokens(doc: str) -> list:  # type: ignore[type-arg]
+def _tokens(doc: str) -> list[Token]:
     md = MarkdownIt("commonmark").enable("table")
     return md.parse((REPO / doc).read_text())
 

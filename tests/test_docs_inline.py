@@ -60,7 +60,8 @@ def keyring(db_path: Path) -> Keyring:
 
 @pytest.fixture
 def services(store, podman_host) -> Services:
-    return engine_services(store, podman_host)
+    # The hang run must outlive the spans run before `runs cancel` on a loaded machine.
+    return engine_services(store, podman_host, run_timeout_seconds=600)
 
 
 def spans() -> list[tuple[str, str]]:
