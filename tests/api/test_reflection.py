@@ -5,18 +5,15 @@ asks it."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from porter_bundle.api.server import start_server
 from porter_bundle.api.servicers import LEGACY_SERVICE, SERVICE
 from porter_bundle.config import Settings
-from tests.helpers import failure
+from tests.helpers import failure, server_in_thread
 
 INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 LIST = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
@@ -43,20 +40,11 @@ def listed(answer: bytes) -> set[str]:
 def legacy_channel(services) -> Iterator[grpc.Channel]:
     """A server with the legacy listener too, and a channel to that listener."""
     settings = Settings(address="127.0.0.1:0", legacy_address="127.0.0.1:0")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    running = asyncio.run_coroutine_threadsafe(
-        start_server(settings, services, services.blocking.pool), loop
-    ).result(30)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.legacy_port}") as channel:
-            yield channel
-    finally:
-        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
+    with (
+        server_in_thread(settings, services) as running,
+        grpc.insecure_channel(f"127.0.0.1:{running.legacy_port}") as channel,
+    ):
+        yield channel
 
 
 @pytest.mark.parametrize("data", ["ff", "0a056162", "3a02fffe"])

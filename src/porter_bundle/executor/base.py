@@ -9,7 +9,9 @@ and only here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +21,44 @@ LABEL_INSTALLATION = "sh.porter.bundle.installation"
 LABEL_MANAGED = "sh.porter.bundle.managed"
 
 LogSink = Callable[[bytes], Awaitable[None]]
+
+# The steps of a run's container an executor reports through phase(), in this order (the
+# files are copied only when the spec has some; a step that fails ends the sequence).
+PHASE_PULL = "image pull"
+PHASE_CREATE = "container create"
+PHASE_COPY_FILES = "copy files"
+PHASE_START = "container start"
+PHASE_WAIT = "container wait"
+PHASE_OUTPUTS = "collect outputs"
+
+PhaseHook = Callable[[str], AbstractContextManager[object]]
+"""Given a step's name, a context manager that spans the step (tracing: a child span of the
+run's span)."""
+
+_phase_hook: ContextVar[PhaseHook | None] = ContextVar("porter_bundle_phase_hook", default=None)
+
+
+@contextmanager
+def reporting_phases(hook: PhaseHook | None) -> Iterator[None]:
+    """Around an :meth:`Executor.execute` call: the steps it takes in this task (and only
+    this one: a context variable) are spanned by ``hook``; None reports nothing."""
+    token = _phase_hook.set(hook)
+    try:
+        yield
+    finally:
+        _phase_hook.reset(token)
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """A step of the run the current task executes (executors mark theirs with it); a no-op
+    unless the caller set a hook with :func:`reporting_phases`."""
+    hook = _phase_hook.get()
+    if hook is None:
+        yield
+        return
+    with hook(name):
+        yield
 
 
 @dataclass(frozen=True)
