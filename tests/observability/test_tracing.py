@@ -122,8 +122,8 @@ class NoOtel(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoOtel())
 from porter_bundle.executor import phase, reporting_phases
 from porter_bundle.service.actions.runner import Runner  # the run path imports no tracing
-with reporting_phases(None), phase("image pull"):
-    pass
+with reporting_phases(None):
+    phase("image pull")
 from porter_bundle.cli import main
 sys.argv = ["porter-bundle", "serve", "--address", "127.0.0.1:0", "--otlp-endpoint", "http://c:4317"]
 sys.exit(main())

@@ -35,6 +35,7 @@ from porter_bundle.executor.base import (
     PHASE_CREATE,
     PHASE_OUTPUTS,
     PHASE_PULL,
+    PHASE_REMOVE,
     PHASE_START,
     PHASE_WAIT,
 )
@@ -45,7 +46,15 @@ pytestmark = pytest.mark.slow  # real containers
 NS, NAME, REF = "dev", "traced", "localhost:5000/traced:v1.0.0"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-STEPS = [PHASE_PULL, PHASE_CREATE, PHASE_COPY_FILES, PHASE_START, PHASE_WAIT, PHASE_OUTPUTS]
+STEPS = [
+    PHASE_PULL,
+    PHASE_CREATE,
+    PHASE_COPY_FILES,
+    PHASE_START,
+    PHASE_WAIT,
+    PHASE_OUTPUTS,
+    PHASE_REMOVE,
+]
 
 RUN_SCRIPT = r"""#!/bin/sh
 echo "traceparent=$TRACEPARENT"

@@ -28,6 +28,7 @@ from porter_bundle.executor.base import (
     PHASE_CREATE,
     PHASE_OUTPUTS,
     PHASE_PULL,
+    PHASE_REMOVE,
     PHASE_START,
     PHASE_WAIT,
     ContainerResult,
@@ -131,10 +132,10 @@ class Lifecycle:
         except ValueError as exc:
             return ContainerResult(exit_code=None, error=str(exc))
         api = self._engine.api
-        with phase(PHASE_PULL):
-            error, image_digest = await self._puller.ensure_image(
-                self._engine, spec.image, spec.image_digest
-            )
+        phase(PHASE_PULL)
+        error, image_digest = await self._puller.ensure_image(
+            self._engine, spec.image, spec.image_digest
+        )
         if error:
             return ContainerResult(exit_code=None, error=error)
         if run.canceled:
@@ -149,17 +150,17 @@ class Lifecycle:
         if spec.timeout_seconds is not None:
             labels[LABEL_TIMEOUT] = str(spec.timeout_seconds)
         try:
-            with phase(PHASE_CREATE):
-                created = await self._calls.call(
-                    api.create_container,
-                    spec.image,
-                    # The entrypoint, not the command: an image's own ENTRYPOINT must not wrap it.
-                    entrypoint=list(spec.command),
-                    environment=dict(spec.env),
-                    labels=labels,
-                    name=container_name(spec.run_id),
-                    host_config=api.create_host_config(network_mode=spec.network or "none"),
-                )
+            phase(PHASE_CREATE)
+            created = await self._calls.call(
+                api.create_container,
+                spec.image,
+                # The entrypoint, not the command: an image's own ENTRYPOINT must not wrap it.
+                entrypoint=list(spec.command),
+                environment=dict(spec.env),
+                labels=labels,
+                name=container_name(spec.run_id),
+                host_config=api.create_host_config(network_mode=spec.network or "none"),
+            )
         except docker.errors.APIError as exc:
             return ContainerResult(
                 exit_code=None,
@@ -170,21 +171,20 @@ class Lifecycle:
         keep = False
         try:
             if archive is not None:
-                with phase(PHASE_COPY_FILES):
-                    await self._calls.call(api.put_archive, container_id, "/", archive)
+                phase(PHASE_COPY_FILES)
+                await self._calls.call(api.put_archive, container_id, "/", archive)
             if run.canceled:
                 return ContainerResult(exit_code=None, canceled=True)
-            with phase(PHASE_START):
-                # Attached before it starts, as `podman run` / `docker run` are: the stream
-                # ends when the process does, which engines that poll for exits (Podman)
-                # report late.
-                stream = LogStream(api, container_id, attach=True)
-                attached = await self._calls.call(stream.connect)
-                try:
-                    await self._calls.call(api.start, container_id)
-                except BaseException:
-                    stream.discard()
-                    raise
+            # Attached before it starts, as `podman run` / `docker run` are: the stream ends
+            # when the process does, which engines that poll for exits (Podman) report late.
+            phase(PHASE_START)
+            stream = LogStream(api, container_id, attach=True)
+            attached = await self._calls.call(stream.connect)
+            try:
+                await self._calls.call(api.start, container_id)
+            except BaseException:
+                stream.discard()
+                raise
             run.started = True
             collected = await self.collect(
                 run,
@@ -207,6 +207,7 @@ class Lifecycle:
             raise
         finally:
             if not keep:
+                phase(PHASE_REMOVE)
                 await asyncio.shield(self.remove(container_id))
 
     async def collect(
@@ -250,40 +251,40 @@ class Lifecycle:
         pump_task = asyncio.create_task(pump.run())
         timed_out = False
         try:
-            with phase(PHASE_WAIT):
-                if run.canceled:
-                    await self.terminate(container_id, run.cancel_grace, exited)
-                done, _ = await asyncio.wait([exited], timeout=limit_seconds)
+            phase(PHASE_WAIT)
+            if run.canceled:
+                await self.terminate(container_id, run.cancel_grace, exited)
+            done, _ = await asyncio.wait([exited], timeout=limit_seconds)
+            if not done:
+                timed_out = True
+                await self.terminate(container_id, self._stop_grace, exited)
+                done, _ = await asyncio.wait([exited], timeout=KILL_WAIT_SECONDS)
                 if not done:
-                    timed_out = True
-                    await self.terminate(container_id, self._stop_grace, exited)
-                    done, _ = await asyncio.wait([exited], timeout=KILL_WAIT_SECONDS)
-                    if not done:
-                        raise TimeoutError("the container did not stop after SIGKILL")
-                exit_code = exited.result()
+                    raise TimeoutError("the container did not stop after SIGKILL")
+            exit_code = exited.result()
 
-                drained, _ = await asyncio.wait([follower], timeout=LOG_DRAIN_SECONDS)
-                if not drained:
-                    log.warning("log stream of container %s did not end after its exit", short)
-                    stream.close()
-                    # A follow request that never got its response headers (Podman sends none
-                    # for a silent container) cannot be cut: leave its daemon thread behind
-                    # and end the pump here; the whole log is fetched in one piece below.
-                    cut, _ = await asyncio.wait([follower], timeout=1.0)
-                    if not cut:
-                        queue.put_nowait(None)
-                await pump_task
-                if not drained:
-                    whole = await self._calls.call(api.logs, container_id)
-                    await pump.feed(whole[pump.total :])
+            drained, _ = await asyncio.wait([follower], timeout=LOG_DRAIN_SECONDS)
+            if not drained:
+                log.warning("log stream of container %s did not end after its exit", short)
+                stream.close()
+                # A follow request that never got its response headers (Podman sends none for
+                # a silent container) cannot be cut: leave its daemon thread behind and end
+                # the pump here; the whole log is fetched in one piece below.
+                cut, _ = await asyncio.wait([follower], timeout=1.0)
+                if not cut:
+                    queue.put_nowait(None)
+            await pump_task
+            if not drained:
+                whole = await self._calls.call(api.logs, container_id)
+                await pump.feed(whole[pump.total :])
 
             outputs: dict[str, bytes] = {}
             error = ""
             if outputs_dir:
-                with phase(PHASE_OUTPUTS):
-                    outputs, error = await self._calls.call(
-                        _read_outputs, api, container_id, outputs_dir, self._max_output_bytes
-                    )
+                phase(PHASE_OUTPUTS)
+                outputs, error = await self._calls.call(
+                    _read_outputs, api, container_id, outputs_dir, self._max_output_bytes
+                )
             return ContainerResult(
                 exit_code=exit_code,
                 logs=pump.logs(),
