@@ -30,18 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2, symbol_database
+from google.protobuf import message_factory, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from porter_bundle.api.server import HEALTH_DESCRIPTOR, REFLECTION_DESCRIPTOR
+from porter_bundle.api.server import HEALTH_DESCRIPTOR, REFLECTION_DESCRIPTORS
 from porter_bundle.api.servicers import LEGACY_SERVICE_DESCRIPTOR, SERVICE_DESCRIPTOR
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     SERVICE_DESCRIPTOR,
     LEGACY_SERVICE_DESCRIPTOR,
     HEALTH_DESCRIPTOR,
-    REFLECTION_DESCRIPTOR,
+    *REFLECTION_DESCRIPTORS,
 )
 FAILING = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED}
 UNARY_DEADLINE = 10.0
@@ -68,11 +68,10 @@ class Method:
 
 def methods() -> list[Method]:
     """Every method of both services, from their descriptors."""
-    db = symbol_database.Default()
     return [
         Method(
             f"/{service.full_name}/{m.name}",
-            db.GetSymbol(m.input_type.full_name),
+            message_factory.GetMessageClass(m.input_type),
             m.server_streaming,
             m.client_streaming,
         )
