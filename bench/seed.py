@@ -375,6 +375,9 @@ class RowBuilder:
                 if out.sensitive
                 else text,
                 "doc": msg.SerializeToString(),
+                "written": None,  # the value renders as the bundle wrote it
+                "internal": self._false,
+                "expired": self._false,
             }
         )
         return row

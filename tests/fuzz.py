@@ -1,7 +1,7 @@
 """A hostile client: a seeded, bounded, reflection-driven fuzzer of both gRPC services.
 
 Every method of porter.bundle.v1.PorterBundle and porter.v1alpha1.Porter (and of the health
-service beside them) is found from the service descriptors, and each case sends it one request over a real channel, as raw bytes:
+and server reflection services beside them) is found from the service descriptors, and each case sends it one request over a real channel, as raw bytes:
 random bytes, a generated message (strings with NUL or huge, JSON/YAML text with lone
 surrogates and NaN, tampered page tokens, Values that are NaN or nest deeply, extreme numbers)
 or such a message mutated on the wire (bytes flipped, cut short, invalid UTF-8 spliced in).
@@ -30,17 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2, symbol_database
+from google.protobuf import message_factory, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from porter_bundle.api.server import HEALTH_DESCRIPTOR
+from porter_bundle.api.server import HEALTH_DESCRIPTOR, REFLECTION_DESCRIPTORS
 from porter_bundle.api.servicers import LEGACY_SERVICE_DESCRIPTOR, SERVICE_DESCRIPTOR
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     SERVICE_DESCRIPTOR,
     LEGACY_SERVICE_DESCRIPTOR,
     HEALTH_DESCRIPTOR,
+    *REFLECTION_DESCRIPTORS,
 )
 FAILING = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED}
 UNARY_DEADLINE = 10.0
@@ -56,21 +57,23 @@ NAMES = ["app", "creds", "params", "missing"]
 
 @dataclass(frozen=True)
 class Method:
-    """One RPC: its path, request type and whether it streams responses."""
+    """One RPC: its path, request type, whether it streams responses, and requests
+    (reflection's bidirectional stream: the case's bytes are its one request)."""
 
     path: str
     request: type[Message]
     streaming: bool
+    client_streaming: bool = False
 
 
 def methods() -> list[Method]:
     """Every method of both services, from their descriptors."""
-    db = symbol_database.Default()
     return [
         Method(
             f"/{service.full_name}/{m.name}",
-            db.GetSymbol(m.input_type.full_name),
+            message_factory.GetMessageClass(m.input_type),
             m.server_streaming,
+            m.client_streaming,
         )
         for service in SERVICES
         for m in service.methods
@@ -362,8 +365,11 @@ class Report:
 def call(channel: grpc.Channel, method: Method, data: bytes) -> tuple[str, str]:
     """Sends one request; (the code's name, its details). A hang reads as "HANG"."""
     try:
-        if method.streaming:
-            stream: Any = channel.unary_stream(method.path)(data, timeout=STREAM_DEADLINE)
+        if method.client_streaming:
+            stream: Any = channel.stream_stream(method.path)(iter([data]), timeout=UNARY_DEADLINE)
+            list(stream)  # the requests end: so does the stream
+        elif method.streaming:
+            stream = channel.unary_stream(method.path)(data, timeout=STREAM_DEADLINE)
             for i, _ in enumerate(stream):
                 if i >= MAX_STREAM_MESSAGES:
                     stream.cancel()

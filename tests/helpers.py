@@ -4,13 +4,15 @@ run to end, and reading rich error details off a failed call."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,3 +244,27 @@ def secret_volume(root: Path, files: Mapping[str, str]) -> Path:
     for key in files:
         (root / key).symlink_to(f"..data/{key}")
     return root
+
+
+@contextlib.contextmanager
+def server_in_thread(settings: Any, services: Any, **options: Any) -> Iterator[Any]:
+    """``start_server(settings, services, ...)`` on an event loop of its own thread: the
+    RunningServer, stopped (grace 0) and its loop closed on exit. ``options``: more
+    arguments of start_server (``tracer_provider``)."""
+    from porter_bundle.api.server import start_server
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-server-loop", daemon=True)
+    thread.start()
+    try:
+        running = asyncio.run_coroutine_threadsafe(
+            start_server(settings, services, services.blocking.pool, **options), loop
+        ).result(30)
+        try:
+            yield running
+        finally:
+            asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()

@@ -31,8 +31,18 @@ def seeded(channel: grpc.Channel) -> grpc.Channel:
     return channel
 
 
-def raw(channel: grpc.Channel, path: str, data: bytes, *, streaming: bool = False) -> RpcFailure:
-    """A call with request bytes as they are; it must fail."""
+def raw(
+    channel: grpc.Channel,
+    path: str,
+    data: bytes,
+    *,
+    streaming: bool = False,
+    client_streaming: bool = False,
+) -> RpcFailure:
+    """A call with request bytes as they are (a request stream: as its one request); it
+    must fail."""
+    if client_streaming:
+        return failure(lambda: list(channel.stream_stream(path)(iter([data]), timeout=10)))
     if streaming:
         return failure(lambda: list(channel.unary_stream(path)(data, timeout=10)))
     return failure(channel.unary_unary(path), data, timeout=10)
@@ -50,7 +60,13 @@ def test_undecodable_request_is_invalid_argument(channel, data):
 
 @pytest.mark.parametrize("method", methods(), ids=lambda m: m.path)  # health too
 def test_every_method_of_both_services_refuses_undecodable_bytes(channel, method):
-    f = raw(channel, method.path, b"\xff", streaming=method.streaming)
+    f = raw(
+        channel,
+        method.path,
+        b"\xff",
+        streaming=method.streaming,
+        client_streaming=method.client_streaming,
+    )
     assert f.code == INVALID and f.reason == "MALFORMED_REQUEST", f
 
 

@@ -9,12 +9,15 @@ class in the message. So the deserializer never raises: it returns the decoded m
 :class:`~porter_bundle.errors.MalformedRequest` in its place, and the handler (wrapped with
 :func:`refuse_malformed`) ends the call with that error through the one error mapping. The
 authentication interceptor sees the same stand-in and refuses it after authenticating.
+A method whose requests stream (server reflection's ``ServerReflectionInfo``) is wrapped with
+:func:`refuse_malformed_stream`: the first request that is no message ends the stream the same
+way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from functools import cache, wraps
 from typing import Any, cast
 
@@ -127,5 +130,25 @@ def refuse_malformed(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any
         if isinstance(request, InvalidArgument):
             await abort(context, request)
         return await behaviour(request, context)
+
+    return handler
+
+
+def refuse_malformed_stream(
+    behaviour: Callable[[Any, Any], AsyncIterable[Any]],
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    """Wraps the handler of a bidirectional stream so the first request the decoder refused
+    ends the call INVALID_ARGUMENT (the responses to the requests before it are sent)."""
+
+    @wraps(behaviour)
+    async def handler(requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, InvalidArgument):
+                    await abort(context, request)
+                yield request
+
+        async for response in behaviour(checked(), context):
+            yield response
 
     return handler

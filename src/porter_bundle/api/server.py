@@ -14,7 +14,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
-from porter_bundle.api.decoding import decoder, refuse_malformed
+from porter_bundle.api.decoding import decoder, refuse_malformed, refuse_malformed_stream
+from porter_bundle.api.reflection import V1_DESCRIPTOR, V1ALPHA_DESCRIPTOR
 from porter_bundle.api.servicers import (
     LEGACY_SERVICE,
     LEGACY_SERVICE_DESCRIPTOR,
@@ -44,6 +45,7 @@ from porter_bundle.service.streams import StreamTiming
 log = logging.getLogger(__name__)
 
 HEALTH_DESCRIPTOR = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
+REFLECTION_DESCRIPTORS = (V1ALPHA_DESCRIPTOR, V1_DESCRIPTOR)
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -132,27 +134,52 @@ def _handlers(
 
 
 def _decoding_handlers(
-    descriptor: ServiceDescriptor, implemented: dict[str, Behaviour]
+    descriptor: ServiceDescriptor,
+    implemented: dict[str, Behaviour],
+    decode_as: ServiceDescriptor | None = None,
 ) -> grpc.GenericRpcHandler:
-    """Handlers of every (unary-request) method of ``descriptor``, each decoding its own
-    request: bytes that are no request end INVALID_ARGUMENT (see :mod:`api.decoding`)."""
+    """Handlers of every method of ``descriptor`` (unary requests, or a bidirectional
+    stream), each decoding its own requests: bytes that are no request end INVALID_ARGUMENT
+    (see :mod:`api.decoding`). ``decode_as``: a service whose request messages are the same
+    on the wire, decoded as its own (reflection v1 as v1alpha, which its servicer speaks)."""
     from google.protobuf import symbol_database
 
     db = symbol_database.Default()
     methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
-        request_cls = db.GetSymbol(method.input_type.full_name)
+        request_type = (decode_as or descriptor).methods_by_name[method.name].input_type
+        request_cls = db.GetSymbol(request_type.full_name)
+        behaviour = implemented[method.name]
+        if method.client_streaming:
+            if not method.server_streaming:
+                raise ValueError(f"{method.full_name}: client streaming needs server streaming")
+            methods[method.name] = grpc.stream_stream_rpc_method_handler(
+                refuse_malformed_stream(behaviour),
+                request_deserializer=decoder(request_cls),
+                response_serializer=serialize,
+            )
+            continue
         make = (
             grpc.unary_stream_rpc_method_handler
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
         methods[method.name] = make(
-            refuse_malformed(implemented[method.name]),
+            refuse_malformed(behaviour),
             request_deserializer=decoder(request_cls),
             response_serializer=serialize,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
+
+
+def _reflection_handlers(service_names: tuple[str, ...]) -> list[grpc.GenericRpcHandler]:
+    """Server reflection (``grpc.reflection.v1`` and ``v1alpha``) listing ``service_names``,
+    through the decoding handlers: a request that is no ServerReflectionRequest ends the
+    stream INVALID_ARGUMENT (MALFORMED_REQUEST), not UNKNOWN."""
+    names = (*service_names, *(d.full_name for d in REFLECTION_DESCRIPTORS))
+    servicer = reflection.aio.ReflectionServicer(names)
+    behaviours: dict[str, Behaviour] = {"ServerReflectionInfo": servicer.ServerReflectionInfo}
+    return [_decoding_handlers(d, behaviours, V1ALPHA_DESCRIPTOR) for d in REFLECTION_DESCRIPTORS]
 
 
 def _interceptors(
@@ -215,14 +242,8 @@ async def _start(
     health_methods = {m.name: getattr(health_servicer, m.name) for m in HEALTH_DESCRIPTOR.methods}
     health_handlers = _decoding_handlers(HEALTH_DESCRIPTOR, health_methods)
     server.add_generic_rpc_handlers([health_handlers])
-    reflection.enable_server_reflection(
-        (
-            SERVICE,
-            LEGACY_SERVICE,
-            HEALTH_DESCRIPTOR.full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    server.add_generic_rpc_handlers(
+        _reflection_handlers((SERVICE, LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name))
     )
     legacy_server = None
     legacy_port = 0
@@ -281,10 +302,8 @@ def _legacy_listener(
     Without an interceptor every call is the local caller, and sensitive outputs stay withheld
     unless --legacy-reveal-sensitive (RevealService.legacy_latest_outputs)."""
     legacy = grpc.aio.server(options=SERVER_OPTIONS)
-    legacy.add_generic_rpc_handlers([handlers, health_handlers])
-    reflection.enable_server_reflection(
-        (LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name, reflection.SERVICE_NAME), legacy
-    )
+    reflecting = _reflection_handlers((LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name))
+    legacy.add_generic_rpc_handlers([handlers, health_handlers, *reflecting])
     port = legacy.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not listen on {address}")

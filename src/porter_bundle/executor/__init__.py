@@ -16,6 +16,9 @@ from porter_bundle.executor.base import (
     Executor,
     ExecutorUnavailable,
     LogSink,
+    PhaseHook,
+    phase,
+    reporting_phases,
 )
 from porter_bundle.executor.container import ContainerExecutor
 from porter_bundle.executor.engine import default_hosts
@@ -31,6 +34,9 @@ __all__ = [
     "Executor",
     "ExecutorUnavailable",
     "LogSink",
+    "PhaseHook",
     "container_name",
     "default_hosts",
+    "phase",
+    "reporting_phases",
 ]

@@ -9,7 +9,9 @@ and only here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +21,73 @@ LABEL_INSTALLATION = "sh.porter.bundle.installation"
 LABEL_MANAGED = "sh.porter.bundle.managed"
 
 LogSink = Callable[[bytes], Awaitable[None]]
+
+# The steps of a run's container an executor reports through phase(), in this order (files
+# are copied only when the spec has some, outputs collected only when it has an outputs
+# directory; a step that fails is the last before the removal).
+PHASE_PULL = "image pull"
+PHASE_CREATE = "container create"
+PHASE_COPY_FILES = "copy files"
+PHASE_START = "container start"
+PHASE_WAIT = "container wait"
+PHASE_OUTPUTS = "collect outputs"
+PHASE_REMOVE = "container remove"
+
+PhaseHook = Callable[[str], AbstractContextManager[object]]
+"""Given a step's name, a context manager entered when the step begins and exited when it
+ends (tracing: a child span of the run's span)."""
+
+
+class _Steps:
+    """The step in progress of one execution: each new one ends the one before."""
+
+    def __init__(self, hook: PhaseHook) -> None:
+        self._hook = hook
+        self._current: AbstractContextManager[object] | None = None
+
+    def begin(self, name: str) -> None:
+        self.end(None)
+        step = self._hook(name)
+        step.__enter__()
+        self._current = step
+
+    def end(self, exc: BaseException | None) -> None:
+        step, self._current = self._current, None
+        if step is not None:
+            step.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+
+_steps: ContextVar[_Steps | None] = ContextVar("porter_bundle_executor_steps", default=None)
+
+
+@contextmanager
+def reporting_phases(hook: PhaseHook | None) -> Iterator[None]:
+    """Around an :meth:`Executor.execute` call: the steps it marks with :func:`phase` in this
+    task (a context variable: no other run's) are spanned by ``hook``; the last one ends
+    when the call does (with the exception that ends it, if one does). None: nothing."""
+    if hook is None:
+        yield
+        return
+    steps = _Steps(hook)
+    token = _steps.set(steps)
+    try:
+        yield
+    except BaseException as exc:
+        steps.end(exc)
+        raise
+    else:
+        steps.end(None)
+    finally:
+        _steps.reset(token)
+
+
+def phase(name: str) -> None:
+    """Marks the start of a step of the run the current task executes, and so the end of
+    the step before (executors call it); a no-op unless the caller uses
+    :func:`reporting_phases`."""
+    steps = _steps.get()
+    if steps is not None:
+        steps.begin(name)
 
 
 @dataclass(frozen=True)

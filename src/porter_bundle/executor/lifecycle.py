@@ -24,9 +24,17 @@ from porter_bundle.executor._archive import files_tar, outputs_from_tar
 from porter_bundle.executor.base import (
     LABEL_MANAGED,
     LABEL_RUN_ID,
+    PHASE_COPY_FILES,
+    PHASE_CREATE,
+    PHASE_OUTPUTS,
+    PHASE_PULL,
+    PHASE_REMOVE,
+    PHASE_START,
+    PHASE_WAIT,
     ContainerResult,
     ContainerSpec,
     LogSink,
+    phase,
 )
 from porter_bundle.executor.bridge import CallPool, in_thread, post
 from porter_bundle.executor.engine import Engine, describe, engine_words
@@ -124,6 +132,7 @@ class Lifecycle:
         except ValueError as exc:
             return ContainerResult(exit_code=None, error=str(exc))
         api = self._engine.api
+        phase(PHASE_PULL)
         error, image_digest = await self._puller.ensure_image(
             self._engine, spec.image, spec.image_digest
         )
@@ -141,6 +150,7 @@ class Lifecycle:
         if spec.timeout_seconds is not None:
             labels[LABEL_TIMEOUT] = str(spec.timeout_seconds)
         try:
+            phase(PHASE_CREATE)
             created = await self._calls.call(
                 api.create_container,
                 spec.image,
@@ -161,11 +171,13 @@ class Lifecycle:
         keep = False
         try:
             if archive is not None:
+                phase(PHASE_COPY_FILES)
                 await self._calls.call(api.put_archive, container_id, "/", archive)
             if run.canceled:
                 return ContainerResult(exit_code=None, canceled=True)
             # Attached before it starts, as `podman run` / `docker run` are: the stream ends
             # when the process does, which engines that poll for exits (Podman) report late.
+            phase(PHASE_START)
             stream = LogStream(api, container_id, attach=True)
             attached = await self._calls.call(stream.connect)
             try:
@@ -195,6 +207,7 @@ class Lifecycle:
             raise
         finally:
             if not keep:
+                phase(PHASE_REMOVE)
                 await asyncio.shield(self.remove(container_id))
 
     async def collect(
@@ -238,6 +251,7 @@ class Lifecycle:
         pump_task = asyncio.create_task(pump.run())
         timed_out = False
         try:
+            phase(PHASE_WAIT)
             if run.canceled:
                 await self.terminate(container_id, run.cancel_grace, exited)
             done, _ = await asyncio.wait([exited], timeout=limit_seconds)
@@ -267,6 +281,7 @@ class Lifecycle:
             outputs: dict[str, bytes] = {}
             error = ""
             if outputs_dir:
+                phase(PHASE_OUTPUTS)
                 outputs, error = await self._calls.call(
                     _read_outputs, api, container_id, outputs_dir, self._max_output_bytes
                 )

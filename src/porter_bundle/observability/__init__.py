@@ -53,6 +53,7 @@ class Observability:
             self.tracing = Tracing(settings.otlp_endpoint, tracer_provider)
             self._observers.append(self.tracing)
             services.actions.container_env = self.tracing.container_env
+            services.actions.phase_hooks = self.tracing.phases
         for observer in self._observers:
             services.actions.observers.add(observer)
 
@@ -93,6 +94,7 @@ class Observability:
             self._services.actions.observers.remove_errors(self._on_error)
         if self.tracing is not None:
             self._services.actions.container_env = None
+            self._services.actions.phase_hooks = None
             self.tracing.close()
 
 

@@ -7,8 +7,11 @@ off unless ``--otlp-endpoint`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
 - A span per run (``run <action>``), a child of the ExecuteAction call's span, from
   ``accepted`` to its end, with its ``started`` / ``cancel requested`` events and its result;
   a run recovered after a restart gets a new span (``run <action> (recovered)``).
-- The call's trace context goes into the run's container as ``TRACEPARENT`` (W3C), so a
-  bundle can join the trace.
+- Child spans of the run's span for the steps of its container, as the executor reports them
+  (:func:`porter_bundle.executor.phase`): ``image pull``, ``container create``, ``copy
+  files``, ``container start``, ``container wait``, ``collect outputs``, ``container remove``.
+- The run span's trace context goes into the run's container as ``TRACEPARENT`` (W3C), so a
+  bundle can join the trace as a child of its run.
 
 Spans are exported over OTLP/gRPC in batches; nothing here is imported without the extra.
 """
@@ -17,10 +20,12 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
 
+from porter_bundle.executor import PhaseHook
 from porter_bundle.service.observe import Kind, RunEvent
 from porter_bundle.service.runs import action_name
 
@@ -74,13 +79,39 @@ class Tracing:
         )
         return made
 
-    def container_env(self) -> dict[str, str]:
-        """``TRACEPARENT`` (and ``TRACESTATE``) of the current span, for a run's container."""
+    def _open(self, run_id: str) -> Any:
+        """The span of a run of this process, started now (a child of the current span) if
+        it has none yet."""
+        with self._lock:
+            span = self._spans.get(run_id)
+            if span is None:
+                span = self._spans[run_id] = self._tracer.start_span("run")
+        return span
+
+    def container_env(self, run_id: str) -> dict[str, str]:
+        """``TRACEPARENT`` (and ``TRACESTATE``) of a new run's span, for its container: the
+        span starts here, in the ExecuteAction call's context, before the run is accepted."""
         from opentelemetry.propagate import inject
 
         carrier: dict[str, str] = {}
-        inject(carrier)
+        inject(carrier, context=self._trace.set_span_in_context(self._open(run_id)))
         return {key.upper(): value for key, value in carrier.items()}
+
+    def phases(self, run_id: str) -> PhaseHook | None:
+        """What spans the steps of a run's container: a child span of the run's span each."""
+        with self._lock:
+            span = self._spans.get(run_id)
+        if span is None:
+            return None
+        parent = self._trace.set_span_in_context(span)
+
+        def step(name: str) -> AbstractContextManager[object]:
+            made: AbstractContextManager[object] = self._tracer.start_as_current_span(
+                name, context=parent
+            )
+            return made
+
+        return step
 
     def __call__(self, event: RunEvent) -> None:
         """The run observer: opens, annotates and ends run spans."""
@@ -90,17 +121,16 @@ class Tracing:
         kind = event.kind
         if kind in (Kind.ACCEPTED, Kind.RECOVERED):
             name = f"run {action_name(run)}" + (" (recovered)" if kind is Kind.RECOVERED else "")
-            span = self._tracer.start_span(
-                name,
-                attributes={
+            span = self._open(run.id)  # opened by container_env already, for a new run
+            span.update_name(name)
+            span.set_attributes(
+                {
                     "porter_bundle.run_id": run.id,
                     "porter_bundle.namespace": run.namespace,
                     "porter_bundle.installation": run.installation,
                     "porter_bundle.action": action_name(run),
-                },
+                }
             )
-            with self._lock:
-                self._spans[run.id] = span
             return
         with self._lock:
             span = self._spans.get(run.id)

@@ -25,6 +25,8 @@ from porter_bundle.executor import (
     ContainerSpec,
     Executor,
     ExecutorUnavailable,
+    PhaseHook,
+    reporting_phases,
 )
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import find_set
@@ -100,6 +102,8 @@ class Runner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self.phase_hooks: Callable[[str], PhaseHook | None] | None = None
+        """Given a run ID, what spans the steps of its container (tracing); None: nothing."""
 
     async def executor(self) -> Executor:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
@@ -242,7 +246,9 @@ class Runner:
                     if safe:
                         await self._blocking.run(self._runs.append_log, run_id, safe)
 
-                result = await executor.execute(prepared.spec, on_log)
+                hooks = self.phase_hooks
+                with reporting_phases(hooks(run_id) if hooks is not None else None):
+                    result = await executor.execute(prepared.spec, on_log)
                 if rest := masked.flush():
                     await self._blocking.run(self._runs.append_log, run_id, rest)
             await self._complete(run_id, prepared.bundle, prepared.action, result, redactor)

@@ -18,7 +18,7 @@ from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
 from porter_bundle.errors import FailedPrecondition, Unavailable
-from porter_bundle.executor import Executor
+from porter_bundle.executor import Executor, PhaseHook
 from porter_bundle.service.actions.contract import container_spec
 from porter_bundle.service.actions.dependencies import Actions, DependencyRunner
 from porter_bundle.service.actions.planning import (
@@ -67,9 +67,9 @@ class ActionService:
         self.observers = observers or Observers()
         """Told of every step of every run and of executor and registry errors (see
         service.observe): the logs and metrics."""
-        self.container_env: Callable[[], Mapping[str, str]] | None = None
-        """Extra environment for a new run's container, in the calling request's context
-        (tracing: TRACEPARENT); the bundle's own variables win."""
+        self.container_env: Callable[[str], Mapping[str, str]] | None = None
+        """Given a new run's ID, extra environment for its container, in the calling request's
+        context (tracing: TRACEPARENT); the bundle's own variables win."""
         self._planner = Planner(
             installations=installations,
             runs=runs,
@@ -98,6 +98,15 @@ class ActionService:
         )
         self._installations = installations
         self._bundles = bundles
+
+    @property
+    def phase_hooks(self) -> Callable[[str], PhaseHook | None] | None:
+        """Given a run ID, what spans the steps of its container (tracing); None: nothing."""
+        return self._runner.phase_hooks
+
+    @phase_hooks.setter
+    def phase_hooks(self, hooks: Callable[[str], PhaseHook | None] | None) -> None:
+        self._runner.phase_hooks = hooks
 
     async def execute(self, request: ActionRequest) -> Run:
         """Checks and records a run, then starts it in the background; returns it PENDING.
@@ -253,7 +262,7 @@ class ActionService:
             claim=self._runs.stored_claim(run.id),
         )
         if self.container_env is not None:
-            spec = dataclasses.replace(spec, env={**self.container_env(), **spec.env})
+            spec = dataclasses.replace(spec, env={**self.container_env(run.id), **spec.env})
         return run, Prepared(run, spec, plan.document, request.action, inputs_redactor(plan.inputs))
 
 
