@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from porter_bundle.bundles.images import split_image
 from porter_bundle.executor.base import ContainerSpec
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -39,6 +40,7 @@ LABEL_DRIVER = "cnab.io/driver"
 ANNOTATION_INSTALLATION = "cnab.io/installation"
 ANNOTATION_ACTION = "cnab.io/action"
 ANNOTATION_REVISION = "cnab.io/revision"
+ANNOTATION_OUTPUTS_DIR = "porter-bundle.sh/outputs-dir"
 MANAGED_BY = "porter-bundle"
 
 INVOCATION_CONTAINER = "invocation"
@@ -69,6 +71,9 @@ class JobSettings:
     ttl_seconds_after_finished: int = 3600
     outputs_limit_bytes: int = 4 * 1024 * 1024
     """The most output bytes a run may hand back (the sidecar refuses more, the run fails)."""
+    termination_grace_seconds: int | None = None
+    """The pod's ``terminationGracePeriodSeconds`` (SIGTERM to SIGKILL when the Job is deleted
+    or times out); None for Kubernetes' default (30)."""
 
 
 def job_name(run_id: str) -> str:
@@ -139,7 +144,7 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
         "containers": [
             {
                 "name": INVOCATION_CONTAINER,
-                "image": spec.image,
+                "image": pinned_image(spec),
                 "imagePullPolicy": "IfNotPresent",
                 "command": list(spec.command),
                 "env": env,
@@ -150,11 +155,16 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
     }
     if init:
         pod["initContainers"] = init
+    if settings.termination_grace_seconds is not None:
+        pod["terminationGracePeriodSeconds"] = settings.termination_grace_seconds
     if settings.service_account:
         pod["serviceAccountName"] = settings.service_account
     if settings.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
     job_spec: dict[str, Any] = {
+        # Created suspended: no pod until its Secret exists (owned by the Job, so made after
+        # it); the executor then resumes it.
+        "suspend": True,
         "backoffLimit": 0,
         "completions": 1,
         "parallelism": 1,
@@ -170,10 +180,20 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
             "name": name,
             "namespace": settings.namespace,
             "labels": labels,
-            "annotations": _annotations(spec.env, spec.labels),
+            "annotations": {
+                **_annotations(spec.env, spec.labels),
+                ANNOTATION_OUTPUTS_DIR: spec.outputs_dir,
+            },
         },
         "spec": job_spec,
     }
+
+
+def pinned_image(spec: ContainerSpec) -> str:
+    """The image by digest when the run knows its digest (``repo@sha256:...``)."""
+    if not spec.image_digest or "@" in spec.image:
+        return spec.image
+    return f"{split_image(spec.image).repository}@{spec.image_digest}"
 
 
 def owned_by(secret: dict[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,12 +250,14 @@ def _annotations(env: Mapping[str, str], labels: Mapping[str, str]) -> dict[str,
 
 
 __all__ = [
+    "ANNOTATION_OUTPUTS_DIR",
     "INVOCATION_CONTAINER",
     "OUTPUTS_CONTAINER",
     "JobSettings",
     "RunNotRepresentable",
     "job_name",
     "owned_by",
+    "pinned_image",
     "run_job",
     "run_labels",
     "run_secret",
