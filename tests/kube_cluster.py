@@ -12,8 +12,8 @@ stream that drops) or the real pod on Podman.
 from __future__ import annotations
 
 import asyncio
-import copy
 import calendar
+import copy
 import json
 import threading
 import time

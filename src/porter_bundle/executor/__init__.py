@@ -3,8 +3,11 @@
 ``base`` is the boundary the service layer codes against (a fake may stand in for tests);
 ``container`` implements it on Docker or Podman, over ``engine`` (connecting), ``pulls``
 (images), ``lifecycle`` (a container from creation to removal), ``logs`` (following a log)
-and ``bridge`` (the threads the blocking SDK runs in). ``jobs`` and ``job_outputs`` are the
-groundwork of a Kubernetes Job executor: a run as a Job and its Secret, and the outputs sidecar.
+and ``bridge`` (the threads the blocking SDK runs in). ``kubernetes`` implements it as a
+Kubernetes Job per run, over ``jobs`` (a run as a Job and its Secret), ``job_outputs`` (the
+outputs sidecar), ``kube_client`` (the API), ``kube_state`` (reading Job and pod status) and
+``kube_logs`` (following a pod's log across reconnects); it is imported on demand (it brings
+the Kubernetes client).
 """
 
 from porter_bundle.executor.base import (
