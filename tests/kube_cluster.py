@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from tests.kube_kubelet import Kubelet, Script
+
+if TYPE_CHECKING:
+    from tests.engine import Engine
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 BODY = web.RequestKey("json", object)
@@ -73,6 +76,8 @@ class Cluster:
     loop: asyncio.AbstractEventLoop | None = None
     changed: asyncio.Condition | None = None
     kubelets: dict[str, Kubelet] = field(default_factory=dict)
+    engine: Engine | None = None
+    """When set, Jobs' pods are played on this Podman (tests/kube_podman.py), not scripted."""
 
     # --- used by tests (any thread) ------------------------------------------------------------
 
@@ -202,7 +207,13 @@ def _app(cluster: Cluster) -> web.Application:
         return web.json_response(obj, status=201)
 
     def start_kubelet(job: dict[str, Any]) -> None:
-        kubelet = Kubelet(cluster, job, cluster.script(job))
+        kubelet: Kubelet
+        if cluster.engine is not None:
+            from tests.kube_podman import PodmanKubelet
+
+            kubelet = PodmanKubelet(cluster, job, cluster.engine)
+        else:
+            kubelet = Kubelet(cluster, job, cluster.script(job))
         cluster.kubelets[job["metadata"]["name"]] = kubelet
         kubelet.task = asyncio.get_running_loop().create_task(kubelet.run())
 
@@ -290,7 +301,7 @@ def _app(cluster: Cluster) -> web.Application:
             asyncio.get_running_loop().create_task(kubelet.delete_then_remove(grace))
         else:
             if kubelet is not None:
-                kubelet.stop()
+                await kubelet.teardown()
             await cluster.remove(*key)
         return web.json_response({"kind": "Status", "status": "Success"})
 
@@ -349,9 +360,9 @@ def _app(cluster: Cluster) -> web.Application:
 
 
 @contextmanager
-def kube_cluster() -> Iterator[Cluster]:
-    """The stand-in, serving until the block ends."""
-    cluster = Cluster()
+def kube_cluster(engine: Engine | None = None) -> Iterator[Cluster]:
+    """The stand-in, serving until the block ends; pods played on ``engine`` when given."""
+    cluster = Cluster(engine=engine)
     ready = threading.Event()
     stopping: asyncio.Event | None = None
 
@@ -368,8 +379,8 @@ def kube_cluster() -> Iterator[Cluster]:
         cluster.url = f"http://127.0.0.1:{port}"
         ready.set()
         await stopping.wait()
-        for kubelet in cluster.kubelets.values():
-            kubelet.stop()
+        for kubelet in list(cluster.kubelets.values()):
+            await kubelet.teardown()
         await runner.cleanup()
 
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)

@@ -72,6 +72,10 @@ class Kubelet:
         if self.task is not None:
             self.task.cancel()
 
+    async def teardown(self) -> None:
+        """The Job is deleted at once (background propagation): its pod goes."""
+        self.stop()
+
     async def run(self) -> None:
         self.killed = asyncio.Event()
         s = self.script

@@ -10,6 +10,8 @@ outputs sidecar), ``kube_client`` (the API), ``kube_state`` (reading Job and pod
 the Kubernetes client).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from porter_bundle.executor.base import (
     LABEL_INSTALLATION,
     LABEL_MANAGED,
@@ -20,9 +22,28 @@ from porter_bundle.executor.base import (
     ExecutorUnavailable,
     LogSink,
 )
-from porter_bundle.executor.container import ContainerExecutor
-from porter_bundle.executor.engine import default_hosts
-from porter_bundle.executor.lifecycle import container_name
+
+if TYPE_CHECKING:
+    from porter_bundle.executor.container import ContainerExecutor
+    from porter_bundle.executor.engine import default_hosts
+    from porter_bundle.executor.lifecycle import container_name
+
+# Imported when first used, so that the outputs sidecar (``python -m
+# porter_bundle.executor.job_outputs``, standard library only) starts without the Docker SDK.
+_LAZY = {
+    "ContainerExecutor": "porter_bundle.executor.container",
+    "default_hosts": "porter_bundle.executor.engine",
+    "container_name": "porter_bundle.executor.lifecycle",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LABEL_INSTALLATION",

@@ -45,6 +45,9 @@ MANAGED_BY = "porter-bundle"
 
 INVOCATION_CONTAINER = "invocation"
 OUTPUTS_CONTAINER = "outputs"
+SIDECAR_COMMAND = ("python", "-m", "porter_bundle.executor.job_outputs")
+SIDECAR_STATE_DIR = "/run/porter-bundle"
+SIDECAR_READY_FILE = f"{SIDECAR_STATE_DIR}/outputs-ready"
 SECRET_LIMIT_BYTES = 1024 * 1024
 """Kubernetes refuses a Secret whose data is larger than 1 MiB."""
 
@@ -136,6 +139,7 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
     init: list[dict[str, Any]] = []
     if spec.outputs_dir:
         volumes.append({"name": "outputs", "emptyDir": {}})
+        volumes.append({"name": "sidecar", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
         mounts.append({"name": "outputs", "mountPath": spec.outputs_dir})
         init.append(_outputs_sidecar(spec.outputs_dir, settings))
     pod: dict[str, Any] = {
@@ -220,13 +224,22 @@ def _outputs_sidecar(outputs_dir: str, settings: JobSettings) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "restartPolicy": "Always",  # a native sidecar: stopped once the invocation has exited
         "command": [
-            "python",
-            "-m",
-            "porter_bundle.executor.job_outputs",
+            *SIDECAR_COMMAND,
             outputs_dir,
             str(settings.outputs_limit_bytes),
+            SIDECAR_READY_FILE,
         ],
-        "volumeMounts": [{"name": "outputs", "mountPath": outputs_dir, "readOnly": True}],
+        # The kubelet starts the invocation container only once a native sidecar's startup
+        # probe succeeds: here, once the sidecar can answer the SIGTERM that ends it.
+        "startupProbe": {
+            "exec": {"command": [*SIDECAR_COMMAND, "--ready", SIDECAR_READY_FILE]},
+            "periodSeconds": 1,
+            "failureThreshold": 120,
+        },
+        "volumeMounts": [
+            {"name": "outputs", "mountPath": outputs_dir, "readOnly": True},
+            {"name": "sidecar", "mountPath": SIDECAR_STATE_DIR},
+        ],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,
