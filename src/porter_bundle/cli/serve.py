@@ -95,9 +95,15 @@ async def _serve(settings: config.Settings) -> bool:
     # workers, plus the event loop's thread, which runs reads inline on a local SQLite file.
     store = Database(settings.database_url, keyring=keyring, pool_size=settings.workers + 1)
     await blocking.run(store.migrate)
+    executors: list[Executor] = []  # the one the services build on first use, closed at the end
+
+    def make_executor() -> Executor:
+        executors.append(build_executor(settings, registry_auth))
+        return executors[-1]
+
     services = Services.create(
         store,
-        executor=lambda: build_executor(settings, registry_auth),
+        executor=make_executor,
         action_settings=ActionSettings.from_settings(settings),
         secrets=secret_store(settings),
         schema_check=SchemaCheck.parse(settings.schema_check),
@@ -117,6 +123,11 @@ async def _serve(settings: config.Settings) -> bool:
         await recovery
     await running.stop(settings.grace_seconds)
     await services.actions.close()
+    for executor in executors:
+        aclose = getattr(executor, "aclose", None)  # runs go on; the next start recovers them
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
     # The database is closed only once no worker uses it any more (recovery's reads included).
     drained = await blocking.aclose(DRAIN_SECONDS)
     if drained:
