@@ -300,7 +300,7 @@ async def test_a_restarted_server_reattaches_to_the_job_by_its_labels(
     assert not cluster.of_kind("jobs") and not cluster.of_kind("secrets")
 
 
-async def test_a_stray_secret_of_a_finished_run_is_an_orphan_and_is_removed(
+async def test_recovering_a_run_without_a_job_removes_a_stray_secret_of_it(
     cluster: Cluster, executor: KubernetesExecutor
 ) -> None:
     run = spec()
@@ -309,10 +309,10 @@ async def test_a_stray_secret_of_a_finished_run_is_an_orphan_and_is_removed(
     asyncio.run_coroutine_threadsafe(cluster.put("secrets", secret, "ADDED"), cluster.loop).result(
         5
     )
-    assert await executor.orphans() == [run.run_id]
+    assert await executor.orphans() == []  # Jobs only: Secrets are never listed (nor readable)
     assert await executor.recover(run.run_id) is None
     assert not cluster.of_kind("secrets")
-    assert await executor.orphans() == []
+    assert not cluster.calls("GET", "/secrets")
 
 
 async def test_a_job_kubernetes_refuses_is_a_run_error(
@@ -346,6 +346,16 @@ async def test_ping_answers_while_the_api_does_and_names_it_when_it_does_not(
             await unreachable.ping()
     finally:
         await unreachable.aclose()
+
+
+def test_without_a_configuration_the_executor_cannot_be_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ExecutorUnavailable, match="not in a pod .* and no --kubeconfig"):
+        KubernetesExecutor(helper_image=HELPER)
+    with pytest.raises(ExecutorUnavailable, match="kubeconfig .*/missing does not exist"):
+        KubernetesExecutor(helper_image=HELPER, kubeconfig=str(tmp_path / "missing"))
 
 
 def _log(cluster: Cluster, run_id: str) -> list[tuple[int, bytes]]:

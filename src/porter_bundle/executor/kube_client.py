@@ -15,6 +15,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -42,7 +43,8 @@ class KubeError(Exception):
 
 
 class KubeClient:
-    """A connection to one cluster. Configured on first use (:meth:`connect`)."""
+    """A connection to one cluster: its configuration checked when built (ExecutorUnavailable
+    when there is none), connected on first use (:meth:`connect`)."""
 
     def __init__(self, kubeconfig: str = "", *, request_seconds: float = DEFAULT_REQUEST_SECONDS):
         """``kubeconfig``: the file to read; "" for the pod's service account (in a cluster)."""
@@ -51,26 +53,39 @@ class KubeClient:
         self._api: client.ApiClient | None = None
         self._lock = asyncio.Lock()
         self.host = "the Kubernetes API"
+        self._in_cluster: client.Configuration | None = None
+        # What can be checked without I/O on the network fails here, at once (as the container
+        # executor fails to build without an engine), not at the first run.
+        if kubeconfig and not Path(kubeconfig).is_file():
+            raise ExecutorUnavailable(f"the kubeconfig {kubeconfig} does not exist")
+        if not kubeconfig:
+            self._in_cluster = client.Configuration()
+            try:
+                config.load_incluster_config(client_configuration=self._in_cluster)  # type: ignore[no-untyped-call]
+            except (ConfigException, OSError) as exc:
+                raise ExecutorUnavailable(
+                    f"no Kubernetes configuration: not in a pod ({exc}) and no --kubeconfig"
+                ) from None
+            self.host = self._in_cluster.host or self.host
 
     async def connect(self) -> client.ApiClient:
         """The configured client; ExecutorUnavailable when there is no usable configuration."""
         async with self._lock:
             if self._api is None:
-                configuration = client.Configuration()
-                try:
-                    if self._kubeconfig:
+                if self._in_cluster is not None:
+                    configuration = self._in_cluster
+                else:
+                    configuration = client.Configuration()
+                    try:
                         await config.load_kube_config(
                             config_file=self._kubeconfig,
                             client_configuration=configuration,
                             persist_config=False,
                         )
-                    else:
-                        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                except (ConfigException, OSError) as exc:
-                    where = self._kubeconfig or "the pod's service account (in-cluster)"
-                    raise ExecutorUnavailable(
-                        f"no usable Kubernetes configuration in {where}: {exc}"
-                    ) from None
+                    except (ConfigException, OSError, ValueError) as exc:
+                        raise ExecutorUnavailable(
+                            f"the kubeconfig {self._kubeconfig} cannot be used: {exc}"
+                        ) from None
                 self.host = configuration.host or self.host
                 self._api = client.ApiClient(configuration)
             return self._api

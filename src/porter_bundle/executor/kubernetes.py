@@ -210,8 +210,10 @@ class KubernetesExecutor:
                 await asyncio.shield(self._remove(run_id))
 
     async def orphans(self) -> list[str]:
-        """Run IDs of every Job and Secret this service created that still exists."""
-        items = [*await self._list("jobs"), *await self._list("secrets")]
+        """Run IDs of every Job this service created that still exists. (A run's Secret is
+        owned by its Job: Kubernetes deletes it with the Job, so Secrets need no listing, and
+        the server no right to list Secrets, which would let it read them all.)"""
+        items = await self._list("jobs")
         ids = {((i.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN_ID) for i in items}
         return sorted(str(i) for i in ids if i)
 
@@ -395,10 +397,9 @@ class KubernetesExecutor:
             await asyncio.sleep(min(self._poll, 0.5))
 
     async def _list(self, kind: str, run_id: str = "") -> list[Any]:
-        group = "/apis/batch/v1" if kind == "jobs" else "/api/v1"
         answer = await self._api.request(
             "GET",
-            f"{group}/namespaces/{self.namespace}/{kind}",
+            f"/apis/batch/v1/namespaces/{self.namespace}/{kind}",
             [("labelSelector", _selector(run_id))],
         )
         return list(answer.get("items") or [])
