@@ -5,7 +5,7 @@
 (images), ``lifecycle`` (a container from creation to removal), ``logs`` (following a log)
 and ``bridge`` (the threads the blocking SDK runs in). ``kubernetes`` implements it as a
 Kubernetes Job per run, over ``jobs`` (a run as a Job and its Secret), ``job_outputs`` (the
-outputs sidecar), ``kube_client`` (the API), ``kube_state`` (reading Job and pod status) and
+outputs sidecar), ``kube_client`` (the API), ``kube_objects`` (a run's objects), ``kube_state`` (reading Job and pod status) and
 ``kube_logs`` (following a pod's log across reconnects); it is imported on demand (it brings
 the Kubernetes client).
 """

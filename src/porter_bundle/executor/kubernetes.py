@@ -33,10 +33,7 @@ from porter_bundle.executor.base import ContainerResult, ContainerSpec, Executor
 from porter_bundle.executor.job_outputs import OutputsUnreadable, parse_record
 from porter_bundle.executor.jobs import (
     ANNOTATION_OUTPUTS_DIR,
-    INVOCATION_CONTAINER,
-    LABEL_MANAGED_BY,
     LABEL_RUN_ID,
-    MANAGED_BY,
     OUTPUTS_CONTAINER,
     JobSettings,
     RunNotRepresentable,
@@ -46,7 +43,7 @@ from porter_bundle.executor.jobs import (
     run_secret,
 )
 from porter_bundle.executor.kube_client import KubeClient, KubeError
-from porter_bundle.executor.kube_logs import LogFollower
+from porter_bundle.executor.kube_objects import RunObjects, pod_name
 from porter_bundle.executor.logs import DEFAULT_MAX_LOG_BYTES, LogPump
 
 log = logging.getLogger(__name__)
@@ -103,6 +100,12 @@ class KubernetesExecutor:
             outputs_limit_bytes=outputs_limit_bytes,
             termination_grace_seconds=max(0, round(stop_grace_seconds)),
         )
+        self._objects = RunObjects(
+            self._api,
+            self._settings.namespace,
+            poll_seconds=poll_seconds,
+            outputs_limit_bytes=outputs_limit_bytes,
+        )
         self._start_timeout = start_timeout_seconds
         self._poll = poll_seconds
         self._max_log_bytes = max_log_bytes
@@ -151,7 +154,7 @@ class KubernetesExecutor:
             run.done = True
             del self._runs[spec.run_id]
             if not keep:
-                await asyncio.shield(self._remove(spec.run_id))
+                await asyncio.shield(self._objects.remove(spec.run_id))
 
     async def ping(self) -> None:
         """The API answers ``/version`` within a few seconds, else ExecutorUnavailable."""
@@ -172,12 +175,12 @@ class KubernetesExecutor:
             if run.done:
                 return False
             run.canceled = True
-        job = await self._api.maybe("GET", self._job_path(run_id))
+        job = await self._objects.get_job(run_id)
         if job is None:
             return run is not None  # not created yet: execute() sees the flag and stops
         if run is None and (state.job_complete(job) or state.job_failure(job)):
             return False
-        await self._delete_job(run_id, "Foreground", grace_seconds)
+        await self._objects.delete_job(run_id, "Foreground", grace_seconds)
         return True
 
     async def recover(self, run_id: str) -> ContainerResult | None:
@@ -185,9 +188,9 @@ class KubernetesExecutor:
         would; None when the run has no Job (a stray Secret of it is removed)."""
         if run_id in self._runs:
             raise RuntimeError(f"run {run_id} is being executed by this executor")
-        found = await self._list("jobs", run_id)
+        found = await self._objects.jobs(run_id)
         if not found:
-            await self._remove(run_id)
+            await self._objects.remove(run_id)
             return None
         job = found[0]
         run = self._runs[run_id] = _Run(run_id)
@@ -207,13 +210,13 @@ class KubernetesExecutor:
             run.done = True
             del self._runs[run_id]
             if not keep:
-                await asyncio.shield(self._remove(run_id))
+                await asyncio.shield(self._objects.remove(run_id))
 
     async def orphans(self) -> list[str]:
         """Run IDs of every Job this service created that still exists. (A run's Secret is
         owned by its Job: Kubernetes deletes it with the Job, so Secrets need no listing, and
         the server no right to list Secrets, which would let it read them all.)"""
-        items = await self._list("jobs")
+        items = await self._objects.jobs()
         ids = {((i.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN_ID) for i in items}
         return sorted(str(i) for i in ids if i)
 
@@ -237,7 +240,10 @@ class KubernetesExecutor:
             if run.canceled:
                 return ContainerResult(exit_code=None, canceled=True)
             await self._api.request(
-                "PATCH", self._job_path(run.run_id), body={"spec": {"suspend": False}}, patch=True
+                "PATCH",
+                self._objects.job_path(run.run_id),
+                body={"spec": {"suspend": False}},
+                patch=True,
             )
         except KubeError as exc:
             return ContainerResult(
@@ -253,12 +259,12 @@ class KubernetesExecutor:
         pod: Any = None
         try:
             while True:
-                job = await self._api.maybe("GET", self._job_path(run.run_id))
-                pods, version = await self._pods(run.run_id)
+                job = await self._objects.get_job(run.run_id)
+                pods, version = await self._objects.pods(run.run_id)
                 pod = state.newest(pods) or pod
                 if follower_task is None and state.started(pod):
-                    follower = self._follower(pod, pump)
-                    follower_task = asyncio.create_task(follower.follow(self._ended(pod)))
+                    follower = self._objects.follower(pod, pump)
+                    follower_task = asyncio.create_task(follower.follow(self._objects.ended(pod)))
                 if job is None or (job.get("metadata") or {}).get("deletionTimestamp"):
                     if run.canceled:
                         if job is None:
@@ -279,20 +285,20 @@ class KubernetesExecutor:
                     if pod is None or time.monotonic() - failed_at > ENDED_WAIT_SECONDS:
                         break
                 elif not state.started(pod):
-                    events = await self._events(name) if pod is None else []
+                    events = await self._objects.events(name) if pod is None else []
                     stuck = state.stuck(pod, events)
                     waited = time.monotonic() - first_look
                     if stuck is not None and (stuck.at_once or waited > self._start_timeout):
-                        await self._delete_job(run.run_id, "Foreground", 0)
+                        await self._objects.delete_job(run.run_id, "Foreground", 0)
                         return ContainerResult(exit_code=None, error=stuck.describe())
                     if stuck is None and pod is None and waited > self._start_timeout:
-                        await self._delete_job(run.run_id, "Foreground", 0)
+                        await self._objects.delete_job(run.run_id, "Foreground", 0)
                         return ContainerResult(
                             exit_code=None,
                             error=f"Kubernetes created no pod for the run within "
                             f"{self._start_timeout:g}s",
                         )
-                await self._changes(run.run_id, version)
+                await self._objects.changes(run.run_id, version)
             failure = state.job_failure(job) if job else None
             return await self._result(
                 pod, pump, follower_task, failure, outputs_dir, canceled=run.canceled
@@ -316,9 +322,9 @@ class KubernetesExecutor:
             try:
                 await asyncio.wait_for(follower_task, ENDED_WAIT_SECONDS)
             except (TimeoutError, KubeError, ExecutorUnavailable) as exc:
-                log.warning("the log of %s could not be read to its end: %s", _pod_name(pod), exc)
+                log.warning("the log of %s could not be read to its end: %s", pod_name(pod), exc)
         elif state.started(pod) and not canceled:
-            await self._follower(pod, pump).read_all()
+            await self._objects.follower(pod, pump).read_all()
         code = state.exit_code(pod)
         timed_out = failure is not None and failure[0] == "DeadlineExceeded"
         if failure is not None and not canceled and (timed_out or code is None):
@@ -327,7 +333,7 @@ class KubernetesExecutor:
         outputs: dict[str, bytes] = {}
         if outputs_dir and state.pod_done(pod) and not canceled and code is not None:
             try:
-                outputs = parse_record(await self._log(pod, OUTPUTS_CONTAINER))
+                outputs = parse_record(await self._objects.log(pod, OUTPUTS_CONTAINER))
             except OutputsUnreadable as exc:
                 if code == 0 and not error:
                     error = f"the run's outputs could not be read: {exc}"
@@ -340,98 +346,6 @@ class KubernetesExecutor:
             error=error,
             image_digest=state.image_digest(pod),
         )
-
-    def _follower(self, pod: Any, pump: LogPump) -> LogFollower:
-        return LogFollower(self._api, self.namespace, _pod_name(pod), INVOCATION_CONTAINER, pump)
-
-    def _ended(self, pod: Any) -> Any:
-        path = f"/api/v1/namespaces/{self.namespace}/pods/{_pod_name(pod)}"
-
-        async def ended() -> bool:
-            now = await self._api.maybe("GET", path)
-            return now is None or state.terminated(now) is not None
-
-        return ended
-
-    async def _log(self, pod: Any, container: str) -> bytes:
-        limit = self._settings.outputs_limit_bytes * 4 // 3 + 64 * 1024
-        path = f"/api/v1/namespaces/{self.namespace}/pods/{_pod_name(pod)}/log"
-        query = [("container", container), ("limitBytes", str(limit))]
-        async with self._api.stream(path, query) as body:
-            return await body.read()
-
-    async def _pods(self, run_id: str) -> tuple[list[Any], str]:
-        answer = await self._api.request(
-            "GET",
-            f"/api/v1/namespaces/{self.namespace}/pods",
-            [("labelSelector", _selector(run_id))],
-        )
-        return list(answer.get("items") or []), str(
-            (answer.get("metadata") or {}).get("resourceVersion") or ""
-        )
-
-    async def _events(self, name: str) -> list[Any]:
-        selector = f"involvedObject.kind=Job,involvedObject.name={name}"
-        answer = await self._api.request(
-            "GET", f"/api/v1/namespaces/{self.namespace}/events", [("fieldSelector", selector)]
-        )
-        return list(answer.get("items") or [])
-
-    async def _changes(self, run_id: str, version: str) -> None:
-        """Returns at the first change to the run's pods after ``version``, or after the poll."""
-        query = [
-            ("labelSelector", _selector(run_id)),
-            ("watch", "true"),
-            ("timeoutSeconds", str(max(1, round(self._poll)))),
-            ("allowWatchBookmarks", "false"),
-        ]
-        if version:
-            query.append(("resourceVersion", version))
-        path = f"/api/v1/namespaces/{self.namespace}/pods"
-        try:
-            async with asyncio.timeout(self._poll + 5):
-                async with self._api.stream(path, query) as body:
-                    async for _ in body.iter_any():
-                        return
-        except (TimeoutError, KubeError):  # 410 Gone: the version is too old; look again
-            await asyncio.sleep(min(self._poll, 0.5))
-
-    async def _list(self, kind: str, run_id: str = "") -> list[Any]:
-        answer = await self._api.request(
-            "GET",
-            f"/apis/batch/v1/namespaces/{self.namespace}/{kind}",
-            [("labelSelector", _selector(run_id))],
-        )
-        return list(answer.get("items") or [])
-
-    def _job_path(self, run_id: str) -> str:
-        return f"/apis/batch/v1/namespaces/{self.namespace}/jobs/{job_name(run_id)}"
-
-    async def _delete_job(self, run_id: str, propagation: str, grace: float) -> None:
-        query = [
-            ("propagationPolicy", propagation),
-            ("gracePeriodSeconds", str(max(0, round(grace)))),
-        ]
-        await self._api.maybe("DELETE", self._job_path(run_id), query)
-
-    async def _remove(self, run_id: str) -> None:
-        """Deletes the run's Job and Secret (either may be gone already)."""
-        try:
-            await self._delete_job(run_id, "Background", 0)
-            await self._api.maybe(
-                "DELETE", f"/api/v1/namespaces/{self.namespace}/secrets/{job_name(run_id)}"
-            )
-        except (KubeError, ExecutorUnavailable) as exc:
-            log.warning("could not delete the Job of run %s (its ttl will): %s", run_id, exc)
-
-
-def _selector(run_id: str) -> str:
-    managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-    return f"{managed},{LABEL_RUN_ID}={run_id}" if run_id else managed
-
-
-def _pod_name(pod: Any) -> str:
-    return str(((pod or {}).get("metadata") or {}).get("name") or "")
 
 
 def _own_namespace() -> str:
