@@ -124,15 +124,7 @@ class Kubelet:
         body.cancel()
         killed.cancel()
         if not done:  # the deadline
-            self.job["status"]["conditions"] = [
-                {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "DeadlineExceeded",
-                    "message": "Job was active longer than specified deadline",
-                }
-            ]
-            await self.cluster.put("jobs", self.job)
+            await self.deadline_exceeded()
         await self._finish(143)
 
     async def delete_then_remove(self, grace: float) -> None:
@@ -252,6 +244,22 @@ class Kubelet:
             ]
         self.pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
         await self.cluster.put("pods", self.pod)
+        await self.job_ended(code)
+
+    async def deadline_exceeded(self) -> None:
+        """What the Job controller writes when ``activeDeadlineSeconds`` is up."""
+        self.job["status"]["conditions"] = [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline",
+            }
+        ]
+        await self.cluster.put("jobs", self.job)
+
+    async def job_ended(self, code: int) -> None:
+        """The Job's status once its pod has ended with ``code`` (backoffLimit 0)."""
         conditions = self.job["status"].get("conditions") or []
         if not conditions:
             conditions = (

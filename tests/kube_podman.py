@@ -139,15 +139,7 @@ class PodmanKubelet(Kubelet):
         killed.cancel()
         if exited not in done:
             if not done:
-                self.job["status"]["conditions"] = [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "DeadlineExceeded",
-                        "message": "Job was active longer than specified deadline",
-                    }
-                ]
-                await self.cluster.put("jobs", self.job)
+                await self.deadline_exceeded()
             await self.podman("stop", "-t", str(self.grace), self._container(INVOCATION_CONTAINER))
         code = await exited
         if self._has_sidecar():  # the kubelet stops a native sidecar once the main one exited
@@ -323,18 +315,4 @@ class PodmanKubelet(Kubelet):
             }
         self.pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
         await self.cluster.put("pods", self.pod)
-        if not self.job["status"].get("conditions"):
-            self.job["status"]["conditions"] = (
-                [{"type": "Complete", "status": "True"}]
-                if code == 0
-                else [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                    }
-                ]
-            )
-        self.job["status"]["active"] = 0
-        await self.cluster.put("jobs", self.job)
+        await self.job_ended(code)

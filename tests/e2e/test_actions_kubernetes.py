@@ -15,14 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.executor.kubernetes import KubernetesExecutor
 from porter_bundle.service import Services
-from porter_bundle.service.actions import ActionSettings
-from porter_bundle.service.sources import DirectorySecretStore
 from tests.e2e import test_actions_engine as scenario
 from tests.e2e.test_actions_engine import NS, RUN_TIMEOUT, execute, logs_of, outputs_of, wait_state
 from tests.engine import Engine
@@ -80,20 +76,7 @@ def services(store, kubeconfig: Path, helper: str, tmp_path: Path, executors) ->
         executors.append(made)
         return made
 
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "kube").write_text("apiVersion: v1 # from the secret store")
-    return Services.create(
-        store,
-        executor=executor,
-        action_settings=ActionSettings(
-            run_timeout_seconds=RUN_TIMEOUT,
-            max_concurrent_runs=4,
-            cancel_grace_seconds=2,
-            network=None,
-        ),
-        secrets=DirectorySecretStore(secrets),
-    )
+    return scenario.scenario_services(store, executor, tmp_path)
 
 
 @pytest.fixture
@@ -144,14 +127,6 @@ printf '7' > /cnab/app/outputs/level
 echo "finished"
 """
     image = test_image("kube-crash-app", script)
-    bundle = {
-        "schemaVersion": "v1.0.0",
-        "name": "crash-app",
-        "version": "1.0.0",
-        "invocationImages": [{"imageType": "docker", "image": image}],
-        "definitions": {"level": {"type": "integer"}},
-        "outputs": {"level": {"definition": "level", "path": "/cnab/app/outputs/level"}},
-    }
     db = tmp_path / "crash.db"
     flags = (
         "--executor",
@@ -167,20 +142,7 @@ echo "finished"
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)
-            stub.CreateBundle(
-                pb.CreateBundleRequest(
-                    reference="localhost:5000/crash:v1", bundle_json=json.dumps(bundle)
-                )
-            )
-            stub.CreateInstallation(
-                pb.CreateInstallationRequest(
-                    installation=Installation(
-                        namespace=NS,
-                        name="survivor",
-                        bundle=BundleReference(repository="localhost:5000/crash", tag="v1"),
-                    )
-                )
-            )
+            scenario.setup_crash_app(stub, image, "survivor")
             run = execute(stub, "install", "survivor")
             wait_state(stub, run.id, "survivor", states=(RUN_STATE_RUNNING,), timeout=60)
             wait_until(

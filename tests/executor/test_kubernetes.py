@@ -352,9 +352,9 @@ def test_without_a_configuration_the_executor_cannot_be_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(ExecutorUnavailable, match="not in a pod .* and no --kubeconfig"):
+    with pytest.raises(ExecutorUnavailable, match=r"not in a pod .* and no --kubeconfig"):
         KubernetesExecutor(helper_image=HELPER)
-    with pytest.raises(ExecutorUnavailable, match="kubeconfig .*/missing does not exist"):
+    with pytest.raises(ExecutorUnavailable, match=r"kubeconfig .*/missing does not exist"):
         KubernetesExecutor(helper_image=HELPER, kubeconfig=str(tmp_path / "missing"))
 
 
