@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.bundle.v1.run_pb2 import RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.executor.kubernetes import KubernetesExecutor
@@ -106,6 +107,16 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service, cluster):
 
 def test_failures_timeouts_and_missing_outputs(stub, image, cluster):
     scenario.test_failures_timeouts_and_missing_outputs(stub, image)
+    (hung,) = [
+        r
+        for r in stub.ListInstallationRuns(
+            pb.ListInstallationRunsRequest(namespace=NS, name="app")
+        ).runs
+        if r.custom_action == "hang"
+    ]
+    assert (
+        "(Kubernetes failed the run's Job (DeadlineExceeded: Job was active longer" in hung.message
+    )
     deadlines = {j["spec"].get("activeDeadlineSeconds") for j in jobs_created(cluster)}
     assert deadlines == {int(RUN_TIMEOUT)}
 
