@@ -161,12 +161,17 @@ def image(test_image) -> str:
 
 @pytest.fixture
 def services(store, podman_host, tmp_path) -> Services:
+    return scenario_services(store, lambda: ContainerExecutor(podman_host), tmp_path)
+
+
+def scenario_services(store, executor, tmp_path) -> Services:
+    """The services of the scenario over ``executor`` (a factory): its timeouts, its secret."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "kube").write_text("apiVersion: v1 # from the secret store")
     return Services.create(
         store,
-        executor=lambda: ContainerExecutor(podman_host),
+        executor=executor,
         action_settings=ActionSettings(
             run_timeout_seconds=RUN_TIMEOUT,
             max_concurrent_runs=4,
@@ -487,6 +492,28 @@ env | sort
 # --- kill -9 and restart -----------------------------------------------------------------------
 
 
+def setup_crash_app(stub, image: str, *names: str) -> None:
+    """The bundle of the kill -9 tests (one output, ``level``) and an installation of it per name."""
+    bundle = {
+        "schemaVersion": "v1.0.0",
+        "name": "crash-app",
+        "version": "1.0.0",
+        "invocationImages": [{"imageType": "docker", "image": image}],
+        "definitions": {"level": {"type": "integer"}},
+        "outputs": {"level": {"definition": "level", "path": "/cnab/app/outputs/level"}},
+    }
+    stub.CreateBundle(
+        pb.CreateBundleRequest(reference="localhost:5000/crash:v1", bundle_json=json.dumps(bundle))
+    )
+    for name in names:
+        installation = Installation(
+            namespace=NS,
+            name=name,
+            bundle=BundleReference(repository="localhost:5000/crash", tag="v1"),
+        )
+        stub.CreateInstallation(pb.CreateInstallationRequest(installation=installation))
+
+
 def test_kill_9_while_runs_are_in_flight(tmp_path, test_image, podman_service, podman_host):
     script = r"""#!/bin/sh
 mkdir -p /cnab/app/outputs
@@ -497,34 +524,12 @@ printf '7' > /cnab/app/outputs/level
 echo "finished"
 """
     image = test_image("crash-app", script)
-    bundle = {
-        "schemaVersion": "v1.0.0",
-        "name": "crash-app",
-        "version": "1.0.0",
-        "invocationImages": [{"imageType": "docker", "image": image}],
-        "definitions": {"level": {"type": "integer"}},
-        "outputs": {"level": {"definition": "level", "path": "/cnab/app/outputs/level"}},
-    }
     db = tmp_path / "crash.db"
     proc, port = serve_process(db, podman_host)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = porter_bundle_pb2_grpc.PorterBundleStub(ch)
-            stub.CreateBundle(
-                pb.CreateBundleRequest(
-                    reference="localhost:5000/crash:v1", bundle_json=json.dumps(bundle)
-                )
-            )
-            for n in ("survivor", "vanished"):
-                stub.CreateInstallation(
-                    pb.CreateInstallationRequest(
-                        installation=Installation(
-                            namespace=NS,
-                            name=n,
-                            bundle=BundleReference(repository="localhost:5000/crash", tag="v1"),
-                        )
-                    )
-                )
+            setup_crash_app(stub, image, "survivor", "vanished")
             survivor = execute(stub, "install", "survivor")
             vanished = execute(stub, "install", "vanished")
             for n, r in (("survivor", survivor), ("vanished", vanished)):

@@ -106,7 +106,15 @@ def test_outputs_come_back_through_a_native_sidecar_sharing_an_empty_dir():
     assert sidecar["name"] == OUTPUTS_CONTAINER
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == SETTINGS.helper_image
-    assert sidecar["command"][-2:] == ["/cnab/app/outputs", str(SETTINGS.outputs_limit_bytes)]
+    ready = "/run/porter-bundle/outputs-ready"
+    assert sidecar["command"][-3:] == [
+        "/cnab/app/outputs",
+        str(SETTINGS.outputs_limit_bytes),
+        ready,
+    ]
+    # The invocation starts only once the sidecar can answer its SIGTERM (its startup probe).
+    assert sidecar["startupProbe"]["exec"]["command"][-2:] == ["--ready", ready]
+    assert {"name": "sidecar", "mountPath": "/run/porter-bundle"} in sidecar["volumeMounts"]
     assert {"name": "outputs", "emptyDir": {}} in pod["volumes"]
     (invocation,) = pod["containers"]
     assert {"name": "outputs", "mountPath": "/cnab/app/outputs"} in invocation["volumeMounts"]
@@ -195,3 +203,31 @@ def test_the_sidecar_refuses_outputs_over_its_limit(tmp_path):
     with pytest.raises(OutputsUnreadable, match="more than 100 bytes"):
         parse_record(run_sidecar(tmp_path, 100))
     assert collect(tmp_path / "missing", 100) == {"files": {}}
+
+
+def test_the_sidecar_tells_its_startup_probe_once_it_can_answer_sigterm(tmp_path):
+    ready, outputs = tmp_path / "state" / "ready", tmp_path / "outputs"
+    ready.parent.mkdir()
+    outputs.mkdir()
+    (outputs / "level").write_bytes(b"3")
+    probe = [sys.executable, "-m", "porter_bundle.executor.job_outputs", "--ready", str(ready)]
+    assert subprocess.run(probe).returncode == 1  # not started: the invocation waits
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "porter_bundle.executor.job_outputs",
+            str(outputs),
+            "100",
+            str(ready),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == b"outputs sidecar ready\n"
+    assert ready.exists() and subprocess.run(probe).returncode == 0
+    proc.send_signal(signal.SIGTERM)  # the first signal after the probe said ready
+    out, _ = proc.communicate(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == 0 and parse_record(out) == {"level": b"3"}

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,6 +19,7 @@ from porter_bundle import config
 from porter_bundle.cli.exit_codes import Exit
 
 if TYPE_CHECKING:
+    from porter_bundle.executor import Executor
     from porter_bundle.service.sources import SecretStore
 
 log = logging.getLogger("porter_bundle")
@@ -77,7 +78,6 @@ async def _serve(settings: config.Settings) -> bool:
     from porter_bundle.bundles.registry import RegistryClient
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
-    from porter_bundle.executor import ContainerExecutor
     from porter_bundle.service import ActionSettings, Blocking, Services
     from porter_bundle.store import Database
 
@@ -95,13 +95,15 @@ async def _serve(settings: config.Settings) -> bool:
     # workers, plus the event loop's thread, which runs reads inline on a local SQLite file.
     store = Database(settings.database_url, keyring=keyring, pool_size=settings.workers + 1)
     await blocking.run(store.migrate)
+    executors: list[Executor] = []  # the one the services build on first use, closed at the end
+
+    def make_executor() -> Executor:
+        executors.append(build_executor(settings, registry_auth))
+        return executors[-1]
+
     services = Services.create(
         store,
-        executor=lambda: ContainerExecutor(
-            host=settings.container_host,
-            pull_insecure_registries=settings.insecure_registries,
-            registry_auth=registry_auth,
-        ),
+        executor=make_executor,
         action_settings=ActionSettings.from_settings(settings),
         secrets=secret_store(settings),
         schema_check=SchemaCheck.parse(settings.schema_check),
@@ -121,6 +123,11 @@ async def _serve(settings: config.Settings) -> bool:
         await recovery
     await running.stop(settings.grace_seconds)
     await services.actions.close()
+    for executor in executors:
+        aclose = getattr(executor, "aclose", None)  # runs go on; the next start recovers them
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
     # The database is closed only once no worker uses it any more (recovery's reads included).
     drained = await blocking.aclose(DRAIN_SECONDS)
     if drained:
@@ -130,6 +137,32 @@ async def _serve(settings: config.Settings) -> bool:
     registry.close()
     log.info("stopped")
     return drained
+
+
+def build_executor(
+    settings: config.Settings, registry_auth: Mapping[str, tuple[str, str]]
+) -> Executor:
+    """The executor ``--executor`` names (blocking: the container one connects at once)."""
+    if settings.executor == "kubernetes":
+        from porter_bundle.executor.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor(
+            helper_image=settings.kubernetes_helper_image,
+            kubeconfig=settings.kubeconfig,
+            namespace=settings.kubernetes_namespace,
+            service_account=settings.kubernetes_service_account,
+            image_pull_secrets=tuple(sorted(settings.kubernetes_image_pull_secrets)),
+            ttl_seconds=settings.kubernetes_job_ttl_seconds,
+            start_timeout_seconds=settings.kubernetes_start_timeout_seconds,
+            stop_grace_seconds=settings.cancel_grace_seconds,
+        )
+    from porter_bundle.executor import ContainerExecutor
+
+    return ContainerExecutor(
+        host=settings.container_host,
+        pull_insecure_registries=settings.insecure_registries,
+        registry_auth=registry_auth,
+    )
 
 
 def _exit_now_if_threads_linger() -> None:

@@ -198,6 +198,111 @@ class Settings(BaseSettings):
     ] = ""
 
     # --- bundle actions ---
+    executor: Annotated[
+        Literal["container", "kubernetes"],
+        Option("PORTER_BUNDLE_EXECUTOR", "--executor", ACTIONS, see="Deploy on Kubernetes"),
+        Field(
+            description=(
+                "where runs execute: container (Docker or Podman, --container-host) or "
+                "kubernetes (a Job per run, through the Kubernetes API; docs/kubernetes.md)"
+            )
+        ),
+    ] = "container"
+    kubeconfig: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBECONFIG",
+            "--kubeconfig",
+            ACTIONS,
+            default_text="in a pod: its service account",
+            metavar="PATH",
+        ),
+        Field(description="kubeconfig of the cluster for --executor kubernetes"),
+    ] = ""
+    kubernetes_namespace: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_NAMESPACE",
+            "--kubernetes-namespace",
+            ACTIONS,
+            default_text="the server's own (its service account's), else default",
+            metavar="NAMESPACE",
+        ),
+        Field(
+            description="namespace of the Jobs, pods and Secrets of runs (--executor kubernetes)"
+        ),
+    ] = ""
+    kubernetes_service_account: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_SERVICE_ACCOUNT",
+            "--kubernetes-service-account",
+            ACTIONS,
+            default_text="none (no API token in the pod)",
+            metavar="NAME",
+        ),
+        Field(description="service account of the runs' pods (--executor kubernetes)"),
+    ] = ""
+    kubernetes_image_pull_secrets: Annotated[
+        frozenset[str],
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_IMAGE_PULL_SECRETS",
+            "--kubernetes-image-pull-secret",
+            ACTIONS,
+            default_text="none",
+            metavar="NAME",
+        ),
+        Field(
+            description=(
+                "a Secret the runs' pods pull images with (--executor kubernetes); the flag is "
+                "repeatable, the environment variable comma-separated"
+            )
+        ),
+    ] = frozenset()
+    kubernetes_job_ttl_seconds: Annotated[
+        int,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_JOB_TTL", "--kubernetes-job-ttl", ACTIONS, metavar="SECONDS"
+        ),
+        Field(
+            ge=0,
+            description=(
+                "ttlSecondsAfterFinished of a run's Job: Kubernetes removes a finished Job the "
+                "server could not delete after this long"
+            ),
+        ),
+    ] = 3600
+    kubernetes_start_timeout_seconds: Annotated[
+        float,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_START_TIMEOUT",
+            "--kubernetes-start-timeout",
+            ACTIONS,
+            metavar="SECONDS",
+        ),
+        Field(
+            gt=0,
+            description=(
+                "seconds a run's pod may stay unscheduled or uncreated (quota) before the run "
+                "fails with the reason; image pull errors fail it at once"
+            ),
+        ),
+    ] = 300.0
+    kubernetes_helper_image: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_KUBERNETES_HELPER_IMAGE",
+            "--kubernetes-helper-image",
+            ACTIONS,
+            metavar="IMAGE",
+        ),
+        Field(
+            description=(
+                "the porter-bundle image, run beside each invocation image to hand its outputs "
+                "back (pin it by digest)"
+            )
+        ),
+    ] = "porter-bundle"
     container_host: Annotated[
         str | None,
         Option(
@@ -561,6 +666,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("kubernetes_image_pull_secrets", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        return frozenset(n.strip() for item in value for n in str(item).split(",") if n.strip())
 
     @field_validator("insecure_registries", mode="before")
     @classmethod

@@ -79,16 +79,26 @@ def parse_record(log: bytes) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The sidecar: waits for SIGTERM (or SIGINT), then prints the record of DIR."""
+    """The sidecar: waits for SIGTERM (or SIGINT), then prints the record of DIR.
+
+    With READY_FILE, creates it once the signal handlers are in place: the pod's startup probe
+    (``--ready READY_FILE``, true once it exists) holds the invocation container back until
+    then, so a SIGTERM can never come before the sidecar is able to answer it."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[1].isdigit():
+    if len(args) == 2 and args[0] == "--ready":
+        return 0 if Path(args[1]).exists() else 1
+    if len(args) not in (2, 3) or not args[1].isdigit():
         print(
-            "usage: python -m porter_bundle.executor.job_outputs DIR LIMIT_BYTES", file=sys.stderr
+            "usage: python -m porter_bundle.executor.job_outputs DIR LIMIT_BYTES [READY_FILE]\n"
+            "       python -m porter_bundle.executor.job_outputs --ready READY_FILE",
+            file=sys.stderr,
         )
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if len(args) == 3:
+        Path(args[2]).touch()
     print("outputs sidecar ready", file=sys.stderr, flush=True)
     while not stop.wait(3600):
         pass

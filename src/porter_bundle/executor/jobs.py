@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from porter_bundle.bundles.images import split_image
 from porter_bundle.executor.base import ContainerSpec
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -39,10 +40,14 @@ LABEL_DRIVER = "cnab.io/driver"
 ANNOTATION_INSTALLATION = "cnab.io/installation"
 ANNOTATION_ACTION = "cnab.io/action"
 ANNOTATION_REVISION = "cnab.io/revision"
+ANNOTATION_OUTPUTS_DIR = "porter-bundle.sh/outputs-dir"
 MANAGED_BY = "porter-bundle"
 
 INVOCATION_CONTAINER = "invocation"
 OUTPUTS_CONTAINER = "outputs"
+SIDECAR_COMMAND = ("python", "-m", "porter_bundle.executor.job_outputs")
+SIDECAR_STATE_DIR = "/run/porter-bundle"
+SIDECAR_READY_FILE = f"{SIDECAR_STATE_DIR}/outputs-ready"
 SECRET_LIMIT_BYTES = 1024 * 1024
 """Kubernetes refuses a Secret whose data is larger than 1 MiB."""
 
@@ -69,6 +74,9 @@ class JobSettings:
     ttl_seconds_after_finished: int = 3600
     outputs_limit_bytes: int = 4 * 1024 * 1024
     """The most output bytes a run may hand back (the sidecar refuses more, the run fails)."""
+    termination_grace_seconds: int | None = None
+    """The pod's ``terminationGracePeriodSeconds`` (SIGTERM to SIGKILL when the Job is deleted
+    or times out); None for Kubernetes' default (30)."""
 
 
 def job_name(run_id: str) -> str:
@@ -131,6 +139,7 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
     init: list[dict[str, Any]] = []
     if spec.outputs_dir:
         volumes.append({"name": "outputs", "emptyDir": {}})
+        volumes.append({"name": "sidecar", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
         mounts.append({"name": "outputs", "mountPath": spec.outputs_dir})
         init.append(_outputs_sidecar(spec.outputs_dir, settings))
     pod: dict[str, Any] = {
@@ -139,7 +148,7 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
         "containers": [
             {
                 "name": INVOCATION_CONTAINER,
-                "image": spec.image,
+                "image": pinned_image(spec),
                 "imagePullPolicy": "IfNotPresent",
                 "command": list(spec.command),
                 "env": env,
@@ -150,11 +159,16 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
     }
     if init:
         pod["initContainers"] = init
+    if settings.termination_grace_seconds is not None:
+        pod["terminationGracePeriodSeconds"] = settings.termination_grace_seconds
     if settings.service_account:
         pod["serviceAccountName"] = settings.service_account
     if settings.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
     job_spec: dict[str, Any] = {
+        # Created suspended: no pod until its Secret exists (owned by the Job, so made after
+        # it); the executor then resumes it.
+        "suspend": True,
         "backoffLimit": 0,
         "completions": 1,
         "parallelism": 1,
@@ -170,10 +184,20 @@ def run_job(spec: ContainerSpec, settings: JobSettings) -> dict[str, Any]:
             "name": name,
             "namespace": settings.namespace,
             "labels": labels,
-            "annotations": _annotations(spec.env, spec.labels),
+            "annotations": {
+                **_annotations(spec.env, spec.labels),
+                ANNOTATION_OUTPUTS_DIR: spec.outputs_dir,
+            },
         },
         "spec": job_spec,
     }
+
+
+def pinned_image(spec: ContainerSpec) -> str:
+    """The image by digest when the run knows its digest (``repo@sha256:...``)."""
+    if not spec.image_digest or "@" in spec.image:
+        return spec.image
+    return f"{split_image(spec.image).repository}@{spec.image_digest}"
 
 
 def owned_by(secret: dict[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,13 +224,22 @@ def _outputs_sidecar(outputs_dir: str, settings: JobSettings) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "restartPolicy": "Always",  # a native sidecar: stopped once the invocation has exited
         "command": [
-            "python",
-            "-m",
-            "porter_bundle.executor.job_outputs",
+            *SIDECAR_COMMAND,
             outputs_dir,
             str(settings.outputs_limit_bytes),
+            SIDECAR_READY_FILE,
         ],
-        "volumeMounts": [{"name": "outputs", "mountPath": outputs_dir, "readOnly": True}],
+        # The kubelet starts the invocation container only once a native sidecar's startup
+        # probe succeeds: here, once the sidecar can answer the SIGTERM that ends it.
+        "startupProbe": {
+            "exec": {"command": [*SIDECAR_COMMAND, "--ready", SIDECAR_READY_FILE]},
+            "periodSeconds": 1,
+            "failureThreshold": 120,
+        },
+        "volumeMounts": [
+            {"name": "outputs", "mountPath": outputs_dir, "readOnly": True},
+            {"name": "sidecar", "mountPath": SIDECAR_STATE_DIR},
+        ],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,
@@ -230,12 +263,14 @@ def _annotations(env: Mapping[str, str], labels: Mapping[str, str]) -> dict[str,
 
 
 __all__ = [
+    "ANNOTATION_OUTPUTS_DIR",
     "INVOCATION_CONTAINER",
     "OUTPUTS_CONTAINER",
     "JobSettings",
     "RunNotRepresentable",
     "job_name",
     "owned_by",
+    "pinned_image",
     "run_job",
     "run_labels",
     "run_secret",

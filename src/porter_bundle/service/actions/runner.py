@@ -357,6 +357,8 @@ class Runner:
                 RUN_STATE_FAILED,
                 f"timed out after {self._settings.run_timeout_seconds:g}s",
             )
+            if result.error:  # the engine's own words, e.g. Kubernetes' DeadlineExceeded
+                message += f" ({result.error})"
         elif result.error:
             state, message, cause = RUN_STATE_FAILED, result.error, "container_error"
             self._observers.error("executor", "refused")
