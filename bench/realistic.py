@@ -27,6 +27,7 @@ from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED, Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ValueSource
+from porter_bundle.bundles.images import pin_invocation_image
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.actions.contract import container_spec
 from porter_bundle.service.bundles import ResolvedBundle
@@ -158,7 +159,8 @@ def _bare_argv(work: Path, image: str, doc: dict[str, Any], inst: Installation) 
         run_timeout_seconds=3600, max_concurrent_runs=4, cancel_grace_seconds=10, network=None
     )
     resolved = ResolvedBundle(f"{REPOSITORY}:{TAG}", "sha256:bench", json.dumps(doc))
-    spec = container_spec(inst, resolved, doc, "install", run, inputs, settings)
+    image_pin = pin_invocation_image(doc)
+    spec = container_spec(inst, resolved, doc, "install", run, inputs, settings, image_pin)
     argv = ["run", "--rm", "--network", "none"]
     for key, value in spec.env.items():
         argv += ["-e", f"{key}={value}"]

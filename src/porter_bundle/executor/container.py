@@ -38,6 +38,7 @@ from porter_bundle.executor.engine import (
     connect,
     unreachable_as_unavailable,
 )
+from porter_bundle.executor.hostdir import LABEL_HOST_OUTPUTS
 from porter_bundle.executor.lifecycle import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_STOP_GRACE_SECONDS,
@@ -212,6 +213,7 @@ class ContainerExecutor:
             if len(containers) > 1:
                 log.warning("run %s has %d containers; recovering one", run_id, len(containers))
             container_id: str = containers[0]["Id"]
+            host_outputs = None
             run = Run(run_id, container_id=container_id)
             self._runs[run_id] = run
             keep = False
@@ -222,6 +224,7 @@ class ContainerExecutor:
                         exit_code=None, error="the container was created but never started"
                     )
                 labels: Mapping[str, str] = info["Config"].get("Labels") or {}
+                host_outputs = lifecycle.host.owns(labels.get(LABEL_HOST_OUTPUTS, ""))
                 run.started = True
                 return await lifecycle.collect(
                     run,
@@ -229,6 +232,7 @@ class ContainerExecutor:
                     limit_seconds=_remaining_timeout(labels, info["State"]),
                     outputs_dir=labels.get(LABEL_OUTPUTS_DIR, _DEFAULT_OUTPUTS_DIR),
                     on_log=None,
+                    host_outputs=host_outputs,
                 )
             except asyncio.CancelledError:
                 keep = True
@@ -237,16 +241,24 @@ class ContainerExecutor:
                 del self._runs[run_id]
                 if not keep:
                     await asyncio.shield(lifecycle.remove(container_id))
+                    if host_outputs is not None:
+                        lifecycle.host.discard(host_outputs)
 
     async def orphans(self) -> list[str]:
-        """Run IDs of all containers labelled as this service's, in any state."""
+        """Run IDs of all containers labelled as this service's, in any state.
+
+        Also removes the outputs directories (:mod:`~porter_bundle.executor.hostdir`) that no
+        container and no run of this executor uses any more (left behind by a crash)."""
         self._check_open()
         with unreachable_as_unavailable(self.url):
             containers = await self._calls.call(
                 self._engine.api.containers, all=True, filters={"label": f"{LABEL_MANAGED}=true"}
             )
-        run_ids = {(c.get("Labels") or {}).get(LABEL_RUN_ID) for c in containers}
-        return sorted(r for r in run_ids if r)
+        run_ids = sorted(
+            r for r in {(c.get("Labels") or {}).get(LABEL_RUN_ID) for c in containers} if r
+        )
+        self._lifecycle.host.sweep([*run_ids, *self._runs])
+        return run_ids
 
 
 def _remaining_timeout(labels: Mapping[str, str], state: Mapping[str, Any]) -> float | None:
