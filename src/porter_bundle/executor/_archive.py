@@ -65,7 +65,8 @@ def outputs_from_tar(archive: bytes) -> dict[str, bytes]:
     """The regular files of a directory archive, keyed by their path relative to that directory.
 
     The engine names every member after the directory it was asked for (``outputs/conn``,
-    ``outputs/sub/file``), so the first path component is dropped. Links, devices and
+    ``outputs/sub/file``), so the first path component is dropped; Podman names those of a
+    bind-mounted directory from its root instead (``/conn``). Links, devices and
     directories are not outputs and are skipped.
     """
     outputs: dict[str, bytes] = {}
@@ -74,7 +75,8 @@ def outputs_from_tar(archive: bytes) -> dict[str, bytes]:
             if not member.isreg():
                 continue
             name = posixpath.normpath(member.name.lstrip("/"))
-            _, _, relative = name.partition("/")
+            # Podman names the members of a bind-mounted directory from its root ("/conn").
+            relative = name if member.name.startswith("/") else name.partition("/")[2]
             if not relative or relative.startswith("../"):
                 continue
             extracted = tar.extractfile(member)
