@@ -84,7 +84,7 @@ async def test_outputs_come_through_a_private_host_directory(
         assert stat.S_IMODE(os.lstat(run_dir / "seed").st_mode) == 0o600
         (run_dir / "go").touch()  # the container sees what is written here
         result = await task
-    assert "outputs mounted\nseed=planted\nready\n" == result.logs.decode()
+    assert result.logs.decode() == "outputs mounted\nseed=planted\nready\n"
     assert result.exit_code == 3
     assert dict(result.outputs) == {
         "seed": b"planted",
@@ -109,6 +109,7 @@ async def test_an_engine_that_does_not_see_the_directory_gets_the_archive(
     with _engine_without(podman_service, hidden, tmp_path / "elsewhere.sock") as url:
         async with await asyncio.to_thread(ContainerExecutor, url) as executor:
             result = await executor.execute(spec_for(run_id, image))
+            assert await executor.settle()
             assert await containers_of(engine_api, run_id) == []
     assert result.logs == b"outputs in the container\n"
     assert dict(result.outputs) == {"uid": b"0\n"}

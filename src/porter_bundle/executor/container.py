@@ -53,6 +53,8 @@ from porter_bundle.executor.pulls import ImagePuller
 log = logging.getLogger(__name__)
 
 _DEFAULT_OUTPUTS_DIR = ContainerSpec(run_id="", image="").outputs_dir
+REMOVAL_WAIT_SECONDS = 10.0
+"""How long :meth:`ContainerExecutor.aclose` waits for the removals under way."""
 
 
 class ContainerExecutor:
@@ -123,10 +125,12 @@ class ContainerExecutor:
             raise ExecutorUnavailable("the container executor is closed")
 
     async def aclose(self) -> None:
-        """Stops following containers (they keep running) and closes the engine connection."""
+        """Waits for the removals under way (:meth:`settle`), stops following containers
+        (they keep running) and closes the engine connection."""
         if self._closed:
             return
         self._closed = True
+        await self.settle()
         self._lifecycle.close_streams()
         self._engine.api.close()
         self._calls.shutdown(cancel_futures=True)
@@ -143,8 +147,9 @@ class ContainerExecutor:
     async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
         """Pulls the image if missing, runs the container to its end, collects, removes it.
 
-        The timeout counts from the container's start (a pull does not use it up). See the
-        module docstring for what cancelling the calling task does.
+        The timeout counts from the container's start (a pull does not use it up). The removal
+        goes on after this returns (:meth:`settle` waits for it). See the module docstring for
+        what cancelling the calling task does.
         """
         self._check_open()
         if spec.run_id in self._runs:
@@ -156,6 +161,12 @@ class ContainerExecutor:
                 return await self._lifecycle.execute(spec, run, on_log)
         finally:
             del self._runs[spec.run_id]
+
+    async def settle(self, wait_seconds: float = REMOVAL_WAIT_SECONDS) -> bool:
+        """Waits up to ``wait_seconds`` for the containers of finished runs still being
+        removed (``execute`` returns without waiting for it); False if some removal did not
+        end in time (those containers are orphans for the next start)."""
+        return await self._lifecycle.removals.settle(wait_seconds)
 
     async def ping(self) -> None:
         """The engine answers ``/_ping`` within the probe timeout, else ExecutorUnavailable."""

@@ -21,7 +21,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from porter_bundle.executor._archive import files_tar, outputs_from_tar
+from porter_bundle.executor._archive import files_tar, read_outputs
 from porter_bundle.executor.base import (
     LABEL_MANAGED,
     LABEL_RUN_ID,
@@ -34,6 +34,7 @@ from porter_bundle.executor.engine import Engine, describe, engine_words
 from porter_bundle.executor.hostdir import LABEL_HOST_OUTPUTS, HostOutputs
 from porter_bundle.executor.logs import LogPump, LogStream
 from porter_bundle.executor.pulls import ImagePuller
+from porter_bundle.executor.removals import Removals
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class Lifecycle:
         self._max_log_bytes = max_log_bytes
         self._max_output_bytes = max_output_bytes
         self._streams: set[LogStream] = set()
+        self.removals = Removals(self.remove)
+        """The containers of finished runs being removed (execute() does not wait for it)."""
         self.host = HostOutputs(engine, calls)
         """Outputs directories on this file system, where the engine sees them."""
 
@@ -166,6 +169,7 @@ class Lifecycle:
         if host_outputs is not None:
             labels[LABEL_HOST_OUTPUTS] = str(host_outputs)
             binds, archive = self.host.mount(host_outputs, spec, archive)
+        await self.removals.done(spec.run_id)  # the same run again: its name must be free
         try:
             created = await self._calls.call(
                 api.create_container,
@@ -228,7 +232,7 @@ class Lifecycle:
             raise
         finally:
             if not keep:
-                await asyncio.shield(self.remove(container_id))
+                self.removals.soon(spec.run_id, container_id)
 
     async def collect(
         self,
@@ -307,7 +311,7 @@ class Lifecycle:
                     read = await self._calls.call(self.host.read, host_outputs, limit)
                 if read is None:
                     read = await self._calls.call(
-                        _read_outputs, api, container_id, outputs_dir, limit
+                        read_outputs, api, container_id, outputs_dir, limit
                     )
                 outputs, error = read
             return ContainerResult(
@@ -415,30 +419,3 @@ class Lifecycle:
 def _wait_exit(api: docker.APIClient, container_id: str) -> int:
     status: Mapping[str, Any] = api.wait(container_id)
     return int(status["StatusCode"])
-
-
-def _read_outputs(
-    api: docker.APIClient, container_id: str, path: str, limit: int
-) -> tuple[dict[str, bytes], str]:
-    """The outputs directory's files and an error message ("" if none); runs in a thread."""
-    try:
-        chunks, _ = api.get_archive(container_id, path)
-    except docker.errors.NotFound:
-        return {}, ""
-    except docker.errors.APIError as exc:
-        return {}, f"reading the outputs in {path} failed: {engine_words(exc)}"
-    data = bytearray()
-    too_big = False
-    # Read to the end even when over the limit: an abandoned stream leaks its connection.
-    for chunk in chunks:
-        if not too_big:
-            data += chunk
-            too_big = len(data) > limit
-            if too_big:
-                data = bytearray()
-    if too_big:
-        return {}, f"the outputs in {path} exceed {limit} bytes"
-    try:
-        return outputs_from_tar(bytes(data)), ""
-    except Exception as exc:
-        return {}, f"the outputs in {path} could not be read: {describe(exc)}"
