@@ -42,7 +42,7 @@ from typing import Any
 import docker.errors
 
 from porter_bundle.executor._archive import files_tar, normalize_path
-from porter_bundle.executor.base import ContainerSpec
+from porter_bundle.executor.base import LABEL_MANAGED, LABEL_RUN_ID, ContainerSpec
 from porter_bundle.executor.bridge import CallPool
 from porter_bundle.executor.engine import Engine, describe
 
@@ -91,6 +91,10 @@ class HostOutputs:
         user = str((image.get("Config") or {}).get("User") or "")
         if not spec.outputs_dir or not image_runs_as_root(user):
             return None
+        try:
+            normalize_path(spec.outputs_dir)
+        except ValueError:
+            return None
         if not await self._check(spec.image):
             return None
         path = self._root / _dir_name(spec.run_id)
@@ -104,23 +108,28 @@ class HostOutputs:
 
     def mount(
         self, path: Path, spec: ContainerSpec, archive: bytes | None
-    ) -> tuple[list[str], bytes | None]:
+    ) -> tuple[list[str], bytes | None] | None:
         """The bind of ``path`` at the outputs directory, and the files archive without the
-        files that go into the outputs directory (those are written into ``path``, 0600)."""
+        files that go into the outputs directory (those are written into ``path``, 0600);
+        None when they cannot be written (the run then uses the archive for everything)."""
         outputs_dir = normalize_path(spec.outputs_dir)
         inside = {
             normalize_path(name): content
             for name, content in spec.files.items()
             if normalize_path(name).startswith(outputs_dir + "/")
         }
-        for name, content in inside.items():
-            target = path / name.removeprefix(outputs_dir + "/")
-            target.parent.mkdir(mode=PRIVATE_MODE, parents=True, exist_ok=True)
-            descriptor = os.open(
-                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+        try:
+            for name, content in inside.items():
+                target = path / name.removeprefix(outputs_dir + "/")
+                target.parent.mkdir(mode=PRIVATE_MODE, parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                with open(os.open(target, flags, 0o600), "wb") as file:
+                    file.write(content)
+        except OSError as exc:
+            log.warning(
+                "outputs go through the engine: cannot write into %s: %s", path, describe(exc)
             )
-            with open(descriptor, "wb") as file:
-                file.write(content)
+            return None
         if inside:
             rest = {n: c for n, c in spec.files.items() if normalize_path(n) not in inside}
             archive = files_tar(rest) if rest else None
@@ -171,6 +180,8 @@ class HostOutputs:
         created = api.create_container(
             image,
             entrypoint=["/porter-bundle-probe"],
+            # Found and removed as an orphan by the next start if this process dies meanwhile.
+            labels={LABEL_MANAGED: "true", LABEL_RUN_ID: f"probe-{token}"},
             host_config=api.create_host_config(
                 network_mode="none", binds=[f"{probe}:{PROBE_MOUNT}:{bind_options()}"]
             ),

@@ -165,10 +165,12 @@ class Lifecycle:
         }
         if spec.timeout_seconds is not None:
             labels[LABEL_TIMEOUT] = str(spec.timeout_seconds)
+        mounted = self.host.mount(host_outputs, spec, archive) if host_outputs else None
         binds = None
-        if host_outputs is not None:
+        if mounted is not None:
             labels[LABEL_HOST_OUTPUTS] = str(host_outputs)
-            binds, archive = self.host.mount(host_outputs, spec, archive)
+            binds, archive = mounted
+        host_outputs = host_outputs if mounted is not None else None
         await self.removals.done(spec.run_id)  # the same run again: its name must be free
         try:
             created = await self._calls.call(
