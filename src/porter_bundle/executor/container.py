@@ -230,12 +230,12 @@ class ContainerExecutor:
             keep = False
             try:
                 info = await self._calls.call(self._engine.api.inspect_container, container_id)
+                labels: Mapping[str, str] = info["Config"].get("Labels") or {}
+                host_outputs = lifecycle.host.owns(labels.get(LABEL_HOST_OUTPUTS, ""))
                 if info["State"]["Status"] in ("created", "configured"):
                     return ContainerResult(
                         exit_code=None, error="the container was created but never started"
                     )
-                labels: Mapping[str, str] = info["Config"].get("Labels") or {}
-                host_outputs = lifecycle.host.owns(labels.get(LABEL_HOST_OUTPUTS, ""))
                 run.started = True
                 return await lifecycle.collect(
                     run,
