@@ -20,7 +20,7 @@ import pytest
 from porter_bundle.executor import ContainerExecutor
 from porter_bundle.executor.hostdir import default_root
 from tests.conftest import PodmanService, TestImage
-from tests.engine import _ping
+from tests.engine import _ping, stop_process
 from tests.executor.test_container import LogWatch, containers_of, spec_for
 from tests.helpers import wait_until
 
@@ -43,6 +43,9 @@ ln -s /etc/hostname $out/host-link
 mkfifo $out/fifo
 exit 3
 """
+
+# What WAIT_THEN_WRITE leaves as outputs besides the seed: no link, no FIFO.
+WRITTEN = {"password": b"secret-value", "sub/file": b"nested"}
 
 WRITE_ONE = """#!/bin/sh
 out=/cnab/app/outputs
@@ -86,11 +89,7 @@ async def test_outputs_come_through_a_private_host_directory(
         result = await task
     assert result.logs.decode() == "outputs mounted\nseed=planted\nready\n"
     assert result.exit_code == 3
-    assert dict(result.outputs) == {
-        "seed": b"planted",
-        "password": b"secret-value",
-        "sub/file": b"nested",
-    }
+    assert dict(result.outputs) == {"seed": b"planted", **WRITTEN}
     assert run_dirs(outputs_root) == []
 
 
@@ -166,11 +165,7 @@ async def test_recovery_reads_the_directory_and_a_sweep_removes_strays(
         result = await after_restart.recover(run_id)
     assert result is not None
     assert result.exit_code == 3
-    assert dict(result.outputs) == {
-        "seed": b"s",
-        "password": b"secret-value",
-        "sub/file": b"nested",
-    }
+    assert dict(result.outputs) == {"seed": b"s", **WRITTEN}
     assert run_dirs(outputs_root) == []
 
 
@@ -211,10 +206,5 @@ def _engine_without(engine: PodmanService, hidden: Path, sock: Path) -> Iterator
         wait_until(started, "the second podman service to answer", timeout=60)
         yield f"unix://{sock}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop_process(process)
         log.close()
