@@ -132,6 +132,7 @@ class ContainerExecutor:
         self._closed = True
         await self.settle()
         self._lifecycle.close_streams()
+        self._lifecycle.host.close()
         self._engine.api.close()
         self._calls.shutdown(cancel_futures=True)
 

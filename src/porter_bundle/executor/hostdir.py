@@ -26,6 +26,7 @@ container of that run exists), or read by recovery when the container does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -217,6 +218,11 @@ class HostOutputs:
             pass
         except OSError as exc:
             log.warning("could not remove %s: %s", path, describe(exc))
+
+    def close(self) -> None:
+        """Removes this engine's directory if no run directory is left in it."""
+        with contextlib.suppress(OSError):
+            self._root.rmdir()
 
     def sweep(self, keep: Iterable[str]) -> None:
         """Removes every run directory but those of the run IDs in ``keep``."""
