@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 
 from bench.procs import ServerProcess, start_porter_bundle
-from bench.realistic import bench_realistic
+from bench.realistic import bench_realistic, wait_removed
 from bench.report import Figure, action_figures
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
@@ -279,7 +279,7 @@ def _single(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure]
             inst = b.installations["single"]
             argv = _bare_argv(b, inst, _bare_files(b, inst))
             # Warm-up: the server connects to the engine on its first action.
-            _one_action(stub, "single")
+            wait_removed(b.engine, _one_action(stub, "single")[1].id)
             _bare_run(b, argv)
             real: list[float] = []
             bare: list[float] = []
@@ -289,6 +289,7 @@ def _single(b: _Bench, database: Path, settings: ActionSettings) -> list[Figure]
                 for side in ("real", "bare") if n % 2 == 0 else ("bare", "real"):
                     if side == "real":
                         seconds, run = _one_action(stub, "single")
+                        wait_removed(b.engine, run.id)
                         real.append(seconds)
                         created, begun = _seconds(run.create_time), _seconds(run.start_time)
                         ended = _seconds(run.complete_time)

@@ -27,6 +27,8 @@ from porter.bundle.v1 import porter_bundle_pb2_grpc
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_SUCCEEDED, Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource, ValueSource
+from porter_bundle.bundles.images import pin_invocation_image
+from porter_bundle.executor import LABEL_RUN_ID
 from porter_bundle.service.actions import ActionSettings
 from porter_bundle.service.actions.contract import container_spec
 from porter_bundle.service.bundles import ResolvedBundle
@@ -150,6 +152,18 @@ def _install(stub: porter_bundle_pb2_grpc.PorterBundleStub) -> tuple[float, Run]
     return time.perf_counter() - started, run
 
 
+def wait_removed(engine: Engine, run_id: str) -> None:
+    """Untimed, after a porter-bundle sample: until the engine has removed the run's container.
+    The server removes it after the run is recorded (the client already saw SUCCEEDED); left
+    to overlap the next sample, that removal would slow whichever side runs next."""
+    deadline = time.monotonic() + 60
+    label = f"label={LABEL_RUN_ID}={run_id}"
+    while engine.podman("ps", "-a", "-q", "--filter", label).stdout.strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the container of run {run_id} was not removed within 60 s")
+        time.sleep(0.02)
+
+
 def _bare_argv(work: Path, image: str, doc: dict[str, Any], inst: Installation) -> list[str]:
     """``podman run`` with the env and files the server gives the same install."""
     run = Run(id="01BENCHREALISTIC0000000000", namespace=NAMESPACE, installation=NAME)
@@ -158,7 +172,8 @@ def _bare_argv(work: Path, image: str, doc: dict[str, Any], inst: Installation) 
         run_timeout_seconds=3600, max_concurrent_runs=4, cancel_grace_seconds=10, network=None
     )
     resolved = ResolvedBundle(f"{REPOSITORY}:{TAG}", "sha256:bench", json.dumps(doc))
-    spec = container_spec(inst, resolved, doc, "install", run, inputs, settings)
+    image_pin = pin_invocation_image(doc)
+    spec = container_spec(inst, resolved, doc, "install", run, inputs, settings, image_pin)
     argv = ["run", "--rm", "--network", "none"]
     for key, value in spec.env.items():
         argv += ["-e", f"{key}={value}"]
@@ -186,7 +201,7 @@ def bench_realistic(
             stub = porter_bundle_pb2_grpc.PorterBundleStub(channel)
             inst = _create(stub, doc)
             argv = _bare_argv(work, image, doc, inst)
-            _install(stub)  # warm-up: the engine connection, the first pull check
+            wait_removed(engine, _install(stub)[1].id)  # warm-up: the engine connection, the probe
             engine.podman(*argv)
             real: list[float] = []
             bare: list[float] = []
@@ -195,6 +210,7 @@ def bench_realistic(
                 for side in ("real", "bare") if n % 2 == 0 else ("bare", "real"):
                     if side == "real":
                         seconds, run = _install(stub)
+                        wait_removed(engine, run.id)
                         real.append(seconds)
                         created = run.create_time.ToNanoseconds() / 1e9
                         begun = run.start_time.ToNanoseconds() / 1e9

@@ -178,13 +178,18 @@ def podman_engine(root: Path | None = None) -> Iterator[Engine]:
     finally:
         with contextlib.suppress(Exception):
             engine.podman("rm", "--all", "--force")
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited 15 s later; waits for it."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
 
 
 class WedgedEngine:

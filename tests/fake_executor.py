@@ -59,6 +59,9 @@ class FakeExecutor:
     async def orphans(self) -> list[str]:
         return list(self.orphan_ids)
 
+    async def settle(self, wait_seconds: float) -> bool:
+        return True
+
 
 class ScriptedExecutor(FakeExecutor):
     """A run goes on until the test ends it: ``write`` appends output, ``exit`` finishes it."""

@@ -99,3 +99,9 @@ def test_an_empty_directory_has_no_outputs() -> None:
 def test_members_outside_the_directory_are_ignored() -> None:
     archive = directory_tar({"outputs/../escape": b"x", "outputs": b"the directory is a file"})
     assert outputs_from_tar(archive) == {}
+
+
+def test_podman_names_a_bind_mounted_directory_from_its_root() -> None:
+    # What Podman 4 sends for GET /containers/{id}/archive of a directory that is a bind mount.
+    archive = directory_tar({"": None, "/sub": None, "/sub/y": b"s", "/x": b"hi", "/../e": b"x"})
+    assert outputs_from_tar(archive) == {"sub/y": b"s", "x": b"hi"}

@@ -182,6 +182,7 @@ async def test_labels_and_name_while_running(
     assert await executor.cancel(run_id, 0.1)
     result = await task
     assert result.canceled
+    assert await executor.settle()
     assert await containers_of(engine_api, run_id) == []
 
 
@@ -228,7 +229,24 @@ async def test_exit_codes(executor: ContainerExecutor, test_image: TestImage, ru
         (code, f"exiting with {code}\n".encode(), "") for code in (0, 3, 255)
     ]
     assert not any(r.timed_out or r.canceled for r in results)
+    assert await executor.settle()
     assert await own_orphans(executor, run_id) == []
+
+
+async def test_the_removal_goes_on_after_the_result_and_close_waits_for_it(
+    podman_host: str, test_image: TestImage, run_id: str, engine_api: docker.APIClient
+) -> None:
+    image = test_image("exit-with", EXIT_WITH)
+    executor = await asyncio.to_thread(ContainerExecutor, podman_host)
+    results = await asyncio.gather(
+        *(executor.execute(spec_for(f"{run_id}{n}", image, env={"CODE": "0"})) for n in range(3))
+    )
+    assert [r.exit_code for r in results] == [0, 0, 0]
+    # Returned before the engine deleted every container: aclose (the server's shutdown
+    # calls settle) waits for the removals instead of leaving them to the next start.
+    await executor.aclose()
+    for n in range(3):
+        assert await containers_of(engine_api, f"{run_id}{n}") == []
 
 
 async def test_outputs_are_collected_even_on_failure(
@@ -314,6 +332,7 @@ async def test_timeout_stops_the_container(
     assert result.exit_code == 137
     assert result.logs == b"ready\n"
     assert loop.time() - began < 10
+    assert await executor.settle()
     assert await containers_of(engine_api, run_id) == []
 
 
@@ -369,6 +388,7 @@ async def test_cancel_right_away_never_leaves_a_container(
     assert await executor.cancel(run_id, 0.1)
     result = await task
     assert result.canceled
+    assert await executor.settle()
     assert await containers_of(engine_api, run_id) == []
 
 

@@ -53,6 +53,7 @@ async def test_pull_from_a_plain_http_registry(
     async with lenient:
         result = await lenient.execute(spec)
         assert (result.exit_code, result.logs, result.error) == (0, b"pulled and ran\n", "")
+        assert await lenient.settle()
         assert await own_orphans(lenient, run_id) == []
     await asyncio.to_thread(engine_api.remove_image, remote)
 

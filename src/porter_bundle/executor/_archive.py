@@ -8,6 +8,11 @@ import tarfile
 import time
 from collections.abc import Mapping
 
+import docker
+import docker.errors
+
+from porter_bundle.executor.engine import describe, engine_words
+
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 
@@ -65,7 +70,8 @@ def outputs_from_tar(archive: bytes) -> dict[str, bytes]:
     """The regular files of a directory archive, keyed by their path relative to that directory.
 
     The engine names every member after the directory it was asked for (``outputs/conn``,
-    ``outputs/sub/file``), so the first path component is dropped. Links, devices and
+    ``outputs/sub/file``), so the first path component is dropped; Podman names those of a
+    bind-mounted directory from its root instead (``/conn``). Links, devices and
     directories are not outputs and are skipped.
     """
     outputs: dict[str, bytes] = {}
@@ -74,7 +80,8 @@ def outputs_from_tar(archive: bytes) -> dict[str, bytes]:
             if not member.isreg():
                 continue
             name = posixpath.normpath(member.name.lstrip("/"))
-            _, _, relative = name.partition("/")
+            # Podman names the members of a bind-mounted directory from its root ("/conn").
+            relative = name if member.name.startswith("/") else name.partition("/")[2]
             if not relative or relative.startswith("../"):
                 continue
             extracted = tar.extractfile(member)
@@ -82,3 +89,30 @@ def outputs_from_tar(archive: bytes) -> dict[str, bytes]:
                 with extracted:
                     outputs[relative] = extracted.read()
     return outputs
+
+
+def read_outputs(
+    api: docker.APIClient, container_id: str, path: str, limit: int
+) -> tuple[dict[str, bytes], str]:
+    """The outputs directory's files and an error message ("" if none); runs in a thread."""
+    try:
+        chunks, _ = api.get_archive(container_id, path)
+    except docker.errors.NotFound:
+        return {}, ""
+    except docker.errors.APIError as exc:
+        return {}, f"reading the outputs in {path} failed: {engine_words(exc)}"
+    data = bytearray()
+    too_big = False
+    # Read to the end even when over the limit: an abandoned stream leaks its connection.
+    for chunk in chunks:
+        if not too_big:
+            data += chunk
+            too_big = len(data) > limit
+            if too_big:
+                data = bytearray()
+    if too_big:
+        return {}, f"the outputs in {path} exceed {limit} bytes"
+    try:
+        return outputs_from_tar(bytes(data)), ""
+    except Exception as exc:
+        return {}, f"the outputs in {path} could not be read: {describe(exc)}"

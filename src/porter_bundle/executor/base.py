@@ -147,7 +147,8 @@ class Executor(Protocol):
     """Runs containers described by :class:`ContainerSpec`."""
 
     async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
-        """Creates, starts and waits for the container, collects logs and outputs, removes it.
+        """Creates, starts and waits for the container, collects logs and outputs, removes it
+        (the removal may go on after it returns: :meth:`settle`).
 
         ``on_log`` receives log chunks as the container writes them. Never raises for
         container failures (they are in the result); raises ExecutorUnavailable when
@@ -171,4 +172,9 @@ class Executor(Protocol):
 
     async def orphans(self) -> list[str]:
         """Run IDs of every container this service created that still exists."""
+        ...
+
+    async def settle(self, wait_seconds: float) -> bool:
+        """Waits up to ``wait_seconds`` for the cleanup :meth:`execute` left running after it
+        returned (removing containers); False if some did not end in time."""
         ...

@@ -38,6 +38,7 @@ from porter_bundle.executor.engine import (
     connect,
     unreachable_as_unavailable,
 )
+from porter_bundle.executor.hostdir import LABEL_HOST_OUTPUTS
 from porter_bundle.executor.lifecycle import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_STOP_GRACE_SECONDS,
@@ -52,6 +53,8 @@ from porter_bundle.executor.pulls import ImagePuller
 log = logging.getLogger(__name__)
 
 _DEFAULT_OUTPUTS_DIR = ContainerSpec(run_id="", image="").outputs_dir
+REMOVAL_WAIT_SECONDS = 10.0
+"""How long :meth:`ContainerExecutor.aclose` waits for the removals under way."""
 
 
 class ContainerExecutor:
@@ -122,11 +125,14 @@ class ContainerExecutor:
             raise ExecutorUnavailable("the container executor is closed")
 
     async def aclose(self) -> None:
-        """Stops following containers (they keep running) and closes the engine connection."""
+        """Waits for the removals under way (:meth:`settle`), stops following containers
+        (they keep running) and closes the engine connection."""
         if self._closed:
             return
         self._closed = True
+        await self.settle()
         self._lifecycle.close_streams()
+        self._lifecycle.host.close()
         self._engine.api.close()
         self._calls.shutdown(cancel_futures=True)
 
@@ -142,8 +148,9 @@ class ContainerExecutor:
     async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
         """Pulls the image if missing, runs the container to its end, collects, removes it.
 
-        The timeout counts from the container's start (a pull does not use it up). See the
-        module docstring for what cancelling the calling task does.
+        The timeout counts from the container's start (a pull does not use it up). The removal
+        goes on after this returns (:meth:`settle` waits for it). See the module docstring for
+        what cancelling the calling task does.
         """
         self._check_open()
         if spec.run_id in self._runs:
@@ -155,6 +162,12 @@ class ContainerExecutor:
                 return await self._lifecycle.execute(spec, run, on_log)
         finally:
             del self._runs[spec.run_id]
+
+    async def settle(self, wait_seconds: float = REMOVAL_WAIT_SECONDS) -> bool:
+        """Waits up to ``wait_seconds`` for the containers of finished runs still being
+        removed (``execute`` returns without waiting for it); False if some removal did not
+        end in time (those containers are orphans for the next start)."""
+        return await self._lifecycle.removals.settle(wait_seconds)
 
     async def ping(self) -> None:
         """The engine answers ``/_ping`` within the probe timeout, else ExecutorUnavailable."""
@@ -212,16 +225,18 @@ class ContainerExecutor:
             if len(containers) > 1:
                 log.warning("run %s has %d containers; recovering one", run_id, len(containers))
             container_id: str = containers[0]["Id"]
+            host_outputs = None
             run = Run(run_id, container_id=container_id)
             self._runs[run_id] = run
             keep = False
             try:
                 info = await self._calls.call(self._engine.api.inspect_container, container_id)
+                labels: Mapping[str, str] = info["Config"].get("Labels") or {}
+                host_outputs = lifecycle.host.owns(labels.get(LABEL_HOST_OUTPUTS, ""))
                 if info["State"]["Status"] in ("created", "configured"):
                     return ContainerResult(
                         exit_code=None, error="the container was created but never started"
                     )
-                labels: Mapping[str, str] = info["Config"].get("Labels") or {}
                 run.started = True
                 return await lifecycle.collect(
                     run,
@@ -229,6 +244,7 @@ class ContainerExecutor:
                     limit_seconds=_remaining_timeout(labels, info["State"]),
                     outputs_dir=labels.get(LABEL_OUTPUTS_DIR, _DEFAULT_OUTPUTS_DIR),
                     on_log=None,
+                    host_outputs=host_outputs,
                 )
             except asyncio.CancelledError:
                 keep = True
@@ -237,16 +253,24 @@ class ContainerExecutor:
                 del self._runs[run_id]
                 if not keep:
                     await asyncio.shield(lifecycle.remove(container_id))
+                    if host_outputs is not None:
+                        lifecycle.host.discard(host_outputs)
 
     async def orphans(self) -> list[str]:
-        """Run IDs of all containers labelled as this service's, in any state."""
+        """Run IDs of all containers labelled as this service's, in any state.
+
+        Also removes the outputs directories (:mod:`~porter_bundle.executor.hostdir`) that no
+        container and no run of this executor uses any more (left behind by a crash)."""
         self._check_open()
         with unreachable_as_unavailable(self.url):
             containers = await self._calls.call(
                 self._engine.api.containers, all=True, filters={"label": f"{LABEL_MANAGED}=true"}
             )
-        run_ids = {(c.get("Labels") or {}).get(LABEL_RUN_ID) for c in containers}
-        return sorted(r for r in run_ids if r)
+        run_ids = sorted(
+            r for r in {(c.get("Labels") or {}).get(LABEL_RUN_ID) for c in containers} if r
+        )
+        self._lifecycle.host.sweep([*run_ids, *self._runs])
+        return run_ids
 
 
 def _remaining_timeout(labels: Mapping[str, str], state: Mapping[str, Any]) -> float | None:

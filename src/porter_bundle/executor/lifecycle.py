@@ -15,12 +15,13 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
-from porter_bundle.executor._archive import files_tar, outputs_from_tar
+from porter_bundle.executor._archive import files_tar, read_outputs
 from porter_bundle.executor.base import (
     LABEL_MANAGED,
     LABEL_RUN_ID,
@@ -38,8 +39,10 @@ from porter_bundle.executor.base import (
 )
 from porter_bundle.executor.bridge import CallPool, in_thread, post
 from porter_bundle.executor.engine import Engine, describe, engine_words
+from porter_bundle.executor.hostdir import LABEL_HOST_OUTPUTS, HostOutputs
 from porter_bundle.executor.logs import LogPump, LogStream
 from porter_bundle.executor.pulls import ImagePuller
+from porter_bundle.executor.removals import Removals
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class Run:
     exited: asyncio.Future[int] | None = None
     canceled: bool = False
     cancel_grace: float = 0.0
+    kept: bool = False
+    """Left running for recover() (the executing task was cancelled after the start)."""
 
 
 class Lifecycle:
@@ -116,6 +121,10 @@ class Lifecycle:
         self._max_log_bytes = max_log_bytes
         self._max_output_bytes = max_output_bytes
         self._streams: set[LogStream] = set()
+        self.removals = Removals(self.remove)
+        """The containers of finished runs being removed (execute() does not wait for it)."""
+        self.host = HostOutputs(engine, calls)
+        """Outputs directories on this file system, where the engine sees them."""
 
     def close_streams(self) -> None:
         """Stops following every container (they keep running)."""
@@ -131,15 +140,31 @@ class Lifecycle:
             archive = files_tar(spec.files) if spec.files else None
         except ValueError as exc:
             return ContainerResult(exit_code=None, error=str(exc))
-        api = self._engine.api
         phase(PHASE_PULL)
-        error, image_digest = await self._puller.ensure_image(
+        error, image_digest, image = await self._puller.ensure_image(
             self._engine, spec.image, spec.image_digest
         )
         if error:
             return ContainerResult(exit_code=None, error=error)
         if run.canceled:
             return ContainerResult(exit_code=None, canceled=True)
+        host_outputs = await self.host.run_dir(spec, image)
+        try:
+            return await self._execute(spec, run, on_log, archive, image_digest, host_outputs)
+        finally:
+            if host_outputs is not None and not run.kept:
+                self.host.discard(host_outputs)
+
+    async def _execute(
+        self,
+        spec: ContainerSpec,
+        run: Run,
+        on_log: LogSink | None,
+        archive: bytes | None,
+        image_digest: str,
+        host_outputs: Path | None,
+    ) -> ContainerResult:
+        api = self._engine.api
 
         labels = {
             **spec.labels,
@@ -149,6 +174,13 @@ class Lifecycle:
         }
         if spec.timeout_seconds is not None:
             labels[LABEL_TIMEOUT] = str(spec.timeout_seconds)
+        mounted = self.host.mount(host_outputs, spec, archive) if host_outputs else None
+        binds = None
+        if mounted is not None:
+            labels[LABEL_HOST_OUTPUTS] = str(host_outputs)
+            binds, archive = mounted
+        host_outputs = host_outputs if mounted is not None else None
+        await self.removals.done(spec.run_id)  # the same run again: its name must be free
         try:
             phase(PHASE_CREATE)
             created = await self._calls.call(
@@ -159,7 +191,9 @@ class Lifecycle:
                 environment=dict(spec.env),
                 labels=labels,
                 name=container_name(spec.run_id),
-                host_config=api.create_host_config(network_mode=spec.network or "none"),
+                host_config=api.create_host_config(
+                    network_mode=spec.network or "none", binds=binds
+                ),
             )
         except docker.errors.APIError as exc:
             return ContainerResult(
@@ -170,19 +204,23 @@ class Lifecycle:
         run.container_id = container_id
         keep = False
         try:
-            if archive is not None:
-                phase(PHASE_COPY_FILES)
-                await self._calls.call(api.put_archive, container_id, "/", archive)
-            if run.canceled:
-                return ContainerResult(exit_code=None, canceled=True)
             # Attached before it starts, as `podman run` / `docker run` are: the stream ends
             # when the process does, which engines that poll for exits (Podman) report late.
-            phase(PHASE_START)
+            # The attach and the files copy are independent: both at once.
             stream = LogStream(api, container_id, attach=True)
-            attached = await self._calls.call(stream.connect)
+            connecting = asyncio.ensure_future(self._calls.call(stream.connect))
             try:
+                if archive is not None:
+                    phase(PHASE_COPY_FILES)
+                    await self._calls.call(api.put_archive, container_id, "/", archive)
+                phase(PHASE_START)
+                attached = await asyncio.shield(connecting)
+                if run.canceled:
+                    stream.discard()
+                    return ContainerResult(exit_code=None, canceled=True)
                 await self._calls.call(api.start, container_id)
             except BaseException:
+                await asyncio.wait([connecting])
                 stream.discard()
                 raise
             run.started = True
@@ -193,6 +231,7 @@ class Lifecycle:
                 outputs_dir=spec.outputs_dir,
                 on_log=on_log,
                 stream=stream if attached else None,
+                host_outputs=host_outputs,
             )
             return dataclasses.replace(collected, image_digest=image_digest)
         except docker.errors.APIError as exc:
@@ -203,12 +242,12 @@ class Lifecycle:
         except asyncio.CancelledError:
             # Started: leave it to recover() (see the container module's docstring). Not
             # started: nothing to recover, so it goes.
-            keep = run.started
+            keep = run.kept = run.started
             raise
         finally:
             if not keep:
                 phase(PHASE_REMOVE)
-                await asyncio.shield(self.remove(container_id))
+                self.removals.soon(spec.run_id, container_id)
 
     async def collect(
         self,
@@ -219,6 +258,7 @@ class Lifecycle:
         outputs_dir: str,
         on_log: LogSink | None,
         stream: LogStream | None = None,
+        host_outputs: Path | None = None,
     ) -> ContainerResult:
         """Follows a started container to its end, then reads its outputs.
 
@@ -282,9 +322,15 @@ class Lifecycle:
             error = ""
             if outputs_dir:
                 phase(PHASE_OUTPUTS)
-                outputs, error = await self._calls.call(
-                    _read_outputs, api, container_id, outputs_dir, self._max_output_bytes
-                )
+                limit = self._max_output_bytes
+                read = None
+                if host_outputs is not None:
+                    read = await self._calls.call(self.host.read, host_outputs, limit)
+                if read is None:
+                    read = await self._calls.call(
+                        read_outputs, api, container_id, outputs_dir, limit
+                    )
+                outputs, error = read
             return ContainerResult(
                 exit_code=exit_code,
                 logs=pump.logs(),
@@ -390,30 +436,3 @@ class Lifecycle:
 def _wait_exit(api: docker.APIClient, container_id: str) -> int:
     status: Mapping[str, Any] = api.wait(container_id)
     return int(status["StatusCode"])
-
-
-def _read_outputs(
-    api: docker.APIClient, container_id: str, path: str, limit: int
-) -> tuple[dict[str, bytes], str]:
-    """The outputs directory's files and an error message ("" if none); runs in a thread."""
-    try:
-        chunks, _ = api.get_archive(container_id, path)
-    except docker.errors.NotFound:
-        return {}, ""
-    except docker.errors.APIError as exc:
-        return {}, f"reading the outputs in {path} failed: {engine_words(exc)}"
-    data = bytearray()
-    too_big = False
-    # Read to the end even when over the limit: an abandoned stream leaks its connection.
-    for chunk in chunks:
-        if not too_big:
-            data += chunk
-            too_big = len(data) > limit
-            if too_big:
-                data = bytearray()
-    if too_big:
-        return {}, f"the outputs in {path} exceed {limit} bytes"
-    try:
-        return outputs_from_tar(bytes(data)), ""
-    except Exception as exc:
-        return {}, f"the outputs in {path} could not be read: {describe(exc)}"

@@ -43,41 +43,59 @@ class ImagePuller:
         self._auth = dict(registry_auth or {})
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def ensure_image(self, engine: Engine, image: str, digest: str = "") -> tuple[str, str]:
+    async def ensure_image(
+        self, engine: Engine, image: str, digest: str = ""
+    ) -> tuple[str, str, Mapping[str, Any]]:
         """Pulls the image unless the engine has it, then checks it has ``digest`` (see
-        :meth:`verify_digest`): (an error message or "", the image's registry digest)."""
-        error = await self._pull_if_missing(engine, image)
+        :meth:`verify_digest`): (an error message or "", the image's registry digest, the
+        engine's inspection of the image, empty on an error)."""
+        error, found = await self._pull_if_missing(engine, image)
         if error:
-            return error, ""
-        return await self.verify_digest(engine, image, digest)
+            return error, "", {}
+        try:  # just pulled: inspected now
+            info = found if found is not None else await self._inspect(engine, image)
+        except docker.errors.APIError as exc:
+            return f"inspecting image {image} failed: {engine_words(exc)}", "", {}
+        error, registry_digest = await self.verify_digest(engine, image, digest, info)
+        return error, registry_digest, info
 
-    async def _pull_if_missing(self, engine: Engine, image: str) -> str:
-        """Pulls the image unless the engine has it; returns an error message or ""."""
+    async def _pull_if_missing(
+        self, engine: Engine, image: str
+    ) -> tuple[str, Mapping[str, Any] | None]:
+        """Pulls the image unless the engine has it: an error message or "", and the image's
+        inspection when it was there already."""
         # One pull per image at a time: runs of the same bundle started together wait for
         # the first pull instead of each starting their own.
         lock = self._locks.setdefault(image, asyncio.Lock())
         async with lock:
             try:
-                await self._calls.call(engine.api.inspect_image, image)
-                return ""
+                found: Mapping[str, Any] = await self._calls.call(engine.api.inspect_image, image)
+                return "", found
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:
-                return f"inspecting image {image} failed: {engine_words(exc)}"
+                return f"inspecting image {image} failed: {engine_words(exc)}", None
             error = await self._calls.call(self._pull, engine, image)
             if error:
-                return f"pulling image {image} failed: {self._scrub(error)}"
-            return ""
+                return f"pulling image {image} failed: {self._scrub(error)}", None
+            return "", None
 
-    async def verify_digest(self, engine: Engine, image: str, digest: str) -> tuple[str, str]:
+    async def verify_digest(
+        self,
+        engine: Engine,
+        image: str,
+        digest: str,
+        found: Mapping[str, Any] | None = None,
+    ) -> tuple[str, str]:
         """(error or "", the image's registry digest): the image must have ``digest`` among
         its repo digests when one is given (cnab-go's check); without one, the digest of the
-        image's own repository, else any, else ""."""
+        image's own repository, else any, else "". ``found``: the image's inspection, when
+        already at hand (else the engine is asked)."""
         try:
-            found = await self._calls.call(engine.api.inspect_image, image)
+            info = found if found is not None else await self._inspect(engine, image)
         except docker.errors.APIError as exc:
             return f"inspecting image {image} failed: {engine_words(exc)}", ""
-        repo_digests = [str(d) for d in found.get("RepoDigests") or []]
+        repo_digests = [str(d) for d in info.get("RepoDigests") or []]
         digests = [d.partition("@")[2] for d in repo_digests if "@" in d]
         if digest:
             if digest in digests:
@@ -92,6 +110,10 @@ class ImagePuller:
         repository = head if sep and "/" not in tail else repository
         own = [d.partition("@")[2] for d in repo_digests if d.partition("@")[0] == repository]
         return "", (own or digests or [""])[0]
+
+    async def _inspect(self, engine: Engine, image: str) -> Mapping[str, Any]:
+        found: Mapping[str, Any] = await self._calls.call(engine.api.inspect_image, image)
+        return found
 
     def _pull(self, engine: Engine, image: str) -> str:
         """Pulls in the calling thread; returns the engine's error message or ""."""

@@ -215,11 +215,20 @@ class Runner:
         if tasks:
             # Bounded: a task may be removing a container on an engine that does not answer.
             await asyncio.wait(tasks, timeout=CLOSE_WAIT_SECONDS)
+        await self._settle()
 
     async def wait_idle(self) -> None:
-        """Waits until no run of this process is active (for tests and shutdown)."""
+        """Waits until no run of this process is active and the containers of ended runs
+        are removed (for tests and shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """The executor's cleanup after runs that ended (container removals), bounded: the
+        engine may not answer; what is left is removed as orphans at the next start."""
+        if self._executor_instance is not None:
+            await self._executor_instance.settle(CLOSE_WAIT_SECONDS)
 
     def _spawn(self, run_id: str, work: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
