@@ -27,8 +27,11 @@ class FakeExecutor:
         self.recoverable: dict[str, ContainerResult] = {}
         self.orphan_ids: list[str] = []
         self.recovered: list[str] = []
+        self.removed: list[str] = []
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
         self.specs.append(spec)
         self.started.set()
         if on_log is not None:
@@ -52,9 +55,13 @@ class FakeExecutor:
         self.canceled.add(run_id)
         return True
 
-    async def recover(self, run_id: str) -> ContainerResult | None:
+    async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
         self.recovered.append(run_id)
         return self.recoverable.pop(run_id, None)
+
+    async def remove(self, run_id: str) -> bool:
+        self.removed.append(run_id)
+        return True
 
     async def orphans(self) -> list[str]:
         return list(self.orphan_ids)
@@ -68,7 +75,9 @@ class ScriptedExecutor(FakeExecutor):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queues: dict[str, asyncio.Queue[bytes | int | str]] = {}
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
         assert on_log is not None
         self.loop = asyncio.get_running_loop()
         queue = self.queues[spec.run_id] = asyncio.Queue()
@@ -121,6 +130,7 @@ def services_with(
             max_concurrent_runs=max_concurrent_runs,
             cancel_grace_seconds=cancel_grace,
             network=None,
+            engine_retry_seconds=60,
         ),
         **services,
     )

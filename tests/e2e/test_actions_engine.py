@@ -172,6 +172,7 @@ def services(store, podman_host, tmp_path) -> Services:
             max_concurrent_runs=4,
             cancel_grace_seconds=2,
             network=None,
+            engine_retry_seconds=60,
         ),
         secrets=DirectorySecretStore(secrets),
     )

@@ -167,9 +167,14 @@ def test_action_settings_declare_no_defaults_of_their_own():
         max_concurrent_runs=3,
         cancel_grace_seconds=2,
         container_network="bridge",
+        engine_retry_seconds=7,
     )
     assert ActionSettings.from_settings(given) == ActionSettings(
-        run_timeout_seconds=12, max_concurrent_runs=3, cancel_grace_seconds=2, network="bridge"
+        run_timeout_seconds=12,
+        max_concurrent_runs=3,
+        cancel_grace_seconds=2,
+        network="bridge",
+        engine_retry_seconds=7,
     )
 
 
@@ -189,6 +194,13 @@ def test_an_engine_that_stops_answering_fails_the_run_or_refuses_it(store, tmp_p
             store,
             executor=lambda: ContainerExecutor(
                 wedged.url, probe_timeout_seconds=1, request_timeout_seconds=1
+            ),
+            action_settings=ActionSettings(
+                run_timeout_seconds=60,
+                max_concurrent_runs=1,
+                cancel_grace_seconds=1,
+                network=None,
+                engine_retry_seconds=2,
             ),
         )
         add_installation(services)

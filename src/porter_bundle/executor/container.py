@@ -41,6 +41,7 @@ from porter_bundle.executor.engine import (
 from porter_bundle.executor.lifecycle import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_STOP_GRACE_SECONDS,
+    ENGINE_LOST,
     LABEL_OUTPUTS_DIR,
     LABEL_TIMEOUT,
     Lifecycle,
@@ -139,11 +140,15 @@ class ContainerExecutor:
     # -----------------------------------------------------------------------------------------
     # The Executor protocol
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
-        """Pulls the image if missing, runs the container to its end, collects, removes it.
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
+        """Pulls the image if missing, runs the container to its end, collects, removes it
+        (``keep``: leaves a container that ran for :meth:`remove`).
 
         The timeout counts from the container's start (a pull does not use it up). See the
-        module docstring for what cancelling the calling task does.
+        module docstring for what cancelling the calling task does; an engine that stops
+        answering leaves a started container too (ExecutorUnavailable says ``started``).
         """
         self._check_open()
         if spec.run_id in self._runs:
@@ -152,7 +157,10 @@ class ContainerExecutor:
         self._runs[spec.run_id] = run
         try:
             with unreachable_as_unavailable(self.url):
-                return await self._lifecycle.execute(spec, run, on_log)
+                return await self._lifecycle.execute(spec, run, on_log, keep_after=keep)
+        except ExecutorUnavailable as exc:
+            exc.started = run.started
+            raise
         finally:
             del self._runs[spec.run_id]
 
@@ -194,12 +202,14 @@ class ContainerExecutor:
                 await lifecycle.terminate(container["Id"], grace_seconds, None)
             return bool(found)
 
-    async def recover(self, run_id: str) -> ContainerResult | None:
-        """Finishes a run whose container outlived the process that started it.
+    async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
+        """Finishes a run whose container outlived the process (or the engine connection)
+        that started it.
 
         Waits for the container if it still runs (under what is left of its timeout), then
-        collects its whole log and outputs and removes it. A container that was created but
-        never started is removed, with an error result. None when the run has no container.
+        collects its whole log and outputs and removes it (``keep``: leaves it for
+        :meth:`remove`). A container that was created but never started is removed, with an
+        error result. None when the run has no container.
         """
         self._check_open()
         if run_id in self._runs:
@@ -214,7 +224,7 @@ class ContainerExecutor:
             container_id: str = containers[0]["Id"]
             run = Run(run_id, container_id=container_id)
             self._runs[run_id] = run
-            keep = False
+            kept = False
             try:
                 info = await self._calls.call(self._engine.api.inspect_container, container_id)
                 if info["State"]["Status"] in ("created", "configured"):
@@ -223,20 +233,34 @@ class ContainerExecutor:
                     )
                 labels: Mapping[str, str] = info["Config"].get("Labels") or {}
                 run.started = True
-                return await lifecycle.collect(
+                # One that has exited did so in time (else it had been stopped); what is left
+                # of the timeout applies to one still running.
+                running = bool(info["State"].get("Running"))
+                result = await lifecycle.collect(
                     run,
                     container_id,
-                    limit_seconds=_remaining_timeout(labels, info["State"]),
+                    limit_seconds=_remaining_timeout(labels, info["State"]) if running else None,
                     outputs_dir=labels.get(LABEL_OUTPUTS_DIR, _DEFAULT_OUTPUTS_DIR),
                     on_log=None,
                 )
-            except asyncio.CancelledError:
-                keep = True
+                kept = keep
+                return result
+            except (asyncio.CancelledError, *ENGINE_LOST):
+                kept = True
                 raise
             finally:
                 del self._runs[run_id]
-                if not keep:
+                if not kept:
                     await asyncio.shield(lifecycle.remove(container_id))
+
+    async def remove(self, run_id: str) -> bool:
+        """Removes the run's containers, whatever their state; False when one could not be
+        removed (ExecutorUnavailable when the engine cannot be reached)."""
+        self._check_open()
+        with unreachable_as_unavailable(self.url):
+            containers = await self._lifecycle.find(run_id)
+        removed = [await self._lifecycle.remove(c["Id"]) for c in containers]
+        return all(removed)
 
     async def orphans(self) -> list[str]:
         """Run IDs of all containers labelled as this service's, in any state."""
