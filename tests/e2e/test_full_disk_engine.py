@@ -163,7 +163,7 @@ def start_runs(stub, names: list[str]) -> dict[str, str]:
 def while_full(stub, podman_service, runs: dict[str, str]) -> None:
     """The containers end while the disk is full: their runs stay RUNNING (reads still work)
     with their containers kept, never RUNNING without one."""
-    for name, run_id in runs.items():
+    for run_id in runs.values():
         wait_until(
             lambda r=run_id: containers_of(podman_service, r) == ["exited"],
             f"the container of run {run_id} to exit",

@@ -10,7 +10,10 @@ images, :mod:`~porter_bundle.executor.lifecycle` takes a container from creation
 If the task running :meth:`ContainerExecutor.execute` is cancelled once the container has
 started (the service is shutting down), the container is left running on purpose: a new
 process finds it with :meth:`~ContainerExecutor.orphans` and finishes it with
-:meth:`~ContainerExecutor.recover`. Every other way out of ``execute`` removes it.
+:meth:`~ContainerExecutor.recover`. So is one whose engine stopped answering (the same
+``recover`` finishes it once the engine answers again), and, with ``keep``, one that ran to its
+end, until the caller has recorded its result and calls :meth:`~ContainerExecutor.remove`.
+Every other way out of ``execute`` removes it.
 """
 
 from __future__ import annotations
