@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
+from porter_bundle.executor import ContainerResult, ContainerSpec, ExecutorUnavailable, LogSink
 from porter_bundle.service import ActionSettings, Services
 from porter_bundle.store import Database
 from tests.helpers import wait_until, wait_until_async
@@ -67,6 +67,34 @@ class FakeExecutor:
         return list(self.orphan_ids)
 
 
+class FlakyEngine(FakeExecutor):
+    """Stops answering once a run's container has started (``down``) until the test says
+    it is back; the container's result is then ``recoverable``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
+        self.specs.append(spec)
+        if on_log is not None:
+            await on_log(b"started\n")
+        self.down.set()
+        lost = ExecutorUnavailable("the container engine at unix:///flaky.sock stopped answering")
+        lost.started = True
+        raise lost
+
+    async def ping(self) -> None:
+        if self.down.is_set():
+            raise ExecutorUnavailable("the container engine at unix:///flaky.sock does not answer")
+
+    async def cancel(self, run_id: str, grace_seconds: float) -> bool:
+        await self.ping()
+        return await super().cancel(run_id, grace_seconds)
+
+
 class ScriptedExecutor(FakeExecutor):
     """A run goes on until the test ends it: ``write`` appends output, ``exit`` finishes it."""
 
@@ -118,6 +146,7 @@ def services_with(
     *,
     max_concurrent_runs: int = 2,
     cancel_grace: float = 1,
+    engine_retry: float = 60,
     **services: Any,
 ) -> Services:
     """Services over ``store`` whose runs go to ``fake`` (no network, 30 s timeout);
@@ -130,7 +159,7 @@ def services_with(
             max_concurrent_runs=max_concurrent_runs,
             cancel_grace_seconds=cancel_grace,
             network=None,
-            engine_retry_seconds=60,
+            engine_retry_seconds=engine_retry,
         ),
         **services,
     )
