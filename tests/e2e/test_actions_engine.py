@@ -260,6 +260,15 @@ def containers_of(podman_service, *run_ids: str) -> list[str]:
     return [c["Names"] for c in listed if (c.get("Labels") or {}).get(LABEL_RUN_ID) in run_ids]
 
 
+def no_containers_left(podman_service, *run_ids: str) -> None:
+    """Waits until the runs' containers are removed (once each run's end is stored)."""
+    wait_until(
+        lambda: containers_of(podman_service, *run_ids) == [],
+        "the runs' containers to be removed",
+        timeout=30,
+    )
+
+
 def run_ids(stub, name: str = "app") -> list[str]:
     """The IDs of every run of the installation."""
     request = pb.ListInstallationRunsRequest(namespace=NS, name=name)
@@ -315,7 +324,7 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service):
     assert bye.state == RUN_STATE_SUCCEEDED
     inst = stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name="app")).installation
     assert inst.status.state == INSTALLATION_STATE_UNINSTALLED
-    assert containers_of(podman_service, *run_ids(stub)) == []
+    no_containers_left(podman_service, *run_ids(stub))
 
 
 def test_failures_timeouts_and_missing_outputs(stub, image):
@@ -339,7 +348,7 @@ def test_cancel_a_running_container(stub, image, podman_service):
     canceled = stub.CancelRun(pb.CancelRunRequest(namespace=NS, name="app", run_id=run.id)).run
     assert canceled.canceling
     assert wait_state(stub, run.id).state == RUN_STATE_CANCELED
-    assert containers_of(podman_service, run.id) == []
+    no_containers_left(podman_service, run.id)
 
 
 def test_cancel_answers_at_once_when_the_container_ignores_sigterm(stub, image, podman_service):
@@ -363,7 +372,7 @@ def test_cancel_answers_at_once_when_the_container_ignores_sigterm(stub, image, 
     assert seen[-1].state == RUN_STATE_CANCELED and seen[-1].message == "canceled"
     assert time.monotonic() - started >= 2  # SIGKILL came after the grace
     assert "ignoring TERM" in logs_of(stub, run.id)
-    assert containers_of(podman_service, run.id) == []
+    no_containers_left(podman_service, run.id)
 
 
 def test_concurrent_actions_on_many_installations_and_idempotent_retry(stub, image):
@@ -562,4 +571,4 @@ echo "finished"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
-    assert containers_of(podman_service, survivor.id, vanished.id) == []
+    no_containers_left(podman_service, survivor.id, vanished.id)
