@@ -169,7 +169,11 @@ def _bare_argv(work: Path, image: str, doc: dict[str, Any], inst: Installation) 
     run = Run(id="01BENCHREALISTIC0000000000", namespace=NAMESPACE, installation=NAME)
     inputs = ResolvedInputs(dict(PARAMETERS), frozenset({"db_password"}), dict(CREDENTIALS))
     settings = ActionSettings(
-        run_timeout_seconds=3600, max_concurrent_runs=4, cancel_grace_seconds=10, network=None
+        run_timeout_seconds=3600,
+        max_concurrent_runs=4,
+        cancel_grace_seconds=10,
+        network=None,
+        engine_retry_seconds=60,
     )
     resolved = ResolvedBundle(f"{REPOSITORY}:{TAG}", "sha256:bench", json.dumps(doc))
     image_pin = pin_invocation_image(doc)

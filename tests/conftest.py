@@ -141,6 +141,9 @@ def server(
     yield handle
     try:
         handle.stop(0)
+        # Then the runs' tasks, as `porter-bundle serve` does (a container may be in removal).
+        closing = asyncio.run_coroutine_threadsafe(services.actions.close(), loop)
+        closing.result(timeout=30)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)

@@ -59,6 +59,8 @@ class Engine:
     """``unix://`` address of its Docker-compatible API."""
     env: dict[str, str]
     root: Path
+    service: PodmanService
+    """Its ``podman system service`` process (a test may kill and start it again)."""
     _built: set[str] = field(default_factory=set)
 
     def podman(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -145,51 +147,79 @@ def write_store_config(root: Path | str, driver: str = "vfs") -> dict[str, str]:
     }
 
 
+class PodmanService:
+    """The ``podman system service`` process of a store, on its socket: started, stopped, or
+    SIGKILLed and started again on the same socket and storage (its containers go on under
+    conmon meanwhile, as they do when the real service dies)."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.sock = root / "podman.sock"
+        self.log_path = root / "service.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Starts the service and waits until it answers /_ping."""
+        with self.log_path.open("ab") as service_log:
+            process = self.process = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", f"unix://{self.sock}"],
+                env=self.env,
+                stdout=service_log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def started() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"podman system service failed: {self._log_tail()}")
+            return _ping(self.sock)
+
+        try:
+            wait_until(started, "podman system service to answer", timeout=START_SECONDS)
+        except AssertionError as err:  # the log says why, and goes with the temp dir
+            raise RuntimeError(f"{err}: {self._log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL, as an engine that dies; its socket file stays behind."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+            self.process = None
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 15 s)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+    def _log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:]
+
+
 @contextlib.contextmanager
 def podman_engine(root: Path | None = None) -> Iterator[Engine]:
     """Starts a private Podman service in ``root`` (a new temp dir by default); removes
-    everything afterwards."""
+    everything afterwards. ``Engine.service`` stops and starts it again."""
     if shutil.which("podman") is None:
         raise RuntimeError("podman is not installed (apt-get install podman runc busybox-static)")
     root = root or Path(tempfile.mkdtemp(prefix="porter-bundle-podman-"))
     env = write_store_config(root)
-    sock = root / "podman.sock"
-    log_path = root / "service.log"
-    with log_path.open("wb") as service_log:
-        process = subprocess.Popen(
-            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-            env=env,
-            stdout=service_log,
-            stderr=subprocess.STDOUT,
-        )
-    engine = Engine(f"unix://{sock}", env, root)
-
-    def started() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"podman system service failed: {log_path.read_text()[-2000:]}")
-        return _ping(sock)
-
+    service = PodmanService(root, env)
+    engine = Engine(f"unix://{service.sock}", env, root, service)
     try:
-        try:
-            wait_until(started, "podman system service to answer", timeout=START_SECONDS)
-        except AssertionError as err:  # the log says why, and goes with the temp dir
-            raise RuntimeError(f"{err}: {log_path.read_text()[-2000:]}") from None
+        service.start()
         yield engine
     finally:
         with contextlib.suppress(Exception):
             engine.podman("rm", "--all", "--force")
-        stop_process(process)
+        service.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited 15 s later; waits for it."""
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=15)
 
 
 class WedgedEngine:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from porter_bundle.executor import ContainerResult, ContainerSpec, LogSink
+from porter_bundle.executor import ContainerResult, ContainerSpec, ExecutorUnavailable, LogSink
 from porter_bundle.service import ActionSettings, Services
 from porter_bundle.store import Database
 from tests.helpers import wait_until, wait_until_async
@@ -27,8 +27,11 @@ class FakeExecutor:
         self.recoverable: dict[str, ContainerResult] = {}
         self.orphan_ids: list[str] = []
         self.recovered: list[str] = []
+        self.removed: list[str] = []
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
         self.specs.append(spec)
         self.started.set()
         if on_log is not None:
@@ -52,15 +55,47 @@ class FakeExecutor:
         self.canceled.add(run_id)
         return True
 
-    async def recover(self, run_id: str) -> ContainerResult | None:
+    async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
         self.recovered.append(run_id)
         return self.recoverable.pop(run_id, None)
+
+    async def remove(self, run_id: str) -> bool:
+        self.removed.append(run_id)
+        return True
 
     async def orphans(self) -> list[str]:
         return list(self.orphan_ids)
 
     async def settle(self, wait_seconds: float) -> bool:
         return True
+
+
+class FlakyEngine(FakeExecutor):
+    """Stops answering once a run's container has started (``down``) until the test says
+    it is back; the container's result is then ``recoverable``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
+        self.specs.append(spec)
+        if on_log is not None:
+            await on_log(b"started\n")
+        self.down.set()
+        lost = ExecutorUnavailable("the container engine at unix:///flaky.sock stopped answering")
+        lost.started = True
+        raise lost
+
+    async def ping(self) -> None:
+        if self.down.is_set():
+            raise ExecutorUnavailable("the container engine at unix:///flaky.sock does not answer")
+
+    async def cancel(self, run_id: str, grace_seconds: float) -> bool:
+        await self.ping()
+        return await super().cancel(run_id, grace_seconds)
 
 
 class ScriptedExecutor(FakeExecutor):
@@ -71,7 +106,9 @@ class ScriptedExecutor(FakeExecutor):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queues: dict[str, asyncio.Queue[bytes | int | str]] = {}
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
         assert on_log is not None
         self.loop = asyncio.get_running_loop()
         queue = self.queues[spec.run_id] = asyncio.Queue()
@@ -112,6 +149,7 @@ def services_with(
     *,
     max_concurrent_runs: int = 2,
     cancel_grace: float = 1,
+    engine_retry: float = 60,
     **services: Any,
 ) -> Services:
     """Services over ``store`` whose runs go to ``fake`` (no network, 30 s timeout);
@@ -124,6 +162,7 @@ def services_with(
             max_concurrent_runs=max_concurrent_runs,
             cancel_grace_seconds=cancel_grace,
             network=None,
+            engine_retry_seconds=engine_retry,
         ),
         **services,
     )

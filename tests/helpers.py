@@ -222,6 +222,7 @@ def engine_services(store: Any, podman_host: str, **settings: Any) -> Any:
         "max_concurrent_runs": 2,
         "cancel_grace_seconds": 2,
         "network": None,
+        "engine_retry_seconds": 60,
         **settings,
     }
     return Services.create(

@@ -56,7 +56,11 @@ def services(store, fake, tmp_path) -> Services:
         store,
         executor=lambda: fake,
         action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=2, cancel_grace_seconds=10, network=None
+            run_timeout_seconds=30,
+            max_concurrent_runs=2,
+            cancel_grace_seconds=10,
+            network=None,
+            engine_retry_seconds=60,
         ),
         secrets=DirectorySecretStore(secrets),
     )

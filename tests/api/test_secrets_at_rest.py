@@ -95,7 +95,9 @@ BUNDLE = {
 class EchoingExecutor(FakeExecutor):
     """Prints every secret it was given (3 bytes at a time, so secrets straddle chunks)."""
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
         self.specs.append(spec)
         assert on_log is not None
         given = [*spec.env.values(), *(v.decode() for v in spec.files.values())]
@@ -127,7 +129,11 @@ def services(store: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         store,
         executor=lambda: fake,
         action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+            run_timeout_seconds=30,
+            max_concurrent_runs=1,
+            cancel_grace_seconds=10,
+            network=None,
+            engine_retry_seconds=60,
         ),
         secrets=DirectorySecretStore(secrets),
     )

@@ -48,7 +48,11 @@ def services(store, scripted) -> Services:
         store,
         executor=lambda: scripted,
         action_settings=ActionSettings(
-            run_timeout_seconds=60, max_concurrent_runs=4, cancel_grace_seconds=10, network=None
+            run_timeout_seconds=60,
+            max_concurrent_runs=4,
+            cancel_grace_seconds=10,
+            network=None,
+            engine_retry_seconds=60,
         ),
     )
 

@@ -177,6 +177,7 @@ def scenario_services(store, executor, tmp_path) -> Services:
             max_concurrent_runs=4,
             cancel_grace_seconds=2,
             network=None,
+            engine_retry_seconds=60,
         ),
         secrets=DirectorySecretStore(secrets),
     )
@@ -264,11 +265,12 @@ def containers_of(podman_service, *run_ids: str) -> list[str]:
     return [c["Names"] for c in listed if (c.get("Labels") or {}).get(LABEL_RUN_ID) in run_ids]
 
 
-def wait_no_containers(podman_service, *run_ids: str) -> None:
-    """The containers of these runs are removed: soon after the runs end, as the server
-    removes them while it records the run (never before the result is collected)."""
+def no_containers_left(podman_service, *run_ids: str) -> None:
+    """Waits until the runs' containers are removed (once each run's end is stored)."""
     wait_until(
-        lambda: containers_of(podman_service, *run_ids) == [], "the containers to go", timeout=30
+        lambda: containers_of(podman_service, *run_ids) == [],
+        "the runs' containers to be removed",
+        timeout=30,
     )
 
 
@@ -327,7 +329,7 @@ def test_install_upgrade_invoke_uninstall(stub, image, podman_service):
     assert bye.state == RUN_STATE_SUCCEEDED
     inst = stub.GetInstallation(pb.GetInstallationRequest(namespace=NS, name="app")).installation
     assert inst.status.state == INSTALLATION_STATE_UNINSTALLED
-    wait_no_containers(podman_service, *run_ids(stub))
+    no_containers_left(podman_service, *run_ids(stub))
 
 
 def test_failures_timeouts_and_missing_outputs(stub, image):
@@ -351,7 +353,7 @@ def test_cancel_a_running_container(stub, image, podman_service):
     canceled = stub.CancelRun(pb.CancelRunRequest(namespace=NS, name="app", run_id=run.id)).run
     assert canceled.canceling
     assert wait_state(stub, run.id).state == RUN_STATE_CANCELED
-    wait_no_containers(podman_service, run.id)
+    no_containers_left(podman_service, run.id)
 
 
 def test_cancel_answers_at_once_when_the_container_ignores_sigterm(stub, image, podman_service):
@@ -375,7 +377,7 @@ def test_cancel_answers_at_once_when_the_container_ignores_sigterm(stub, image, 
     assert seen[-1].state == RUN_STATE_CANCELED and seen[-1].message == "canceled"
     assert time.monotonic() - started >= 2  # SIGKILL came after the grace
     assert "ignoring TERM" in logs_of(stub, run.id)
-    wait_no_containers(podman_service, run.id)
+    no_containers_left(podman_service, run.id)
 
 
 def test_concurrent_actions_on_many_installations_and_idempotent_retry(stub, image):
@@ -574,4 +576,4 @@ echo "finished"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
-    wait_no_containers(podman_service, survivor.id, vanished.id)
+    no_containers_left(podman_service, survivor.id, vanished.id)

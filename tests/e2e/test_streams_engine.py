@@ -40,7 +40,11 @@ def services(store, podman_host) -> Services:
         store,
         executor=lambda: ContainerExecutor(podman_host),
         action_settings=ActionSettings(
-            run_timeout_seconds=60, max_concurrent_runs=4, cancel_grace_seconds=5, network=None
+            run_timeout_seconds=60,
+            max_concurrent_runs=4,
+            cancel_grace_seconds=5,
+            network=None,
+            engine_retry_seconds=60,
         ),
     )
 

@@ -56,7 +56,11 @@ def services(store, fake, tmp_path) -> Services:
         store,
         executor=lambda: fake,
         action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+            run_timeout_seconds=30,
+            max_concurrent_runs=1,
+            cancel_grace_seconds=10,
+            network=None,
+            engine_retry_seconds=60,
         ),
         secrets=DirectorySecretStore(secrets),
     )
@@ -438,16 +442,58 @@ def test_cancel_pending_run_waiting_for_a_slot(stub, store, app, fake):
     ]  # the canceled run never reached the engine
 
 
-def test_engine_lost_mid_run_fails_the_run_with_a_message(stub, app, fake):
+def engine_lost(started: bool):
     from porter_bundle.executor import ExecutorUnavailable
 
+    lost = ExecutorUnavailable("unix:///run/podman/podman.sock: connection refused")
+    lost.started = started
+    return lost
+
+
+def run_logs(stub, run_id):
+    return stub.GetInstallationRunLogs(
+        pb.GetInstallationRunLogsRequest(namespace=NS, name=NAME, run_id=run_id)
+    ).logs
+
+
+def test_engine_lost_mid_run_reattaches_to_its_container(stub, app, fake):
+    """The engine stops answering after the start: the run goes on and ends with what its
+    container did (its whole log, outputs), then the container is removed."""
+
     def lost(spec):
-        raise ExecutorUnavailable("unix:///run/podman/podman.sock: connection refused")
+        whole = b"running install\nafter the outage\n"
+        fake.recoverable[spec.run_id] = ContainerResult(0, outputs=GOOD_OUTPUTS, logs=whole)
+        raise engine_lost(started=True)
+
+    fake.behaviour = lost
+    run = wait_final(stub, execute(stub, "install").id)
+    assert run.state == RUN_STATE_SUCCEEDED, run.message
+    assert run_logs(stub, run.id) == "running install\nafter the outage\n"  # nothing repeated
+    assert fake.recovered == [run.id] and fake.removed == [run.id]
+
+
+def test_engine_lost_with_the_container_gone_fails_the_run(stub, app, fake):
+    def lost(spec):
+        raise engine_lost(started=True)
 
     fake.behaviour = lost
     run = wait_final(stub, execute(stub, "install").id)
     assert run.state == RUN_STATE_FAILED
-    assert (
-        run.message.startswith("lost contact with the container engine")
-        and "connection refused" in run.message
-    )
+    assert "container is gone" in run.message and "unreachable" in run.message
+    assert fake.recovered == [run.id] and len(fake.specs) == 1  # never started twice
+
+
+def test_engine_lost_before_the_start_runs_the_container_then(stub, app, fake):
+    """Lost before its container started (a pull): started when the engine answers again."""
+    tries = []
+
+    def lost_once(spec):
+        tries.append(spec.run_id)
+        if len(tries) == 1:
+            raise engine_lost(started=False)
+        return ContainerResult(exit_code=0, outputs=GOOD_OUTPUTS, logs=b"done\n")
+
+    fake.behaviour = lost_once
+    run = wait_final(stub, execute(stub, "install").id)
+    assert run.state == RUN_STATE_SUCCEEDED, run.message
+    assert tries == [run.id, run.id] and fake.removed == [run.id]

@@ -18,7 +18,11 @@ from tests.helpers import cnab_validator
 from tests.service.action_bundle import BUNDLE, NAME, NS, REF
 
 SETTINGS = ActionSettings(
-    run_timeout_seconds=42, max_concurrent_runs=1, cancel_grace_seconds=1, network="bridge"
+    run_timeout_seconds=42,
+    max_concurrent_runs=1,
+    cancel_grace_seconds=1,
+    network="bridge",
+    engine_retry_seconds=60,
 )
 
 

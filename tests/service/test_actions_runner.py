@@ -11,7 +11,12 @@ import json
 import pytest
 
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
-from porter.bundle.v1.run_pb2 import RUN_STATE_CANCELED, RUN_STATE_FAILED, RUN_STATE_SUCCEEDED
+from porter.bundle.v1.run_pb2 import (
+    RUN_STATE_CANCELED,
+    RUN_STATE_FAILED,
+    RUN_STATE_RUNNING,
+    RUN_STATE_SUCCEEDED,
+)
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.config import Settings
 from porter_bundle.errors import Unavailable
@@ -19,6 +24,7 @@ from porter_bundle.executor import ContainerResult
 from porter_bundle.service import ActionRequest, ActionSettings, Services
 from porter_bundle.service.runs import NewRun
 from tests.fake_executor import FakeExecutor
+from tests.helpers import wait_until_async
 from tests.service.action_bundle import BUNDLE, GOOD_OUTPUTS, NAME, NS, REF, src
 
 
@@ -167,9 +173,14 @@ def test_action_settings_declare_no_defaults_of_their_own():
         max_concurrent_runs=3,
         cancel_grace_seconds=2,
         container_network="bridge",
+        engine_retry_seconds=7,
     )
     assert ActionSettings.from_settings(given) == ActionSettings(
-        run_timeout_seconds=12, max_concurrent_runs=3, cancel_grace_seconds=2, network="bridge"
+        run_timeout_seconds=12,
+        max_concurrent_runs=3,
+        cancel_grace_seconds=2,
+        network="bridge",
+        engine_retry_seconds=7,
     )
 
 
@@ -189,6 +200,13 @@ def test_an_engine_that_stops_answering_fails_the_run_or_refuses_it(store, tmp_p
             store,
             executor=lambda: ContainerExecutor(
                 wedged.url, probe_timeout_seconds=1, request_timeout_seconds=1
+            ),
+            action_settings=ActionSettings(
+                run_timeout_seconds=60,
+                max_concurrent_runs=1,
+                cancel_grace_seconds=1,
+                network=None,
+                engine_retry_seconds=2,
             ),
         )
         add_installation(services)
@@ -233,3 +251,54 @@ def test_a_run_canceling_at_a_restart_is_stopped_and_ends_canceled(store, fake):
     assert ended.state == RUN_STATE_CANCELED and ended.canceling and ended.message == "canceled"
     assert run.id in fake.canceled  # the new process sent the stop again
     assert runs.mark_canceling(run.id) is None  # ended: nothing to mark
+
+
+def test_an_engine_that_stays_unreachable_fails_the_run_after_engine_retry(store):
+    """The run stays RUNNING saying the engine is unreachable, and FAILS once it stayed so
+    for engine_retry_seconds."""
+    from tests.fake_executor import FlakyEngine, services_with
+
+    fake = FlakyEngine()
+    services = services_with(store, fake, engine_retry=2)
+    add_installation(services)
+    services.bundles.create(REF, json.dumps({**BUNDLE, "parameters": {}, "credentials": {}}))
+
+    async def go() -> None:
+        run = await services.actions.execute(ActionRequest(NS, NAME, "install"))
+        await wait_until_async(
+            lambda: "unreachable" in services.runs.current(run.id).message, "the engine's note"
+        )
+        assert services.runs.current(run.id).state == RUN_STATE_RUNNING
+        await asyncio.wait_for(services.actions.wait_idle(), 30)
+        failed = services.runs.current(run.id)
+        assert failed.state == RUN_STATE_FAILED
+        assert failed.message.startswith("the container engine stayed unreachable for 2s")
+        assert "unix:///flaky.sock" in failed.message
+
+    asyncio.run(go())
+
+
+def test_a_run_canceled_while_the_engine_is_unreachable_ends_canceled(store):
+    from tests.fake_executor import FlakyEngine, services_with
+
+    fake = FlakyEngine()
+    services = services_with(store, fake)
+    add_installation(services)
+    services.bundles.create(REF, json.dumps({**BUNDLE, "parameters": {}, "credentials": {}}))
+
+    async def go() -> None:
+        run = await services.actions.execute(ActionRequest(NS, NAME, "install"))
+        await wait_until_async(
+            lambda: "unreachable" in services.runs.current(run.id).message, "the engine's note"
+        )
+        marked = await services.actions.cancel(NS, NAME, run.id)
+        assert marked is not None and marked.canceling
+        fake.recoverable[run.id] = ContainerResult(exit_code=143, logs=b"started\nbye\n")
+        fake.down.clear()  # the engine answers again: the cancel is sent, then re-attached
+        await asyncio.wait_for(services.actions.wait_idle(), 30)
+        ended = services.runs.current(run.id)
+        assert ended.state == RUN_STATE_CANCELED and ended.message == "canceled"
+        assert fake.canceled == {run.id} and fake.removed == [run.id]
+        assert services.runs.log_from(run.id, 0) == b"started\nbye\n"
+
+    asyncio.run(go())

@@ -39,7 +39,11 @@ def services(store, fake) -> Services:
         store,
         executor=lambda: fake,
         action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=1, cancel_grace_seconds=10, network=None
+            run_timeout_seconds=30,
+            max_concurrent_runs=1,
+            cancel_grace_seconds=10,
+            network=None,
+            engine_retry_seconds=60,
         ),
     )
 

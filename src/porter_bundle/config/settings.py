@@ -352,6 +352,18 @@ class Settings(BaseSettings):
         Option("PORTER_BUNDLE_CANCEL_GRACE", "--cancel-grace", ACTIONS, metavar="SECONDS"),
         Field(ge=0, description="seconds between SIGTERM and SIGKILL when a run is canceled"),
     ] = 10.0
+    engine_retry_seconds: Annotated[
+        float,
+        Option("PORTER_BUNDLE_ENGINE_RETRY", "--engine-retry", ACTIONS, metavar="SECONDS"),
+        Field(
+            gt=0,
+            description=(
+                "seconds a run keeps trying to reach a container engine that stopped answering "
+                "(it stays RUNNING and is re-attached to its container when the engine answers) "
+                "before it fails; the run's timeout ends the wait too"
+            ),
+        ),
+    ] = 600.0
     container_network: Annotated[
         str | None,
         Option(

@@ -142,17 +142,24 @@ class ContainerResult:
 class ExecutorUnavailable(Exception):
     """The container engine cannot be reached; the message says which sockets were tried."""
 
+    started: bool = False
+    """Raised by :meth:`Executor.execute`: whether the run's container had been started when
+    the engine stopped answering (it may still run; :meth:`Executor.recover` finds it)."""
+
 
 class Executor(Protocol):
     """Runs containers described by :class:`ContainerSpec`."""
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
         """Creates, starts and waits for the container, collects logs and outputs, removes it
-        (the removal may go on after it returns: :meth:`settle`).
+        (``keep``: leaves a container that ran for :meth:`remove`, once its result is recorded;
+        else the removal may go on after it returns: :meth:`settle`).
 
         ``on_log`` receives log chunks as the container writes them. Never raises for
         container failures (they are in the result); raises ExecutorUnavailable when
-        the engine cannot be reached.
+        the engine cannot be reached, leaving a started container in place.
         """
         ...
 
@@ -165,9 +172,15 @@ class Executor(Protocol):
         """SIGTERM to the run's container, SIGKILL after the grace period. False if none runs."""
         ...
 
-    async def recover(self, run_id: str) -> ContainerResult | None:
-        """After a restart: waits for a container of this run that still exists and finishes it
-        like :meth:`execute` would (logs, outputs, removal). None when no container exists."""
+    async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
+        """After a restart, or once an engine that stopped answering answers again: waits for
+        a container of this run that still exists and finishes it like :meth:`execute` would
+        (its whole log, outputs, removal unless ``keep``). None when no container exists."""
+        ...
+
+    async def remove(self, run_id: str) -> bool:
+        """Removes the run's containers, whatever their state; False when one could not be
+        removed (ExecutorUnavailable when the engine cannot be reached)."""
         ...
 
     async def orphans(self) -> list[str]:

@@ -10,7 +10,10 @@ images, :mod:`~porter_bundle.executor.lifecycle` takes a container from creation
 If the task running :meth:`ContainerExecutor.execute` is cancelled once the container has
 started (the service is shutting down), the container is left running on purpose: a new
 process finds it with :meth:`~ContainerExecutor.orphans` and finishes it with
-:meth:`~ContainerExecutor.recover`. Every other way out of ``execute`` removes it.
+:meth:`~ContainerExecutor.recover`. So is one whose engine stopped answering (the same
+``recover`` finishes it once the engine answers again), and, with ``keep``, one that ran to its
+end, until the caller has recorded its result and calls :meth:`~ContainerExecutor.remove`.
+Every other way out of ``execute`` removes it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from porter_bundle.executor.hostdir import LABEL_HOST_OUTPUTS
 from porter_bundle.executor.lifecycle import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_STOP_GRACE_SECONDS,
+    ENGINE_LOST,
     LABEL_OUTPUTS_DIR,
     LABEL_TIMEOUT,
     Lifecycle,
@@ -145,12 +149,16 @@ class ContainerExecutor:
     # -----------------------------------------------------------------------------------------
     # The Executor protocol
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
-        """Pulls the image if missing, runs the container to its end, collects, removes it.
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
+        """Pulls the image if missing, runs the container to its end, collects, removes it
+        (``keep``: leaves a container that ran for :meth:`remove`).
 
         The timeout counts from the container's start (a pull does not use it up). The removal
         goes on after this returns (:meth:`settle` waits for it). See the module docstring for
-        what cancelling the calling task does.
+        what cancelling the calling task does; an engine that stops answering leaves a started
+        container too (ExecutorUnavailable says ``started``).
         """
         self._check_open()
         if spec.run_id in self._runs:
@@ -159,7 +167,10 @@ class ContainerExecutor:
         self._runs[spec.run_id] = run
         try:
             with unreachable_as_unavailable(self.url):
-                return await self._lifecycle.execute(spec, run, on_log)
+                return await self._lifecycle.execute(spec, run, on_log, keep_after=keep)
+        except ExecutorUnavailable as exc:
+            exc.started = run.started
+            raise
         finally:
             del self._runs[spec.run_id]
 
@@ -207,12 +218,14 @@ class ContainerExecutor:
                 await lifecycle.terminate(container["Id"], grace_seconds, None)
             return bool(found)
 
-    async def recover(self, run_id: str) -> ContainerResult | None:
-        """Finishes a run whose container outlived the process that started it.
+    async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
+        """Finishes a run whose container outlived the process (or the engine connection)
+        that started it.
 
         Waits for the container if it still runs (under what is left of its timeout), then
-        collects its whole log and outputs and removes it. A container that was created but
-        never started is removed, with an error result. None when the run has no container.
+        collects its whole log and outputs and removes it (``keep``: leaves it for
+        :meth:`remove`). A container that was created but never started is removed, with an
+        error result. None when the run has no container.
         """
         self._check_open()
         if run_id in self._runs:
@@ -228,7 +241,7 @@ class ContainerExecutor:
             host_outputs = None
             run = Run(run_id, container_id=container_id)
             self._runs[run_id] = run
-            keep = False
+            kept = False
             try:
                 info = await self._calls.call(self._engine.api.inspect_container, container_id)
                 labels: Mapping[str, str] = info["Config"].get("Labels") or {}
@@ -238,23 +251,43 @@ class ContainerExecutor:
                         exit_code=None, error="the container was created but never started"
                     )
                 run.started = True
-                return await lifecycle.collect(
+                # One that has exited did so in time (else it had been stopped); what is left
+                # of the timeout applies to one still running.
+                running = bool(info["State"].get("Running"))
+                result = await lifecycle.collect(
                     run,
                     container_id,
-                    limit_seconds=_remaining_timeout(labels, info["State"]),
+                    limit_seconds=_remaining_timeout(labels, info["State"]) if running else None,
                     outputs_dir=labels.get(LABEL_OUTPUTS_DIR, _DEFAULT_OUTPUTS_DIR),
                     on_log=None,
                     host_outputs=host_outputs,
                 )
-            except asyncio.CancelledError:
-                keep = True
+                kept = keep
+                return result
+            except (asyncio.CancelledError, *ENGINE_LOST):
+                kept = True
                 raise
             finally:
                 del self._runs[run_id]
-                if not keep:
+                if not kept:
                     await asyncio.shield(lifecycle.remove(container_id))
                     if host_outputs is not None:
                         lifecycle.host.discard(host_outputs)
+
+    async def remove(self, run_id: str) -> bool:
+        """Removes the run's containers, whatever their state; False when one could not be
+        removed (ExecutorUnavailable when the engine cannot be reached)."""
+        self._check_open()
+        with unreachable_as_unavailable(self.url):
+            containers = await self._lifecycle.find(run_id)
+        removed = []
+        for container in containers:
+            labels: Mapping[str, str] = container.get("Labels") or {}
+            removed.append(await self._lifecycle.remove(container["Id"]))
+            host_outputs = self._lifecycle.host.owns(labels.get(LABEL_HOST_OUTPUTS, ""))
+            if removed[-1] and host_outputs is not None:
+                self._lifecycle.host.discard(host_outputs)
+        return all(removed)
 
     async def orphans(self) -> list[str]:
         """Run IDs of all containers labelled as this service's, in any state.

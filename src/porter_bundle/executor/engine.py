@@ -26,6 +26,7 @@ import docker.errors
 import docker.utils
 import requests
 from docker.constants import DEFAULT_DOCKER_API_VERSION
+from docker.transport.unixconn import UnixHTTPConnection
 
 from porter_bundle.executor.base import ExecutorUnavailable
 
@@ -174,6 +175,23 @@ def unreachable_as_unavailable(url: str) -> Iterator[None]:
         raise ExecutorUnavailable(
             f"the container engine at {url} stopped answering: {describe(exc)}"
         ) from exc
+
+
+def _connect_or_close(self: UnixHTTPConnection) -> None:
+    """The SDK's ``UnixHTTPConnection.connect``, closing its socket when the connect fails:
+    the SDK's own leaves it to the garbage collector (a ResourceWarning for every call made
+    while an engine is down, which a run re-attaching to its container makes)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_socket)
+    except BaseException:
+        sock.close()
+        raise
+    self.sock = sock
+
+
+UnixHTTPConnection.connect = _connect_or_close  # type: ignore[method-assign]
 
 
 def engine_words(exc: BaseException) -> str:

@@ -114,8 +114,9 @@ class RunObjects:
         ]
         await self._api.maybe("DELETE", self.job_path(run_id), query)
 
-    async def remove(self, run_id: str) -> None:
-        """Deletes the run's Job and Secret (either may be gone already)."""
+    async def remove(self, run_id: str) -> bool:
+        """Deletes the run's Job and Secret (either may be gone already); False when they could
+        not be (logged, never raised)."""
         try:
             await self.delete_job(run_id, "Background", 0)
             await self._api.maybe(
@@ -123,6 +124,8 @@ class RunObjects:
             )
         except (KubeError, ExecutorUnavailable) as exc:
             log.warning("could not delete the Job of run %s (its ttl will): %s", run_id, exc)
+            return False
+        return True
 
 
 def selector(run_id: str) -> str:

@@ -132,12 +132,15 @@ class KubernetesExecutor:
     # -----------------------------------------------------------------------------------------
     # The Executor protocol
 
-    async def execute(self, spec: ContainerSpec, on_log: LogSink | None = None) -> ContainerResult:
-        """Creates the run's Job and Secret, waits for its pod to end, collects, deletes them."""
+    async def execute(
+        self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
+    ) -> ContainerResult:
+        """Creates the run's Job and Secret, waits for its pod to end, collects, deletes them
+        (``keep``: leaves a Job that ran for :meth:`remove`, once its result is recorded)."""
         if spec.run_id in self._runs:
             return ContainerResult(exit_code=None, error=f"run {spec.run_id} is already executing")
         run = self._runs[spec.run_id] = _Run(spec.run_id)
-        keep = False
+        keep_after, keep = keep, False
         try:
             try:
                 job, secret = run_job(spec, self._settings), run_secret(spec, self._settings)
@@ -146,7 +149,9 @@ class KubernetesExecutor:
             created = await self._create(run, job, secret)
             if isinstance(created, ContainerResult):
                 return created
-            return await self._finish(run, spec.outputs_dir, on_log)
+            result = await self._finish(run, spec.outputs_dir, on_log)
+            keep = keep_after
+            return result
         except asyncio.CancelledError:
             keep = True  # the server stops: the Job goes on, recover() finishes it
             raise
@@ -183,9 +188,9 @@ class KubernetesExecutor:
         await self._objects.delete_job(run_id, "Foreground", grace_seconds)
         return True
 
-    async def recover(self, run_id: str) -> ContainerResult | None:
+    async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
         """Re-attaches to a run's Job (found by its labels) and finishes it like :meth:`execute`
-        would; None when the run has no Job (a stray Secret of it is removed)."""
+        would (``keep`` too); None when the run has no Job (a stray Secret of it is removed)."""
         if run_id in self._runs:
             raise RuntimeError(f"run {run_id} is being executed by this executor")
         found = await self._objects.jobs(run_id)
@@ -194,7 +199,7 @@ class KubernetesExecutor:
             return None
         job = found[0]
         run = self._runs[run_id] = _Run(run_id)
-        keep = False
+        keep_after, keep = keep, False
         try:
             if (job.get("spec") or {}).get("suspend"):
                 return ContainerResult(
@@ -202,7 +207,9 @@ class KubernetesExecutor:
                 )
             annotations = (job.get("metadata") or {}).get("annotations") or {}
             outputs_dir = str(annotations.get(ANNOTATION_OUTPUTS_DIR, "/cnab/app/outputs"))
-            return await self._finish(run, outputs_dir, None)
+            result = await self._finish(run, outputs_dir, None)
+            keep = keep_after
+            return result
         except asyncio.CancelledError:
             keep = True
             raise
@@ -211,6 +218,14 @@ class KubernetesExecutor:
             del self._runs[run_id]
             if not keep:
                 await asyncio.shield(self._objects.remove(run_id))
+
+    async def remove(self, run_id: str) -> bool:
+        """Deletes the run's Job and Secret; False when they could not be (their ttl will)."""
+        return await self._objects.remove(run_id)
+
+    async def settle(self, wait_seconds: float) -> bool:
+        """Nothing is removed in the background here: always settled."""
+        return True
 
     async def orphans(self) -> list[str]:
         """Run IDs of every Job this service created that still exists. (A run's Secret is

@@ -20,6 +20,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 
 from porter_bundle.executor._archive import files_tar, read_outputs
 from porter_bundle.executor.base import (
@@ -70,6 +71,9 @@ EXIT_SETTLE_POLLS = 200
 # Between two looks at a container this process does not watch itself (see cancel()).
 STATE_POLL_SECONDS = 0.1
 
+# What an engine that stopped answering raises (a dropped connection, an unanswered request).
+ENGINE_LOST = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
 _NAME_UNSAFE = re.compile(r"[^a-z0-9_.-]")
 
 
@@ -89,7 +93,10 @@ class Run:
     canceled: bool = False
     cancel_grace: float = 0.0
     kept: bool = False
-    """Left running for recover() (the executing task was cancelled after the start)."""
+    """Left for recover() or remove() (the executing task was cancelled after the start, the
+    engine stopped answering, or the caller keeps it until its result is recorded)."""
+    stream_dropped: bool = False
+    """The attached log stream ended while the process still ran (the engine restarted)."""
 
 
 class Lifecycle:
@@ -132,10 +139,11 @@ class Lifecycle:
             stream.close()
 
     async def execute(
-        self, spec: ContainerSpec, run: Run, on_log: LogSink | None
+        self, spec: ContainerSpec, run: Run, on_log: LogSink | None, *, keep_after: bool = False
     ) -> ContainerResult:
         """Pulls, creates, starts, follows and collects the run's container, then removes it;
-        kept only when the calling task is cancelled after the start."""
+        kept when the calling task is cancelled or the engine stops answering after the start,
+        and (``keep_after``) when it ran to its end."""
         try:
             archive = files_tar(spec.files) if spec.files else None
         except ValueError as exc:
@@ -150,7 +158,9 @@ class Lifecycle:
             return ContainerResult(exit_code=None, canceled=True)
         host_outputs = await self.host.run_dir(spec, image)
         try:
-            return await self._execute(spec, run, on_log, archive, image_digest, host_outputs)
+            return await self._execute(
+                spec, run, on_log, archive, image_digest, host_outputs, keep_after
+            )
         finally:
             if host_outputs is not None and not run.kept:
                 self.host.discard(host_outputs)
@@ -163,6 +173,7 @@ class Lifecycle:
         archive: bytes | None,
         image_digest: str,
         host_outputs: Path | None,
+        keep_after: bool,
     ) -> ContainerResult:
         api = self._engine.api
 
@@ -233,15 +244,17 @@ class Lifecycle:
                 stream=stream if attached else None,
                 host_outputs=host_outputs,
             )
+            keep = run.kept = keep_after
             return dataclasses.replace(collected, image_digest=image_digest)
         except docker.errors.APIError as exc:
             return ContainerResult(
                 exit_code=None,
                 error=f"running a container of image {spec.image} failed: {engine_words(exc)}",
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, *ENGINE_LOST):
             # Started: leave it to recover() (see the container module's docstring). Not
-            # started: nothing to recover, so it goes.
+            # started: nothing to recover, so it goes. An engine that stopped answering
+            # must not remove a container that still runs should it answer the removal.
             keep = run.kept = run.started
             raise
         finally:
@@ -280,7 +293,9 @@ class Lifecycle:
         # Set before the first await: cancel() relies on `exited` once `started` is true.
         exited: asyncio.Future[int]
         if attached:
-            exited = run.exited = asyncio.ensure_future(self._exit_after(container_id, follower))
+            exited = run.exited = asyncio.ensure_future(
+                self._exit_after(run, container_id, follower)
+            )
         else:
             exited = run.exited = in_thread(
                 loop,
@@ -314,7 +329,7 @@ class Lifecycle:
                 if not cut:
                     queue.put_nowait(None)
             await pump_task
-            if not drained:
+            if not drained or run.stream_dropped:
                 whole = await self._calls.call(api.logs, container_id)
                 await pump.feed(whole[pump.total :])
 
@@ -354,7 +369,9 @@ class Lifecycle:
             self._streams.discard(stream)
             pump_task.cancel()
 
-    async def _exit_after(self, container_id: str, stream_ended: asyncio.Future[None]) -> int:
+    async def _exit_after(
+        self, run: Run, container_id: str, stream_ended: asyncio.Future[None]
+    ) -> int:
         """The exit code once an attached stream has ended (the process's end closes it)."""
         await asyncio.shield(stream_ended)
         for _ in range(EXIT_SETTLE_POLLS):
@@ -363,10 +380,13 @@ class Lifecycle:
             if not state.get("Running"):
                 return int(state.get("ExitCode", -1))
             await asyncio.sleep(EXIT_SETTLE_SECONDS)
-        # A dropped stream, the process still running: the untimed wait, in a daemon thread.
+        # A dropped stream, the process still running: the untimed wait, in a daemon thread;
+        # what the stream missed is fetched once it has exited.
         wait = functools.partial(_wait_exit, self._engine.api, container_id)
         name = f"porter-bundle-wait-{container_id[:12]}"
-        return await in_thread(asyncio.get_running_loop(), name, wait)
+        code = await in_thread(asyncio.get_running_loop(), name, wait)
+        run.stream_dropped = True
+        return code
 
     async def terminate(
         self, container_id: str, grace: float, exited: asyncio.Future[int] | None
@@ -411,8 +431,8 @@ class Lifecycle:
             return False
         return bool(info["State"].get("Running"))
 
-    async def remove(self, container_id: str) -> None:
-        """Removes a container, whatever its state; failures are logged, never raised.
+    async def remove(self, container_id: str) -> bool:
+        """Removes a container, whatever its state; failures are logged, never raised (False).
 
         A container that could not be removed is still found by orphans() later.
         """
@@ -422,6 +442,8 @@ class Lifecycle:
             pass
         except Exception as exc:
             log.warning("could not remove container %s: %s", container_id[:12], describe(exc))
+            return False
+        return True
 
     async def find(self, run_id: str) -> list[dict[str, Any]]:
         """The run's containers this service created, in any state."""

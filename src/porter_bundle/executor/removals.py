@@ -16,10 +16,10 @@ from typing import Any
 class Removals:
     """Background removals on the running event loop."""
 
-    def __init__(self, remove: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, remove: Callable[[str], Coroutine[Any, Any, object]]) -> None:
         """``remove``: removes one container, logging (never raising) a failure."""
         self._remove = remove
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, asyncio.Task[object]] = {}
 
     def soon(self, run_id: str, container_id: str) -> None:
         """Starts removing the run's container; returns at once."""
@@ -29,7 +29,7 @@ class Removals:
         self._pending[run_id] = task
         task.add_done_callback(lambda _: self._forget(run_id, task))
 
-    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+    def _forget(self, run_id: str, task: asyncio.Task[object]) -> None:
         if self._pending.get(run_id) is task:
             del self._pending[run_id]
 

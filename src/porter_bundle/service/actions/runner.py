@@ -15,7 +15,6 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_CANCELED,
     RUN_STATE_FAILED,
     RUN_STATE_PENDING,
-    RUN_STATE_SUCCEEDED,
     Run,
 )
 from porter.bundle.v1.value_set_pb2 import CredentialSet
@@ -28,9 +27,19 @@ from porter_bundle.executor import (
     PhaseHook,
     reporting_phases,
 )
+from porter_bundle.service.actions.outages import (
+    LiveLog,
+    Lost,
+    Reattach,
+    durably,
+    reattach,
+    release,
+    rest_of_log,
+)
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import find_set
 from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.actions.verdict import verdict
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
@@ -104,6 +113,14 @@ class Runner:
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self.phase_hooks: Callable[[str], PhaseHook | None] | None = None
         """Given a run ID, what spans the steps of its container (tracing); None: nothing."""
+        self._reattach = Reattach(
+            runs=runs,
+            blocking=blocking,
+            run_timeout_seconds=settings.run_timeout_seconds,
+            retry_seconds=settings.engine_retry_seconds,
+            cancel_grace_seconds=settings.cancel_grace_seconds,
+            canceled=self._canceled.__contains__,
+        )
 
     async def executor(self) -> Executor:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
@@ -241,35 +258,45 @@ class Runner:
         run_id = prepared.run.id
         redactor = prepared.redactor
         register(run_id, redactor)
+        executor: Executor | None = None
+        kept = False  # a container of the run may exist: removed once the run's end is stored
         try:
             async with self._slots:
-                started = await self._blocking.run(self._runs.start, run_id)
+                what = f"the start of run {run_id}"
+                started = await durably(self._blocking, what, self._runs.start, run_id)
                 if started is None:  # canceled while it waited for a slot
                     return
                 self._observers.emit(RunEvent(Kind.STARTED, run_id, started))
                 executor = await self.executor()
-                masked = redactor.stream()
-
-                async def on_log(chunk: bytes) -> None:
-                    safe = masked.feed(chunk)
-                    if safe:
-                        await self._blocking.run(self._runs.append_log, run_id, safe)
-
-                hooks = self.phase_hooks
-                with reporting_phases(hooks(run_id) if hooks is not None else None):
-                    result = await executor.execute(prepared.spec, on_log)
-                if rest := masked.flush():
-                    await self._blocking.run(self._runs.append_log, run_id, rest)
-            await self._complete(run_id, prepared.bundle, prepared.action, result, redactor)
+                live = LiveLog(self._runs, self._blocking, run_id, redactor)
+                outcome: ContainerResult | Lost
+                try:
+                    hooks = self.phase_hooks
+                    with reporting_phases(hooks(run_id) if hooks is not None else None):
+                        outcome = await executor.execute(prepared.spec, live.feed, keep=True)
+                except ExecutorUnavailable as lost:  # the engine stopped answering
+                    kept = True
+                    self._observers.error("executor", "unavailable")
+                    outcome = await reattach(
+                        self._reattach, executor, started, lost, prepared.spec, live.feed
+                    )
+                    live.broken = True  # what it missed comes from the whole log
+                kept = True
+                if isinstance(outcome, Lost):
+                    await self._end_lost(run_id, outcome, redactor)
+                    return
+                await live.flush()
+            if live.broken:
+                await rest_of_log(self._runs, self._blocking, run_id, outcome, redactor)
+            await self._complete(run_id, prepared.bundle, prepared.action, outcome, redactor)
         except asyncio.CancelledError:
-            raise  # server shutdown: the container goes on; recover() finishes the run later
+            kept = False  # server shutdown: the container goes on; recover() finishes it later
+            raise
         except Unavailable as exc:
             message = redactor.text(exc.message)
-            await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
-        except ExecutorUnavailable as exc:
-            self._observers.error("executor", "unavailable")
-            message = redactor.text(f"lost contact with the container engine: {exc}")
-            await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
+            engine = exc.reason == "CONTAINER_ENGINE_UNAVAILABLE"
+            cause = "engine_unavailable" if engine else "internal"
+            await self._end(run_id, RUN_STATE_FAILED, message, cause=cause)
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)
@@ -278,37 +305,59 @@ class Runner:
         finally:
             self._canceled.discard(run_id)
             unregister(run_id)
+            if kept and executor is not None:
+                await self._release(executor, run_id)
+
+    async def _end_lost(self, run_id: str, lost: Lost, redactor: Redactor) -> None:
+        """Ends a run whose container could not be re-attached (see :func:`reattach`)."""
+        kind, cause = (
+            (Kind.TIMED_OUT, "timeout") if lost.timed_out else (None, "engine_unavailable")
+        )
+        await self._end(
+            run_id, RUN_STATE_FAILED, redactor.text(lost.message), kind=kind, cause=cause
+        )
+
+    async def _release(self, executor: Executor, run_id: str) -> None:
+        await release(executor, run_id, self._settings.engine_retry_seconds)
 
     async def _recover_run(self, executor: Executor, run: Run) -> None:
+        kept = False
         try:
-            result = await executor.recover(run.id)
-            if result is None and run.state == RUN_STATE_PENDING:
+            outcome: ContainerResult | Lost | None
+            try:
+                outcome = await executor.recover(run.id, keep=True)
+            except ExecutorUnavailable as lost:
+                lost.started = True  # it may still run: wait for the engine, never start it twice
+                outcome = await reattach(self._reattach, executor, run, lost)
+            if outcome is None and run.state == RUN_STATE_PENDING:
                 await self._start_again(run)
                 return
-            if result is None:
+            if outcome is None:
                 why = "the run's container vanished while the server was down"
                 await self._end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
                 return
+            kept = True
             # Its sensitive parameters are masked; its credentials as far as they resolve now.
             redactor = await self._blocking.run(self._stored_redactor, run)
             register(run.id, redactor)  # log lines about it are masked too
+            if isinstance(outcome, Lost):
+                await self._end_lost(run.id, outcome, redactor)
+                return
             self._observers.emit(RunEvent(Kind.RECOVERED, run.id, run))
-            if result.logs:
-                # The container's whole log: what the stored log lacks is what came after
-                # it. Masks keep lengths, so the stored length is the offset to go on from.
-                stored = await self._blocking.run(self._runs.log_length, run.id)
-                rest = redactor.data(result.logs)[stored:]
-                if rest:
-                    await self._blocking.run(self._runs.append_log, run.id, rest)
+            await rest_of_log(self._runs, self._blocking, run.id, outcome, redactor)
             bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
-            await self._complete(run.id, bundle, action, result, redactor)
+            await self._complete(run.id, bundle, action, outcome, redactor)
         except asyncio.CancelledError:
+            kept = False
             raise
         except Exception:
+            kept = False  # the next start recovers it from its container
             log.exception("could not recover run %s", run.id)
         finally:
             unregister(run.id)
+            if kept:
+                await self._release(executor, run.id)
 
     async def _start_again(self, run: Run) -> None:
         """Starts a run the previous process accepted (PENDING) but never started: accepted
@@ -354,33 +403,16 @@ class Runner:
         produced = [render(v.value) for v in values if v.sensitive]
         if produced:  # the image may have printed the sensitive outputs it wrote
             redactor = redactor.plus(produced)
-            await self._blocking.run(self._mask_stored_log, run_id, redactor)
-        kind, cause = None, ""
+            what = f"the masked log of run {run_id}"
+            await durably(self._blocking, what, self._mask_stored_log, run_id, redactor)
         stored = await self._blocking.run(self._runs.current, run_id)
         # `canceling` stored: CancelRun reached this run through another process too.
-        if result.canceled or run_id in self._canceled or (stored is not None and stored.canceling):
-            state, message = RUN_STATE_CANCELED, "canceled"
-        elif result.timed_out:
-            kind, cause = Kind.TIMED_OUT, "timeout"
-            state, message = (
-                RUN_STATE_FAILED,
-                f"timed out after {self._settings.run_timeout_seconds:g}s",
-            )
-            if result.error:  # the engine's own words, e.g. Kubernetes' DeadlineExceeded
-                message += f" ({result.error})"
-        elif result.error:
-            state, message, cause = RUN_STATE_FAILED, result.error, "container_error"
+        canceled = run_id in self._canceled or (stored is not None and stored.canceling)
+        state, message, kind, cause = verdict(
+            result, missing, canceled, self._settings.run_timeout_seconds
+        )
+        if cause == "container_error":
             self._observers.error("executor", "refused")
-        elif result.exit_code != 0:
-            cause = "exit_code"
-            state, message = (
-                RUN_STATE_FAILED,
-                f"the invocation image exited with status {result.exit_code}",
-            )
-        elif missing:
-            state, message, cause = RUN_STATE_FAILED, "; ".join(missing), "missing_outputs"
-        else:
-            state, message = RUN_STATE_SUCCEEDED, ""
         await self._end(
             run_id,
             state,
@@ -410,8 +442,17 @@ class Runner:
         image_digest: str = "",
     ) -> None:
         """Finishes the run and emits ``kind`` (by default: canceled or finished, by state)."""
-        run = await self._blocking.run(
-            self._finish_quietly, run_id, state, message, outputs, image_digest
+        # Retried until stored (a full disk, a restarting database): the run's container is
+        # kept until then, so it is never RUNNING without one.
+        run = await durably(
+            self._blocking,
+            f"the end of run {run_id}",
+            self._finish_quietly,
+            run_id,
+            state,
+            message,
+            outputs,
+            image_digest,
         )
         if run is None:
             return

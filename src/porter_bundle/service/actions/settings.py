@@ -21,6 +21,9 @@ class ActionSettings:
     """Between SIGTERM and SIGKILL when a run is canceled."""
     network: str | None
     """Network mode for invocation images; None = no network."""
+    engine_retry_seconds: float
+    """How long a run tries to reach an engine that stopped answering before it FAILS (its
+    timeout bounds it too)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ActionSettings:
@@ -30,6 +33,7 @@ class ActionSettings:
             max_concurrent_runs=settings.max_concurrent_runs,
             cancel_grace_seconds=settings.cancel_grace_seconds,
             network=settings.container_network,
+            engine_retry_seconds=settings.engine_retry_seconds,
         )
 
 

@@ -196,6 +196,19 @@ class RunRecorder:
         self.events.run_changed(run)
         return run
 
+    def note(self, run_id: str, message: str) -> Run | None:
+        """Sets the message of a RUNNING run (what it waits for, e.g. an unreachable engine;
+        "" once it goes on); None when it is not running."""
+        with self._store.write() as s:
+            row = self._load(s, run_id)
+            run = Run.FromString(row.doc)
+            if run.state != RUN_STATE_RUNNING:
+                return None
+            run.message = message
+            self._save(s, row, run)
+        self.events.run_changed(run)
+        return run
+
     def append_log(self, run_id: str, chunk: bytes) -> int:
         """Appends container output to a run's log; returns the new log length."""
         with self._store.write() as s:
