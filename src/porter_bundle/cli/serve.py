@@ -78,7 +78,7 @@ async def _serve(settings: config.Settings) -> bool:
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor import ContainerExecutor
-    from porter_bundle.service import ActionSettings, Blocking, Services
+    from porter_bundle.service import ActionSettings, Blocking, LeaseSettings, Services
     from porter_bundle.store import Database
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
@@ -108,6 +108,7 @@ async def _serve(settings: config.Settings) -> bool:
         registry=registry,
         blocking=blocking,
         output_retention_runs=settings.output_retention_runs,
+        leases=LeaseSettings.from_settings(settings),
     )
     running = await start_server(settings, services, blocking.pool)
     if running.legacy is not None:
@@ -119,7 +120,10 @@ async def _serve(settings: config.Settings) -> bool:
     recovery.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await recovery
-    await running.stop(settings.grace_seconds)
+    # Beside the calls' grace: stop taking runs, hand back the pending ones, let runs end.
+    await asyncio.gather(
+        running.stop(settings.grace_seconds), services.actions.drain(settings.grace_seconds)
+    )
     await services.actions.close()
     # The database is closed only once no worker uses it any more (recovery's reads included).
     drained = await blocking.aclose(DRAIN_SECONDS)

@@ -66,6 +66,13 @@ from porter_bundle.store.installations import (
     set_installation_children,
     set_installation_secrets,
 )
+from porter_bundle.store.leases import (
+    Claimed,
+    claim_runs,
+    lock_run_owner,
+    release_pending,
+    renew_leases,
+)
 from porter_bundle.store.listing import (
     KIND_BUNDLE,
     KIND_CREDENTIAL_SET,
@@ -149,6 +156,7 @@ __all__ = [
     "ClaimRecord",
     "ClaimResultRow",
     "ClaimRow",
+    "Claimed",
     "CryptoError",
     "Database",
     "DuplicateKey",
@@ -182,6 +190,7 @@ __all__ = [
     "add_run",
     "add_value_set",
     "append_run_log",
+    "claim_runs",
     "count_bundles",
     "count_claims",
     "count_installations",
@@ -227,10 +236,13 @@ __all__ = [
     "list_output_values",
     "list_runs",
     "list_value_sets",
+    "lock_run_owner",
     "parse_key",
     "put_bundle_document",
     "read_key_file",
     "read_run_log",
+    "release_pending",
+    "renew_leases",
     "replace_bundle_ref",
     "replace_run_log",
     "repoint_bundle_ref",

@@ -1,6 +1,7 @@
 """The background runner: runs recorded runs through the :class:`Executor`, at most
-``max_concurrent_runs`` at once, cancels them, completes them with their outputs, and after a
-restart finishes every run the previous process left active."""
+``max_concurrent_runs`` at once, cancels them, completes them with their outputs, and takes
+over the runs no live replica holds (after a restart, or another replica's lease expired:
+see :mod:`.leases`)."""
 
 from __future__ import annotations
 
@@ -26,15 +27,23 @@ from porter_bundle.executor import (
     Executor,
     ExecutorUnavailable,
 )
+from porter_bundle.service.actions.leases import LeaseKeeper
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import find_set
-from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
 from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.redact import Redactor, register, unregister
-from porter_bundle.service.runs import OutputValue, RunService, action_name
+from porter_bundle.service.runs import (
+    Lease,
+    LeaseLost,
+    OutputValue,
+    RunService,
+    TakenOver,
+    action_name,
+)
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 
@@ -80,6 +89,7 @@ class Runner:
         resolver: SourceResolver,
         executor: Callable[[], Executor],
         settings: ActionSettings,
+        leases: LeaseSettings,
         blocking: Blocking,
         prepare_again: Callable[[Run], Prepared],
         observers: Observers | None = None,
@@ -100,6 +110,18 @@ class Runner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self.lease = Lease(leases.replica_id, leases.run_lease_seconds)
+        """This replica's hold on the runs it executes (see :mod:`.leases`)."""
+        self.leases = LeaseKeeper(
+            runs=runs,
+            lease=self.lease,
+            renew_seconds=leases.lease_renew_seconds,
+            blocking=blocking,
+            local=lambda: list(self._tasks),
+            on_lost=self._lost,
+            on_canceling=self._canceling_elsewhere,
+            sweep=self._sweep,
+        )
 
     async def executor(self) -> Executor:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
@@ -124,7 +146,8 @@ class Runner:
             raise self._engine_failed(exc) from None
 
     def start(self, prepared: Prepared) -> None:
-        """Runs a recorded run in the background."""
+        """Runs a recorded run (leased to this replica) in the background."""
+        self.leases.start()
         self._spawn(prepared.run.id, self._run(prepared))
 
     async def cancel(self, run: Run) -> Run | None:
@@ -179,32 +202,103 @@ class Runner:
             log.exception("could not stop the container of canceled run %s", run_id)
 
     async def recover(self) -> None:
-        """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
-        active = await self._blocking.run(self._runs.active)
+        """At start-up: finishes the active runs no live replica holds (on SQLite, one process
+        per file: every active run), removes orphan containers, then keeps the leases."""
+        single = self._runs.single_process
         try:
             executor = await self.executor()
         except Unavailable as exc:
-            for run in active:
-                await self._end(
-                    run.id,
-                    RUN_STATE_FAILED,
-                    f"the server restarted and could not reach the container engine: {exc.message}",
-                    kind=Kind.RECOVERY_FAILED,
-                )
+            if single:  # nobody else can finish them
+                taken = await self._claim(every_active=True)
+                for t in taken:
+                    await self._end(
+                        t.run.id,
+                        RUN_STATE_FAILED,
+                        "the server restarted and could not reach the container engine: "
+                        f"{exc.message}",
+                        kind=Kind.RECOVERY_FAILED,
+                    )
+            self.leases.start()  # a replica that reaches its engine takes them over
             return
-        for run in active:
-            self._spawn(run.id, self._recover_run(executor, run))
-            if run.canceling:  # CancelRun was called before the restart: finish stopping it
-                self._canceled.add(run.id)
-                self._start_stopping(executor, run.id)
-        active_ids = {r.id for r in active}
+        for t in await self._claim(every_active=single, own=True):
+            self._take_over(executor, t)
+        active_ids = {r.id for r in await self._blocking.run(self._runs.active)}
         for orphan in await executor.orphans():
             if orphan not in active_ids:
                 await executor.recover(orphan)
                 self._observers.emit(RunEvent(Kind.ORPHAN_REMOVED, orphan))
+        self.leases.start()
+
+    async def _claim(self, *, every_active: bool = False, own: bool = False) -> list[TakenOver]:
+        """Takes over runs (see RunLeases.claim): PENDING ones as many as there are free slots,
+        every one with ``every_active``."""
+        free = max(0, self._settings.max_concurrent_runs - len(self._tasks))
+        return await self._blocking.run(
+            lambda: self._runs.claim(
+                self.lease,
+                max_pending=1_000_000 if every_active else free,
+                every_active=every_active,
+                own=own,
+            )
+        )
+
+    def _take_over(self, executor: Executor, taken: TakenOver) -> None:
+        run = taken.run
+        self._spawn(run.id, self._recover_run(executor, run, taken.previous_owner))
+        if run.canceling:  # CancelRun was called before the take-over: finish stopping it
+            self._canceled.add(run.id)
+            self._start_stopping(executor, run.id)
+
+    async def _sweep(self) -> None:
+        """Takes over the runs whose lease expired (the heartbeat calls it), when this
+        replica's engine answers: a run is re-attached only by a replica that can reach it."""
+        try:
+            await self.check_engine()
+            executor = await self.executor()
+        except Unavailable:
+            return
+        for taken in await self._claim():
+            log.info(
+                "run %s: taken over by %s from %s",
+                taken.run.id,
+                self.lease.owner,
+                taken.previous_owner or "nobody",
+            )
+            self._take_over(executor, taken)
+
+    def _lost(self, run_id: str) -> None:
+        """Another replica holds the run now: stop its container here; its task's writes are
+        refused (LeaseLost) and it ends without touching the run."""
+        if self._executor_instance is not None:
+            self._start_stopping(self._executor_instance, run_id)
+
+    def _canceling_elsewhere(self, run: Run) -> None:
+        """CancelRun reached another replica: stop the container here, where it runs."""
+        if run.id not in self._canceled and self._executor_instance is not None:
+            self._canceled.add(run.id)
+            self._start_stopping(self._executor_instance, run.id)
+
+    async def drain(self, grace: float) -> None:
+        """SIGTERM: stops taking runs over, hands back the PENDING runs held here (another
+        replica starts them), and on PostgreSQL waits up to ``grace`` seconds for the
+        running ones to end (the rest keep their lease, see :mod:`.leases`)."""
+        self.leases.draining = True
+        released = await self._blocking.run(
+            self._runs.release_pending, self.lease, list(self._tasks)
+        )
+        for run_id in released:
+            task = self._tasks.get(run_id)
+            if task is not None:
+                task.cancel()
+        if released:
+            log.info("handed back %d pending runs: %s", len(released), ", ".join(released))
+        running = list(self._tasks.values())
+        if running and not self._runs.single_process and grace > 0:
+            await asyncio.wait(running, timeout=grace)
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
+        await self.leases.close()
         tasks = [*self._tasks.values(), *self._stopping.values()]
         for task in tasks:
             task.cancel()
@@ -230,7 +324,7 @@ class Runner:
         register(run_id, redactor)
         try:
             async with self._slots:
-                started = await self._blocking.run(self._runs.start, run_id)
+                started = await self._blocking.run(self._runs.start, run_id, self.lease)
                 if started is None:  # canceled while it waited for a slot
                     return
                 self._observers.emit(RunEvent(Kind.STARTED, run_id, started))
@@ -240,14 +334,16 @@ class Runner:
                 async def on_log(chunk: bytes) -> None:
                     safe = masked.feed(chunk)
                     if safe:
-                        await self._blocking.run(self._runs.append_log, run_id, safe)
+                        await self._blocking.run(self._runs.append_log, run_id, safe, self.lease)
 
                 result = await executor.execute(prepared.spec, on_log)
                 if rest := masked.flush():
-                    await self._blocking.run(self._runs.append_log, run_id, rest)
+                    await self._blocking.run(self._runs.append_log, run_id, rest, self.lease)
             await self._complete(run_id, prepared.bundle, prepared.action, result, redactor)
         except asyncio.CancelledError:
             raise  # server shutdown: the container goes on; recover() finishes the run later
+        except LeaseLost as exc:
+            log.warning("run %s: %s; leaving it", run_id, exc.message)
         except Unavailable as exc:
             message = redactor.text(exc.message)
             await self._end(run_id, RUN_STATE_FAILED, message, cause="engine_unavailable")
@@ -264,7 +360,9 @@ class Runner:
             self._canceled.discard(run_id)
             unregister(run_id)
 
-    async def _recover_run(self, executor: Executor, run: Run) -> None:
+    async def _recover_run(
+        self, executor: Executor, run: Run, previous_owner: str | None = None
+    ) -> None:
         try:
             result = await executor.recover(run.id)
             if result is None and run.state == RUN_STATE_PENDING:
@@ -272,6 +370,14 @@ class Runner:
                 return
             if result is None:
                 why = "the run's container vanished while the server was down"
+                if previous_owner not in (None, self.lease.owner) and not (
+                    self._runs.single_process
+                ):
+                    why = (
+                        f"replica {previous_owner} stopped renewing its lease on the run, and "
+                        f"the container engine of replica {self.lease.owner}, which took it "
+                        "over, does not have its container"
+                    )
                 await self._end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
                 return
             # Its sensitive parameters are masked; its credentials as far as they resolve now.
@@ -284,12 +390,14 @@ class Runner:
                 stored = await self._blocking.run(self._runs.log_length, run.id)
                 rest = redactor.data(result.logs)[stored:]
                 if rest:
-                    await self._blocking.run(self._runs.append_log, run.id, rest)
+                    await self._blocking.run(self._runs.append_log, run.id, rest, self.lease)
             bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
             await self._complete(run.id, bundle, action, result, redactor)
         except asyncio.CancelledError:
             raise
+        except LeaseLost as exc:
+            log.warning("run %s: %s; leaving it", run.id, exc.message)
         except Exception:
             log.exception("could not recover run %s", run.id)
         finally:
@@ -378,7 +486,7 @@ class Runner:
         """Masks, in place and keeping every offset, values that became secret only when
         the run ended (its sensitive outputs). A live follower may have seen them already:
         nobody could know them as secrets before the image wrote them as outputs."""
-        self._runs.mask_log(run_id, redactor.data)
+        self._runs.mask_log(run_id, redactor.data, self.lease)
 
     async def _end(
         self,
@@ -413,7 +521,12 @@ class Runner:
         image_digest: str = "",
     ) -> Run | None:
         try:
-            return self._runs.finish(run_id, state, message, outputs, image_digest=image_digest)
+            return self._runs.finish(
+                run_id, state, message, outputs, image_digest=image_digest, lease=self.lease
+            )
+        except LeaseLost as exc:
+            log.warning("run %s: %s; not ending it %s", run_id, exc.message, state)
+            return None
         except FailedPrecondition:
             log.info("run %s had already ended", run_id)
             return None
