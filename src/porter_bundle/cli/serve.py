@@ -79,7 +79,8 @@ async def _serve(settings: config.Settings) -> bool:
     from porter_bundle.documents import SchemaCheck
     from porter_bundle.executor import ContainerExecutor
     from porter_bundle.service import ActionSettings, Blocking, LeaseSettings, Services
-    from porter_bundle.store import Database
+    from porter_bundle.service.relay import EventRelay
+    from porter_bundle.store import Database, Notifications
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
     stop = asyncio.Event()
@@ -95,6 +96,8 @@ async def _serve(settings: config.Settings) -> bool:
     # workers, plus the event loop's thread, which runs reads inline on a local SQLite file.
     store = Database(settings.database_url, keyring=keyring, pool_size=settings.workers + 1)
     await blocking.run(store.migrate)
+    leases = LeaseSettings.from_settings(settings)
+    log.info("replica id: %s", leases.replica_id)
     services = Services.create(
         store,
         executor=lambda: ContainerExecutor(
@@ -108,8 +111,16 @@ async def _serve(settings: config.Settings) -> bool:
         registry=registry,
         blocking=blocking,
         output_retention_runs=settings.output_retention_runs,
-        leases=LeaseSettings.from_settings(settings),
+        leases=leases,
     )
+    # Replicas sharing a PostgreSQL database hear of each other's runs at once.
+    relay = (
+        None
+        if store.is_sqlite
+        else EventRelay(services.runs, Notifications(store), leases.replica_id)
+    )
+    if relay is not None:
+        relay.start()
     running = await start_server(settings, services, blocking.pool)
     if running.legacy is not None:
         print(f"porter-bundle legacy listening on port {running.legacy_port}", flush=True)
@@ -125,6 +136,8 @@ async def _serve(settings: config.Settings) -> bool:
         running.stop(settings.grace_seconds), services.actions.drain(settings.grace_seconds)
     )
     await services.actions.close()
+    if relay is not None:
+        relay.close()
     # The database is closed only once no worker uses it any more (recovery's reads included).
     drained = await blocking.aclose(DRAIN_SECONDS)
     if drained:

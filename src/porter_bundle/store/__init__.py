@@ -9,6 +9,8 @@ Its modules, by what they do:
 * :mod:`~porter_bundle.store.errors`: database errors translated into domain errors;
 * :mod:`~porter_bundle.store.queries`: the compiled-query cache and the raw :class:`Reader`;
 * :mod:`~porter_bundle.store.listing`: list filters, pages, counts;
+* :mod:`~porter_bundle.store.notify`: PostgreSQL LISTEN/NOTIFY between replicas;
+* :mod:`~porter_bundle.store.leases`: which replica executes a run (claims, renewals);
 * :mod:`~porter_bundle.store.secrets` and :mod:`~porter_bundle.store.crypto`: secrets at rest;
 * :mod:`~porter_bundle.store.models` and :mod:`~porter_bundle.store.migrate`: the schema;
 * the queries of each resource: ``installations``, ``value_sets``, ``runs``, ``run_logs``,
@@ -98,6 +100,7 @@ from porter_bundle.store.models import (
     ValueSetLabelRow,
     ValueSetRow,
 )
+from porter_bundle.store.notify import Notifications
 from porter_bundle.store.outputs import (
     LatestOutput,
     add_outputs,
@@ -168,6 +171,7 @@ __all__ = [
     "LatestOutput",
     "LatestOutputRow",
     "ListFilter",
+    "Notifications",
     "OutputRow",
     "Page",
     "PageSpec",
