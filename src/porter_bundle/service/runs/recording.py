@@ -150,7 +150,7 @@ class RunRecorder:
             try:
                 store.add_run(s, row)
             except DuplicateKey as exc:
-                if ACTIVE_RUN_INDEX in str(exc):  # the database's guard of one active run
+                if _active_run_conflict(str(exc)):  # the database's guard of one active run
                     raise Aborted(
                         f"installation {display_address(namespace, name)} has an active run; "
                         "wait for it to finish or cancel it",
@@ -390,7 +390,13 @@ class RunRecorder:
 
 
 ACTIVE_RUN_INDEX = "ix_runs_active_installation"
-"""The unique index of active runs per installation (store.models), named by its violation."""
+"""The unique index of active runs per installation (store.models)."""
+
+
+def _active_run_conflict(message: str) -> bool:
+    """Whether a uniqueness violation is that of :data:`ACTIVE_RUN_INDEX`: PostgreSQL names
+    the index, SQLite its one column (the request ID's constraint has two)."""
+    return ACTIVE_RUN_INDEX in message or message.rstrip().endswith(": runs.installation_id")
 
 
 def _check_lease(run_id: str, owner: str | None, lease: Lease) -> None:
