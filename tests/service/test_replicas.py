@@ -337,3 +337,31 @@ def test_a_follower_on_one_replica_gets_the_whole_log_of_a_run_on_another(cluste
         RUN_STATE_SUCCEEDED,
     ][-len(watched) :]
     assert watched[-1].state == RUN_STATE_SUCCEEDED
+
+
+def test_sigterm_hands_back_pending_runs_and_exits_within_the_grace(cluster: Cluster):
+    """A draining replica stops claiming and hands its PENDING run back at once (another replica
+    starts it long before a lease could expire); its RUNNING run keeps its lease until then."""
+    victim = 2
+    cluster.replicas[victim].close()
+    draining = cluster.start(victim, "--max-concurrent-runs", "1", "--grace-period", "3")
+    for n in ("long", "waiting"):
+        install(draining.stub, n)
+    running = execute(draining.stub, "long", "slow")
+    wait_state(draining.stub, running.id, "long", states=(RUN_STATE_RUNNING,))
+    pending = execute(draining.stub, "waiting", "install")
+    asked = time.monotonic()
+    err = draining.close(signal.SIGTERM)
+    assert time.monotonic() - asked < 3 + 5, "the replica did not exit within its grace period"
+    assert "handed back 1 pending runs" in err
+
+    survivor = cluster.replicas[1].stub
+    moved = wait_state(survivor, pending.id, "waiting", timeout=60)
+    assert moved.state == RUN_STATE_SUCCEEDED, moved.message
+    (owner,) = cluster.rows(f"SELECT owner FROM runs WHERE id = '{pending.id}'")[0]
+    assert owner in ("r0", "r1")
+    failed = wait_state(survivor, running.id, "long", timeout=60)
+    assert failed.state == RUN_STATE_FAILED and "stopped renewing its lease" in failed.message
+    assert moved.start_time.ToNanoseconds() < failed.complete_time.ToNanoseconds()
+    cluster.start(victim)
+    wait_until(lambda: containers(cluster.engines[victim]) == [], "the orphan to go", timeout=60)
