@@ -330,6 +330,8 @@ class RowBuilder:
                     params_json, associated_data("runs", [run_id], "parameters")
                 ).encode(),
                 "created_at": created,
+                "owner": None,  # finished runs recorded without a lease (as the services do)
+                "lease_expires_at": 0.0,
             }
         )
         return row
@@ -375,6 +377,10 @@ class RowBuilder:
                 if out.sensitive
                 else text,
                 "doc": msg.SerializeToString(),
+                # The columns later migrations added (0007, 0009), as the services write them.
+                "written": None,
+                "internal": self._false,
+                "expired": self._false,
             }
         )
         return row

@@ -67,15 +67,25 @@ class LeaseKeeper:
         self._on_canceling = on_canceling
         self._sweep = sweep
         self._task: asyncio.Task[None] | None = None
+        self._permanent = False
         self.draining = False
         """Set at a drain: the sweeper takes nothing over any more."""
 
-    def start(self) -> None:
-        """Starts the heartbeat (on the event loop); nothing when it runs already."""
+    def start(self, *, permanent: bool = False) -> None:
+        """Starts the heartbeat (on the event loop); nothing when it runs already. A server
+        starts it ``permanent`` (recover): it sweeps for other replicas' expired runs until
+        closed. Else it beats while this process executes runs (:meth:`idle` stops it)."""
+        self._permanent = self._permanent or permanent
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._beat(), name=f"leases-{self._lease.owner}"
             )
+
+    def idle(self) -> None:
+        """No run executes here any more: a heartbeat that is not permanent stops."""
+        if not self._permanent and self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     async def close(self) -> None:
         """Stops the heartbeat (the leases then expire unless another process renews them)."""

@@ -31,6 +31,7 @@ from porter_bundle.service.actions.leases import LeaseKeeper
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import find_set
 from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
+from porter_bundle.service.actions.takeover import Takeovers
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
@@ -41,7 +42,6 @@ from porter_bundle.service.runs import (
     LeaseLost,
     OutputValue,
     RunService,
-    TakenOver,
     action_name,
 )
 from porter_bundle.service.sources import SourceResolver
@@ -77,8 +77,9 @@ def engine_unavailable(exc: ExecutorUnavailable) -> Unavailable:
     return Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE")
 
 
-class Runner:
-    """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool)."""
+class Runner(Takeovers):
+    """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool);
+    taking runs over from other replicas and the drain are :class:`.takeover.Takeovers`'."""
 
     def __init__(
         self,
@@ -147,8 +148,8 @@ class Runner:
 
     def start(self, prepared: Prepared) -> None:
         """Runs a recorded run (leased to this replica) in the background."""
-        self.leases.start()
         self._spawn(prepared.run.id, self._run(prepared))
+        self.leases.start()
 
     async def cancel(self, run: Run) -> Run | None:
         """Cancels an active run and returns at once: the ended run when it had not started,
@@ -218,7 +219,7 @@ class Runner:
                         f"{exc.message}",
                         kind=Kind.RECOVERY_FAILED,
                     )
-            self.leases.start()  # a replica that reaches its engine takes them over
+            self.leases.start(permanent=True)  # a replica reaching its engine takes them over
             return
         for t in await self._claim(every_active=single, own=True):
             self._take_over(executor, t)
@@ -227,74 +228,7 @@ class Runner:
             if orphan not in active_ids:
                 await executor.recover(orphan)
                 self._observers.emit(RunEvent(Kind.ORPHAN_REMOVED, orphan))
-        self.leases.start()
-
-    async def _claim(self, *, every_active: bool = False, own: bool = False) -> list[TakenOver]:
-        """Takes over runs (see RunLeases.claim): PENDING ones as many as there are free slots,
-        every one with ``every_active``."""
-        free = max(0, self._settings.max_concurrent_runs - len(self._tasks))
-        return await self._blocking.run(
-            lambda: self._runs.claim(
-                self.lease,
-                max_pending=1_000_000 if every_active else free,
-                every_active=every_active,
-                own=own,
-            )
-        )
-
-    def _take_over(self, executor: Executor, taken: TakenOver) -> None:
-        run = taken.run
-        self._spawn(run.id, self._recover_run(executor, run, taken.previous_owner))
-        if run.canceling:  # CancelRun was called before the take-over: finish stopping it
-            self._canceled.add(run.id)
-            self._start_stopping(executor, run.id)
-
-    async def _sweep(self) -> None:
-        """Takes over the runs whose lease expired (the heartbeat calls it), when this
-        replica's engine answers: a run is re-attached only by a replica that can reach it."""
-        try:
-            await self.check_engine()
-            executor = await self.executor()
-        except Unavailable:
-            return
-        for taken in await self._claim():
-            log.info(
-                "run %s: taken over by %s from %s",
-                taken.run.id,
-                self.lease.owner,
-                taken.previous_owner or "nobody",
-            )
-            self._take_over(executor, taken)
-
-    def _lost(self, run_id: str) -> None:
-        """Another replica holds the run now: stop its container here; its task's writes are
-        refused (LeaseLost) and it ends without touching the run."""
-        if self._executor_instance is not None:
-            self._start_stopping(self._executor_instance, run_id)
-
-    def _canceling_elsewhere(self, run: Run) -> None:
-        """CancelRun reached another replica: stop the container here, where it runs."""
-        if run.id not in self._canceled and self._executor_instance is not None:
-            self._canceled.add(run.id)
-            self._start_stopping(self._executor_instance, run.id)
-
-    async def drain(self, grace: float) -> None:
-        """SIGTERM: stops taking runs over, hands back the PENDING runs held here (another
-        replica starts them), and on PostgreSQL waits up to ``grace`` seconds for the
-        running ones to end (the rest keep their lease, see :mod:`.leases`)."""
-        self.leases.draining = True
-        released = await self._blocking.run(
-            self._runs.release_pending, self.lease, list(self._tasks)
-        )
-        for run_id in released:
-            task = self._tasks.get(run_id)
-            if task is not None:
-                task.cancel()
-        if released:
-            log.info("handed back %d pending runs: %s", len(released), ", ".join(released))
-        running = list(self._tasks.values())
-        if running and not self._runs.single_process and grace > 0:
-            await asyncio.wait(running, timeout=grace)
+        self.leases.start(permanent=True)
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
@@ -316,7 +250,12 @@ class Runner:
             work, name=f"run-{run_id}"
         )
         self._tasks[run_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+        task.add_done_callback(lambda _t: self._ended(run_id))
+
+    def _ended(self, run_id: str) -> None:
+        self._tasks.pop(run_id, None)
+        if not self._tasks:
+            self.leases.idle()
 
     async def _run(self, prepared: Prepared) -> None:
         run_id = prepared.run.id
