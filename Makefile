@@ -149,13 +149,19 @@ test: $(STAMP) system-deps
 # The store-backed tests again, on PostgreSQL: Debian's cluster, started if needed, reached over
 # its Unix socket with a superuser role named after the current user (peer authentication).
 PG_TEST_URL ?= postgresql+psycopg:///postgres?host=/var/run/postgresql
+# $(call pg-ready): Debian's PostgreSQL installed and started, with a superuser role named after
+# the current user (what PG_TEST_URL reaches).
+define pg-ready
+$(call apt-install,postgresql); \
+read -r ver cluster _ < <(pg_lsclusters -h | head -n 1); \
+pg_ctlcluster "$$ver" "$$cluster" status >/dev/null 2>&1 || pg_ctlcluster "$$ver" "$$cluster" start; \
+me=$$(id -un); \
+runuser -u postgres -- psql -tAc "select 1 from pg_roles where rolname = '$$me'" | grep -q 1 \
+  || runuser -u postgres -- createuser --superuser "$$me"
+endef
+
 test-postgres: $(STAMP)
-	@$(call apt-install,postgresql)
-	@read -r ver cluster _ < <(pg_lsclusters -h | head -n 1); \
-	pg_ctlcluster "$$ver" "$$cluster" status >/dev/null 2>&1 || pg_ctlcluster "$$ver" "$$cluster" start; \
-	me=$$(id -un); \
-	runuser -u postgres -- psql -tAc "select 1 from pg_roles where rolname = '$$me'" | grep -q 1 \
-	  || runuser -u postgres -- createuser --superuser "$$me"
+	@$(call pg-ready)
 	PORTER_BUNDLE_TEST_POSTGRES='$(PG_TEST_URL)' $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup tests/api tests/service tests/store \
 	  tests/observability/test_health_database.py $(PYTEST_ARGS)
 
@@ -166,8 +172,10 @@ test-postgres: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/porter-bundle serve $(RUN_ARGS)
 
+# The PostgreSQL figures (bench/postgres.py) use the same server as `make test-postgres`.
 bench: $(STAMP)
-	PYTHONPATH="$(CURDIR):$(CURDIR)/src:$(CURDIR)/gen$${PYTHONPATH:+:$$PYTHONPATH}" \
+	@$(call pg-ready)
+	PORTER_BUNDLE_BENCH_POSTGRES='$(PG_TEST_URL)' PYTHONPATH="$(CURDIR):$(CURDIR)/src:$(CURDIR)/gen$${PYTHONPATH:+:$$PYTHONPATH}" \
 	  $(PY) -m bench $(BENCH_ARGS)
 
 # Fails (exit 1) listing each case that got UNKNOWN, INTERNAL, RESOURCE_EXHAUSTED or hung;

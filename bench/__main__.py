@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -16,14 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import actions, streams, suite
+from bench import actions, postgres, streams, suite
 from bench.plan import Plan
 from bench.procs import REPO, MemorySampler, start_porter_bundle
 from bench.report import Figure, machine_facts, table, write_results
 from bench.seed import default_cache_dir, seeded_database
 from bench.seedcheck import check_seeder
 
-BENCHMARKS = ("list", "depth", "latest", "rss", "metrics", "actions", "streams")
+BENCHMARKS = ("list", "depth", "latest", "rss", "metrics", "actions", "streams", "replicas")
 SEEDED = ("list", "depth", "latest", "rss", "metrics")
 """The benchmarks on the seeded database (``actions`` has a fresh one and a container engine)."""
 FULL = Plan()
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--streams", type=int, help="live streams at once (streams; default 1000, --quick 200)"
+    )
+    p.add_argument(
+        "--postgres",
+        default=os.environ.get("PORTER_BUNDLE_BENCH_POSTGRES", ""),
+        metavar="URL",
+        help="a PostgreSQL server (a superuser's URL) for `replicas` (default "
+        "$PORTER_BUNDLE_BENCH_POSTGRES, which `make bench` sets); without one it is skipped",
     )
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="seeded databases")
     p.add_argument("--no-cache", action="store_true", help="seed anew even when cached")
@@ -230,6 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             context.setdefault("details", {})["streams"] = details
             context["stream_settings"] = dataclasses.asdict(stream_settings)
             ran.append("streams")
+    if "replicas" in selected and not args.postgres:
+        _log("replicas: skipped, no --postgres URL (make bench gives one)")
+    elif "replicas" in selected:
+        _log(f"replicas: {postgres.REPLICAS} replicas vs 1 on one PostgreSQL, ListInstallations")
+        found, details = postgres.bench_replicas_on(
+            args.postgres, args.results / "tmp" / "replicas", settings, _log
+        )
+        figures += _tagged("replicas", found)
+        context.setdefault("details", {})["replicas"] = details
+        ran.append("replicas")
     _log("")
     _log(table(figures))
     json_path, md_path = write_results(args.results, figures, context, ran)

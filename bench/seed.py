@@ -330,6 +330,8 @@ class RowBuilder:
                     params_json, associated_data("runs", [run_id], "parameters")
                 ).encode(),
                 "created_at": created,
+                "owner": None,  # finished runs recorded without a lease (as the services do)
+                "lease_expires_at": 0.0,
             }
         )
         return row

@@ -155,11 +155,12 @@ SERVER_BIN = Path(sys.executable).with_name("porter-bundle")
 
 
 def serve_process(
-    db: Path, podman_host: str, *flags: str, stderr: Any = subprocess.PIPE
+    db: Path | str, podman_host: str, *flags: str, stderr: Any = subprocess.PIPE
 ) -> tuple[subprocess.Popen[str], int]:
-    """``porter-bundle serve`` as a real process over the SQLite file ``db`` and the engine at
-    ``podman_host`` (runs time out after 120 s), plus ``flags``; returns it once it listens,
-    with its port. ``stderr`` is where its log goes (a file, for a test that reads it)."""
+    """``porter-bundle serve`` as a real process over the SQLite file ``db`` (or the database
+    URL ``db``) and the engine at ``podman_host`` (runs time out after 120 s), plus ``flags``;
+    returns it once it listens, with its port. ``stderr`` is where its log goes (a file, for a
+    test that reads it)."""
     proc = subprocess.Popen(
         [
             str(SERVER_BIN),
@@ -167,7 +168,7 @@ def serve_process(
             "--address",
             "127.0.0.1:0",
             "--database",
-            f"sqlite:///{db}",
+            db if isinstance(db, str) else f"sqlite:///{db}",
             "--container-host",
             podman_host,
             "--run-timeout",

@@ -78,8 +78,9 @@ async def _serve(settings: config.Settings) -> bool:
     from porter_bundle.bundles.registry import RegistryClient
     from porter_bundle.config import load_registry_auths
     from porter_bundle.documents import SchemaCheck
-    from porter_bundle.service import ActionSettings, Blocking, Services
-    from porter_bundle.store import Database
+    from porter_bundle.service import ActionSettings, Blocking, LeaseSettings, Services
+    from porter_bundle.service.relay import EventRelay
+    from porter_bundle.store import Database, Notifications
 
     # Handlers first: a SIGTERM that arrives while starting still stops us gracefully.
     stop = asyncio.Event()
@@ -101,6 +102,8 @@ async def _serve(settings: config.Settings) -> bool:
         executors.append(build_executor(settings, registry_auth))
         return executors[-1]
 
+    leases = LeaseSettings.from_settings(settings)
+    log.info("replica id: %s", leases.replica_id)
     services = Services.create(
         store,
         executor=make_executor,
@@ -110,7 +113,16 @@ async def _serve(settings: config.Settings) -> bool:
         registry=registry,
         blocking=blocking,
         output_retention_runs=settings.output_retention_runs,
+        leases=leases,
     )
+    # Replicas sharing a PostgreSQL database hear of each other's runs at once.
+    relay = (
+        None
+        if store.is_sqlite
+        else EventRelay(services.runs, Notifications(store), leases.replica_id)
+    )
+    if relay is not None:
+        relay.start()
     running = await start_server(settings, services, blocking.pool)
     if running.legacy is not None:
         print(f"porter-bundle legacy listening on port {running.legacy_port}", flush=True)
@@ -121,8 +133,13 @@ async def _serve(settings: config.Settings) -> bool:
     recovery.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await recovery
-    await running.stop(settings.grace_seconds)
+    # Beside the calls' grace: stop taking runs, hand back the pending ones, let runs end.
+    await asyncio.gather(
+        running.stop(settings.grace_seconds), services.actions.drain(settings.grace_seconds)
+    )
     await services.actions.close()
+    if relay is not None:
+        relay.close()
     for executor in executors:
         aclose = getattr(executor, "aclose", None)  # runs go on; the next start recovers them
         if aclose is not None:

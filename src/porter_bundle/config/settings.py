@@ -347,6 +347,59 @@ class Settings(BaseSettings):
             ),
         ),
     ] = 0
+    replica_id: Annotated[
+        str,
+        Option(
+            "PORTER_BUNDLE_REPLICA_ID",
+            "--replica-id",
+            ACTIONS,
+            default_text="HOSTNAME-PID-RANDOM",
+            metavar="ID",
+            see="Running several replicas",
+        ),
+        Field(
+            max_length=200,
+            description=(
+                "this server's name as the owner of the runs it executes (several replicas on "
+                "one PostgreSQL); a stable one (a StatefulSet pod's name) lets a restarted "
+                "replica take its runs back before their lease expires"
+            ),
+        ),
+    ] = ""
+    run_lease_seconds: Annotated[
+        float,
+        Option(
+            "PORTER_BUNDLE_RUN_LEASE",
+            "--run-lease",
+            ACTIONS,
+            metavar="SECONDS",
+            see="Running several replicas",
+        ),
+        Field(
+            gt=0,
+            description=(
+                "how long a replica's hold on a run lasts unless renewed; a run whose lease "
+                "expired is taken over by another replica"
+            ),
+        ),
+    ] = 30.0
+    lease_renew_seconds: Annotated[
+        float,
+        Option(
+            "PORTER_BUNDLE_LEASE_RENEW",
+            "--lease-renew",
+            ACTIONS,
+            metavar="SECONDS",
+            see="Running several replicas",
+        ),
+        Field(
+            gt=0,
+            description=(
+                "how often a replica renews its runs' leases and looks for runs whose lease "
+                "expired (less than the run lease)"
+            ),
+        ),
+    ] = 10.0
     cancel_grace_seconds: Annotated[
         float,
         Option("PORTER_BUNDLE_CANCEL_GRACE", "--cancel-grace", ACTIONS, metavar="SECONDS"),
@@ -702,6 +755,15 @@ class Settings(BaseSettings):
             if "/" in host:
                 raise ValueError(f"{host!r} is not host[:port] (no scheme, no path)")
         return hosts
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        if self.lease_renew_seconds >= self.run_lease_seconds:
+            raise ValueError(
+                f"{name_of('lease_renew_seconds')} ({self.lease_renew_seconds:g}) must be less "
+                f"than {name_of('run_lease_seconds')} ({self.run_lease_seconds:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> Settings:

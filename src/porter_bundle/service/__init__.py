@@ -16,6 +16,7 @@ from porter_bundle.service.actions import (
     ActionRequest,
     ActionService,
     ActionSettings,
+    LeaseSettings,
 )
 from porter_bundle.service.blocking import Blocking, shared
 from porter_bundle.service.bundle_updates import BundleUpdater
@@ -112,6 +113,7 @@ class Services:
         registry: RegistryClient | None = None,
         blocking: Blocking | None = None,
         output_retention_runs: int = 0,
+        leases: LeaseSettings | None = None,
     ) -> Services:
         """Builds the services over ``store``; ``executor`` is called once, when first needed.
 
@@ -121,7 +123,8 @@ class Services:
         the defaults of the server's settings. Blocking calls run on ``blocking``'s
         pool; without one (tests, one-shot commands) on a pool shared by the process.
         ``output_retention_runs`` > 0 keeps output values of that many most recent runs per
-        installation only (see RunRecorder)."""
+        installation only (see RunRecorder). ``leases``: this replica's id and its runs' lease
+        timing (None: a new id and the default timing)."""
         blocking = blocking or shared()
         observers = Observers()
         bundles = BundleService(store, registry=registry, observers=observers)
@@ -145,6 +148,7 @@ class Services:
             settings=action_settings or ActionSettings.from_settings(Settings()),
             blocking=blocking,
             observers=observers,
+            leases=leases,
         )
         return cls(
             installations,
@@ -169,5 +173,6 @@ __all__ = [
     "ActionService",
     "ActionSettings",
     "Blocking",
+    "LeaseSettings",
     "Services",
 ]

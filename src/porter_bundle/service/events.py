@@ -11,6 +11,8 @@ The hub is a doorbell with a fast path, not the record: a stream starts from the
 and an event only saves it a read (the new state, the appended bytes). A stream that
 misses events — its queue overflowed, or another process changed the run — catches up
 from the store on its next safety re-check (see :mod:`porter_bundle.service.streams`).
+With several replicas on PostgreSQL, :mod:`porter_bundle.service.relay` forwards each
+publication to the other replicas (``outbound``) and delivers theirs here (:meth:`deliver`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -131,6 +133,8 @@ class RunEvents:
         self._subscribers: dict[Hashable, set[Subscription]] = {}
         self._count = 0
         self.closed = False
+        self.outbound: Callable[[Event], None] | None = None
+        """Also told of every publication (any thread): the relay to other replicas."""
 
     @property
     def subscriber_count(self) -> int:
@@ -179,11 +183,24 @@ class RunEvents:
 
     def run_changed(self, run: Run) -> None:
         """Publishes a committed run state."""
-        self._post(RunChanged(run), (run_key(run.id), installation_key(run.installation_id)))
+        self._publish(RunChanged(run))
 
     def log_appended(self, run_id: str, offset: int, data: bytes | None) -> None:
         """Publishes a committed log append (``data`` None: the whole log was rewritten)."""
-        self._post(LogAppended(run_id, offset, data), (run_key(run_id),))
+        self._publish(LogAppended(run_id, offset, data))
+
+    def deliver(self, event: Event) -> None:
+        """Hands this process's streams an event another replica published (any thread)."""
+        self._post(event, _keys(event))
+
+    def listening(self, *keys: Hashable) -> bool:
+        """Whether a stream here waits on one of ``keys`` now (any thread: a hint)."""
+        return any(key in self._subscribers for key in keys)
+
+    def _publish(self, event: Event) -> None:
+        if self.outbound is not None:
+            self.outbound(event)
+        self._post(event, _keys(event))
 
     def _post(self, event: Event, keys: Iterable[Hashable]) -> None:
         loop = self._loop
@@ -198,6 +215,13 @@ class RunEvents:
         for key in keys:
             for sub in self._subscribers.get(key, ()):
                 sub.push(event)
+
+
+def _keys(event: Event) -> tuple[Hashable, ...]:
+    """The subscription keys an event concerns."""
+    if isinstance(event, RunChanged):
+        return (run_key(event.run.id), installation_key(event.run.installation_id))
+    return (run_key(event.run_id),)
 
 
 __all__ = [

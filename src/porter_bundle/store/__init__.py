@@ -9,6 +9,8 @@ Its modules, by what they do:
 * :mod:`~porter_bundle.store.errors`: database errors translated into domain errors;
 * :mod:`~porter_bundle.store.queries`: the compiled-query cache and the raw :class:`Reader`;
 * :mod:`~porter_bundle.store.listing`: list filters, pages, counts;
+* :mod:`~porter_bundle.store.notify`: PostgreSQL LISTEN/NOTIFY between replicas;
+* :mod:`~porter_bundle.store.leases`: which replica executes a run (claims, renewals);
 * :mod:`~porter_bundle.store.secrets` and :mod:`~porter_bundle.store.crypto`: secrets at rest;
 * :mod:`~porter_bundle.store.models` and :mod:`~porter_bundle.store.migrate`: the schema;
 * the queries of each resource: ``installations``, ``value_sets``, ``runs``, ``run_logs``,
@@ -66,6 +68,13 @@ from porter_bundle.store.installations import (
     set_installation_children,
     set_installation_secrets,
 )
+from porter_bundle.store.leases import (
+    Claimed,
+    claim_runs,
+    lock_run_owner,
+    release_pending,
+    renew_leases,
+)
 from porter_bundle.store.listing import (
     KIND_BUNDLE,
     KIND_CREDENTIAL_SET,
@@ -91,6 +100,7 @@ from porter_bundle.store.models import (
     ValueSetLabelRow,
     ValueSetRow,
 )
+from porter_bundle.store.notify import Notifications
 from porter_bundle.store.outputs import (
     LatestOutput,
     add_outputs,
@@ -149,6 +159,7 @@ __all__ = [
     "ClaimRecord",
     "ClaimResultRow",
     "ClaimRow",
+    "Claimed",
     "CryptoError",
     "Database",
     "DuplicateKey",
@@ -160,6 +171,7 @@ __all__ = [
     "LatestOutput",
     "LatestOutputRow",
     "ListFilter",
+    "Notifications",
     "OutputRow",
     "Page",
     "PageSpec",
@@ -182,6 +194,7 @@ __all__ = [
     "add_run",
     "add_value_set",
     "append_run_log",
+    "claim_runs",
     "count_bundles",
     "count_claims",
     "count_installations",
@@ -227,10 +240,13 @@ __all__ = [
     "list_output_values",
     "list_runs",
     "list_value_sets",
+    "lock_run_owner",
     "parse_key",
     "put_bundle_document",
     "read_key_file",
     "read_run_log",
+    "release_pending",
+    "renew_leases",
     "replace_bundle_ref",
     "replace_run_log",
     "repoint_bundle_ref",

@@ -14,6 +14,7 @@ from typing import cast
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -31,6 +32,8 @@ ID_LENGTH = 26
 # PENDING and RUNNING (porter.bundle.v1.RunState). Queries for active runs use this exact
 # text: SQLite uses a partial index only when the query repeats its predicate literally.
 ACTIVE_RUN_PREDICATE = "state IN (1, 2)"
+OWNER_LENGTH = 200
+"""Longest replica id (a run's owner)."""
 
 
 class InstallationRow(SQLModel, table=True):
@@ -126,9 +129,11 @@ class RunRow(SQLModel, table=True):
         UniqueConstraint("installation_id", "request_id", name="uq_runs_request"),
         # Active runs are few among millions: partial indexes find them without a scan
         # (per installation when a run is created, all of them when the server restarts).
+        # Unique: one active run per installation, exact across replicas (migration 0010).
         Index(
             "ix_runs_active_installation",
             "installation_id",
+            unique=True,
             sqlite_where=text(ACTIVE_RUN_PREDICATE),
             postgresql_where=text(ACTIVE_RUN_PREDICATE),
         ),
@@ -150,6 +155,14 @@ class RunRow(SQLModel, table=True):
     doc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     parameters: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime
+    owner: str | None = Field(default=None, max_length=OWNER_LENGTH)
+    """The replica executing the run (its replica id) while it holds the lease; None: nobody
+    (a run recorded before leases, or handed back by a draining replica)."""
+    lease_expires_at: float = Field(
+        default=0.0, sa_column=Column(Float, nullable=False, server_default=text("0"))
+    )
+    """When the owner's lease ends (Unix seconds) unless its heartbeat renews it; past it,
+    any replica may take the run over."""
 
 
 class ClaimRow(SQLModel, table=True):

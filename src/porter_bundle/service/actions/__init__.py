@@ -12,6 +12,13 @@ from __future__ import annotations
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import ActionPreview, ActionRequest
 from porter_bundle.service.actions.service import ActionService
-from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
 
-__all__ = ["ActionPreview", "ActionRequest", "ActionService", "ActionSettings", "collect_outputs"]
+__all__ = [
+    "ActionPreview",
+    "ActionRequest",
+    "ActionService",
+    "ActionSettings",
+    "LeaseSettings",
+    "collect_outputs",
+]

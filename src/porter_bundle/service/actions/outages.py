@@ -32,7 +32,7 @@ from porter_bundle.executor import (
 )
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.redact import Redactor
-from porter_bundle.service.runs import RunService
+from porter_bundle.service.runs import Lease, RunService
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,16 @@ class LiveLog:
     """Masks and stores a run's log as it comes; after a write that fails it stores nothing
     more (the rest comes from the container's whole log, :func:`rest_of_log`)."""
 
-    def __init__(self, runs: RunService, blocking: Blocking, run_id: str, redactor: Redactor):
-        self._runs, self._blocking, self._run_id = runs, blocking, run_id
+    def __init__(
+        self,
+        runs: RunService,
+        blocking: Blocking,
+        run_id: str,
+        redactor: Redactor,
+        lease: Lease | None = None,
+    ):
+        """``lease``: writes only while this replica holds the run (else LeaseLost)."""
+        self._runs, self._blocking, self._run_id, self._lease = runs, blocking, run_id, lease
         self._masked = redactor.stream()
         self.broken = False
 
@@ -88,7 +96,7 @@ class LiveLog:
         if not safe or self.broken:
             return
         try:
-            await self._blocking.run(self._runs.append_log, self._run_id, safe)
+            await self._blocking.run(self._runs.append_log, self._run_id, safe, self._lease)
         except DatabaseUnavailable as exc:
             self.broken = True
             log.warning(
@@ -99,7 +107,12 @@ class LiveLog:
 
 
 async def rest_of_log(
-    runs: RunService, blocking: Blocking, run_id: str, result: ContainerResult, redactor: Redactor
+    runs: RunService,
+    blocking: Blocking,
+    run_id: str,
+    result: ContainerResult,
+    redactor: Redactor,
+    lease: Lease | None = None,
 ) -> None:
     """Stores what the stored log lacks of the container's whole log (masks keep lengths, so
     the stored length is the offset to go on from); retried until stored. A log longer than
@@ -109,7 +122,8 @@ async def rest_of_log(
     stored = await durably(blocking, f"the log of run {run_id}", runs.log_length, run_id)
     rest = redactor.data(result.logs)[stored:]
     if rest:
-        await durably(blocking, f"the log of run {run_id}", runs.append_log, run_id, rest)
+        what = f"the log of run {run_id}"
+        await durably(blocking, what, runs.append_log, run_id, rest, lease)
 
 
 @dataclass

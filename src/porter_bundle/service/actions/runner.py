@@ -1,6 +1,7 @@
 """The background runner: runs recorded runs through the :class:`Executor`, at most
-``max_concurrent_runs`` at once, cancels them, completes them with their outputs, and after a
-restart finishes every run the previous process left active."""
+``max_concurrent_runs`` at once, cancels them, completes them with their outputs, and takes
+over the runs no live replica holds (after a restart, or another replica's lease expired:
+see :mod:`.leases`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from porter_bundle.executor import (
     PhaseHook,
     reporting_phases,
 )
+from porter_bundle.service.actions.leases import LeaseKeeper
 from porter_bundle.service.actions.outages import (
     LiveLog,
     Lost,
@@ -38,14 +40,21 @@ from porter_bundle.service.actions.outages import (
 )
 from porter_bundle.service.actions.outputs import collect_outputs
 from porter_bundle.service.actions.planning import find_set
-from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
+from porter_bundle.service.actions.takeover import Takeovers
 from porter_bundle.service.actions.verdict import verdict
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.inputs import ResolvedInputs, render
 from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.redact import Redactor, register, unregister
-from porter_bundle.service.runs import OutputValue, RunService, action_name
+from porter_bundle.service.runs import (
+    Lease,
+    LeaseLost,
+    OutputValue,
+    RunService,
+    action_name,
+)
 from porter_bundle.service.sources import SourceResolver
 from porter_bundle.service.value_sets import ValueSetService
 
@@ -79,8 +88,9 @@ def engine_unavailable(exc: ExecutorUnavailable) -> Unavailable:
     return Unavailable(str(exc), reason="CONTAINER_ENGINE_UNAVAILABLE")
 
 
-class Runner:
-    """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool)."""
+class Runner(Takeovers):
+    """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool);
+    taking runs over from other replicas and the drain are :class:`.takeover.Takeovers`'."""
 
     def __init__(
         self,
@@ -91,6 +101,7 @@ class Runner:
         resolver: SourceResolver,
         executor: Callable[[], Executor],
         settings: ActionSettings,
+        leases: LeaseSettings,
         blocking: Blocking,
         prepare_again: Callable[[Run], Prepared],
         observers: Observers | None = None,
@@ -121,6 +132,18 @@ class Runner:
             cancel_grace_seconds=settings.cancel_grace_seconds,
             canceled=self._canceled.__contains__,
         )
+        self.lease = Lease(leases.replica_id, leases.run_lease_seconds)
+        """This replica's hold on the runs it executes (see :mod:`.leases`)."""
+        self.leases = LeaseKeeper(
+            runs=runs,
+            lease=self.lease,
+            renew_seconds=leases.lease_renew_seconds,
+            blocking=blocking,
+            local=lambda: list(self._tasks),
+            on_lost=self._lost,
+            on_canceling=self._canceling_elsewhere,
+            sweep=self._sweep,
+        )
 
     async def executor(self) -> Executor:
         """The executor, created on first use; Unavailable when the engine cannot be reached."""
@@ -145,8 +168,9 @@ class Runner:
             raise self._engine_failed(exc) from None
 
     def start(self, prepared: Prepared) -> None:
-        """Runs a recorded run in the background."""
+        """Runs a recorded run (leased to this replica) in the background."""
         self._spawn(prepared.run.id, self._run(prepared))
+        self.leases.start()
 
     async def cancel(self, run: Run) -> Run | None:
         """Cancels an active run and returns at once: the ended run when it had not started,
@@ -200,32 +224,36 @@ class Runner:
             log.exception("could not stop the container of canceled run %s", run_id)
 
     async def recover(self) -> None:
-        """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
-        active = await self._blocking.run(self._runs.active)
+        """At start-up: finishes the active runs no live replica holds (on SQLite, one process
+        per file: every active run), removes orphan containers, then keeps the leases."""
+        single = self._runs.single_process
         try:
             executor = await self.executor()
         except Unavailable as exc:
-            for run in active:
-                await self._end(
-                    run.id,
-                    RUN_STATE_FAILED,
-                    f"the server restarted and could not reach the container engine: {exc.message}",
-                    kind=Kind.RECOVERY_FAILED,
-                )
+            if single:  # nobody else can finish them
+                taken = await self._claim(every_active=True)
+                for t in taken:
+                    await self._end(
+                        t.run.id,
+                        RUN_STATE_FAILED,
+                        "the server restarted and could not reach the container engine: "
+                        f"{exc.message}",
+                        kind=Kind.RECOVERY_FAILED,
+                    )
+            self.leases.start(permanent=True)  # a replica reaching its engine takes them over
             return
-        for run in active:
-            self._spawn(run.id, self._recover_run(executor, run))
-            if run.canceling:  # CancelRun was called before the restart: finish stopping it
-                self._canceled.add(run.id)
-                self._start_stopping(executor, run.id)
-        active_ids = {r.id for r in active}
+        for t in await self._claim(every_active=single, own=True):
+            self._take_over(executor, t)
+        active_ids = {r.id for r in await self._blocking.run(self._runs.active)}
         for orphan in await executor.orphans():
             if orphan not in active_ids:
                 await executor.recover(orphan)
                 self._observers.emit(RunEvent(Kind.ORPHAN_REMOVED, orphan))
+        self.leases.start(permanent=True)
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
+        await self.leases.close()
         tasks = [*self._tasks.values(), *self._stopping.values()]
         for task in tasks:
             task.cancel()
@@ -252,7 +280,12 @@ class Runner:
             work, name=f"run-{run_id}"
         )
         self._tasks[run_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+        task.add_done_callback(lambda _t: self._ended(run_id))
+
+    def _ended(self, run_id: str) -> None:
+        self._tasks.pop(run_id, None)
+        if not self._tasks:
+            self.leases.idle()
 
     async def _run(self, prepared: Prepared) -> None:
         run_id = prepared.run.id
@@ -263,12 +296,12 @@ class Runner:
         try:
             async with self._slots:
                 what = f"the start of run {run_id}"
-                started = await durably(self._blocking, what, self._runs.start, run_id)
+                started = await durably(self._blocking, what, self._runs.start, run_id, self.lease)
                 if started is None:  # canceled while it waited for a slot
                     return
                 self._observers.emit(RunEvent(Kind.STARTED, run_id, started))
                 executor = await self.executor()
-                live = LiveLog(self._runs, self._blocking, run_id, redactor)
+                live = LiveLog(self._runs, self._blocking, run_id, redactor, self.lease)
                 outcome: ContainerResult | Lost
                 try:
                     hooks = self.phase_hooks
@@ -287,11 +320,14 @@ class Runner:
                     return
                 await live.flush()
             if live.broken:
-                await rest_of_log(self._runs, self._blocking, run_id, outcome, redactor)
+                await rest_of_log(self._runs, self._blocking, run_id, outcome, redactor, self.lease)
             await self._complete(run_id, prepared.bundle, prepared.action, outcome, redactor)
         except asyncio.CancelledError:
             kept = False  # server shutdown: the container goes on; recover() finishes it later
             raise
+        except LeaseLost as exc:
+            kept = False  # another replica holds the run and its container now
+            log.warning("run %s: %s; leaving it", run_id, exc.message)
         except Unavailable as exc:
             message = redactor.text(exc.message)
             engine = exc.reason == "CONTAINER_ENGINE_UNAVAILABLE"
@@ -320,7 +356,9 @@ class Runner:
     async def _release(self, executor: Executor, run_id: str) -> None:
         await release(executor, run_id, self._settings.engine_retry_seconds)
 
-    async def _recover_run(self, executor: Executor, run: Run) -> None:
+    async def _recover_run(
+        self, executor: Executor, run: Run, previous_owner: str | None = None
+    ) -> None:
         kept = False
         try:
             outcome: ContainerResult | Lost | None
@@ -334,6 +372,14 @@ class Runner:
                 return
             if outcome is None:
                 why = "the run's container vanished while the server was down"
+                if previous_owner not in (None, self.lease.owner) and not (
+                    self._runs.single_process
+                ):
+                    why = (
+                        f"replica {previous_owner} stopped renewing its lease on the run, and "
+                        f"the container engine of replica {self.lease.owner}, which took it "
+                        "over, does not have its container"
+                    )
                 await self._end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
                 return
             kept = True
@@ -344,13 +390,16 @@ class Runner:
                 await self._end_lost(run.id, outcome, redactor)
                 return
             self._observers.emit(RunEvent(Kind.RECOVERED, run.id, run))
-            await rest_of_log(self._runs, self._blocking, run.id, outcome, redactor)
+            await rest_of_log(self._runs, self._blocking, run.id, outcome, redactor, self.lease)
             bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
             await self._complete(run.id, bundle, action, outcome, redactor)
         except asyncio.CancelledError:
             kept = False
             raise
+        except LeaseLost as exc:
+            kept = False  # another replica holds the run and its container now
+            log.warning("run %s: %s; leaving it", run.id, exc.message)
         except Exception:
             kept = False  # the next start recovers it from its container
             log.exception("could not recover run %s", run.id)
@@ -427,7 +476,7 @@ class Runner:
         """Masks, in place and keeping every offset, values that became secret only when
         the run ended (its sensitive outputs). A live follower may have seen them already:
         nobody could know them as secrets before the image wrote them as outputs."""
-        self._runs.mask_log(run_id, redactor.data)
+        self._runs.mask_log(run_id, redactor.data, self.lease)
 
     async def _end(
         self,
@@ -471,7 +520,12 @@ class Runner:
         image_digest: str = "",
     ) -> Run | None:
         try:
-            return self._runs.finish(run_id, state, message, outputs, image_digest=image_digest)
+            return self._runs.finish(
+                run_id, state, message, outputs, image_digest=image_digest, lease=self.lease
+            )
+        except LeaseLost as exc:
+            log.warning("run %s: %s; not ending it %s", run_id, exc.message, state)
+            return None
         except FailedPrecondition:
             log.info("run %s had already ended", run_id)
             return None

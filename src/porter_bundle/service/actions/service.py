@@ -4,7 +4,8 @@
 the run PENDING with its container (:mod:`.contract`) and returns it; the :class:`Runner`
 then waits for a free slot, runs the invocation image through the :class:`Executor` and
 finishes the run with its outputs (:mod:`.outputs`). After a crash,
-:meth:`ActionService.recover` finishes every run the previous process left active.
+:meth:`ActionService.recover` finishes the runs the previous process left active; with several
+replicas on one database, each run is leased to the replica executing it (:mod:`.leases`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from porter.bundle.v1.installation_pb2 import Installation
 from porter.bundle.v1.run_pb2 import Run
 from porter.bundle.v1.value_set_pb2 import CredentialSet, ParameterSet
 from porter_bundle.bundles.images import PinnedImage, pin_invocation_image
+from porter_bundle.config import Settings
 from porter_bundle.errors import FailedPrecondition, Unavailable
 from porter_bundle.executor import Executor, PhaseHook
 from porter_bundle.service.actions.contract import container_spec
@@ -29,7 +31,7 @@ from porter_bundle.service.actions.planning import (
     check_request,
 )
 from porter_bundle.service.actions.runner import Prepared, Runner, inputs_redactor
-from porter_bundle.service.actions.settings import ActionSettings
+from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
 from porter_bundle.service.events import run_key
@@ -60,7 +62,9 @@ class ActionService:
         settings: ActionSettings,
         blocking: Blocking,
         observers: Observers | None = None,
+        leases: LeaseSettings | None = None,
     ) -> None:
+        """``leases``: this replica's id and lease timing (None: a new id, the defaults)."""
         self._runs = runs
         self._blocking = blocking
         self.settings = settings
@@ -92,6 +96,7 @@ class ActionService:
             resolver=resolver,
             executor=executor,
             settings=settings,
+            leases=leases or LeaseSettings.from_settings(Settings()),
             blocking=blocking,
             prepare_again=self._prepare_again,
             observers=self.observers,
@@ -187,8 +192,14 @@ class ActionService:
         await self._runner.check_engine()
 
     async def recover(self) -> None:
-        """Finishes every run a previous process left PENDING or RUNNING and removes orphans."""
+        """Finishes the runs no live replica holds (after a restart: every run a previous
+        process left active on SQLite), removes orphans, then keeps the leases."""
         await self._runner.recover()
+
+    async def drain(self, grace: float) -> None:
+        """At SIGTERM: stops taking runs over, hands back the pending ones, lets the running
+        ones end within ``grace`` seconds (see service.actions.leases)."""
+        await self._runner.drain(grace)
 
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
@@ -247,7 +258,9 @@ class ActionService:
     def _record(self, plan: Plan) -> tuple[Run, Prepared | None]:
         """Records the run; the prepared container too unless a concurrent retry recorded it first."""
         request, inst = plan.request, plan.installation
-        run, created = self._runs.create(request.namespace, request.name, plan.new_run())
+        run, created = self._runs.create(
+            request.namespace, request.name, plan.new_run(), self._runner.lease
+        )
         if not created:
             return run, None
         spec = container_spec(

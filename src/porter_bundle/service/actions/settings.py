@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,4 +40,31 @@ class ActionSettings:
         )
 
 
-__all__ = ["ActionSettings"]
+@dataclass(frozen=True)
+class LeaseSettings:
+    """This replica's name and the leases of the runs it executes (see service.actions.leases;
+    no defaults here either)."""
+
+    replica_id: str
+    """The owner of the runs this server executes."""
+    run_lease_seconds: float
+    """How long a hold on a run lasts unless renewed."""
+    lease_renew_seconds: float
+    """How often leases are renewed and expired ones looked for."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LeaseSettings:
+        """The lease settings of the server's ``settings`` (a new replica id when unset)."""
+        return cls(
+            replica_id=settings.replica_id or default_replica_id(),
+            run_lease_seconds=settings.run_lease_seconds,
+            lease_renew_seconds=settings.lease_renew_seconds,
+        )
+
+
+def default_replica_id() -> str:
+    """HOSTNAME-PID-RANDOM: unique among the replicas of one database, new at each start."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+__all__ = ["ActionSettings", "LeaseSettings", "default_replica_id"]

@@ -20,7 +20,7 @@ from porter.bundle.v1.run_pb2 import (
     RUN_STATE_SUCCEEDED,
     Run,
 )
-from porter_bundle.errors import NotFound
+from porter_bundle.errors import FailedPrecondition, NotFound
 from porter_bundle.service.common import display_address
 
 LATEST = "latest"
@@ -54,6 +54,22 @@ class NewRun:
     bundle: Mapping[str, Any] | None = None
     """The bundle.json the run uses, for its claim; None: the stored document of
     ``bundle_digest`` (or, when that is unknown, what the run says of its bundle)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A replica's hold on the runs it executes: its id and how long a lease lasts unless
+    renewed (see service.actions.leases)."""
+
+    owner: str
+    seconds: float
+
+
+class LeaseLost(FailedPrecondition):
+    """The run is no longer this replica's: its lease expired and another replica took it
+    over (or it was handed back). The replica stops touching it."""
+
+    default_reason = "RUN_LEASE_LOST"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,8 @@ from porter_bundle.service.runs.model import (
     ACTIVE_STATES,
     FINAL_STATES,
     MODIFYING_ACTIONS,
+    Lease,
+    LeaseLost,
     NewRun,
     OutputValue,
     action_name,
@@ -87,8 +90,11 @@ class RunRecorder:
         self.events = events or RunEvents()
         """Where committed state changes and log appends are published (for live streams)."""
 
-    def create(self, namespace: str, name: str, new: NewRun) -> tuple[Run, bool]:
-        """Records a PENDING run; returns it and whether it is new (False: same request_id seen before)."""
+    def create(
+        self, namespace: str, name: str, new: NewRun, lease: Lease | None = None
+    ) -> tuple[Run, bool]:
+        """Records a PENDING run (leased to ``lease``'s owner, who will execute it); returns it
+        and whether it is new (False: same request_id seen before)."""
         check_address(namespace, name)
         _check_new_run(new)
         now = self._clock()
@@ -139,9 +145,18 @@ class RunRecorder:
                 parameters=canonical_json(dict(new.parameters)).encode(),
                 created_at=now,
             )
+            if lease is not None:
+                row.owner, row.lease_expires_at = lease.owner, time.time() + lease.seconds
             try:
                 store.add_run(s, row)
-            except DuplicateKey:
+            except DuplicateKey as exc:
+                if _active_run_conflict(str(exc)):  # the database's guard of one active run
+                    raise Aborted(
+                        f"installation {display_address(namespace, name)} has an active run; "
+                        "wait for it to finish or cancel it",
+                        reason="RUN_IN_PROGRESS",
+                        metadata={"namespace": namespace, "name": name},
+                    ) from None
                 raise FailedPrecondition(
                     "a run with this request_id was created concurrently; retry to get it",
                     reason="REQUEST_IN_FLIGHT",
@@ -152,13 +167,17 @@ class RunRecorder:
         self.events.run_changed(run)
         return run, True
 
-    def start(self, run_id: str) -> Run | None:
-        """Marks a PENDING run RUNNING; None when it is no longer pending (canceled meanwhile)."""
+    def start(self, run_id: str, lease: Lease | None = None) -> Run | None:
+        """Marks a PENDING run RUNNING (renewing ``lease``, which must still hold it: else
+        :class:`LeaseLost`); None when it is no longer pending (canceled meanwhile)."""
         with self._store.write() as s:
             row = self._load(s, run_id)
             run = Run.FromString(row.doc)
             if run.state != RUN_STATE_PENDING:
                 return None
+            if lease is not None:
+                _check_lease(row.id, row.owner, lease)
+                row.lease_expires_at = time.time() + lease.seconds
             run.state = RUN_STATE_RUNNING
             now = self._clock()
             run.start_time.CopyFrom(timestamp(now))
@@ -209,14 +228,21 @@ class RunRecorder:
         self.events.run_changed(run)
         return run
 
-    def append_log(self, run_id: str, chunk: bytes) -> int:
-        """Appends container output to a run's log; returns the new log length."""
+    def append_log(self, run_id: str, chunk: bytes, lease: Lease | None = None) -> int:
+        """Appends container output to a run's log; returns the new log length. With
+        ``lease``, only while it holds the run (else :class:`LeaseLost`): a log is written
+        once, by the run's owner."""
         with self._store.write() as s:
+            if lease is not None:
+                _, owner = store.lock_run_owner(s, run_id)
+                _check_lease(run_id, owner, lease)
             end = store.append_run_log(s, run_id, chunk)
         self.events.log_appended(run_id, end - len(chunk), chunk)
         return end
 
-    def mask_log(self, run_id: str, mask: Callable[[bytes], bytes]) -> bool:
+    def mask_log(
+        self, run_id: str, mask: Callable[[bytes], bytes], lease: Lease | None = None
+    ) -> bool:
         """Masks a run's stored log in place (secrets become as many ``*``); False when
         nothing changed. The length never changes, so no offset a follower received moves:
         a mask that would change it is refused (ValueError). Only the run's own runner
@@ -230,6 +256,9 @@ class RunRecorder:
         if masked == logs:
             return False
         with self._store.write() as s:
+            if lease is not None:
+                _, owner = store.lock_run_owner(s, run_id)
+                _check_lease(run_id, owner, lease)
             store.replace_run_log(s, run_id, masked)
         self.events.log_appended(run_id, 0, None)
         return True
@@ -243,10 +272,12 @@ class RunRecorder:
         *,
         only_if_state: int | None = None,
         image_digest: str = "",
+        lease: Lease | None = None,
     ) -> Run:
         """Ends an active run with its outputs and updates the installation, all in one
         transaction. ``image_digest``: the digest of the image the engine ran, recorded
-        when the run pinned none."""
+        when the run pinned none. With ``lease``, only while it holds the run (else
+        :class:`LeaseLost`)."""
         if state not in FINAL_STATES:
             raise InvalidArgument(f"{state} is not a final run state", reason="RUN_STATE_NOT_FINAL")
         now = self._clock()
@@ -261,6 +292,8 @@ class RunRecorder:
                     reason="RUN_FINISHED",
                     metadata={"run_id": run_id},
                 )
+            if lease is not None:
+                _check_lease(row.id, row.owner, lease)
             run.state = state  # type: ignore[assignment]
             run.message = message
             if image_digest and not run.invocation_image_digest:
@@ -285,7 +318,8 @@ class RunRecorder:
     # --- internals ---------------------------------------------------------------
 
     def _load(self, s: Any, run_id: str) -> RunRow:
-        row = s.get(RunRow, run_id)
+        # Locked until commit (PostgreSQL): a lease taken over meanwhile waits for this write.
+        row = s.get(RunRow, run_id, with_for_update=True)
         if row is None:
             raise NotFound(
                 f"run {run_id} not found", reason="RUN_NOT_FOUND", metadata={"run_id": run_id}
@@ -366,6 +400,25 @@ class RunRecorder:
         inst.etag = new_etag()
         row.etag, row.updated_at, row.doc = inst.etag, now, inst.SerializeToString()
         s.add(row)
+
+
+ACTIVE_RUN_INDEX = "ix_runs_active_installation"
+"""The unique index of active runs per installation (store.models)."""
+
+
+def _active_run_conflict(message: str) -> bool:
+    """Whether a uniqueness violation is that of :data:`ACTIVE_RUN_INDEX`: PostgreSQL names
+    the index, SQLite its one column (the request ID's constraint has two)."""
+    return ACTIVE_RUN_INDEX in message or message.rstrip().endswith(": runs.installation_id")
+
+
+def _check_lease(run_id: str, owner: str | None, lease: Lease) -> None:
+    """Raises :class:`LeaseLost` unless ``lease``'s owner holds the run."""
+    if owner != lease.owner:
+        raise LeaseLost(
+            f"run {run_id} is no longer executed by this replica ({lease.owner})",
+            metadata={"run_id": run_id},
+        )
 
 
 def _check_new_run(new: NewRun) -> None:
