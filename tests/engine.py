@@ -189,17 +189,21 @@ class PodmanService:
     def stop(self) -> None:
         """SIGTERM (SIGKILL after 15 s)."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        if process is not None:
+            stop_process(process)
 
     def _log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:]
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited 15 s later; waits for it."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
 
 
 @contextlib.contextmanager

@@ -136,11 +136,12 @@ class KubernetesExecutor:
         self, spec: ContainerSpec, on_log: LogSink | None = None, *, keep: bool = False
     ) -> ContainerResult:
         """Creates the run's Job and Secret, waits for its pod to end, collects, deletes them
-        (``keep``: leaves a Job that ran for :meth:`remove`, once its result is recorded)."""
+        (``keep`` is not honoured yet: the Job and its Secret go as soon as the result is read,
+        so a run whose end cannot be stored is not re-read from its Job)."""
         if spec.run_id in self._runs:
             return ContainerResult(exit_code=None, error=f"run {spec.run_id} is already executing")
         run = self._runs[spec.run_id] = _Run(spec.run_id)
-        keep_after, keep = keep, False
+        keep = False
         try:
             try:
                 job, secret = run_job(spec, self._settings), run_secret(spec, self._settings)
@@ -149,9 +150,7 @@ class KubernetesExecutor:
             created = await self._create(run, job, secret)
             if isinstance(created, ContainerResult):
                 return created
-            result = await self._finish(run, spec.outputs_dir, on_log)
-            keep = keep_after
-            return result
+            return await self._finish(run, spec.outputs_dir, on_log)
         except asyncio.CancelledError:
             keep = True  # the server stops: the Job goes on, recover() finishes it
             raise
@@ -190,7 +189,7 @@ class KubernetesExecutor:
 
     async def recover(self, run_id: str, *, keep: bool = False) -> ContainerResult | None:
         """Re-attaches to a run's Job (found by its labels) and finishes it like :meth:`execute`
-        would (``keep`` too); None when the run has no Job (a stray Secret of it is removed)."""
+        would (``keep`` is not honoured yet, as there); None when the run has no Job (a stray Secret of it is removed)."""
         if run_id in self._runs:
             raise RuntimeError(f"run {run_id} is being executed by this executor")
         found = await self._objects.jobs(run_id)
@@ -199,7 +198,7 @@ class KubernetesExecutor:
             return None
         job = found[0]
         run = self._runs[run_id] = _Run(run_id)
-        keep_after, keep = keep, False
+        keep = False
         try:
             if (job.get("spec") or {}).get("suspend"):
                 return ContainerResult(
@@ -207,9 +206,7 @@ class KubernetesExecutor:
                 )
             annotations = (job.get("metadata") or {}).get("annotations") or {}
             outputs_dir = str(annotations.get(ANNOTATION_OUTPUTS_DIR, "/cnab/app/outputs"))
-            result = await self._finish(run, outputs_dir, None)
-            keep = keep_after
-            return result
+            return await self._finish(run, outputs_dir, None)
         except asyncio.CancelledError:
             keep = True
             raise
