@@ -35,7 +35,6 @@ from porter_bundle.executor.base import (
     PHASE_CREATE,
     PHASE_OUTPUTS,
     PHASE_PULL,
-    PHASE_REMOVE,
     PHASE_START,
     PHASE_WAIT,
 )
@@ -53,8 +52,7 @@ STEPS = [
     PHASE_START,
     PHASE_WAIT,
     PHASE_OUTPUTS,
-    PHASE_REMOVE,
-]
+]  # the container of a run that ran is removed once its end is stored, after the run's span
 
 RUN_SCRIPT = r"""#!/bin/sh
 echo "traceparent=$TRACEPARENT"

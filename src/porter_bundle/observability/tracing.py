@@ -9,7 +9,8 @@ off unless ``--otlp-endpoint`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
   a run recovered after a restart gets a new span (``run <action> (recovered)``).
 - Child spans of the run's span for the steps of its container, as the executor reports them
   (:func:`porter_bundle.executor.phase`): ``image pull``, ``container create``, ``copy
-  files``, ``container start``, ``container wait``, ``collect outputs``, ``container remove``.
+  files``, ``container start``, ``container wait``, ``collect outputs`` (``container remove``
+  when it goes within the run; one that ran is removed after its end is stored).
 - The run span's trace context goes into the run's container as ``TRACEPARENT`` (W3C), so a
   bundle can join the trace as a child of its run.
 
