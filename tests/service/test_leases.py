@@ -33,7 +33,11 @@ def services_of(store, fake: FakeExecutor | None = None, replica: str = "a", slo
         store,
         executor=lambda: fake or FakeExecutor(),
         action_settings=ActionSettings(
-            run_timeout_seconds=30, max_concurrent_runs=slots, cancel_grace_seconds=1, network=None
+            run_timeout_seconds=30,
+            max_concurrent_runs=slots,
+            cancel_grace_seconds=1,
+            network=None,
+            engine_retry_seconds=60,
         ),
         leases=LeaseSettings(replica, run_lease_seconds=30, lease_renew_seconds=10),
     )
