@@ -26,7 +26,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests need (container engine, busybox images, OCI registry).
 # Installed only when missing (`make test-postgres` adds postgresql).
-APT_PACKAGES ?= podman runc busybox-static docker-registry debootstrap
+APT_PACKAGES ?= podman runc busybox-static docker-registry debootstrap curl
 
 # The released API, which `make breaking` compares proto/ with.
 API_SNAPSHOT ?= proto/released.binpb
