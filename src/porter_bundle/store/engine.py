@@ -11,6 +11,8 @@ instead of failing half-way. Reads run cached queries on plain DBAPI connections
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import threading
 from collections.abc import Iterator
@@ -68,6 +70,8 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
+        self._closed = False
+        event.listen(self.engine, "checkin", self._on_checkin)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(porter_write=True)
@@ -119,8 +123,17 @@ class Database:
         with database_errors():
             return secrets.key_usage(self)
 
+    def _on_checkin(self, dbapi_conn: Any, _record: Any) -> None:
+        """After :meth:`close`, a connection a thread still held when the pool was disposed
+        is closed as it comes back (else it would stay open until garbage collected)."""
+        if self._closed and dbapi_conn is not None:
+            with contextlib.suppress(Exception):
+                dbapi_conn.close()
+
     def close(self) -> None:
-        """Closes every pooled connection (the SQLite read connections threads kept included)."""
+        """Closes every pooled connection (the SQLite read connections threads kept included);
+        one checked out meanwhile is closed when it is given back."""
+        self._closed = True
         with self._kept_lock:
             kept, self._kept_all = self._kept_all, []
             self._kept = threading.local()
