@@ -9,10 +9,8 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +20,12 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-from porter_bundle.api.server import RunningServer, start_server
+from porter_bundle.api.server import RunningServer
 from porter_bundle.config import Settings, sqlite_url
 from porter_bundle.service import Services
 from porter_bundle.store import Database, Keyring
 from tests.engine import Engine, podman_engine
-from tests.helpers import wait_until
+from tests.helpers import serving_in_thread, wait_until
 from tests.image.images import Images, build_images
 from tests.registry_proxy import RegistryProxy
 
@@ -130,24 +128,8 @@ def server_settings() -> Settings:
 def server(
     store: Database, services: Services, server_settings: Settings
 ) -> Iterator[ServerHandle]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-server-loop", daemon=True)
-    thread.start()
-    started: Future[RunningServer] = asyncio.run_coroutine_threadsafe(
-        start_server(server_settings, services, services.blocking.pool), loop
-    )
-    running = started.result(timeout=30)
-    handle = ServerHandle(running.port, store, services, loop, running)
-    yield handle
-    try:
-        handle.stop(0)
-        # Then the runs' tasks, as `porter-bundle serve` does (a container may be in removal).
-        closing = asyncio.run_coroutine_threadsafe(services.actions.close(), loop)
-        closing.result(timeout=30)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
+    with serving_in_thread(server_settings, services) as (running, loop):
+        yield ServerHandle(running.port, store, services, loop, running)
 
 
 @pytest.fixture

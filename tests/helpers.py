@@ -249,10 +249,13 @@ def secret_volume(root: Path, files: Mapping[str, str]) -> Path:
 
 
 @contextlib.contextmanager
-def server_in_thread(settings: Any, services: Any, **options: Any) -> Iterator[Any]:
+def serving_in_thread(
+    settings: Any, services: Any, **options: Any
+) -> Iterator[tuple[Any, asyncio.AbstractEventLoop]]:
     """``start_server(settings, services, ...)`` on an event loop of its own thread: the
-    RunningServer, stopped (grace 0) and its loop closed on exit. ``options``: more
-    arguments of start_server (``tracer_provider``)."""
+    RunningServer and its loop; on exit stopped (grace 0), then the runs' tasks closed as
+    ``porter-bundle serve`` does (a container may be in removal), and the loop closed.
+    ``options``: more arguments of start_server (``tracer_provider``)."""
     from porter_bundle.api.server import start_server
 
     loop = asyncio.new_event_loop()
@@ -263,10 +266,20 @@ def server_in_thread(settings: Any, services: Any, **options: Any) -> Iterator[A
             start_server(settings, services, services.blocking.pool, **options), loop
         ).result(30)
         try:
-            yield running
+            yield running, loop
         finally:
-            asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
+            try:
+                asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(30)
+            finally:
+                asyncio.run_coroutine_threadsafe(services.actions.close(), loop).result(30)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+@contextlib.contextmanager
+def server_in_thread(settings: Any, services: Any, **options: Any) -> Iterator[Any]:
+    """The RunningServer of :func:`serving_in_thread`."""
+    with serving_in_thread(settings, services, **options) as (running, _loop):
+        yield running
