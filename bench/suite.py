@@ -1,7 +1,7 @@
 """The benchmarks: each measures porter-bundle against a reference, never against a clock.
 
 * ``list``   ListInstallations throughput at N concurrent callers, as a ratio to a bare
-  grpcio server serving the same response bytes, alternating rounds A/B/A/B.
+  grpcio server serving the same response bytes, in rounds whose order turns (A/B, B/A, ...).
 * ``depth``  latency of a page near the end of the table (reached with a page token)
   over the first page's latency.
 * ``latest`` ListInstallationRunOutputs(run_id="latest") latency for an installation
@@ -155,10 +155,12 @@ def bench_list(ctx: Context, page_size: int) -> list[Figure]:
 def _alternating(
     ctx: Context, sides: dict[str, ServerProcess], req: Path, resp: Path, label: str
 ) -> dict[str, list[float]]:
-    """ListInstallations throughput of each server, in alternating rounds (A/B/A/B)."""
+    """ListInstallations throughput of each server, in alternating rounds whose order turns
+    each round (A/B, B/A, A/B, ...), so neither side always runs right after the other."""
     rps: dict[str, list[float]] = {side: [] for side in sides}
     for n in range(ctx.settings.rounds):
-        for side, server in sides.items():
+        order = list(sides.items())
+        for side, server in order if n % 2 == 0 else reversed(order):
             result = run_loadgen(
                 _throughput_args(ctx, server.target, LIST_INSTALLATIONS, req, resp)
             )
