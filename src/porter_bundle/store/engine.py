@@ -12,7 +12,6 @@ instead of failing half-way. Reads run cached queries on plain DBAPI connections
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import threading
 from collections.abc import Iterator

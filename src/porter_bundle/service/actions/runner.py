@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from porter.bundle.v1.run_pb2 import (
-    RUN_STATE_CANCELED,
     RUN_STATE_FAILED,
     RUN_STATE_PENDING,
     Run,
 )
 from porter.bundle.v1.value_set_pb2 import CredentialSet
-from porter_bundle.errors import FailedPrecondition, PorterBundleError, Unavailable
+from porter_bundle.errors import PorterBundleError, Unavailable
 from porter_bundle.executor import (
     ContainerResult,
     ContainerSpec,
@@ -28,6 +27,7 @@ from porter_bundle.executor import (
     PhaseHook,
     reporting_phases,
 )
+from porter_bundle.service.actions.ending import RunEnding
 from porter_bundle.service.actions.leases import LeaseKeeper
 from porter_bundle.service.actions.outages import (
     LiveLog,
@@ -38,20 +38,16 @@ from porter_bundle.service.actions.outages import (
     release,
     rest_of_log,
 )
-from porter_bundle.service.actions.outputs import collect_outputs
-from porter_bundle.service.actions.planning import find_set
+from porter_bundle.service.actions.redactors import stored_redactor
 from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
 from porter_bundle.service.actions.takeover import Takeovers
-from porter_bundle.service.actions.verdict import verdict
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
-from porter_bundle.service.inputs import ResolvedInputs, render
 from porter_bundle.service.observe import Kind, Observers, RunEvent
 from porter_bundle.service.redact import Redactor, register, unregister
 from porter_bundle.service.runs import (
     Lease,
     LeaseLost,
-    OutputValue,
     RunService,
     action_name,
 )
@@ -74,12 +70,6 @@ class Prepared:
     action: str
     redactor: Redactor
     """Masks the run's secrets in its log, its message and log lines."""
-
-
-def inputs_redactor(inputs: ResolvedInputs) -> Redactor:
-    """Masks a run's credential values and sensitive parameter values."""
-    sensitive = (render(inputs.parameters[n]) for n in inputs.sensitive)
-    return Redactor([*inputs.credentials.values(), *sensitive])
 
 
 def engine_unavailable(exc: ExecutorUnavailable) -> Unavailable:
@@ -134,6 +124,14 @@ class Runner(Takeovers):
         )
         self.lease = Lease(leases.replica_id, leases.run_lease_seconds)
         """This replica's hold on the runs it executes (see :mod:`.leases`)."""
+        self._ending = RunEnding(
+            runs=runs,
+            blocking=blocking,
+            observers=self._observers,
+            lease=self.lease,
+            canceled=self._canceled.__contains__,
+            run_timeout_seconds=settings.run_timeout_seconds,
+        )
         self.leases = LeaseKeeper(
             runs=runs,
             lease=self.lease,
@@ -233,7 +231,7 @@ class Runner(Takeovers):
             if single:  # nobody else can finish them
                 taken = await self._claim(every_active=True)
                 for t in taken:
-                    await self._end(
+                    await self._ending.end(
                         t.run.id,
                         RUN_STATE_FAILED,
                         "the server restarted and could not reach the container engine: "
@@ -316,12 +314,12 @@ class Runner(Takeovers):
                     live.broken = True  # what it missed comes from the whole log
                 kept = True
                 if isinstance(outcome, Lost):
-                    await self._end_lost(run_id, outcome, redactor)
+                    await self._ending.lost(run_id, outcome, redactor)
                     return
                 await live.flush()
             if live.broken:
                 await rest_of_log(self._runs, self._blocking, run_id, outcome, redactor, self.lease)
-            await self._complete(run_id, prepared.bundle, prepared.action, outcome, redactor)
+            await self._ending.complete(run_id, prepared.bundle, prepared.action, outcome, redactor)
         except asyncio.CancelledError:
             kept = False  # server shutdown: the container goes on; recover() finishes it later
             raise
@@ -332,26 +330,19 @@ class Runner(Takeovers):
             message = redactor.text(exc.message)
             engine = exc.reason == "CONTAINER_ENGINE_UNAVAILABLE"
             cause = "engine_unavailable" if engine else "internal"
-            await self._end(run_id, RUN_STATE_FAILED, message, cause=cause)
+            await self._ending.end(run_id, RUN_STATE_FAILED, message, cause=cause)
         except Exception:
             incident = secrets.token_hex(6)
             log.exception("run %s failed unexpectedly (incident %s)", run_id, incident)
             message = f"internal error (incident {incident})"
-            await self._end(run_id, RUN_STATE_FAILED, message, incident=incident, cause="internal")
+            await self._ending.end(
+                run_id, RUN_STATE_FAILED, message, incident=incident, cause="internal"
+            )
         finally:
             self._canceled.discard(run_id)
             unregister(run_id)
             if kept and executor is not None:
                 await self._release(executor, run_id)
-
-    async def _end_lost(self, run_id: str, lost: Lost, redactor: Redactor) -> None:
-        """Ends a run whose container could not be re-attached (see :func:`reattach`)."""
-        kind, cause = (
-            (Kind.TIMED_OUT, "timeout") if lost.timed_out else (None, "engine_unavailable")
-        )
-        await self._end(
-            run_id, RUN_STATE_FAILED, redactor.text(lost.message), kind=kind, cause=cause
-        )
 
     async def _release(self, executor: Executor, run_id: str) -> None:
         await release(executor, run_id, self._settings.engine_retry_seconds)
@@ -380,20 +371,22 @@ class Runner(Takeovers):
                         f"the container engine of replica {self.lease.owner}, which took it "
                         "over, does not have its container"
                     )
-                await self._end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
+                await self._ending.end(run.id, RUN_STATE_FAILED, why, kind=Kind.RECOVERY_FAILED)
                 return
             kept = True
             # Its sensitive parameters are masked; its credentials as far as they resolve now.
-            redactor = await self._blocking.run(self._stored_redactor, run)
+            redactor = await self._blocking.run(
+                stored_redactor, self._runs, self._credential_sets, self._resolver, run
+            )
             register(run.id, redactor)  # log lines about it are masked too
             if isinstance(outcome, Lost):
-                await self._end_lost(run.id, outcome, redactor)
+                await self._ending.lost(run.id, outcome, redactor)
                 return
             self._observers.emit(RunEvent(Kind.RECOVERED, run.id, run))
             await rest_of_log(self._runs, self._blocking, run.id, outcome, redactor, self.lease)
             bundle = await self._blocking.run(self._bundles.document, run.bundle_digest) or {}
             action = action_name(run)
-            await self._complete(run.id, bundle, action, outcome, redactor)
+            await self._ending.complete(run.id, bundle, action, outcome, redactor)
         except asyncio.CancelledError:
             kept = False
             raise
@@ -415,120 +408,10 @@ class Runner(Takeovers):
             prepared = await self._blocking.run(self._prepare_again, run)
         except PorterBundleError as exc:
             message = f"the server restarted before this run started and could not start it: {exc.message}"
-            await self._end(run.id, RUN_STATE_FAILED, message, kind=Kind.RECOVERY_FAILED)
+            await self._ending.end(run.id, RUN_STATE_FAILED, message, kind=Kind.RECOVERY_FAILED)
             return
         log.info("starting run %s, accepted before the restart", run.id)
         await self._run(prepared)
 
-    def _stored_redactor(self, run: Run) -> Redactor:
-        """Masks what a run recorded before a restart used: its sensitive parameter values
-        (stored with the run) and, as far as they resolve again now, its credentials (from
-        its credential sets; command sources are not run again)."""
-        used = self._runs.run_parameters(run.id)
-        secrets = [render(used[n]) for n in run.sensitive_parameters if n in used]
-        for set_name in run.credential_sets:
-            entries = find_set(self._credential_sets, run.namespace, set_name, "credentials")
-            for entry in entries or ():
-                if entry.source.WhichOneof("kind") == "command":
-                    continue
-                try:
-                    value = self._resolver.resolve(
-                        f"credential {entry.name!r}", entry.source, run.namespace
-                    )
-                except FailedPrecondition:
-                    continue
-                secrets.append(render(value))
-        return Redactor(secrets)
 
-    async def _complete(
-        self,
-        run_id: str,
-        bundle: dict[str, Any],
-        action: str,
-        result: ContainerResult,
-        redactor: Redactor,
-    ) -> None:
-        values, missing = collect_outputs(bundle, action, result.outputs)
-        produced = [render(v.value) for v in values if v.sensitive]
-        if produced:  # the image may have printed the sensitive outputs it wrote
-            redactor = redactor.plus(produced)
-            what = f"the masked log of run {run_id}"
-            await durably(self._blocking, what, self._mask_stored_log, run_id, redactor)
-        stored = await self._blocking.run(self._runs.current, run_id)
-        # `canceling` stored: CancelRun reached this run through another process too.
-        canceled = run_id in self._canceled or (stored is not None and stored.canceling)
-        state, message, kind, cause = verdict(
-            result, missing, canceled, self._settings.run_timeout_seconds
-        )
-        if cause == "container_error":
-            self._observers.error("executor", "refused")
-        await self._end(
-            run_id,
-            state,
-            redactor.text(message),
-            values,
-            kind=kind,
-            cause=cause,
-            image_digest=result.image_digest,
-        )
-
-    def _mask_stored_log(self, run_id: str, redactor: Redactor) -> None:
-        """Masks, in place and keeping every offset, values that became secret only when
-        the run ended (its sensitive outputs). A live follower may have seen them already:
-        nobody could know them as secrets before the image wrote them as outputs."""
-        self._runs.mask_log(run_id, redactor.data, self.lease)
-
-    async def _end(
-        self,
-        run_id: str,
-        state: int,
-        message: str,
-        outputs: Sequence[OutputValue] = (),
-        *,
-        kind: Kind | None = None,
-        incident: str = "",
-        cause: str = "",
-        image_digest: str = "",
-    ) -> None:
-        """Finishes the run and emits ``kind`` (by default: canceled or finished, by state)."""
-        # Retried until stored (a full disk, a restarting database): the run's container is
-        # kept until then, so it is never RUNNING without one.
-        run = await durably(
-            self._blocking,
-            f"the end of run {run_id}",
-            self._finish_quietly,
-            run_id,
-            state,
-            message,
-            outputs,
-            image_digest,
-        )
-        if run is None:
-            return
-        if kind is None:
-            kind = Kind.CANCELED if state == RUN_STATE_CANCELED else Kind.FINISHED
-        if kind is Kind.RECOVERY_FAILED:
-            cause = "recovery"
-        self._observers.emit(RunEvent(kind, run_id, run, message, incident, cause))
-
-    def _finish_quietly(
-        self,
-        run_id: str,
-        state: int,
-        message: str,
-        outputs: Sequence[OutputValue] = (),
-        image_digest: str = "",
-    ) -> Run | None:
-        try:
-            return self._runs.finish(
-                run_id, state, message, outputs, image_digest=image_digest, lease=self.lease
-            )
-        except LeaseLost as exc:
-            log.warning("run %s: %s; not ending it %s", run_id, exc.message, state)
-            return None
-        except FailedPrecondition:
-            log.info("run %s had already ended", run_id)
-            return None
-
-
-__all__ = ["Prepared", "Runner", "inputs_redactor"]
+__all__ = ["Prepared", "Runner"]

@@ -30,7 +30,8 @@ from porter_bundle.service.actions.planning import (
     Planner,
     check_request,
 )
-from porter_bundle.service.actions.runner import Prepared, Runner, inputs_redactor
+from porter_bundle.service.actions.redactors import inputs_redactor
+from porter_bundle.service.actions.runner import Prepared, Runner
 from porter_bundle.service.actions.settings import ActionSettings, LeaseSettings
 from porter_bundle.service.blocking import Blocking
 from porter_bundle.service.bundles import BundleService
