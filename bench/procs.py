@@ -35,6 +35,13 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak resident set) of a process, in KiB."""
     out: dict[str, int] = {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from typing import IO, Any
 
 import grpc
 
-from bench.procs import REPO, ServerProcess, child_env, start_porter_bundle
+from bench.procs import REPO, ServerProcess, child_env, cpu_seconds, start_porter_bundle
 from bench.report import Figure
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
@@ -102,9 +101,7 @@ class _Proc:
 
 def _proc_stat(pid: int) -> tuple[float, int, int]:
     """(CPU seconds, VmRSS KiB, threads) of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = cpu_seconds(pid)
     rss = threads = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:

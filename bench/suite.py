@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from bench.plan import Plan
-from bench.procs import MemorySampler, ServerProcess, run_loadgen, start_bare
+from bench.procs import MemorySampler, ServerProcess, cpu_seconds, run_loadgen, start_bare
 from bench.report import Figure
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 
@@ -153,21 +153,35 @@ def bench_list(ctx: Context, page_size: int) -> list[Figure]:
 
 
 def _alternating(
-    ctx: Context, sides: dict[str, ServerProcess], req: Path, resp: Path, label: str
+    ctx: Context,
+    sides: dict[str, ServerProcess],
+    req: Path,
+    resp: Path,
+    label: str,
+    cpu_us: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """ListInstallations throughput of each server, in alternating rounds whose order turns
-    each round (A/B, B/A, A/B, ...), so neither side always runs right after the other."""
+    each round (A/B, B/A, A/B, ...), so neither side always runs right after the other.
+    ``cpu_us``: filled with each round's server CPU time per call (µs; the warm-up's calls
+    taken at the round's rate)."""
     rps: dict[str, list[float]] = {side: [] for side in sides}
-    for n in range(ctx.settings.rounds):
+    s = ctx.settings
+    for n in range(s.rounds):
         order = list(sides.items())
         for side, server in order if n % 2 == 0 else reversed(order):
+            cpu_before = cpu_seconds(server.pid)
             result = run_loadgen(
                 _throughput_args(ctx, server.target, LIST_INSTALLATIONS, req, resp)
             )
+            used = cpu_seconds(server.pid) - cpu_before
             rps[side].append(result["rps"])
+            per_call = used / (result["rps"] * (s.duration + s.warmup)) * 1e6
+            if cpu_us is not None:
+                cpu_us.setdefault(side, []).append(per_call)
             ctx.log(
                 f"  list {label} round {n + 1} {side:13s} "
-                f"{result['rps']:8.0f} rps  p50 {result['latency_ms']['p50']:.2f} ms"
+                f"{result['rps']:8.0f} rps  p50 {result['latency_ms']['p50']:.2f} ms  "
+                f"server CPU {per_call:.0f} µs/call"
             )
     return rps
 
@@ -189,11 +203,13 @@ def bench_metrics(
         with grpc.insecure_channel(server.target) as channel:
             for _ in range(50):
                 channel.unary_unary(LIST_INSTALLATIONS)(raw_request, timeout=60)
+    cpu: dict[str, list[float]] = {}
     rps = _alternating(
-        ctx, {"metrics off": without, "metrics on": with_metrics}, req, resp, "metrics"
+        ctx, {"metrics off": without, "metrics on": with_metrics}, req, resp, "metrics", cpu
     )
     off, on = statistics.median(rps["metrics off"]), statistics.median(rps["metrics on"])
-    ctx.details["metrics"] = {"page_size": page_size, "rps_rounds": rps}
+    cpu_off, cpu_on = statistics.median(cpu["metrics off"]), statistics.median(cpu["metrics on"])
+    ctx.details["metrics"] = {"page_size": page_size, "rps_rounds": rps, "cpu_us_rounds": cpu}
     return [
         Figure(
             f"ListInstallations page {page_size}: rps with metrics on / off",
@@ -205,6 +221,14 @@ def bench_metrics(
         ),
         Figure("  rps, metrics on", on, "rps"),
         Figure("  rps, metrics off", off, "rps"),
+        Figure(
+            "  server CPU per call, metrics on / off",
+            cpu_on / cpu_off,
+            "x",
+            note="median of each side's rounds; less hurt by other load than rps",
+        ),
+        Figure("  server CPU per call, metrics on", cpu_on, "µs"),
+        Figure("  server CPU per call, metrics off", cpu_off, "µs"),
     ]
 
 
