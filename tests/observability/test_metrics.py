@@ -224,6 +224,7 @@ def test_metrics_are_off_by_default(services):
     observability = Observability(Settings(), services)
     try:
         assert observability.metrics is None and observability.interceptors() == []
+        assert observability.wrappers() == []  # nor a call wrapper (the log level is INFO)
         observability.start()
         assert observability.metrics_port is None
     finally:

@@ -8,7 +8,7 @@ grpcio turns an exception raised by a request deserializer into UNKNOWN with the
 class in the message. So the deserializer never raises: it returns the decoded message, or a
 :class:`~porter_bundle.errors.MalformedRequest` in its place, and the handler (wrapped with
 :func:`refuse_malformed`) ends the call with that error through the one error mapping. The
-authentication interceptor sees the same stand-in and refuses it after authenticating.
+authentication guard sees the same stand-in and refuses it after authenticating.
 A method whose requests stream (server reflection's ``ServerReflectionInfo``) is wrapped with
 :func:`refuse_malformed_stream`: the first request that is no message ends the stream the same
 way.

@@ -1,13 +1,14 @@
-"""The base of the server's interceptors: each wraps a method's handler once.
+"""The base of the server's call wrappers (authentication, the call metrics): each wraps a
+method's handler once, when the server is built.
 
-The server's handlers never change, so an interceptor that wraps them (authentication, the
-call metrics) builds the wrapped handler on a method's first call and returns it from then
-on; methods the server does not have (UNIMPLEMENTED) are never wrapped nor remembered (their
-names are the client's choice)."""
+The server's handlers never change, so wrapping them up front costs nothing per call, where a
+``grpc.aio`` interceptor is awaited on every call before the handler is even found. Methods
+the server does not have end UNIMPLEMENTED before any wrapper (their names are the client's
+choice, and are neither counted nor remembered)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -15,30 +16,20 @@ import grpc
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Calls :meth:`wrap` once per method and serves the handler it returns."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, Handler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method: str = handler_call_details.method
-        found = self._wrapped.get(method)
-        if found is not None:
-            return found
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        wrapped = self._wrapped[method] = self.wrap(handler, method)
-        return wrapped
+class HandlerWrapper:
+    """Gives the handler to serve a method with, from the method's own."""
 
     def wrap(self, handler: Handler, method: str) -> Handler:
-        """The handler to serve ``method`` with (``handler`` itself to leave it alone)."""
+        """The handler to serve ``method`` (``/package.Service/Method``) with; ``handler``
+        itself to leave it alone."""
         raise NotImplementedError
 
 
-__all__ = ["Handler", "WrappingInterceptor"]
+def wrapped(handler: Handler, method: str, wrappers: Sequence[HandlerWrapper]) -> Handler:
+    """``handler`` wrapped by each of ``wrappers``, the first outermost (it sees a call first)."""
+    for wrapper in reversed(wrappers):
+        handler = wrapper.wrap(handler, method)
+    return handler
+
+
+__all__ = ["Handler", "HandlerWrapper", "wrapped"]

@@ -4,7 +4,7 @@ API, health and reflection on one grpc.aio server."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from porter_bundle.api.decoding import decoder, refuse_malformed, refuse_malformed_stream
+from porter_bundle.api.interception import HandlerWrapper, wrapped
 from porter_bundle.api.reflection import V1_DESCRIPTOR, V1ALPHA_DESCRIPTOR
 from porter_bundle.api.servicers import (
     LEGACY_SERVICE,
@@ -31,7 +32,7 @@ from porter_bundle.api.servicers import (
 from porter_bundle.api.wire import serialize
 from porter_bundle.auth.audit import AuditLog
 from porter_bundle.auth.exposure import is_loopback
-from porter_bundle.auth.interceptor import Authenticator, AuthInterceptor
+from porter_bundle.auth.interceptor import Authenticator, AuthGuard
 from porter_bundle.auth.tls import server_credentials
 from porter_bundle.auth.tokens import TokenFile
 from porter_bundle.config import Settings
@@ -112,11 +113,14 @@ class RunningServer:
 
 
 def _handlers(
-    servicers: Iterable[Servicer], descriptor: ServiceDescriptor = SERVICE_DESCRIPTOR
+    servicers: Iterable[Servicer],
+    descriptor: ServiceDescriptor = SERVICE_DESCRIPTOR,
+    wrappers: Sequence[HandlerWrapper] = (),
 ) -> grpc.GenericRpcHandler:
     """Method handlers of one service, built from its descriptor over the RPCs the servicers
-    implement (each RPC by exactly one; ValueError otherwise); list responses may be
-    pre-encoded bytes. A request that cannot be decoded ends INVALID_ARGUMENT (MALFORMED_REQUEST)."""
+    implement (each RPC by exactly one; ValueError otherwise), each wrapped by ``wrappers``;
+    list responses may be pre-encoded bytes. A request that cannot be decoded ends
+    INVALID_ARGUMENT (MALFORMED_REQUEST)."""
     implemented: dict[str, Behaviour] = {}
     for servicer in servicers:
         for name, behaviour in servicer.rpcs().items():
@@ -130,18 +134,20 @@ def _handlers(
         raise ValueError(
             f"{descriptor.full_name}: servicers lack {missing} and implement unknown {unknown}"
         )
-    return _decoding_handlers(descriptor, implemented)
+    return _decoding_handlers(descriptor, implemented, wrappers=wrappers)
 
 
 def _decoding_handlers(
     descriptor: ServiceDescriptor,
     implemented: dict[str, Behaviour],
     decode_as: ServiceDescriptor | None = None,
+    wrappers: Sequence[HandlerWrapper] = (),
 ) -> grpc.GenericRpcHandler:
     """Handlers of every method of ``descriptor`` (unary requests, or a bidirectional
     stream), each decoding its own requests: bytes that are no request end INVALID_ARGUMENT
-    (see :mod:`api.decoding`). ``decode_as``: a service whose request messages are the same
-    on the wire, decoded as its own (reflection v1 as v1alpha, which its servicer speaks)."""
+    (see :mod:`api.decoding`), and wrapped by ``wrappers`` (the first outermost).
+    ``decode_as``: a service whose request messages are the same on the wire, decoded as its
+    own (reflection v1 as v1alpha, which its servicer speaks)."""
     from google.protobuf import symbol_database
 
     db = symbol_database.Default()
@@ -153,45 +159,52 @@ def _decoding_handlers(
         if method.client_streaming:
             if not method.server_streaming:
                 raise ValueError(f"{method.full_name}: client streaming needs server streaming")
-            methods[method.name] = grpc.stream_stream_rpc_method_handler(
+            handler = grpc.stream_stream_rpc_method_handler(
                 refuse_malformed_stream(behaviour),
                 request_deserializer=decoder(request_cls),
                 response_serializer=serialize,
             )
-            continue
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        methods[method.name] = make(
-            refuse_malformed(behaviour),
-            request_deserializer=decoder(request_cls),
-            response_serializer=serialize,
-        )
+        else:
+            make = (
+                grpc.unary_stream_rpc_method_handler
+                if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler
+            )
+            handler = make(
+                refuse_malformed(behaviour),
+                request_deserializer=decoder(request_cls),
+                response_serializer=serialize,
+            )
+        full_name = f"/{descriptor.full_name}/{method.name}"
+        methods[method.name] = wrapped(handler, full_name, wrappers)
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
-def _reflection_handlers(service_names: tuple[str, ...]) -> list[grpc.GenericRpcHandler]:
+def _reflection_handlers(
+    service_names: tuple[str, ...], wrappers: Sequence[HandlerWrapper] = ()
+) -> list[grpc.GenericRpcHandler]:
     """Server reflection (``grpc.reflection.v1`` and ``v1alpha``) listing ``service_names``,
     through the decoding handlers: a request that is no ServerReflectionRequest ends the
     stream INVALID_ARGUMENT (MALFORMED_REQUEST), not UNKNOWN."""
     names = (*service_names, *(d.full_name for d in REFLECTION_DESCRIPTORS))
     servicer = reflection.aio.ReflectionServicer(names)
     behaviours: dict[str, Behaviour] = {"ServerReflectionInfo": servicer.ServerReflectionInfo}
-    return [_decoding_handlers(d, behaviours, V1ALPHA_DESCRIPTOR) for d in REFLECTION_DESCRIPTORS]
+    return [
+        _decoding_handlers(d, behaviours, V1ALPHA_DESCRIPTOR, wrappers)
+        for d in REFLECTION_DESCRIPTORS
+    ]
 
 
-def _interceptors(
+def _guards(
     settings: Settings, on_refused: Callable[[str], None] | None = None
-) -> list[grpc.aio.ServerInterceptor]:
-    """The authentication interceptor when callers are authenticated; none otherwise."""
+) -> list[HandlerWrapper]:
+    """The authentication when callers are authenticated; none otherwise."""
     if not settings.authenticates:
         return []
     tokens = TokenFile(settings.token_file) if settings.token_file else None
     authenticator = Authenticator(tokens, mtls=bool(settings.tls_client_ca))
     return [
-        AuthInterceptor(
+        AuthGuard(
             authenticator,
             reflection_requires_auth=settings.reflection_requires_auth,
             on_refused=on_refused,
@@ -205,7 +218,7 @@ async def start_server(
     """Builds and starts the server on ``settings.address`` (port 0 picks one). Handlers run
     their blocking calls on ``executor``, the pool the services use (its owner shuts it down).
     ``tracer_provider`` (an OpenTelemetry SDK one, for tests) turns traces on."""
-    _interceptors(settings)  # first: a bad token file fails before anything starts
+    _guards(settings)  # first: a bad token file fails before anything starts
     observability = Observability(settings, services, tracer_provider=tracer_provider)
     try:
         return await _start(settings, services, executor, observability)
@@ -217,13 +230,11 @@ async def start_server(
 async def _start(
     settings: Settings, services: Services, executor: Executor, observability: Observability
 ) -> RunningServer:
-    # The call metrics first: they count the calls authentication refuses too.
-    interceptors = [
-        *observability.interceptors(),
-        *_interceptors(settings, observability.on_refused),
-    ]
+    # The call metrics first: they count the calls authentication refuses too. Both wrap the
+    # handlers of this listener only (the legacy one is neither guarded nor counted).
+    wrappers = [*observability.wrappers(), *_guards(settings, observability.on_refused)]
     audit = AuditLog(settings.audit_log, on_reveal=observability.on_reveal)
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=observability.interceptors())
     backend = Backend(
         services,
         Calls(executor, inline_reads=services.local_database),
@@ -233,17 +244,24 @@ async def _start(
             recheck_seconds=settings.stream_recheck_seconds,
         ),
     )
-    server.add_generic_rpc_handlers([_handlers(porter_bundle_servicers(backend))])
-    legacy_handlers = _handlers([PorterLegacyServicer(backend)], LEGACY_SERVICE_DESCRIPTOR)
-    server.add_generic_rpc_handlers([legacy_handlers])
+    server.add_generic_rpc_handlers(
+        [_handlers(porter_bundle_servicers(backend), wrappers=wrappers)]
+    )
+    legacy_servicer = PorterLegacyServicer(backend)
+    legacy_handlers = _handlers([legacy_servicer], LEGACY_SERVICE_DESCRIPTOR)
+    server.add_generic_rpc_handlers(
+        [_handlers([legacy_servicer], LEGACY_SERVICE_DESCRIPTOR, wrappers)]
+    )
 
     health_servicer = HealthServicer()
     # Health through the same decoding handlers: an undecodable probe is INVALID_ARGUMENT too.
     health_methods = {m.name: getattr(health_servicer, m.name) for m in HEALTH_DESCRIPTOR.methods}
     health_handlers = _decoding_handlers(HEALTH_DESCRIPTOR, health_methods)
-    server.add_generic_rpc_handlers([health_handlers])
     server.add_generic_rpc_handlers(
-        _reflection_handlers((SERVICE, LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name))
+        [_decoding_handlers(HEALTH_DESCRIPTOR, health_methods, wrappers=wrappers)]
+    )
+    server.add_generic_rpc_handlers(
+        _reflection_handlers((SERVICE, LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name), wrappers)
     )
     legacy_server = None
     legacy_port = 0
@@ -298,8 +316,8 @@ def _legacy_listener(
     address: str, handlers: grpc.GenericRpcHandler, health_handlers: grpc.GenericRpcHandler
 ) -> tuple[grpc.aio.Server, int]:
     """The Porter operator's own listener: porter.v1alpha1.Porter only (with health and
-    reflection), plaintext, no interceptors, as the operator dials ``porter-grpc-service:3001``.
-    Without an interceptor every call is the local caller, and sensitive outputs stay withheld
+    reflection), plaintext, neither guarded nor counted, as the operator dials ``porter-grpc-service:3001``.
+    Unguarded, every call is the local caller, and sensitive outputs stay withheld
     unless --legacy-reveal-sensitive (RevealService.legacy_latest_outputs)."""
     legacy = grpc.aio.server(options=SERVER_OPTIONS)
     reflecting = _reflection_handlers((LEGACY_SERVICE, HEALTH_DESCRIPTOR.full_name))

@@ -1,6 +1,6 @@
 """Authorization: the caller of the current call, and the checks the API layer makes.
 
-The interceptor (:mod:`porter_bundle.auth.interceptor`) authenticates a call, checks its
+The guard (:mod:`porter_bundle.auth.interceptor`) authenticates a call, checks its
 :class:`~porter_bundle.auth.permissions.Rule` and puts an :class:`Access` in a context
 variable for the call's task. Servicers read it with :func:`current` and hand it to the
 service layer: what a list may show (:attr:`Access.visible`), whether a run found by ID may be
@@ -63,7 +63,7 @@ _WITNESS: contextvars.ContextVar[list[Principal] | None] = contextvars.ContextVa
 
 def witness() -> list[Principal]:
     """A list that the principal of the call being served is appended to once it is
-    authenticated: for the access log, whose interceptor runs before authentication."""
+    authenticated: for the access log, whose call wrapper runs before authentication."""
     seen: list[Principal] = []
     _WITNESS.set(seen)
     return seen

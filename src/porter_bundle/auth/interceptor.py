@@ -1,4 +1,6 @@
-"""The server interceptor: authenticates every call, then checks its access rule.
+"""The server's guard: authenticates every call, then checks its access rule (a
+:class:`~porter_bundle.api.interception.HandlerWrapper`, wrapped around each method's handler
+when the server is built).
 
 A call carries ``authorization: Bearer <token>`` metadata, or (mutual TLS) a verified client
 certificate whose subject CN is the principal. Failures end the call through the one error
@@ -14,7 +16,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from porter_bundle.api.interception import Handler, WrappingInterceptor
+from porter_bundle.api.interception import Handler, HandlerWrapper
 from porter_bundle.auth import authz
 from porter_bundle.auth.permissions import RULES, Rule
 from porter_bundle.auth.roles import LOCAL, Principal
@@ -76,7 +78,7 @@ def bearer_token(metadata: Iterable[Any] | None) -> str:
     return ""
 
 
-class AuthInterceptor(WrappingInterceptor):
+class AuthGuard(HandlerWrapper):
     """Authenticates and authorizes each call before the servicer sees it."""
 
     def __init__(
@@ -87,7 +89,6 @@ class AuthInterceptor(WrappingInterceptor):
         rules: Mapping[str, Rule] = RULES,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__()
         self._auth = authenticator
         self._on_refused = on_refused
         """Told the reason of each refused call (the metrics)."""

@@ -1,5 +1,5 @@
 """Operating the server: its structured log (:mod:`.logs`), Prometheus metrics
-(:mod:`.metrics`, with the gRPC interceptor in :mod:`.calls`) and dependency-aware health
+(:mod:`.metrics`, with the call wrapper in :mod:`.calls`) and dependency-aware health
 (:mod:`.health`).
 
 The service layer only emits run events (:mod:`porter_bundle.service.observe`) and the auth
@@ -14,8 +14,9 @@ from typing import Any
 
 import grpc
 
+from porter_bundle.api.interception import HandlerWrapper
 from porter_bundle.config import Settings
-from porter_bundle.observability.calls import GrpcMetricsInterceptor
+from porter_bundle.observability.calls import CallObserver
 from porter_bundle.observability.logs import AccessLog, RunLifecycleLog
 from porter_bundle.observability.metrics import Metrics, MetricsServer
 from porter_bundle.observability.tracing import Tracing, wanted
@@ -26,7 +27,7 @@ from porter_bundle.service.observe import RunObserver
 class Observability:
     """What one server observes with: attached to its services until :meth:`close`.
 
-    Metrics exist only with ``--metrics-address`` (else no registry, no interceptor unless
+    Metrics exist only with ``--metrics-address`` (else no registry, no call wrapper unless
     the access log is on)."""
 
     def __init__(
@@ -58,18 +59,19 @@ class Observability:
             services.actions.observers.add(observer)
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """The call interceptor (first of all) when there are metrics or an access log, then
-        the tracing one when traces are on."""
-        found: list[grpc.aio.ServerInterceptor] = []
-        if self.metrics is not None or self._access.enabled:
-            found.append(GrpcMetricsInterceptor(self.metrics, self._access))
-        if self.tracing is not None:
-            found.append(self.tracing.interceptor())
-        return found
+        """The tracing interceptor when traces are on (it sees each call first)."""
+        return [self.tracing.interceptor()] if self.tracing is not None else []
+
+    def wrappers(self) -> list[HandlerWrapper]:
+        """The call wrapper (outside authentication, so refused calls count) when there are
+        metrics or an access log."""
+        if self.metrics is None and not self._access.enabled:
+            return []
+        return [CallObserver(self.metrics, self._access)]
 
     @property
     def on_refused(self) -> Callable[[str], None] | None:
-        """What the authentication interceptor tells the reason of a refusal."""
+        """What the authentication guard tells the reason of a refusal."""
         return self.metrics.auth_refused if self.metrics is not None else None
 
     @property

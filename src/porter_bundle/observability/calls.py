@@ -1,6 +1,7 @@
-"""The gRPC side of observing: one interceptor that counts and times every call into the
-server's :class:`~porter_bundle.observability.metrics.Metrics` (as go-grpc-prometheus does)
-and tells the access log of each finished call."""
+"""The gRPC side of observing: one call wrapper (around each method's handler, when the
+server is built) that counts and times every call into the server's
+:class:`~porter_bundle.observability.metrics.Metrics` (as go-grpc-prometheus does) and tells
+the access log of each finished call."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, NamedTuple
 import grpc
 from prometheus_client import Counter
 
-from porter_bundle.api.interception import Handler, WrappingInterceptor
+from porter_bundle.api.interception import Handler, HandlerWrapper
 from porter_bundle.auth import authz
 from porter_bundle.auth.roles import Principal
 from porter_bundle.observability.metrics import Metrics
@@ -88,12 +89,11 @@ Finished = Callable[[str, float, str, str | None], None]
 authenticated) — the access log."""
 
 
-class GrpcMetricsInterceptor(WrappingInterceptor):
+class CallObserver(HandlerWrapper):
     """Counts and times every call of the server's methods; put it first, so calls the
     authentication refuses are counted too."""
 
     def __init__(self, metrics: Metrics | None, finished: Finished | None = None) -> None:
-        super().__init__()
         self._m = metrics
         self._finished = finished
 
@@ -190,4 +190,4 @@ class GrpcMetricsInterceptor(WrappingInterceptor):
         return handler  # client streaming: none served
 
 
-__all__ = ["Finished", "GrpcMetricsInterceptor", "code_of"]
+__all__ = ["CallObserver", "Finished", "code_of"]

@@ -155,7 +155,7 @@ class RunLifecycleLog:
 
 class AccessLog:
     """One DEBUG line per finished call on ``porter_bundle.access``: method, code, duration and
-    principal (never a request body). Given to the call interceptor as its ``finished``."""
+    principal (never a request body). Given to the call wrapper as its ``finished``."""
 
     def __init__(self, *, authenticates: bool, logger: logging.Logger | None = None) -> None:
         self._log = logger or logging.getLogger(ACCESS_LOGGER)
