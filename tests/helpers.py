@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import socket
@@ -142,6 +143,33 @@ async def own_orphans(executor: Any, run_id: str) -> list[str]:
     """A container executor's ``orphans()`` of one test's runs only (their IDs start with
     ``run_id``): other tests may run beside it on the same engine."""
     return [found for found in await executor.orphans() if found.startswith(run_id)]
+
+
+def result_bundle_installations(
+    stub: Any, reference: str, image: str, namespace: str, names: list[str]
+) -> None:
+    """Registers at ``reference`` (``...:v1``) a bundle of ``image`` with one ``result``
+    output (a file of ``/cnab/app/outputs``), named as the reference's repository, and one
+    installation of it for each of ``names`` in ``namespace``."""
+    from porter.bundle.v1.installation_pb2 import BundleReference, Installation
+
+    repository, _, tag = reference.rpartition(":")
+    bundle = {
+        "schemaVersion": "v1.0.0",
+        "name": repository.rsplit("/", 1)[-1],
+        "version": "1.0.0",
+        "invocationImages": [{"imageType": "docker", "image": image}],
+        "definitions": {"text": {"type": "string"}},
+        "outputs": {"result": {"definition": "text", "path": "/cnab/app/outputs/result"}},
+    }
+    stub.CreateBundle(pb.CreateBundleRequest(reference=reference, bundle_json=json.dumps(bundle)))
+    for name in names:
+        inst = Installation(
+            namespace=namespace,
+            name=name,
+            bundle=BundleReference(repository=repository, tag=tag),
+        )
+        stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
 
 
 def free_port() -> int:

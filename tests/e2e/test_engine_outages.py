@@ -5,7 +5,6 @@ ExecuteAction is called. A real server (port 0) over a real SQLite file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import grpc
@@ -13,7 +12,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
-from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.api.servicers import SERVICE
 from porter_bundle.config import Settings
@@ -21,7 +19,7 @@ from porter_bundle.executor import LABEL_MANAGED, ContainerExecutor
 from porter_bundle.service import Services
 from porter_bundle.service.actions import ActionSettings
 from tests.engine import Engine, podman_engine
-from tests.helpers import ended_run, failure, wait_until
+from tests.helpers import ended_run, failure, result_bundle_installations, wait_until
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 NS = "dev"
@@ -64,21 +62,7 @@ def services(store, engine) -> Services:
 
 
 def add_installations(stub, engine: Engine, names: list[str]) -> None:
-    image = engine.image("outage", SCRIPT)
-    bundle = {
-        "schemaVersion": "v1.0.0",
-        "name": "outage",
-        "version": "1.0.0",
-        "invocationImages": [{"imageType": "docker", "image": image}],
-        "definitions": {"text": {"type": "string"}},
-        "outputs": {"result": {"definition": "text", "path": "/cnab/app/outputs/result"}},
-    }
-    stub.CreateBundle(pb.CreateBundleRequest(reference=REF, bundle_json=json.dumps(bundle)))
-    for name in names:
-        inst = Installation(
-            namespace=NS, name=name, bundle=BundleReference(repository=REF[:-3], tag="v1")
-        )
-        stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
+    result_bundle_installations(stub, REF, engine.image("outage", SCRIPT), NS, names)
 
 
 def install(stub, name: str) -> str:

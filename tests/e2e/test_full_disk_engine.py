@@ -9,7 +9,6 @@ each run ends with its true result, its whole log and outputs; no managed contai
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import signal
 import subprocess
@@ -22,10 +21,9 @@ import pytest
 
 from porter.bundle.v1 import porter_bundle_pb2 as pb
 from porter.bundle.v1 import porter_bundle_pb2_grpc
-from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter.bundle.v1.run_pb2 import RUN_STATE_RUNNING, RUN_STATE_SUCCEEDED
 from porter_bundle.executor import LABEL_RUN_ID
-from tests.helpers import ended_run, wait_until
+from tests.helpers import ended_run, result_bundle_installations, wait_until
 from tests.test_cli import start
 
 pytestmark = pytest.mark.slow
@@ -116,23 +114,6 @@ class Server:
                 pipe.close()
 
 
-def setup(stub, image: str, names: list[str]) -> None:
-    bundle = {
-        "schemaVersion": "v1.0.0",
-        "name": "full-disk",
-        "version": "1.0.0",
-        "invocationImages": [{"imageType": "docker", "image": image}],
-        "definitions": {"text": {"type": "string"}},
-        "outputs": {"result": {"definition": "text", "path": "/cnab/app/outputs/result"}},
-    }
-    stub.CreateBundle(pb.CreateBundleRequest(reference=REF, bundle_json=json.dumps(bundle)))
-    for name in names:
-        inst = Installation(
-            namespace=NS, name=name, bundle=BundleReference(repository=REF[:-3], tag="v1")
-        )
-        stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
-
-
 def containers_of(podman_service, run_id: str) -> list[str]:
     """The states of the run's containers ("up", "exited", as the first word of each)."""
     listed = podman_service.podman(
@@ -197,7 +178,7 @@ def test_a_full_disk_during_runs(tmp_path, small_disk, podman_service, podman_ho
     image = test_image("full-disk", SCRIPT)
     server = Server(tmp_path, small_disk, podman_host)
     try:
-        setup(server.stub, image, ["a", "b", "c", "d"])
+        result_bundle_installations(server.stub, REF, image, NS, ["a", "b", "c", "d"])
 
         # Room again while the server runs: the runs end as their containers did.
         runs = start_runs(server.stub, ["a", "b"])
