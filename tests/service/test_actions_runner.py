@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 
 import pytest
 
@@ -20,7 +21,7 @@ from porter.bundle.v1.run_pb2 import (
 from porter.bundle.v1.value_set_pb2 import CredentialSet, NamedValueSource
 from porter_bundle.config import Settings
 from porter_bundle.errors import Unavailable
-from porter_bundle.executor import ContainerResult
+from porter_bundle.executor import ContainerResult, ExecutorUnavailable
 from porter_bundle.service import ActionRequest, ActionSettings, Services
 from porter_bundle.service.runs import NewRun
 from tests.fake_executor import FakeExecutor
@@ -302,3 +303,94 @@ def test_a_run_canceled_while_the_engine_is_unreachable_ends_canceled(store):
         assert services.runs.log_from(run.id, 0) == b"started\nbye\n"
 
     asyncio.run(go())
+
+
+class LateEngine(FakeExecutor):
+    """An engine that does not answer (ping) until the test says it is up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = threading.Event()
+
+    async def ping(self) -> None:
+        if not self.up.is_set():
+            raise ExecutorUnavailable("the container engine at unix:///late.sock does not answer")
+
+
+def late_services(store, engine: LateEngine, engine_retry: float) -> Services:
+    """Services whose executor cannot be made until ``engine.up`` (as the container
+    executor's first connection fails while the engine is down)."""
+
+    def executor() -> FakeExecutor:
+        if not engine.up.is_set():
+            raise ExecutorUnavailable("the container engine at unix:///late.sock does not answer")
+        return engine
+
+    return Services.create(
+        store,
+        executor=executor,
+        action_settings=ActionSettings(
+            run_timeout_seconds=30,
+            max_concurrent_runs=2,
+            cancel_grace_seconds=1,
+            network=None,
+            engine_retry_seconds=engine_retry,
+        ),
+    )
+
+
+def left_running(services: Services) -> str:
+    services.bundles.create(REF, json.dumps(BUNDLE))
+    add_installation(services)
+    digest = services.bundles.get(REF).digest
+    run, _ = services.runs.create(NS, NAME, NewRun(action=1, bundle_digest=digest))
+    services.runs.start(run.id)
+    return run.id
+
+
+def test_an_engine_down_at_start_up_is_waited_for_and_the_runs_recovered(store):
+    """A short outage across a restart fails no run: it stays RUNNING until the engine
+    answers, then is re-attached as usual."""
+    engine = LateEngine()
+    services = late_services(store, engine, engine_retry=60)
+    run_id = left_running(services)
+    engine.recoverable[run_id] = ContainerResult(exit_code=0, outputs=GOOD_OUTPUTS, logs=b"ok\n")
+
+    async def go() -> None:
+        await services.actions.recover()
+        await asyncio.sleep(1.5)  # tried again at least once, still down
+        assert services.runs.current(run_id).state == RUN_STATE_RUNNING
+        engine.up.set()
+        await wait_until_async(
+            lambda: services.runs.current(run_id).state != RUN_STATE_RUNNING, "the recovery"
+        )
+        await services.actions.close()
+
+    asyncio.run(go())
+    ended = services.runs.current(run_id)
+    assert ended.state == RUN_STATE_SUCCEEDED, ended.message
+    assert services.runs.log_from(run_id, 0) == b"ok\n"
+    assert engine.removed == [run_id]
+
+
+def test_an_engine_that_stays_down_after_a_restart_fails_the_runs_after_engine_retry(store):
+    engine = LateEngine()
+    services = late_services(store, engine, engine_retry=2)
+    run_id = left_running(services)
+
+    async def go() -> None:
+        await services.actions.recover()
+        assert services.runs.current(run_id).state == RUN_STATE_RUNNING  # not failed at once
+        await wait_until_async(
+            lambda: services.runs.current(run_id).state != RUN_STATE_RUNNING, "the failure"
+        )
+        await services.actions.close()
+
+    asyncio.run(go())
+    failed = services.runs.current(run_id)
+    assert failed.state == RUN_STATE_FAILED
+    assert failed.message.startswith(
+        "the server restarted and could not reach the container engine for 2s: "
+    ), failed.message
+    assert "unix:///late.sock" in failed.message
+    assert services.runs.active() == []

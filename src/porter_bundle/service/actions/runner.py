@@ -80,7 +80,8 @@ def engine_unavailable(exc: ExecutorUnavailable) -> Unavailable:
 
 class Runner(Takeovers):
     """Runs, cancels, completes and recovers runs on the event loop (blocking calls on the pool);
-    taking runs over from other replicas and the drain are :class:`.takeover.Takeovers`'."""
+    the recovery at start-up, taking runs over from other replicas and the drain are
+    :class:`.takeover.Takeovers`'."""
 
     def __init__(
         self,
@@ -112,6 +113,8 @@ class Runner(Takeovers):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._waiting: asyncio.Task[None] | None = None
+        """The start-up recovery waiting for an unreachable engine."""
         self.phase_hooks: Callable[[str], PhaseHook | None] | None = None
         """Given a run ID, what spans the steps of its container (tracing); None: nothing."""
         self._reattach = Reattach(
@@ -221,38 +224,11 @@ class Runner(Takeovers):
         except Exception:
             log.exception("could not stop the container of canceled run %s", run_id)
 
-    async def recover(self) -> None:
-        """At start-up: finishes the active runs no live replica holds (on SQLite, one process
-        per file: every active run), removes orphan containers, then keeps the leases."""
-        single = self._runs.single_process
-        try:
-            executor = await self.executor()
-        except Unavailable as exc:
-            if single:  # nobody else can finish them
-                taken = await self._claim(every_active=True)
-                for t in taken:
-                    await self._ending.end(
-                        t.run.id,
-                        RUN_STATE_FAILED,
-                        "the server restarted and could not reach the container engine: "
-                        f"{exc.message}",
-                        kind=Kind.RECOVERY_FAILED,
-                    )
-            self.leases.start(permanent=True)  # a replica reaching its engine takes them over
-            return
-        for t in await self._claim(every_active=single, own=True):
-            self._take_over(executor, t)
-        active_ids = {r.id for r in await self._blocking.run(self._runs.active)}
-        for orphan in await executor.orphans():
-            if orphan not in active_ids:
-                await executor.recover(orphan)
-                self._observers.emit(RunEvent(Kind.ORPHAN_REMOVED, orphan))
-        self.leases.start(permanent=True)
-
     async def close(self) -> None:
         """Stops watching runs (their containers keep going; recover() picks them up next start)."""
         await self.leases.close()
-        tasks = [*self._tasks.values(), *self._stopping.values()]
+        waiting = [self._waiting] if self._waiting is not None else []
+        tasks = [*self._tasks.values(), *self._stopping.values(), *waiting]
         for task in tasks:
             task.cancel()
         if tasks:
