@@ -172,6 +172,26 @@ def result_bundle_installations(
         stub.CreateInstallation(pb.CreateInstallationRequest(installation=inst))
 
 
+def on_a_terminal(argv: list[str], env: dict[str, str]) -> bytes:
+    """What ``argv`` (a program's path first) writes to a pseudo-terminal, until it exits."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.waitpid(pid, 0)
+    return seen
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on now (for a process that must be told its port)."""
     with socket.socket() as sock:

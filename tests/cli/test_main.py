@@ -4,7 +4,6 @@ when the server cannot be reached, and client contexts (flag > environment > con
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import yaml
 from porter.bundle.v1.installation_pb2 import BundleReference, Installation
 from porter_bundle.cli import main
 from porter_bundle.cli.main import root
+from tests.helpers import on_a_terminal
 
 BIN = Path(sys.executable).with_name("porter-bundle")
 SCREEN_LINES = 40
@@ -200,20 +200,7 @@ def _progress_on(env: dict[str, str]) -> bytes:
         "import time\nfrom porter_bundle.cli.output import progress\n"
         "with progress('waiting for run X'):\n    time.sleep(0.5)\n"
     )
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(sys.executable, [sys.executable, "-c", script], env)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.waitpid(pid, 0)
-    return seen
+    return on_a_terminal([sys.executable, "-c", script], env)
 
 
 def test_progress_spins_on_a_terminal_only_without_no_color():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 from porter_bundle.cli import main
 from porter_bundle.cli.main import root
 from porter_bundle.cli.output import FORMATS
+from tests.helpers import on_a_terminal
 
 BIN = Path(sys.executable).with_name("porter-bundle")
 READ_VERBS = ("list", "show", "status", "export")
@@ -90,28 +90,10 @@ def test_bash_completion_as_the_readme_shows_it():
     ]
 
 
-def _on_a_terminal(argv: list[str], env: dict[str, str]) -> bytes:
-    """What ``argv`` writes to a pseudo-terminal."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(argv[0], argv, env)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.waitpid(pid, 0)
-    return seen
-
-
 @pytest.mark.slow  # two processes on a pty
 def test_colour_on_a_terminal_unless_no_color(server):
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm"}
     argv = [str(BIN), "bundles", "list", "--server", server.target]
-    assert b"\x1b[" in _on_a_terminal(argv, env)
-    plain = _on_a_terminal(argv, env | {"NO_COLOR": "1"})
+    assert b"\x1b[" in on_a_terminal(argv, env)
+    plain = on_a_terminal(argv, env | {"NO_COLOR": "1"})
     assert b"REFERENCE" in plain and b"\x1b[" not in plain
